@@ -1,0 +1,565 @@
+"""Reading and writing audio files: any rate, channel count and sample format in, float32 out.
+
+Decoding goes through ``soundfile`` (libsndfile: WAV, FLAC, OGG/Vorbis/Opus, MP3 from
+libsndfile 1.1, AIFF, AU, ...). Formats libsndfile cannot read are tried with ``audioread``
+when it is importable. Every failure raises :class:`~cadenza.errors.DecodeError` with one of
+a few stable ``reason`` strings, suitable for a corpus manifest:
+
+``"missing file"``, ``"unreadable file"``, ``"empty file"``, ``"not an audio file"``,
+``"corrupt or truncated audio"``, ``"no audio samples"``, ``"unsupported format"``.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import secrets
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from cadenza.errors import DecodeError, ParameterError
+
+__all__ = ["AUDIO_EXTENSIONS", "audio_info", "is_silent", "read_audio", "write_audio"]
+
+#: ``res_type`` names (librosa's) -> soxr quality recipes.
+RES_TYPES = {"soxr_vhq": "VHQ", "soxr_hq": "HQ", "soxr_mq": "MQ", "soxr_lq": "LQ", "soxr_qq": "QQ"}
+
+#: Frames decoded at a time when mixing many channels down, so memory stays about one output copy.
+_BLOCK_FRAMES = 1 << 16
+
+#: Magic bytes at offset 0 of formats libsndfile reads.
+_SNDFILE_MAGIC = (
+    (b"RIFF", "WAV"),
+    (b"RIFX", "WAV"),
+    (b"RF64", "RF64"),
+    (b"BW64", "RF64"),
+    (b"riff\x2e\x91\xcf\x11", "W64"),
+    (b"FORM", "AIFF"),
+    (b"fLaC", "FLAC"),
+    (b"OggS", "OGG"),
+    (b".snd", "AU"),
+    (b"dns.", "AU"),
+    (b"caff", "CAF"),
+    (b"NIST_1A", "NIST"),
+    (b"Creative Voice File", "VOC"),
+    (b"ID3", "MP3"),
+)
+#: Magic bytes of audio formats libsndfile does not read (audioread may, through ffmpeg/gstreamer).
+_FOREIGN_MAGIC = (
+    (b"#!AMR", "AMR"),
+    (b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "ASF/WMA"),
+    (b"wvpk", "WavPack"),
+    (b"MAC ", "Monkey's Audio"),
+)
+
+
+def _soundfile_reads_mp3() -> bool:
+    """True when the bundled libsndfile decodes MP3 (libsndfile >= 1.1)."""
+    return "MP3" in sf.available_formats()
+
+
+def _import_audioread() -> Any:
+    """The ``audioread`` module, or None when it is not installed."""
+    try:
+        import audioread
+    except ImportError:
+        return None
+    return audioread
+
+
+def _supported_extensions() -> frozenset[str]:
+    ext = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au"}
+    if _soundfile_reads_mp3() or _import_audioread() is not None:
+        ext.add(".mp3")
+    if "OPUS" in sf.available_subtypes("OGG"):
+        ext.add(".opus")
+    return frozenset(ext)
+
+
+#: Lower-case file extensions (with the dot) that :func:`read_audio` decodes in this environment.
+AUDIO_EXTENSIONS: frozenset[str] = _supported_extensions()
+
+
+# --------------------------------------------------------------------------------------------
+# Classifying files before and after libsndfile has had a go at them.
+
+
+def _sniff(head: bytes) -> tuple[str, str]:
+    """Classify the first bytes of a file as ``(kind, name)``.
+
+    ``kind`` is "sndfile" (libsndfile reads it), "foreign" (audio libsndfile does not read),
+    "text", "midi" or "unknown".
+    """
+    for magic, name in _SNDFILE_MAGIC:
+        if head.startswith(magic):
+            return "sndfile", name
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0:
+        # An MPEG audio frame sync; layer bits 00 mean AAC in an ADTS stream.
+        return ("foreign", "AAC") if (head[1] & 0x06) == 0 else ("sndfile", "MP3")
+    for magic, name in _FOREIGN_MAGIC:
+        if head.startswith(magic):
+            return "foreign", name
+    if head[4:8] == b"ftyp":
+        return "foreign", "MP4/M4A"
+    if head.startswith(b"MThd"):
+        return "midi", "MIDI"
+    if head and b"\x00" not in head:
+        text = head.decode("utf-8", errors="replace")
+        n_bad = sum(1 for c in text if c == "\ufffd" or (not c.isprintable() and c not in "\r\n\t\f"))
+        if n_bad <= max(1, len(text) // 100):  # allow a multibyte character cut at the end
+            return "text", "HTML/XML" if head.lstrip().startswith(b"<") else "text"
+    return "unknown", ""
+
+
+def _check_file(path: Path) -> tuple[str, str]:
+    """Raise the DecodeError for a missing, unreadable, empty or non-audio file; else sniff it."""
+    if not path.exists():
+        raise DecodeError(path, "missing file", "no such file")
+    if path.is_dir():
+        raise DecodeError(path, "not an audio file", "it is a directory")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except PermissionError as e:
+        raise DecodeError(path, "unreadable file", f"permission denied: {e.strerror}") from e
+    except OSError as e:
+        raise DecodeError(path, "unreadable file", str(e)) from e
+    if not head:
+        raise DecodeError(path, "empty file", "0 bytes")
+    kind, name = _sniff(head)
+    if kind == "text":
+        raise DecodeError(path, "not an audio file", f"the file holds {name}, not audio")
+    if kind == "midi":
+        raise DecodeError(path, "not an audio file", "a MIDI file: render it with cadenza.audio.render_midi")
+    return kind, name
+
+
+def _needs_audioread(kind: str, name: str) -> bool:
+    return kind == "foreign" or (name == "MP3" and not _soundfile_reads_mp3())
+
+
+def _open_error(path: Path, kind: str, name: str, error: Exception) -> DecodeError:
+    """The DecodeError for a file libsndfile refused to open."""
+    if kind == "sndfile":
+        return DecodeError(path, "corrupt or truncated audio", f"{name} header, but libsndfile says: {error}")
+    return DecodeError(path, "not an audio file", f"no known audio header; libsndfile says: {error}")
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks.
+
+
+def _as_rate(value: Any, name: str) -> int:
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and np.isfinite(value)
+    if not ok or value != int(value) or value <= 0:
+        raise ParameterError(f"{name} must be a positive integer number of samples per second, got {value!r}")
+    return int(value)
+
+
+def _check_read_args(sr: Any, offset: float, duration: float | None, res_type: str) -> int | None:
+    if res_type not in RES_TYPES:
+        raise ParameterError(f"unknown res_type {res_type!r}; expected one of {sorted(RES_TYPES)}")
+    if not np.isfinite(offset) or offset < 0:
+        raise ParameterError(f"offset must be a finite number of seconds >= 0, got {offset!r}")
+    if duration is not None and (not np.isfinite(duration) or duration <= 0):
+        raise ParameterError(f"duration must be None or a number of seconds > 0, got {duration!r}")
+    return None if sr is None else _as_rate(sr, "sr")
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding.
+
+
+def _read_frames(f: sf.SoundFile, n_frames: int, *, mono: bool) -> np.ndarray:
+    """Read up to ``n_frames`` (-1: to the end) from an open file as float32.
+
+    Returns ``(n,)`` when ``mono`` else ``(n, channels)``. Many channels are mixed down block by
+    block into one preallocated output, so memory stays about one copy of the result.
+    """
+    if not (mono and f.channels > 1):
+        return f.read(n_frames, dtype="float32", always_2d=not mono)
+    # f.frames can overestimate (MP3 lengths are estimates); the output shrinks or grows to fit.
+    capacity = n_frames if n_frames >= 0 else max(f.frames - f.tell(), 0)
+    out = np.empty(capacity, dtype=np.float32)
+    buf = np.empty((_BLOCK_FRAMES, f.channels), dtype=np.float32)
+    pos = 0
+    while n_frames < 0 or pos < n_frames:
+        want = _BLOCK_FRAMES if n_frames < 0 else min(_BLOCK_FRAMES, n_frames - pos)
+        block = f.read(want, dtype="float32", always_2d=True, out=buf[:want])  # (n, channels)
+        if len(block) == 0:
+            break
+        if pos + len(block) > len(out):
+            out = np.concatenate([out[:pos], np.empty(max(len(out), len(block)), dtype=np.float32)])
+        np.mean(block, axis=1, out=out[pos : pos + len(block)])
+        pos += len(block)
+    return out[:pos]
+
+
+def _decode_soundfile(
+    path: Path, kind: str, name: str, *, mono: bool, offset: float, duration: float | None
+) -> tuple[np.ndarray, int]:
+    try:
+        f = sf.SoundFile(str(path))
+    except (sf.SoundFileError, RuntimeError) as e:
+        raise _open_error(path, kind, name, e) from e
+    with f:
+        if f.frames == 0:
+            raise DecodeError(path, "no audio samples", f"a valid {f.format} header with 0 frames")
+        orig_sr = f.samplerate
+        start = round(offset * orig_sr)
+        if start >= f.frames:
+            raise ParameterError(
+                f"{path}: offset {offset} s is past the end of the audio ({f.frames / orig_sr:.3f} s)"
+            )
+        n_frames = -1 if duration is None else round(duration * orig_sr)
+        try:
+            if start:
+                f.seek(start)
+            y = _read_frames(f, n_frames, mono=mono)
+        except (sf.SoundFileError, RuntimeError) as e:
+            raise DecodeError(path, "corrupt or truncated audio", f"decoding failed: {e}") from e
+    if len(y) == 0:
+        raise DecodeError(
+            path,
+            "corrupt or truncated audio",
+            f"the {name or 'audio'} header promises audio but none decodes",
+        )
+    return y, orig_sr
+
+
+def _decode_audioread(
+    path: Path, name: str, *, mono: bool, offset: float, duration: float | None
+) -> tuple[np.ndarray, int]:
+    audioread = _import_audioread()
+    if audioread is None:
+        raise DecodeError(
+            path, "unsupported format", f"{name} needs audioread (pip install audioread) and ffmpeg"
+        )
+    try:
+        with audioread.audio_open(str(path)) as f:
+            orig_sr, channels = int(f.samplerate), int(f.channels)
+            pcm = np.concatenate([np.frombuffer(buf, dtype="<i2") for buf in f] or [np.zeros(0, "<i2")])
+    except audioread.NoBackendError as e:
+        raise DecodeError(
+            path, "unsupported format", f"{name}: libsndfile cannot read it and audioread has no backend"
+        ) from e
+    except Exception as e:  # audioread backends raise their own error types
+        raise DecodeError(path, "corrupt or truncated audio", f"{name}: audioread says: {e}") from e
+    y = (pcm.astype(np.float32) / 32768.0).reshape(-1, channels)  # (n, channels)
+    if len(y) == 0:
+        raise DecodeError(path, "no audio samples", f"{name} stream with 0 frames")
+    start = round(offset * orig_sr)
+    if start >= len(y):
+        raise ParameterError(
+            f"{path}: offset {offset} s is past the end of the audio ({len(y) / orig_sr:.3f} s)"
+        )
+    y = y[start:] if duration is None else y[start : start + round(duration * orig_sr)]
+    return (y.mean(axis=1) if mono else y), orig_sr
+
+
+def _resample(y: np.ndarray, orig_sr: int, sr: int, res_type: str) -> np.ndarray:
+    """Resample along axis 0 to exactly ``round(n * sr / orig_sr)`` samples."""
+    n_out = round(len(y) * sr / orig_sr)
+    y = soxr.resample(np.ascontiguousarray(y), orig_sr, sr, quality=RES_TYPES[res_type])
+    if len(y) > n_out:
+        y = y[:n_out]
+    elif len(y) < n_out:
+        y = np.concatenate([y, np.zeros((n_out - len(y), *y.shape[1:]), dtype=y.dtype)])
+    return y
+
+
+def _load(
+    path: str | os.PathLike[str],
+    *,
+    sr: int | None,
+    mono: bool,
+    offset: float,
+    duration: float | None,
+    res_type: str,
+    clip: bool,
+) -> tuple[np.ndarray, int]:
+    sr = _check_read_args(sr, offset, duration, res_type)
+    path = Path(path)
+    kind, name = _check_file(path)
+    if _needs_audioread(kind, name):
+        y, orig_sr = _decode_audioread(path, name, mono=mono, offset=offset, duration=duration)
+    else:
+        y, orig_sr = _decode_soundfile(path, kind, name, mono=mono, offset=offset, duration=duration)
+    if sr is not None and sr != orig_sr:
+        y = _resample(y, orig_sr, sr, res_type)
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    if clip:
+        np.clip(y, -1.0, 1.0, out=y)
+    return y, sr if sr is not None else orig_sr
+
+
+def read_audio(
+    path: str | os.PathLike[str],
+    *,
+    sr: int | None = None,
+    mono: bool = True,
+    offset: float = 0.0,
+    duration: float | None = None,
+    res_type: str = "soxr_hq",
+) -> tuple[np.ndarray, int]:
+    """Decode an audio file to float32 samples in [-1, 1].
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Any file libsndfile reads (WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF, AU, ...), of any
+        sample rate, channel count and sample format (8/16/24/32-bit integer or float).
+    sr : int or None
+        Target sample rate; None keeps the file's. Resampling uses soxr and returns exactly
+        ``round(n * sr / sr_file)`` samples.
+    mono : bool
+        Mix all channels down by their mean (the default). Otherwise return every channel.
+    offset : float
+        Start reading this many seconds into the file. An offset at or past the end raises
+        :class:`~cadenza.errors.ParameterError`.
+    duration : float or None
+        Read at most this many seconds; None reads to the end.
+    res_type : str
+        Resampler quality, named as in librosa: "soxr_vhq", "soxr_hq" (default), "soxr_mq",
+        "soxr_lq" or "soxr_qq".
+
+    Returns
+    -------
+    y : np.ndarray
+        float32 samples, shape ``(n,)`` when ``mono``, else ``(n, channels)`` (the layout
+        :func:`write_audio` takes), clipped to [-1, 1].
+    sr : int
+        The sample rate of ``y``.
+
+    Raises
+    ------
+    cadenza.errors.DecodeError
+        With ``reason`` one of "missing file", "unreadable file", "empty file", "not an audio
+        file", "corrupt or truncated audio", "no audio samples", "unsupported format".
+        A WAV cut short decodes to the samples that are there (as libsndfile does); a
+        compressed stream that breaks off mid-frame is "corrupt or truncated audio".
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from cadenza.audio import read_audio, write_audio
+    >>> path = os.path.join(tempfile.mkdtemp(), "a4.wav")
+    >>> write_audio(path, 0.5 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100), 44100)
+    >>> y, sr = read_audio(path, sr=16000)
+    >>> y.shape, y.dtype, sr
+    ((16000,), dtype('float32'), 16000)
+    """
+    return _load(path, sr=sr, mono=mono, offset=offset, duration=duration, res_type=res_type, clip=True)
+
+
+def audio_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Describe an audio file from its header, without decoding the samples.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        An audio file, as for :func:`read_audio`.
+
+    Returns
+    -------
+    dict
+        ``sr`` (int), ``channels`` (int), ``frames`` (int; 0 for a header without samples, an
+        estimate for MP3), ``duration`` (seconds), ``format`` ("WAV", "FLAC", "OGG", "MP3",
+        ...) and ``subtype`` ("PCM_16", "VORBIS", ...; "" when unknown).
+
+    Raises
+    ------
+    cadenza.errors.DecodeError
+        As :func:`read_audio`, except that a header with zero frames is described, not refused.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from cadenza.audio import audio_info, write_audio
+    >>> path = os.path.join(tempfile.mkdtemp(), "silence.flac")
+    >>> write_audio(path, np.zeros((22050, 2)), 22050)
+    >>> info = audio_info(path)
+    >>> info["sr"], info["channels"], info["frames"], info["duration"], info["format"]
+    (22050, 2, 22050, 1.0, 'FLAC')
+    """
+    path = Path(path)
+    kind, name = _check_file(path)
+    if _needs_audioread(kind, name):
+        audioread = _import_audioread()
+        if audioread is None:
+            raise DecodeError(
+                path, "unsupported format", f"{name} needs audioread (pip install audioread) and ffmpeg"
+            )
+        try:
+            with audioread.audio_open(str(path)) as f:
+                sr, channels, duration = int(f.samplerate), int(f.channels), float(f.duration)
+        except audioread.NoBackendError as e:
+            raise DecodeError(
+                path, "unsupported format", f"{name}: libsndfile cannot read it and audioread has no backend"
+            ) from e
+        except Exception as e:  # audioread backends raise their own error types
+            raise DecodeError(path, "corrupt or truncated audio", f"{name}: audioread says: {e}") from e
+        return {
+            "sr": sr,
+            "channels": channels,
+            "frames": round(duration * sr),
+            "duration": duration,
+            "format": name,
+            "subtype": "",
+        }
+    try:
+        info = sf.info(str(path))
+    except (sf.SoundFileError, RuntimeError) as e:
+        raise _open_error(path, kind, name, e) from e
+    return {
+        "sr": int(info.samplerate),
+        "channels": int(info.channels),
+        "frames": int(info.frames),
+        "duration": info.frames / info.samplerate,
+        "format": info.format,
+        "subtype": info.subtype or "",
+    }
+
+
+def is_silent(y: np.ndarray, *, threshold_db: float = -60.0) -> bool:
+    """True when the peak of ``y`` is below ``threshold_db`` dB full scale (or ``y`` is empty).
+
+    Parameters
+    ----------
+    y : np.ndarray
+        Samples in [-1, 1], any shape.
+    threshold_db : float
+        Peak level in dBFS under which the signal counts as silent.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cadenza.audio import is_silent
+    >>> is_silent(np.full(100, 1e-4)), is_silent(np.full(100, 0.01))
+    (True, False)
+    """
+    y = np.asarray(y)
+    if y.size == 0:
+        return True
+    peak = float(np.max(np.abs(y)))
+    if not np.isfinite(peak):
+        raise ParameterError("y holds NaN or infinite values")
+    return bool(peak <= 0.0 or 20.0 * np.log10(peak) < threshold_db)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing.
+
+#: Extensions write_audio knows -> libsndfile container.
+_WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+
+#: Warn when more than this fraction of the samples is clipped.
+_CLIP_WARN_FRACTION = 0.001
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_audio(path: str | os.PathLike[str], y: np.ndarray, sr: int, *, subtype: str = "PCM_16") -> None:
+    """Write samples to a WAV or FLAC file (chosen by extension), atomically.
+
+    The file appears complete or not at all: the samples go to a temporary file in the same
+    folder, which is flushed, fsynced and renamed over ``path``. Missing folders are created.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination ending in ``.wav`` or ``.flac``.
+    y : np.ndarray
+        Float samples, shape ``(n,)`` (mono) or ``(n, channels)``. Values outside [-1, 1] are
+        clipped, with a warning when more than 0.1% of them are.
+    sr : int
+        Sample rate of ``y``.
+    subtype : str
+        libsndfile sample format: "PCM_16" (default), "PCM_24", "PCM_32", "FLOAT", ...
+
+    Raises
+    ------
+    cadenza.errors.ParameterError
+        On an unknown extension, a subtype the container cannot hold, an empty, non-float or
+        non-finite ``y``, or a 2-D ``y`` that looks like ``(channels, n)``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from cadenza.audio import read_audio, write_audio
+    >>> path = os.path.join(tempfile.mkdtemp(), "out", "noise.wav")
+    >>> y = np.random.default_rng(0).uniform(-0.5, 0.5, 8000)
+    >>> write_audio(path, y, 8000)
+    >>> z, sr = read_audio(path)
+    >>> bool(np.max(np.abs(z - y)) <= 1 / 32768)
+    True
+    """
+    path = Path(path)
+    sr = _as_rate(sr, "sr")
+    file_format = _WRITE_FORMATS.get(path.suffix.lower())
+    if file_format is None:
+        raise ParameterError(
+            f"{path}: cannot write {path.suffix or 'extension-less'} files; use one of {sorted(_WRITE_FORMATS)}"
+        )
+    if not sf.check_format(file_format, subtype):
+        raise ParameterError(
+            f"{path}: {file_format} cannot hold subtype {subtype!r}; try one of {sorted(sf.available_subtypes(file_format))}"
+        )
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.floating):
+        raise ParameterError(f"{path}: y must hold floats in [-1, 1], got dtype {y.dtype}")
+    if y.ndim not in (1, 2) or y.size == 0:
+        raise ParameterError(
+            f"{path}: y must be a non-empty (n,) or (n, channels) array, got shape {y.shape}"
+        )
+    if y.ndim == 2 and y.shape[1] > 64:
+        raise ParameterError(f"{path}: y has shape {y.shape}, which looks like (channels, n); pass y.T")
+    if not np.all(np.isfinite(y)):
+        raise ParameterError(f"{path}: y holds NaN or infinite values")
+    n_clipped = int(np.count_nonzero(np.abs(y) > 1.0))
+    if n_clipped > _CLIP_WARN_FRACTION * y.size:
+        warnings.warn(
+            f"{path}: clipping {n_clipped / y.size:.2%} of the samples to [-1, 1]", UserWarning, stacklevel=2
+        )
+    if n_clipped:
+        y = np.clip(y, -1.0, 1.0)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:  # O_EXCL so two writers never share a temporary file; 0o666 so the umask applies
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            channels = 1 if y.ndim == 1 else y.shape[1]
+            with sf.SoundFile(
+                raw, "w", samplerate=sr, channels=channels, subtype=subtype, format=file_format
+            ) as f:
+                f.write(y)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)

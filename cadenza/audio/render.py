@@ -1,0 +1,417 @@
+"""Scores to audio: FluidSynth with a General MIDI soundfont, or the built-in synthesiser.
+
+FluidSynth is used when its command-line program and a soundfont are found; otherwise (or with
+``use_fluidsynth=False``) :func:`cadenza.audio.synth.synthesize` renders the score and one
+:class:`RenderFallbackWarning` per process says what is missing and how to install it.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+
+from cadenza.audio.io import _as_rate, _load
+from cadenza.audio.synth import synthesize
+from cadenza.errors import DecodeError, ParameterError
+
+__all__ = [
+    "RenderFallbackWarning",
+    "find_soundfont",
+    "fluidsynth_available",
+    "pianoroll_to_midi",
+    "render_midi",
+    "render_pianoroll",
+]
+
+#: Seconds kept after the last note ends, for the instruments' release and the reverb tail.
+RELEASE_SECONDS = 1.0
+
+#: FluidSynth's master gain: 0.5 is loud enough without clipping most ensembles.
+FLUIDSYNTH_GAIN = 0.5
+
+#: Sample rates FluidSynth renders at; others are rendered at 44.1 kHz and resampled.
+_FLUIDSYNTH_RATES = range(8000, 96001)
+
+_INSTALL_HINT = "install FluidSynth and a General MIDI soundfont (Debian/Ubuntu: apt-get install fluidsynth fluid-soundfont-gm)"
+
+_fallback_warned = False
+
+
+class RenderFallbackWarning(UserWarning):
+    """Scores are being rendered with the built-in synthesiser instead of FluidSynth."""
+
+
+def _warn_fallback(why: str) -> None:
+    global _fallback_warned
+    if _fallback_warned:
+        return
+    _fallback_warned = True
+    warnings.warn(
+        f"rendering scores with cadenza's built-in synthesiser because {why}; for real instruments, {_INSTALL_HINT}",
+        RenderFallbackWarning,
+        stacklevel=3,
+    )
+
+
+def find_soundfont() -> Path | None:
+    """The General MIDI soundfont to render with, or None when there is none.
+
+    Looks, in order, at ``$CADENZA_SOUNDFONT``, ``$SOUNDFONT``,
+    ``/usr/share/sounds/sf2/FluidR3_GM.sf2``, then any ``/usr/share/sounds/sf2/*.sf2`` and
+    ``/usr/share/soundfonts/*.sf2`` (alphabetically). Variables naming a missing file are skipped.
+
+    Examples
+    --------
+    >>> from cadenza.audio import find_soundfont
+    >>> sf2 = find_soundfont()
+    >>> sf2 is None or sf2.is_file()
+    True
+    """
+    candidates = [
+        os.environ.get("CADENZA_SOUNDFONT"),
+        os.environ.get("SOUNDFONT"),
+        "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    ]
+    candidates += sorted(glob.glob("/usr/share/sounds/sf2/*.sf2")) + sorted(
+        glob.glob("/usr/share/soundfonts/*.sf2")
+    )
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def fluidsynth_available() -> bool:
+    """True when the ``fluidsynth`` program is on the PATH.
+
+    Examples
+    --------
+    >>> from cadenza.audio import fluidsynth_available
+    >>> isinstance(fluidsynth_available(), bool)
+    True
+    """
+    return shutil.which("fluidsynth") is not None
+
+
+def _load_midi(
+    midi: str | os.PathLike[str] | pretty_midi.PrettyMIDI,
+) -> tuple[pretty_midi.PrettyMIDI, Path | None]:
+    """The score as PrettyMIDI, and its file when it came from one."""
+    if isinstance(midi, pretty_midi.PrettyMIDI):
+        return midi, None
+    if not isinstance(midi, (str, os.PathLike)):
+        raise ParameterError(
+            f"midi must be a path to a .mid file or a pretty_midi.PrettyMIDI, got {type(midi).__name__}"
+        )
+    path = Path(midi)
+    if not path.is_file():
+        raise DecodeError(path, "missing file", "no such MIDI file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise DecodeError(path, "unreadable file", str(e)) from e
+    if not head:
+        raise DecodeError(path, "empty file", "0 bytes")
+    if head != b"MThd":
+        raise DecodeError(path, "not a MIDI file", f"starts with {head!r}, not b'MThd'")
+    try:
+        return pretty_midi.PrettyMIDI(str(path)), path
+    except Exception as e:  # mido and pretty_midi raise many types (EOFError, OSError, KeyError...)
+        raise DecodeError(path, "corrupt or truncated MIDI", f"{type(e).__name__}: {e}") from e
+
+
+def _with_program(midi: pretty_midi.PrettyMIDI, program: int) -> pretty_midi.PrettyMIDI:
+    """A copy of the score with every non-drum instrument playing ``program``."""
+    midi = copy.deepcopy(midi)
+    for instrument in midi.instruments:
+        if not instrument.is_drum:
+            instrument.program = program
+    return midi
+
+
+def _last_note_end(midi: pretty_midi.PrettyMIDI) -> float:
+    return max((note.end for instrument in midi.instruments for note in instrument.notes), default=0.0)
+
+
+def _render_fluidsynth(
+    midi: pretty_midi.PrettyMIDI, midi_path: Path | None, *, sr: int, soundfont: Path, name: str
+) -> np.ndarray:
+    last_end = _last_note_end(midi)
+    rate = sr if sr in _FLUIDSYNTH_RATES else 44100
+    with tempfile.TemporaryDirectory(prefix="cadenza-render-") as tmp:
+        if midi_path is None:
+            midi_path = Path(tmp) / "score.mid"
+            midi.write(str(midi_path))
+        out = Path(tmp) / "out.wav"
+        # -n no MIDI input, -i no shell, -q quiet; -F renders the file offline, with no audio
+        # driver; float samples so that loud passages are scaled below rather than clipped.
+        command = [
+            shutil.which("fluidsynth") or "fluidsynth",
+            "-n", "-i", "-q",
+            "-g", str(FLUIDSYNTH_GAIN),
+            "-r", str(rate),
+            "-T", "wav", "-O", "float",
+            "-F", str(out),
+            str(soundfont), str(midi_path),
+        ]  # fmt: skip
+        timeout = 60.0 + 2.0 * midi.get_end_time()  # far slower than real time means it hangs
+        try:
+            done = subprocess.run(
+                command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as e:
+            raise DecodeError(name, "render failed", f"fluidsynth took more than {timeout:.0f} s") from e
+        if done.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
+            log = (done.stderr or done.stdout).decode(errors="replace").strip()[-500:]
+            raise DecodeError(name, "render failed", f"fluidsynth exited with {done.returncode}: {log}")
+        y, _ = _load(out, sr=sr, mono=True, offset=0.0, duration=None, res_type="soxr_hq", clip=False)
+    y = y[: round((last_end + RELEASE_SECONDS) * sr)]
+    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+    if peak > 1.0:
+        y *= 0.9 / peak
+    return y
+
+
+def render_midi(
+    midi: str | os.PathLike[str] | pretty_midi.PrettyMIDI,
+    *,
+    sr: int = 16000,
+    soundfont: str | os.PathLike[str] | None = None,
+    program: int | None = None,
+    use_fluidsynth: bool | None = None,
+) -> np.ndarray:
+    """Render a score to mono audio.
+
+    Parameters
+    ----------
+    midi : str, PathLike or pretty_midi.PrettyMIDI
+        A standard MIDI file or a score in memory (not modified).
+    sr : int
+        Sample rate of the result.
+    soundfont : str, PathLike or None
+        The ``.sf2`` to play with; None uses :func:`find_soundfont`.
+    program : int or None
+        General MIDI program (0-127, 0-based: 0 is the grand piano) that every non-drum
+        instrument plays instead of its own; None keeps the score's.
+    use_fluidsynth : bool or None
+        None (default) uses FluidSynth when the program and a soundfont are found and the
+        built-in synthesiser otherwise; True requires FluidSynth; False always uses the
+        built-in synthesiser. Either fallback warns once per process
+        (:class:`RenderFallbackWarning`).
+
+    Returns
+    -------
+    np.ndarray
+        float32 samples, shape ``(n,)``, ending at most 1 s after the last note ends. FluidSynth
+        output is scaled to a peak of 0.9 only if it would clip; the built-in synthesiser
+        always normalises to 0.9. A score without notes gives ``midi.get_end_time()`` of silence.
+
+    Raises
+    ------
+    cadenza.errors.DecodeError
+        A MIDI file that is missing, empty, not MIDI ("not a MIDI file") or broken ("corrupt or
+        truncated MIDI"), or a FluidSynth run that fails ("render failed").
+    cadenza.errors.ParameterError
+        Bad arguments, a ``soundfont`` that does not exist, or ``use_fluidsynth=True`` where
+        FluidSynth or a soundfont is missing.
+
+    Examples
+    --------
+    >>> import pretty_midi
+    >>> from cadenza.audio import render_midi
+    >>> pm = pretty_midi.PrettyMIDI()
+    >>> strings = pretty_midi.Instrument(program=48)
+    >>> strings.notes.append(pretty_midi.Note(velocity=90, pitch=60, start=0.0, end=0.5))
+    >>> pm.instruments.append(strings)
+    >>> y = render_midi(pm, sr=8000, program=0, use_fluidsynth=False)
+    >>> y.dtype, 0.5 < len(y) / 8000 <= 1.5
+    (dtype('float32'), True)
+    """
+    sr = _as_rate(sr, "sr")
+    if program is not None and (
+        isinstance(program, bool) or not isinstance(program, (int, np.integer)) or not 0 <= program <= 127
+    ):
+        raise ParameterError(f"program must be None or a General MIDI program 0-127, got {program!r}")
+    if use_fluidsynth not in (None, True, False):
+        raise ParameterError(f"use_fluidsynth must be None, True or False, got {use_fluidsynth!r}")
+    if soundfont is not None and not Path(soundfont).is_file():
+        raise ParameterError(f"soundfont {soundfont}: no such file")
+    score, midi_path = _load_midi(midi)
+    name = str(midi_path) if midi_path is not None else "<PrettyMIDI>"
+    if program is not None:
+        score, midi_path = _with_program(score, int(program)), None
+    if _last_note_end(score) <= 0.0:
+        return np.zeros(round(score.get_end_time() * sr), dtype=np.float32)
+
+    sf2 = Path(soundfont) if soundfont is not None else find_soundfont()
+    if use_fluidsynth is False:
+        missing = "use_fluidsynth=False was passed"
+    elif not fluidsynth_available():
+        missing = "the fluidsynth program is not on the PATH"
+    elif sf2 is None:
+        missing = "no General MIDI soundfont was found (set $CADENZA_SOUNDFONT to an .sf2 file)"
+    else:
+        return _render_fluidsynth(score, midi_path, sr=sr, soundfont=sf2, name=name)
+    if use_fluidsynth:
+        raise ParameterError(f"use_fluidsynth=True, but {missing}; {_INSTALL_HINT}")
+    _warn_fallback(missing)
+    return synthesize(score, sr=sr)
+
+
+def pianoroll_to_midi(
+    roll: np.ndarray,
+    *,
+    resolution: int,
+    tempo: float = 120.0,
+    lowest_pitch: int = 0,
+    program: int = 0,
+    velocity: int = 100,
+) -> pretty_midi.PrettyMIDI:
+    """Turn a many-hot piano roll into a one-instrument score.
+
+    Each run of consecutive on-steps of a pitch becomes one note, so a held note and repeated
+    notes of one pitch are told apart only by an off-step between them.
+
+    Parameters
+    ----------
+    roll : np.ndarray
+        Shape ``(n_steps, n_pitches)``; nonzero entries are on. Column ``j`` is MIDI pitch
+        ``lowest_pitch + j``.
+    resolution : int
+        Time steps per beat (quarter note).
+    tempo : float
+        Beats per minute; a step lasts ``60 / (tempo * resolution)`` seconds.
+    lowest_pitch : int
+        MIDI pitch of column 0.
+    program : int
+        General MIDI program (0-127) of the instrument.
+    velocity : int
+        Velocity (1-127) of every note.
+
+    Returns
+    -------
+    pretty_midi.PrettyMIDI
+        One instrument with the notes sorted by start, then pitch; ticks per beat are a
+        multiple of ``resolution`` so that writing the file keeps every step exact.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cadenza.audio import pianoroll_to_midi
+    >>> roll = np.zeros((8, 128), dtype=bool)
+    >>> roll[0:4, 60] = True  # C4 for steps 0-3
+    >>> roll[4:8, 64] = True  # then E4
+    >>> pm = pianoroll_to_midi(roll, resolution=4, tempo=120.0)
+    >>> [(n.pitch, n.start, n.end) for n in pm.instruments[0].notes]
+    [(60, 0.0, 0.5), (64, 0.5, 1.0)]
+    """
+    roll = np.asarray(roll)
+    if roll.ndim != 2:
+        raise ParameterError(f"roll must have shape (n_steps, n_pitches), got {roll.shape}")
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution <= 0:
+        raise ParameterError(f"resolution must be a positive number of steps per beat, got {resolution!r}")
+    if not np.isfinite(tempo) or tempo <= 0:
+        raise ParameterError(f"tempo must be a positive number of beats per minute, got {tempo!r}")
+    if not 0 <= lowest_pitch or lowest_pitch + roll.shape[1] > 128:
+        raise ParameterError(
+            f"pitches {lowest_pitch}..{lowest_pitch + roll.shape[1] - 1} fall outside MIDI's 0..127"
+        )
+    if not 0 <= program <= 127:
+        raise ParameterError(f"program must be 0-127, got {program!r}")
+    if not 1 <= velocity <= 127:
+        raise ParameterError(f"velocity must be 1-127, got {velocity!r}")
+
+    # int8, not uint8: diff must see -1 at note offs. Pad a silent step on both sides so that
+    # notes sounding at the first or last step still have an on and an off.
+    on = np.pad((roll != 0).astype(np.int8), ((1, 1), (0, 0)))  # (n_steps + 2, n_pitches)
+    edges = np.diff(on, axis=0).T  # (n_pitches, n_steps + 1): +1 at onsets, -1 after the last on-step
+    pitch_on, step_on = np.nonzero(edges == 1)  # row-major over pitches: per pitch, in time order
+    _, step_off = np.nonzero(edges == -1)  # each pitch's offs pair one to one with its ons
+    order = np.lexsort((pitch_on, step_on))  # sort by start, then pitch
+    seconds_per_step = 60.0 / (float(tempo) * int(resolution))
+
+    ticks_per_beat = int(resolution) * max(1, round(480 / int(resolution)))
+    midi = pretty_midi.PrettyMIDI(resolution=ticks_per_beat, initial_tempo=float(tempo))
+    instrument = pretty_midi.Instrument(program=int(program))
+    instrument.notes = [
+        pretty_midi.Note(
+            velocity=int(velocity),
+            pitch=int(pitch) + int(lowest_pitch),
+            start=start * seconds_per_step,
+            end=end * seconds_per_step,
+        )
+        for pitch, start, end in zip(
+            pitch_on[order].tolist(), step_on[order].tolist(), step_off[order].tolist()
+        )
+    ]
+    midi.instruments.append(instrument)
+    return midi
+
+
+def render_pianoroll(
+    roll: np.ndarray,
+    *,
+    resolution: int,
+    tempo: float = 120.0,
+    lowest_pitch: int = 0,
+    sr: int = 16000,
+    program: int = 0,
+    soundfont: str | os.PathLike[str] | None = None,
+    use_fluidsynth: bool | None = None,
+) -> np.ndarray:
+    """Render a many-hot piano roll to mono audio.
+
+    The roll becomes a score with :func:`pianoroll_to_midi` (velocity 100), which
+    :func:`render_midi` plays. The result lasts at least as long as the roll, silent steps at
+    the end included.
+
+    Parameters
+    ----------
+    roll : np.ndarray
+        Shape ``(n_steps, n_pitches)``; nonzero entries are on.
+    resolution : int
+        Time steps per beat.
+    tempo : float
+        Beats per minute.
+    lowest_pitch : int
+        MIDI pitch of column 0.
+    sr : int
+        Sample rate of the result.
+    program : int
+        General MIDI program (0-127) to play the notes with; 0 is the grand piano.
+    soundfont, use_fluidsynth
+        As for :func:`render_midi`.
+
+    Returns
+    -------
+    np.ndarray
+        float32 samples, shape ``(n,)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cadenza.audio import render_pianoroll
+    >>> roll = np.zeros((16, 88), dtype=np.uint8)
+    >>> roll[:8, 48] = 1  # A4 (pitch 21 + 48 = 69) for two beats
+    >>> y = render_pianoroll(roll, resolution=4, lowest_pitch=21, sr=8000, use_fluidsynth=False)
+    >>> y.dtype, len(y) >= 16 * 0.125 * 8000
+    (dtype('float32'), True)
+    """
+    midi = pianoroll_to_midi(
+        roll, resolution=resolution, tempo=tempo, lowest_pitch=lowest_pitch, program=program
+    )
+    y = render_midi(midi, sr=sr, soundfont=soundfont, use_fluidsynth=use_fluidsynth)
+    n_roll = round(np.asarray(roll).shape[0] * 60.0 / (tempo * resolution) * sr)
+    if len(y) < n_roll:
+        y = np.concatenate([y, np.zeros(n_roll - len(y), dtype=np.float32)])
+    return y

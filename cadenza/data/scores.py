@@ -1,0 +1,424 @@
+"""Reading symbolic files: MIDI, MusicXML/Humdrum/ABC (through music21) and pianoroll .npz.
+
+Everything symbolic reaches the rest of cadenza as a ``pretty_midi.PrettyMIDI``:
+
+* :func:`read_score` reads ``.mid/.midi/.kar`` with mido (tolerant of out-of-range data
+  bytes) and every other score format with ``music21.converter.parse``, translated to MIDI
+  in memory so that part instruments (violin, viola, cello...) keep their programs;
+  parts without an instrument play as piano (program 0).
+* :func:`read_lpd_roll` reads the ``.npz`` files written by pypianoroll, in both of its
+  layouts, with numpy and scipy only; :func:`read_lpd_npz` turns one into notes.
+
+A pypianoroll ``.npz`` is a zip of ``.npy`` arrays plus a raw ``info.json`` member:
+
+=============================================  ==========================================
+member                                         meaning
+=============================================  ==========================================
+``info.json``                                  ``{"name", "resolution"`` (>= 1.0) or
+                                               ``"beat_resolution"`` (0.x), and per track
+                                               ``"0": {"name", "program", "is_drum"}, ...}``
+``pianoroll_<i>_csc_{data,indices,indptr}``    track ``i`` as a ``scipy.sparse.csc_matrix``
+``pianoroll_<i>_csc_shape``                    its ``(n_steps, 128)`` shape
+``tempo``                                      bpm at each step (always in 0.x, optional after)
+``downbeat``                                   bool, True on each bar's first step (optional)
+=============================================  ==========================================
+
+Failures raise :class:`cadenza.errors.DecodeError` with a short reason: "missing file",
+"empty file", "not a MIDI file", "corrupt MIDI", "unparseable score", "no notes",
+"not a pianoroll .npz".
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import warnings
+import zipfile
+from typing import Any
+
+import mido
+import numpy as np
+import pretty_midi
+
+from cadenza.errors import DecodeError
+
+__all__ = ["MIDI_EXTENSIONS", "read_lpd_npz", "read_lpd_roll", "read_score"]
+
+MIDI_EXTENSIONS = (".mid", ".midi", ".kar")
+
+#: Velocity given to the steps of a binary (True/False) piano roll, as pypianoroll does.
+BINARY_VELOCITY = 64
+DEFAULT_TEMPO = 120.0
+
+
+# ------------------------------------------------------------------------------ scores
+def read_score(path: str | os.PathLike[str]) -> pretty_midi.PrettyMIDI:
+    """Read a MIDI file or any score music21 can parse, as a ``PrettyMIDI``.
+
+    Parameters
+    ----------
+    path : str or path
+        ``.mid``/``.midi``/``.kar`` are read as MIDI; ``.xml``/``.musicxml``/``.mxl``/
+        ``.krn``/``.abc`` (and anything else) through ``music21.converter.parse``. A file
+        holding several pieces (an ABC tune book) gives them one after the other.
+
+    Returns
+    -------
+    pretty_midi.PrettyMIDI
+
+    Raises
+    ------
+    DecodeError
+        "missing file", "empty file", "not a MIDI file", "corrupt MIDI",
+        "unparseable score" or "no notes".
+
+    Examples
+    --------
+    >>> import music21
+    >>> pm = read_score(music21.corpus.getWork("bach/bwv66.6"))
+    >>> len(pm.instruments), sum(len(i.notes) for i in pm.instruments) > 100
+    (4, True)
+    """
+    path = os.fspath(path)
+    _check_file(path)
+    if path.lower().endswith(MIDI_EXTENSIONS):
+        with open(path, "rb") as f:
+            midi = _midi_from_bytes(path, f.read())
+    else:
+        midi = _read_with_music21(path)
+    if not any(inst.notes for inst in midi.instruments):
+        raise DecodeError(path, "no notes")
+    return midi
+
+
+def _check_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise DecodeError(path, "missing file")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(path, "empty file")
+
+
+def _midi_from_bytes(path: str, data: bytes, *, shrink: bool = False) -> pretty_midi.PrettyMIDI:
+    if data[:4] == b"RIFF" and data[8:12] == b"RMID":  # RIFF-wrapped MIDI (.rmi saved as .mid)
+        start = data.find(b"MThd")
+        data = data[start:] if start >= 0 else b""
+    if data[:4] != b"MThd":
+        raise DecodeError(path, "not a MIDI file", "no MThd header")
+    try:
+        # clip=True: data bytes above 127, common in files from old sequencers, are clipped
+        # instead of refused (pretty_midi's own reader refuses them).
+        mid = mido.MidiFile(file=io.BytesIO(data), clip=True)
+    except (EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise DecodeError(path, "corrupt MIDI", f"{type(exc).__name__}: {exc}") from None
+    if mid.type == 2:
+        raise DecodeError(path, "corrupt MIDI", "type 2 (asynchronous) MIDI files are not supported")
+    _shrink_ticks(mid, always=shrink)
+    try:
+        with warnings.catch_warnings():
+            # "tempo events on non-zero tracks" (music21 writes them there): harmless here.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return pretty_midi.PrettyMIDI(mido_object=mid)
+    except (ValueError, KeyError, IndexError, TypeError, ZeroDivisionError) as exc:
+        raise DecodeError(path, "corrupt MIDI", f"{type(exc).__name__}: {exc}") from None
+
+
+def _shrink_ticks(mid: mido.MidiFile, *, always: bool = False) -> None:
+    """Lower the tick resolution, exactly where possible, when it is needlessly fine.
+
+    music21 writes 10080 ticks per quarter, so a long movement passes pretty_midi's 1e7-tick
+    guard against corrupt files (and its tick-to-time table costs 8 bytes a tick). Times
+    are all multiples of some divisor of the resolution; the smallest such resolution of at
+    least 480 keeps every time exact. Files still beyond the limit are rounded to 960.
+    """
+    limit = int(getattr(pretty_midi.pretty_midi, "MAX_TICK", 1e7))
+    tpb = mid.ticks_per_beat
+    ticks = [np.cumsum([msg.time for msg in track], dtype=np.int64) for track in mid.tracks]
+    last = max((int(t[-1]) for t in ticks if len(t)), default=0)
+    if tpb <= 0 or (last < limit and not always):
+        return
+    base = tpb // int(np.gcd.reduce(np.concatenate([[tpb], *ticks])))  # coarsest exact resolution
+    exact = [d for d in range(base, tpb + 1, base) if tpb % d == 0 and last * d // tpb < limit]
+    new_tpb = next((d for d in exact if d >= 480), exact[-1] if exact else min(tpb, 960))
+    if new_tpb == tpb:
+        return
+    for track, abs_ticks in zip(mid.tracks, ticks):
+        scaled = np.round(abs_ticks * (new_tpb / tpb)).astype(np.int64)
+        for msg, delta in zip(track, np.diff(scaled, prepend=0)):
+            msg.time = int(delta)
+    mid.ticks_per_beat = new_tpb
+
+
+def _read_with_music21(path: str) -> pretty_midi.PrettyMIDI:
+    import music21
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = music21.converter.parse(path)
+    except Exception as exc:  # music21 raises a zoo of types (its own, XML, regex, index...)
+        raise DecodeError(path, "unparseable score", f"{type(exc).__name__}: {exc}"[:300]) from None
+    if not isinstance(parsed, music21.stream.Opus):
+        return _music21_to_pretty_midi(path, parsed)
+    # A collection (an ABC tune book): the pieces one after the other. music21 cannot
+    # translate some tunes of some books; those are left out unless all of them fail.
+    midis, first_error = [], None
+    for piece in parsed.scores:
+        try:
+            midis.append(_music21_to_pretty_midi(path, piece))
+        except DecodeError as exc:
+            first_error = first_error or exc
+    if not midis:
+        raise first_error or DecodeError(path, "no notes", "an empty collection of scores")
+    return midis[0] if len(midis) == 1 else _concatenate(midis)
+
+
+def _music21_to_pretty_midi(path: str, stream: Any) -> pretty_midi.PrettyMIDI:
+    from music21.midi.translate import music21ObjectToMidiFile
+
+    _name_generic_instruments(stream)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                data = music21ObjectToMidiFile(stream).writestr()
+            except Exception:  # most often "badly formed repeats": play it once through instead
+                _drop_repeats(stream)
+                data = music21ObjectToMidiFile(stream).writestr()
+    except Exception as exc:  # as above: translation fails in many ways on odd scores
+        raise DecodeError(
+            path, "unparseable score", f"MIDI translation: {type(exc).__name__}: {exc}"[:300]
+        ) from None
+    return _midi_from_bytes(path, data, shrink=True)
+
+
+def _drop_repeats(stream: Any) -> None:
+    """Remove repeat barlines, brackets and marks (segno, coda, D.C....) from a parsed score."""
+    from music21 import bar, repeat, spanner
+    from music21 import stream as m21stream
+
+    for measure in stream.recurse().getElementsByClass(m21stream.Measure):
+        if isinstance(measure.leftBarline, bar.Repeat):
+            measure.leftBarline = None
+        if isinstance(measure.rightBarline, bar.Repeat):
+            measure.rightBarline = bar.Barline("regular")
+    marks = stream.recurse().getElementsByClass((repeat.RepeatMark, spanner.RepeatBracket))
+    stream.remove(list(marks), recurse=True)
+
+
+def _name_generic_instruments(stream: Any) -> None:
+    """Give a part the program its name implies when its instrument is only a family.
+
+    Several corpus quartets (Mozart, Haydn) mark every part "String Ensemble 1"; the part
+    names ("Violin I", "Viola", "Cello") say which instrument plays it.
+    """
+    from music21 import instrument
+
+    families = (instrument.StringInstrument, instrument.WoodwindInstrument, instrument.BrassInstrument)
+    for part in getattr(stream, "parts", []):
+        for inst in part.recurse().getElementsByClass(instrument.Instrument):
+            if type(inst) not in families:
+                continue
+            try:
+                specific = instrument.fromString(part.partName or inst.partName or "")
+            except Exception:  # InstrumentException, or a name music21 cannot tokenise
+                continue
+            if type(specific) not in families and specific.midiProgram is not None:
+                inst.midiProgram = specific.midiProgram
+
+
+def _concatenate(midis: list[pretty_midi.PrettyMIDI]) -> pretty_midi.PrettyMIDI:
+    """Several pieces one after the other; instruments with the same program, drum flag and name are joined."""
+    out = pretty_midi.PrettyMIDI(resolution=midis[0].resolution, initial_tempo=_first_tempo(midis[0]))
+    joined: dict[tuple[int, bool, str], pretty_midi.Instrument] = {}
+    offset = 0.0
+    for midi in midis:
+        for inst in midi.instruments:
+            key = (int(inst.program), bool(inst.is_drum), inst.name)
+            if key not in joined:
+                joined[key] = pretty_midi.Instrument(program=key[0], is_drum=key[1], name=key[2])
+                out.instruments.append(joined[key])
+            joined[key].notes.extend(
+                pretty_midi.Note(n.velocity, n.pitch, n.start + offset, n.end + offset) for n in inst.notes
+            )
+        offset += midi.get_end_time()
+    return out
+
+
+def _first_tempo(midi: pretty_midi.PrettyMIDI) -> float:
+    _, tempi = midi.get_tempo_changes()
+    return float(tempi[0]) if len(tempi) else DEFAULT_TEMPO
+
+
+# ------------------------------------------------------------------------- piano rolls
+def read_lpd_roll(
+    path: str | os.PathLike[str], *, merge: bool = True
+) -> tuple[np.ndarray, int, dict[str, Any]]:
+    """Read a pypianoroll ``.npz`` (the Lakh Pianoroll Dataset's files) as a velocity roll.
+
+    Both layouts are read: pypianoroll >= 1.0 (``resolution`` in ``info.json``, optional
+    ``tempo``) and 0.x, in which the published LPD files were written (``beat_resolution``).
+    Binary tracks get velocity ``BINARY_VELOCITY`` (64, as pypianoroll plays them).
+
+    Parameters
+    ----------
+    path : str or path
+        The ``.npz`` file.
+    merge : bool
+        True: one ``(n_steps, 128)`` roll, the maximum over the non-drum tracks. False:
+        ``(n_tracks, n_steps, 128)``, every track in file order, drums included.
+
+    Returns
+    -------
+    roll : np.ndarray, uint8
+        Velocities 0-127, ``(n_steps, 128)`` or ``(n_tracks, n_steps, 128)``.
+    resolution : int
+        Steps per quarter note.
+    info : dict
+        ``name``, ``tempo`` (bpm of the first step), ``tempo_array`` (bpm per step or None),
+        ``downbeat`` (bool array or None), ``tracks`` (list of ``{"name", "program",
+        "is_drum"}``), ``is_binary``, ``format`` ("pypianoroll-0.x" or "pypianoroll-1.x").
+
+    Raises
+    ------
+    DecodeError
+        "missing file", "empty file" or "not a pianoroll .npz".
+
+    Examples
+    --------
+    >>> roll, resolution, info = read_lpd_roll("TRAAAGR128F425B14B/b97c529ab9ef783a849b896816001748.npz")  # doctest: +SKIP
+    >>> roll.shape, resolution, info["tempo"]                                                             # doctest: +SKIP
+    ((6912, 128), 24, 100.0)
+    """
+    path = os.fspath(path)
+    _check_file(path)
+    rolls, resolution, info = _load_pypianoroll(path)
+    n_steps = max([r.shape[0] for r in rolls], default=0)
+    if merge:
+        roll = np.zeros((n_steps, 128), np.uint8)
+        for track, r in zip(info["tracks"], rolls):
+            if not track["is_drum"]:
+                np.maximum(roll[: r.shape[0]], r, out=roll[: r.shape[0]])
+    else:
+        roll = np.zeros((len(rolls), n_steps, 128), np.uint8)
+        for i, r in enumerate(rolls):
+            roll[i, : r.shape[0]] = r
+    return roll, resolution, info
+
+
+def read_lpd_npz(path: str | os.PathLike[str]) -> pretty_midi.PrettyMIDI:
+    """A pypianoroll ``.npz`` as a ``PrettyMIDI``: one instrument per track, notes on the steps.
+
+    A run of non-zero steps of one pitch is one note (its velocity the run's mean); the
+    step lasts ``60 / (tempo * resolution)`` seconds with the tempo of the first step.
+
+    Raises
+    ------
+    DecodeError
+        As :func:`read_lpd_roll`, and "no notes" for a silent roll.
+
+    Examples
+    --------
+    >>> pm = read_lpd_npz("b97c529ab9ef783a849b896816001748.npz")  # doctest: +SKIP
+    >>> [inst.name for inst in pm.instruments]                      # doctest: +SKIP
+    ['Drums', 'Piano', 'Guitar', 'Bass', 'Strings']
+    """
+    path = os.fspath(path)
+    rolls, resolution, info = read_lpd_roll(path, merge=False)
+    tempo = info["tempo"]
+    step = 60.0 / (tempo * resolution)
+    # A tick grid that holds every step exactly.
+    midi = pretty_midi.PrettyMIDI(
+        resolution=resolution * max(1, math.ceil(480 / resolution)), initial_tempo=tempo
+    )
+    for roll, track in zip(rolls, info["tracks"]):
+        inst = pretty_midi.Instrument(program=track["program"], is_drum=track["is_drum"], name=track["name"])
+        inst.notes = _roll_notes(roll, step)
+        midi.instruments.append(inst)
+    if not any(inst.notes for inst in midi.instruments):
+        raise DecodeError(path, "no notes", "the piano roll is silent")
+    return midi
+
+
+def _roll_notes(roll: np.ndarray, step: float) -> list[pretty_midi.Note]:
+    """Notes from a ``(n_steps, 128)`` velocity roll: each run of non-zero steps of one pitch."""
+    active = np.pad(roll > 0, ((1, 1), (0, 0)))
+    edges = np.diff(active.astype(np.int8), axis=0)  # (n_steps + 1, 128)
+    on_pitch, on_step = np.nonzero(edges.T > 0)  # both sorted by pitch, then step
+    _, off_step = np.nonzero(edges.T < 0)
+    csum = np.concatenate([np.zeros((1, 128)), np.cumsum(roll, axis=0, dtype=np.float64)])
+    notes = []
+    for pitch, on, off in zip(on_pitch, on_step, off_step):
+        velocity = int(round((csum[off, pitch] - csum[on, pitch]) / (off - on)))
+        notes.append(
+            pretty_midi.Note(max(1, min(127, velocity)), int(pitch), float(on * step), float(off * step))
+        )
+    notes.sort(key=lambda n: (n.start, n.pitch))
+    return notes
+
+
+def _load_pypianoroll(path: str) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    from scipy.sparse import csc_matrix
+
+    def bad(detail: str) -> DecodeError:
+        return DecodeError(path, "not a pianoroll .npz", detail)
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise bad(f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise bad("a single .npy array, not an .npz archive")
+    with loaded:
+        if "info.json" not in loaded.files:
+            raise bad("no info.json member")
+        try:
+            meta = json.loads(bytes(loaded["info.json"]).decode("utf-8"))
+            resolution = int(meta.get("resolution") or meta.get("beat_resolution") or 0)
+            rolls, tracks = [], []
+            while str(len(rolls)) in meta:
+                key = f"pianoroll_{len(rolls)}_csc"
+                track = meta[str(len(rolls))] or {}
+                shape = tuple(int(v) for v in loaded[f"{key}_shape"])
+                matrix = csc_matrix(
+                    (loaded[f"{key}_data"], loaded[f"{key}_indices"], loaded[f"{key}_indptr"]), shape=shape
+                )
+                rolls.append(_as_velocity(matrix.toarray()))
+                tracks.append(
+                    {
+                        "name": str(track.get("name") or ""),
+                        "program": int(track.get("program") or 0),
+                        "is_drum": bool(track.get("is_drum") or False),
+                    }
+                )
+            binary = [loaded[f"pianoroll_{i}_csc_data"].dtype == np.bool_ for i in range(len(rolls))]
+            tempo_array = np.asarray(loaded["tempo"], np.float64) if "tempo" in loaded.files else None
+            downbeat = np.asarray(loaded["downbeat"], bool) if "downbeat" in loaded.files else None
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError, AttributeError) as exc:
+            raise bad(f"{type(exc).__name__}: {exc}") from None
+    if resolution < 1:
+        raise bad("info.json gives no resolution (or beat_resolution)")
+    if not rolls:
+        raise bad("no pianoroll_0_csc_* arrays")
+    for r in rolls:
+        if r.ndim != 2 or r.shape[1] != 128:
+            raise bad(f"a track of shape {r.shape}, expected (n_steps, 128)")
+    first = float(tempo_array[0]) if tempo_array is not None and tempo_array.size else DEFAULT_TEMPO
+    info = {
+        "name": str(meta.get("name") or ""),
+        "resolution": resolution,
+        "tempo": first if math.isfinite(first) and first > 0 else DEFAULT_TEMPO,
+        "tempo_array": tempo_array,
+        "downbeat": downbeat,
+        "tracks": tracks,
+        "is_binary": all(binary),
+        "format": "pypianoroll-1.x" if "resolution" in meta else "pypianoroll-0.x",
+    }
+    return rolls, resolution, info
+
+
+def _as_velocity(roll: np.ndarray) -> np.ndarray:
+    if roll.dtype == np.bool_:
+        return roll.astype(np.uint8) * np.uint8(BINARY_VELOCITY)
+    return np.clip(np.nan_to_num(roll), 0, 127).astype(np.uint8)

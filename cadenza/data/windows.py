@@ -1,0 +1,225 @@
+"""Windowed datasets that stream from a feature store.
+
+Each dataset keeps only the file ids and a cumulative count of windows per file, so
+its memory does not grow with the length of the corpus; frames are read from the
+memory-mapped shards when an item is asked for. The datasets pickle without their open
+maps, so ``DataLoader(num_workers > 0)`` and DDP work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cadenza.data.normalize import Normalizer
+from cadenza.data.store import FeatureStore
+from cadenza.errors import ParameterError, StoreError
+
+_MAX_OPEN = 256  # memory maps kept open per process
+
+
+class _StoreWindows(Dataset):
+    """Shared machinery: (file, window) indexing over a store split and lazy memory maps."""
+
+    def __init__(
+        self,
+        store: FeatureStore | str | os.PathLike,
+        split: str,
+        *,
+        span: int,
+        hop: int,
+        label_key: str | None = None,
+        labels: list[str] | None = None,
+    ) -> None:
+        if span < 1 or hop < 1:
+            raise ParameterError(f"window span and hop must be positive, got span={span}, hop={hop}")
+        self.store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+        self.split = split
+        self.span = span
+        self.hop = hop
+        records = self.store.records_of(split)
+        counts = np.array([max(0, (int(r["n_frames"]) - span) // hop + 1) for r in records], dtype=np.int64)
+        keep = counts > 0
+        self.ids = [r["id"] for r, k in zip(records, keep) if k]
+        self.n_too_short = int((~keep).sum())
+        self._cum = np.concatenate([[0], np.cumsum(counts[keep])])
+        self.label_key = label_key
+        self.labels = labels if labels is not None else (self.store.label_values(label_key) if label_key else [])
+        if label_key:
+            index = {v: i for i, v in enumerate(self.labels)}
+            self._label_ids = np.array(
+                [index.get(self.store.record(i)["labels"].get(label_key, ""), -1) for i in self.ids], np.int64
+            )
+        self._maps: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return int(self._cum[-1])
+
+    def require_nonempty(self) -> None:
+        if len(self) == 0:
+            raise StoreError(
+                f"the {self.split!r} split of {self.store.path} has no window of {self.span} frames "
+                f"({len(self.store.ids(self.split))} files, {self.n_too_short} too short); "
+                "use shorter windows or prepare more or longer files"
+            )
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """Global window index -> (file position, first frame)."""
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        f = int(np.searchsorted(self._cum, index, side="right") - 1)
+        return f, int(index - self._cum[f]) * self.hop
+
+    def frames(self, f: int) -> np.ndarray:
+        item_id = self.ids[f]
+        arr = self._maps.get(item_id)
+        if arr is None:
+            arr = self.store.load(item_id)
+            self._maps[item_id] = arr
+            if len(self._maps) > _MAX_OPEN:
+                self._maps.popitem(last=False)
+        else:
+            self._maps.move_to_end(item_id)
+        return arr
+
+    def window(self, index: int) -> tuple[np.ndarray, int]:
+        f, start = self.locate(index)
+        return np.asarray(self.frames(f)[start : start + self.span]), f
+
+    def _extras(self, f: int) -> dict[str, torch.Tensor]:
+        if not self.label_key:
+            return {}
+        return {"label": torch.tensor(self._label_ids[f])}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_maps"] = OrderedDict()
+        return state
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    if np.issubdtype(a.dtype, np.integer):
+        return torch.from_numpy(a.astype(np.int64))
+    return torch.from_numpy(np.array(a, dtype=np.float32))  # a copy: shards are read-only maps
+
+
+class SequenceWindows(_StoreWindows):
+    """Sequences of ``seq_len`` frames with next-frame targets (paper 000: T = 40).
+
+    Item ``i`` is ``{"x": frames[s : s+T], "y": frames[s+1 : s+T+1]}``, both ``(T, F)``
+    float32 and normalised with the store's training statistics, plus ``"label"`` (int64,
+    -1 when the file has none) when ``label_key`` is given.
+
+    Parameters
+    ----------
+    store : FeatureStore or path
+    split : {"train", "valid", "test"}
+    seq_len : int
+        T, frames per sequence.
+    hop : int, optional
+        Frames between window starts; default ``seq_len`` (non-overlapping, as paper 000's
+        10-second segments).
+    normalization : {"standard", "minmax", "none"}
+    label_key : str, optional
+        A label of the manifest to return as an integer class (e.g. "composer").
+
+    Examples
+    --------
+    >>> ds = SequenceWindows("data/bach-fft", "train", seq_len=40)   # doctest: +SKIP
+    >>> ds[0]["x"].shape                                             # doctest: +SKIP
+    torch.Size([40, 8000])
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore | str | os.PathLike,
+        split: str = "train",
+        *,
+        seq_len: int = 40,
+        hop: int | None = None,
+        normalization: str = "standard",
+        label_key: str | None = None,
+        labels: list[str] | None = None,
+    ) -> None:
+        super().__init__(store, split, span=seq_len + 1, hop=hop or seq_len, label_key=label_key, labels=labels)
+        self.seq_len = seq_len
+        stats = self.store.stats if normalization != "none" else None
+        self.normalizer = Normalizer.from_stats(normalization, stats)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        w, f = self.window(index)
+        w = self.normalizer.apply(w.astype(np.float32)).astype(np.float32)
+        return {"x": torch.from_numpy(w[:-1]), "y": torch.from_numpy(w[1:]), **self._extras(f)}
+
+
+#: Paper 002's two raw-audio windowings: 256 samples split 128 in / 128 out with hop 128,
+#: and 129 samples giving input 1..128 and target 2..129 with hop 64.
+SEQ2SEQ_SCHEMES = {
+    "split": {"n_input": 128, "n_output": 128, "shift": 128, "hop": 128},
+    "shift": {"n_input": 128, "n_output": 128, "shift": 1, "hop": 64},
+}
+
+
+class AudioWindows(_StoreWindows):
+    """Raw-audio windows for sequence-to-sequence and sample-level models (paper 002).
+
+    Item ``i`` is ``{"x": s[a : a+n_input], "y": s[a+shift : a+shift+n_output]}`` over a
+    ``waveform`` store, shapes ``(n_input,)`` and ``(n_output,)``: float32 samples, or int64
+    mu-law classes for a mu-law store.
+
+    Parameters
+    ----------
+    scheme : {"split", "shift"}, optional
+        ``"split"``: 256-sample windows split 128/128, hop 128. ``"shift"``: 129-sample windows,
+        input samples 1..128 and targets 2..129, hop 64. Explicit ``n_input``, ``n_output``,
+        ``shift`` and ``hop`` override the scheme's values.
+
+    Examples
+    --------
+    >>> ds = AudioWindows("data/quartets", "train", scheme="shift")   # doctest: +SKIP
+    >>> ds[0]["x"].shape, ds[0]["y"].shape                            # doctest: +SKIP
+    (torch.Size([128]), torch.Size([128]))
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore | str | os.PathLike,
+        split: str = "train",
+        *,
+        scheme: str = "split",
+        n_input: int | None = None,
+        n_output: int | None = None,
+        shift: int | None = None,
+        hop: int | None = None,
+        label_key: str | None = None,
+        labels: list[str] | None = None,
+    ) -> None:
+        if scheme not in SEQ2SEQ_SCHEMES:
+            raise ParameterError(f"unknown windowing scheme {scheme!r}; expected one of {sorted(SEQ2SEQ_SCHEMES)}")
+        p = dict(SEQ2SEQ_SCHEMES[scheme])
+        for key, value in (("n_input", n_input), ("n_output", n_output), ("shift", shift), ("hop", hop)):
+            if value is not None:
+                p[key] = value
+        self.n_input, self.n_output, self.shift = p["n_input"], p["n_output"], p["shift"]
+        span = max(self.n_input, self.shift + self.n_output)
+        store_obj = store if isinstance(store, FeatureStore) else FeatureStore(store)
+        if store_obj.n_features != 1:
+            raise StoreError(
+                f"AudioWindows needs a waveform store (1 feature per frame); {store_obj.path} holds "
+                f"{store_obj.representation.name} frames with {store_obj.n_features} features"
+            )
+        super().__init__(store_obj, split, span=span, hop=p["hop"], label_key=label_key, labels=labels)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        w, f = self.window(index)
+        w = w[:, 0]
+        x = w[: self.n_input]
+        y = w[self.shift : self.shift + self.n_output]
+        return {"x": _tensor(x), "y": _tensor(y), **self._extras(f)}

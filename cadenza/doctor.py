@@ -1,0 +1,116 @@
+"""Checks of the environment, shared by ``cadenza doctor`` and the warnings of the library."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import platform
+import shutil
+import subprocess
+
+
+@dataclasses.dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    cost: str = ""  # what is lost while this is missing
+    optional: bool = False
+
+
+def _version(module: str) -> str | None:
+    try:
+        return getattr(importlib.import_module(module), "__version__", "installed")
+    except Exception:
+        return None
+
+
+def check_environment() -> list[Check]:
+    """Everything ``cadenza doctor`` prints, as data."""
+    checks = [Check("python", True, platform.python_version())]
+    for module, why in (
+        ("torch", "needed for every model"),
+        ("numpy", "needed everywhere"),
+        ("soundfile", "reads and writes audio"),
+        ("soxr", "resamples audio"),
+        ("librosa", "mel filters and reference transforms"),
+        ("music21", "the embedded corpus and MusicXML"),
+        ("pretty_midi", "MIDI input and output"),
+        ("matplotlib", "plots"),
+    ):
+        v = _version(module)
+        checks.append(Check(module, v is not None, v or "missing", "" if v else f"pip install {module}: {why}"))
+
+    import soundfile
+
+    mp3 = "MP3" in soundfile.available_formats()
+    checks.append(
+        Check(
+            "mp3 decoding",
+            mp3,
+            f"libsndfile {soundfile.__libsndfile_version__}",
+            "" if mp3 else "MP3 files will be skipped; upgrade soundfile (>= 0.12.1 bundles libsndfile with MP3)",
+            optional=True,
+        )
+    )
+
+    from cadenza.audio import find_soundfont, fluidsynth_available
+
+    fs = shutil.which("fluidsynth")
+    fs_version = ""
+    if fs:
+        try:
+            out = subprocess.run([fs, "--version"], capture_output=True, text=True, timeout=10).stdout
+            fs_version = out.splitlines()[0] if out else ""
+        except (OSError, subprocess.SubprocessError):
+            fs_version = ""
+    checks.append(
+        Check(
+            "fluidsynth",
+            bool(fs) and fluidsynth_available(),
+            fs_version or fs or "missing",
+            "scores are rendered with cadenza's small built-in synthesiser instead of real instruments; "
+            "install with: apt-get install fluidsynth fluid-soundfont-gm",
+            optional=True,
+        )
+    )
+    sf = find_soundfont()
+    checks.append(
+        Check(
+            "soundfont",
+            sf is not None,
+            str(sf) if sf else "no General MIDI .sf2 found",
+            "set CADENZA_SOUNDFONT=/path/to/font.sf2 or apt-get install fluid-soundfont-gm",
+            optional=True,
+        )
+    )
+
+    import torch
+
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        checks.append(Check("gpu", True, f"CUDA {torch.version.cuda}: {names}", optional=True))
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        checks.append(Check("gpu", True, "Apple MPS", optional=True))
+    else:
+        checks.append(
+            Check(
+                "gpu",
+                False,
+                f"none (torch {torch.__version__}, {torch.get_num_threads()} CPU threads)",
+                "tiny configs train on CPU in minutes; paper-size models want a GPU "
+                "(install a CUDA build: make TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128')",
+                optional=True,
+            )
+        )
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    checks.append(
+        Check(
+            "chromium",
+            bool(chromium),
+            chromium or "missing",
+            "only the listening test's browser tests need it (apt-get install chromium)",
+            optional=True,
+        )
+    )
+    return checks

@@ -1,0 +1,36 @@
+"""Library exceptions. Every error a user can cause names the thing at fault and what to do."""
+
+from __future__ import annotations
+
+
+class CadenzaError(Exception):
+    """Base class of every error cadenza raises on purpose."""
+
+
+class ParameterError(CadenzaError, ValueError):
+    """A bad argument: an unknown name, a value out of range, a wrong type."""
+
+
+class DecodeError(CadenzaError):
+    """A file that cannot be turned into audio or a score (corrupt, empty, foreign, silent...).
+
+    ``reason`` is a short phrase suitable for a manifest and a summary ("empty file",
+    "not an audio file", "silent"), ``path`` the file at fault.
+    """
+
+    def __init__(self, path: object, reason: str, detail: str = "") -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.detail = detail
+        msg = f"{self.path}: {reason}"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(msg)
+
+
+class SourceError(CadenzaError):
+    """A corpus source that cannot be read at all (missing folder, unknown layout, no usable file)."""
+
+
+class StoreError(CadenzaError):
+    """A feature store that is missing, incomplete or was prepared with other parameters."""

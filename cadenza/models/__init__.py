@@ -1,0 +1,165 @@
+"""Model families and the ``MODELS`` table.
+
+Every trainable model is one entry of :data:`MODELS`: a key (``fft_base``) naming a family
+module (``cadenza.models.fft_lstm``) and the configuration fields that the key pins (its
+``arch``). The one trainer in :mod:`cadenza.training` calls what a family module offers and
+nothing else:
+
+``Config``
+    A dataclass of the model's hyper-parameters whose defaults match the paper, with two
+    classmethod presets, ``Config.paper(**changes)`` and ``Config.tiny(**changes)`` (a size
+    that trains on two CPU cores in a minute or two). Fields may carry
+    ``metadata={"choices": (...)}`` or ``metadata={"min": x}``; the config loader checks them.
+``Model(config, info)``
+    An ``nn.Module`` built from its ``Config`` and a :class:`DataInfo` (feature count,
+    window length, label vocabulary, representation parameters), with:
+
+    ``losses(batch) -> dict[str, Tensor]``
+        Scalar losses of one batch (``batch`` is what the dataset yields, collated and on the
+        model's device). One entry per optimiser: ``{"loss": ...}`` for a model with a single
+        optimiser, ``{"generator": ..., "discriminator": ...}`` for a GAN. Further entries
+        are logged as metrics and never back-propagated.
+    ``configure_optimizers(optim) -> dict[str, Optimizer]`` (optional)
+        Only for models with several optimisers: one per loss name, built with
+        :func:`cadenza.training.optim.build_optimizer` so that ``optim`` (the experiment's
+        ``optim`` section, with its per-name ``groups``) is honoured. Without it the trainer
+        builds one optimiser, ``"loss"``, over all parameters. The trainer steps them in this
+        order, each ``optim.ratio[name]`` times per batch (default once).
+    ``generate(request: GenerationRequest) -> Tensor``
+        ``(n, n_frames, n_features)`` frames in the normalised feature space the model was
+        trained on; :mod:`cadenza.training.generation` denormalises them and decodes them
+        through the run's representation. All randomness comes from ``request.generator``.
+    ``n_seed_frames: int``
+        Frames of real music that ``generate`` starts from (0 when it needs none).
+
+Datasets come from the experiment's ``data`` section; :attr:`ModelSpec.dataset` names the
+windowing a family uses when the section leaves ``dataset`` empty (see
+:data:`cadenza.training.data.DATASETS`).
+
+Examples
+--------
+>>> from cadenza.models import MODELS, get_model_spec
+>>> sorted(MODELS)[:1]
+['fft_base']
+>>> get_model_spec("fft_base").preset("tiny").hidden_size
+128
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping
+from types import MappingProxyType, ModuleType
+from typing import Any
+
+from cadenza.errors import ParameterError
+
+__all__ = ["MODELS", "DataInfo", "GenerationRequest", "ModelSpec", "get_model_spec"]
+
+PRESETS = ("paper", "tiny")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about its data to be built.
+
+    Saved in every checkpoint, so a model can be rebuilt without its feature store.
+    """
+
+    n_features: int
+    #: Frames per training window (``data.seq_len``), or None for datasets without one.
+    seq_len: int | None = None
+    #: Label vocabulary when ``data.label_key`` is set (class ``i`` is ``labels[i]``).
+    labels: tuple[str, ...] = ()
+    #: The representation's parameters (``rep.to_dict()``).
+    representation: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    frame_rate: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_features": self.n_features,
+            "seq_len": self.seq_len,
+            "labels": list(self.labels),
+            "representation": dict(self.representation),
+            "frame_rate": self.frame_rate,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DataInfo:
+        return cls(
+            n_features=int(d["n_features"]),
+            seq_len=None if d.get("seq_len") is None else int(d["seq_len"]),
+            labels=tuple(d.get("labels", ())),
+            representation=dict(d.get("representation", {})),
+            frame_rate=float(d.get("frame_rate", 0.0)),
+        )
+
+
+@dataclasses.dataclass
+class GenerationRequest:
+    """What :meth:`Model.generate` is asked for.
+
+    ``seed`` holds ``(n, n_seed_frames, n_features)`` normalised frames of real music (or a
+    quiet noise seed) when the model's ``n_seed_frames`` is positive, else None. ``options``
+    are family-specific (``cadenza generate --option mode=stateful``), recorded in each
+    sample's JSON sidecar.
+    """
+
+    n: int
+    n_frames: int
+    generator: Any  # torch.Generator on the model's device
+    seed: Any = None  # torch.Tensor (n, T, F) or None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One entry of :data:`MODELS`.
+
+    ``module`` is the family module (imported on first use, so listing models stays cheap),
+    ``fixed`` the ``Config`` fields this key pins (e.g. ``{"arch": "base"}``), ``dataset``
+    the windowing of :data:`cadenza.training.data.DATASETS` it trains on by default.
+    """
+
+    key: str
+    module: str
+    summary: str
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    dataset: str = "sequence"
+
+    @property
+    def family(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    @property
+    def config_class(self) -> type:
+        return self.family.Config
+
+    def preset(self, name: str = "paper") -> Any:
+        """The family's ``Config`` preset ``name`` with this key's fixed fields."""
+        if name not in PRESETS:
+            raise ParameterError(f"unknown preset {name!r} for model {self.key}; expected one of {PRESETS}")
+        return getattr(self.config_class, name)(**dict(self.fixed))
+
+    def build(self, config: Any, info: DataInfo) -> Any:
+        """The family's ``Model(config, info)``."""
+        return self.family.Model(config, info)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "fft_base": ModelSpec(
+        key="fft_base",
+        module="cadenza.models.fft_lstm",
+        summary="GRUV baseline (paper 000): FFT frames -> LSTM -> dense -> next frame, MSE",
+        fixed=MappingProxyType({"arch": "base"}),
+    ),
+}
+
+
+def get_model_spec(key: str) -> ModelSpec:
+    """The :class:`ModelSpec` of ``key``; a :class:`ParameterError` listing the keys otherwise."""
+    try:
+        return MODELS[key]
+    except KeyError:
+        raise ParameterError(f"unknown model {key!r}; expected one of {sorted(MODELS)}") from None

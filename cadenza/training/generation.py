@@ -1,0 +1,396 @@
+"""Generation from a run, a checkpoint or an exported bundle.
+
+:func:`generate_from_run` loads ``checkpoints/best.pt`` (else ``last.pt``), rebuilds the model
+from the configuration saved inside, asks the family's ``generate`` for frames, undoes the
+normalisation, decodes them through the run's representation and writes one WAV (or MIDI for
+a symbolic representation) per sample with a JSON sidecar of every parameter used. All
+randomness comes from ``seed``, so the same call writes the same bytes.
+
+Models that continue real music (``model.n_seed_frames > 0``, e.g. the FFT LSTMs' sliding
+window) start from a seed clip: ``seed_file`` when given, else one of the clips an exported
+bundle carries, else a random window of a held-out file of the run's feature store (test,
+else valid, else train split), else quiet noise.
+
+Examples
+--------
+>>> paths = generate_from_run("runs/bach-base", seconds=10, n=3, seed=7, out="samples")  # doctest: +SKIP
+>>> [p.name for p in paths]                                                              # doctest: +SKIP
+['bach-base-seed7-0.wav', 'bach-base-seed7-1.wav', 'bach-base-seed7-2.wav']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cadenza import __version__
+from cadenza.data.normalize import Normalizer
+from cadenza.data.store import FeatureStore, atomic_write_text
+from cadenza.errors import CadenzaError, ParameterError, StoreError
+from cadenza.models import DataInfo, GenerationRequest, get_model_spec
+from cadenza.representations import Representation, representation_from_dict
+from cadenza.training.checkpoint import CheckpointError, load_checkpoint
+from cadenza.training.config import ExperimentConfig
+from cadenza.training.distributed import resolve_device
+
+log = logging.getLogger(__name__)
+
+#: Split preference for seed clips: held-out music first.
+SEED_SPLITS = ("test", "valid", "train")
+#: Amplitude of the noise seed used when no real music is at hand.
+NOISE_SEED_AMPLITUDE = 1e-3
+#: Sample rate of the WAV rendered beside generated MIDI.
+RENDER_SAMPLE_RATE = 16000
+
+
+@dataclasses.dataclass
+class Generator:
+    """A model ready to generate, with everything needed to turn its output into sound."""
+
+    model: torch.nn.Module
+    config: ExperimentConfig
+    representation: Representation
+    normalizer: Normalizer
+    info: DataInfo
+    checkpoint: Path
+    state: dict[str, Any]
+    name: str
+
+    @property
+    def n_seed_frames(self) -> int:
+        return int(getattr(self.model, "n_seed_frames", 0) or 0)
+
+
+# ----------------------------------------------------------------------------- loading
+def find_checkpoint(source: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Path:
+    """The checkpoint to generate from: ``checkpoint``, a ``.pt`` file, a bundle folder or a run."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    source = Path(source)
+    if source.is_file():
+        return source
+    if not source.is_dir():
+        raise CheckpointError(f"{source}: no such run, bundle or checkpoint")
+    for candidate in (
+        source / "bundle.pt",
+        source / "checkpoints" / "best.pt",
+        source / "checkpoints" / "last.pt",
+    ):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(
+        f"{source}: no checkpoint (neither checkpoints/best.pt nor checkpoints/last.pt, nor bundle.pt); "
+        "train first with `cadenza train CONFIG --run " + str(source) + "`"
+    )
+
+
+def normalizer_from_state(state: dict[str, Any]) -> Normalizer:
+    norm = state.get("normalization") or {"kind": "none"}
+    if norm["kind"] == "none":
+        return Normalizer("none", np.zeros(1, np.float32), np.ones(1, np.float32))
+    return Normalizer(
+        norm["kind"], np.asarray(norm["shift"], dtype=np.float32), np.asarray(norm["scale"], dtype=np.float32)
+    )
+
+
+def load_generator(
+    source: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None, device: str = "cpu"
+) -> Generator:
+    """The model of a run, checkpoint or bundle, in eval mode on ``device``."""
+    path = find_checkpoint(source, checkpoint)
+    state = load_checkpoint(path)
+    config = ExperimentConfig.from_dict(state["config"], source=f"{path} (saved config)")
+    spec = get_model_spec(state["model"])
+    info = DataInfo.from_dict(state["data_info"])
+    model = spec.build(config.model, info)
+    model.load_state_dict(state["weights"])
+    model.to(resolve_device(device)).eval()
+    source = Path(source)
+    if source.is_dir():
+        name = source.name
+    else:
+        name = source.parent.parent.name if source.parent.name == "checkpoints" else source.stem
+    return Generator(
+        model=model,
+        config=config,
+        representation=representation_from_dict(dict(state["representation"])),
+        normalizer=normalizer_from_state(state),
+        info=info,
+        checkpoint=path,
+        state=state,
+        name=name,
+    )
+
+
+# ----------------------------------------------------------------------------- seeds
+def held_out_clips(
+    store: FeatureStore, n_frames: int, n: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """``n`` random windows of ``n_frames`` raw frames from the store's held-out files."""
+    for split in SEED_SPLITS:
+        records = [r for r in store.records_of(split) if int(r["n_frames"]) >= n_frames]
+        if records:
+            break
+    else:
+        raise StoreError(f"{store.path}: no file has the {n_frames} frames a seed needs")
+    out = []
+    for _ in range(n):
+        record = records[int(rng.integers(len(records)))]
+        start = int(rng.integers(int(record["n_frames"]) - n_frames + 1))
+        frames = np.array(store.load(record["id"])[start : start + n_frames], dtype=np.float32)
+        out.append(
+            (
+                frames,
+                {
+                    "kind": "store",
+                    "store": str(store.path),
+                    "split": split,
+                    "id": record["id"],
+                    "start": start,
+                },
+            )
+        )
+    return out
+
+
+def file_clips(
+    path: str | os.PathLike, rep: Representation, n_frames: int, n: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """``n`` random windows of ``n_frames`` frames of an audio file, encoded by ``rep``."""
+    from cadenza.audio import read_audio
+
+    if rep.input_kind != "audio":
+        raise ParameterError(f"--seed-file needs an audio representation; this run's is {rep.name!r}")
+    y, _ = read_audio(path, sr=int(rep.sample_rate))
+    frames = np.asarray(rep.encode(y), dtype=np.float32)
+    if len(frames) < n_frames:
+        raise ParameterError(
+            f"{path}: {len(frames) / rep.frame_rate:.2f} s of audio, but the model starts from "
+            f"{n_frames} frames ({n_frames / rep.frame_rate:.2f} s); use a longer seed file"
+        )
+    out = []
+    for _ in range(n):
+        start = int(rng.integers(len(frames) - n_frames + 1))
+        out.append((frames[start : start + n_frames], {"kind": "file", "path": str(path), "start": start}))
+    return out
+
+
+def bundle_clips(
+    clips: list[torch.Tensor], n_frames: int, n: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    usable = [i for i, c in enumerate(clips) if len(c) >= n_frames]
+    out = []
+    for _ in range(n):
+        i = usable[int(rng.integers(len(usable)))]
+        start = int(rng.integers(len(clips[i]) - n_frames + 1))
+        out.append(
+            (clips[i][start : start + n_frames].numpy(), {"kind": "bundle", "clip": i, "start": start})
+        )
+    return out
+
+
+def noise_clips(
+    rep: Representation, n_frames: int, n: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """Quiet noise encoded by ``rep`` (zeros for symbolic representations)."""
+    out = []
+    for _ in range(n):
+        if rep.input_kind == "audio":
+            n_samples = int(math.ceil((n_frames + 1) * rep.sample_rate / rep.frame_rate))
+            y = (NOISE_SEED_AMPLITUDE * rng.standard_normal(n_samples)).astype(np.float32)
+            frames = np.asarray(rep.encode(y), dtype=np.float32)[:n_frames]
+        else:
+            frames = np.zeros((n_frames, rep.n_features), np.float32)
+        out.append((frames, {"kind": "noise", "amplitude": NOISE_SEED_AMPLITUDE}))
+    return out
+
+
+def seed_clips(
+    gen: Generator, n: int, rng: np.random.Generator, *, seed_file: str | os.PathLike | None = None
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """Raw (not normalised) seed frames for ``n`` samples, by the preference the module states."""
+    n_frames = gen.n_seed_frames
+    if seed_file is not None:
+        return file_clips(seed_file, gen.representation, n_frames, n, rng)
+    clips = gen.state.get("seed_clips") or []
+    if clips and any(len(c) >= n_frames for c in clips):
+        return bundle_clips(list(clips), n_frames, n, rng)
+    store_path = gen.config.data.store
+    if store_path and (Path(store_path) / "meta.yaml").exists():
+        try:
+            return held_out_clips(FeatureStore(store_path), n_frames, n, rng)
+        except StoreError as exc:
+            log.warning("cannot take seeds from the run's store (%s); trying other seeds", exc)
+    log.warning(
+        "no feature store or seed clips at hand: starting from quiet noise (give --seed-file for real music)"
+    )
+    return noise_clips(gen.representation, n_frames, n, rng)
+
+
+# ----------------------------------------------------------------------------- generating
+def synthesize(
+    gen: Generator,
+    *,
+    n: int,
+    seconds: float,
+    seed: int,
+    seed_file: str | os.PathLike | None = None,
+    options: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Raw frames ``(n, n_frames, n_features)`` of new music and where each sample's seed came from."""
+    if n < 1:
+        raise ParameterError(f"n must be at least 1, got {n}")
+    if not seconds > 0:
+        raise ParameterError(f"seconds must be positive, got {seconds}")
+    rep = gen.representation
+    n_frames = max(1, int(math.ceil(seconds * rep.frame_rate - 1e-9)))
+    rng = np.random.default_rng(seed)
+    device = next(gen.model.parameters()).device
+    seed_tensor, sources = None, [{"kind": "none"}] * n
+    if gen.n_seed_frames > 0:
+        clips = seed_clips(gen, n, rng, seed_file=seed_file)
+        sources = [info for _, info in clips]
+        raw = np.stack([frames for frames, _ in clips]).astype(np.float32)  # (n, T, F)
+        seed_tensor = torch.from_numpy(np.asarray(gen.normalizer.apply(raw), dtype=np.float32)).to(device)
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    request = GenerationRequest(
+        n=n, n_frames=n_frames, generator=generator, seed=seed_tensor, options=dict(options or {})
+    )
+    was_training = gen.model.training
+    gen.model.eval()
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(int(seed))
+        with torch.no_grad():
+            frames = gen.model.generate(request)  # (n, n_frames, F), normalised
+    gen.model.train(was_training)
+    frames = frames.detach().float().cpu().numpy()
+    if frames.shape[:2] != (n, n_frames):
+        raise CadenzaError(
+            f"model {gen.config.model_name} generated frames of shape {frames.shape}, expected ({n}, {n_frames}, F)"
+        )
+    raw = np.asarray(gen.normalizer.invert(frames), dtype=np.float32)
+    if not np.all(np.isfinite(raw)):
+        raise CadenzaError(
+            f"model {gen.config.model_name} generated non-finite values from {gen.checkpoint}; "
+            "the checkpoint may come from a diverged run: try an earlier one with --checkpoint"
+        )
+    return raw, sources
+
+
+def decode_to_audio(rep: Representation, frames: np.ndarray, seconds: float) -> np.ndarray:
+    """Frames -> samples of exactly ``seconds`` at the representation's rate."""
+    y = np.asarray(rep.decode(frames), dtype=np.float32).reshape(-1)
+    n_samples = int(round(seconds * rep.sample_rate))
+    if len(y) < n_samples:
+        y = np.pad(y, (0, n_samples - len(y)))
+    return y[:n_samples]
+
+
+def write_output(rep: Representation, frames: np.ndarray, stem: Path, seconds: float) -> list[Path]:
+    """One sample's frames to files: ``stem.wav`` for audio, ``stem.mid`` (and a rendering) for scores."""
+    from cadenza.audio import write_audio
+
+    if rep.input_kind == "score":
+        midi = rep.decode(frames)
+        path = stem.with_suffix(".mid")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        midi.write(str(tmp))
+        os.replace(tmp, path)
+        written = [path]
+        try:
+            from cadenza.audio import render_midi
+
+            write_audio(
+                stem.with_suffix(".wav"), render_midi(midi, sr=RENDER_SAMPLE_RATE), RENDER_SAMPLE_RATE
+            )
+            written.append(stem.with_suffix(".wav"))
+        except (ImportError, CadenzaError) as exc:
+            log.warning("could not render %s to audio (%s)", path, exc)
+        return written
+    y = decode_to_audio(rep, frames, seconds)
+    path = stem.with_suffix(".wav")
+    write_audio(path, y, int(rep.sample_rate))
+    return [path]
+
+
+def generate_from_run(
+    source: str | os.PathLike,
+    *,
+    seconds: float = 10.0,
+    n: int = 1,
+    seed: int = 0,
+    out: str | os.PathLike = "samples",
+    checkpoint: str | os.PathLike | None = None,
+    seed_file: str | os.PathLike | None = None,
+    device: str = "cpu",
+    options: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Generate ``n`` samples of ``seconds`` from a run, checkpoint or bundle; return the files written.
+
+    Parameters
+    ----------
+    source : path
+        A run directory (``runs/<name>``), an exported bundle (folder or ``.pt``) or a checkpoint.
+    seconds : float
+        Length of each sample.
+    n : int
+        Number of samples.
+    seed : int
+        Seeds every random choice (seed clips and the model's sampling): the same seed writes
+        the same bytes on the same machine.
+    out : path
+        Folder for ``<name>-seed<seed>-<i>.wav`` and its ``.json`` sidecar.
+    checkpoint : path, optional
+        A checkpoint to use instead of ``best.pt`` (or ``last.pt``).
+    seed_file : path, optional
+        An audio file to take seed clips from.
+    device : str
+        ``cpu`` (the default, reproducible across machines), ``cuda``, ``mps`` or ``auto``.
+    options : dict, optional
+        Family-specific generation options, recorded in the sidecars.
+
+    Returns
+    -------
+    list of Path
+        The audio (or MIDI) files, in sample order; each has a ``.json`` sidecar beside it.
+    """
+    gen = load_generator(source, checkpoint=checkpoint, device=device)
+    frames, sources = synthesize(gen, n=n, seconds=seconds, seed=seed, seed_file=seed_file, options=options)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for i in range(n):
+        stem = out / f"{gen.name}-seed{seed}-{i}"
+        files = write_output(gen.representation, frames[i], stem, seconds)
+        sidecar = {
+            "files": [p.name for p in files],
+            "index": i,
+            "n": n,
+            "seconds": seconds,
+            "seed": seed,
+            "seed_source": sources[i],
+            "options": dict(options or {}),
+            "source": str(source),
+            "checkpoint": str(gen.checkpoint),
+            "checkpoint_kind": gen.state.get("kind"),
+            "step": int(gen.state.get("step", 0)),
+            "epoch": int(gen.state.get("epoch", 0)),
+            "model": gen.config.model_name,
+            "config": gen.config.to_dict(),
+            "representation": dict(gen.state["representation"]),
+            "sample_rate": int(getattr(gen.representation, "sample_rate", 0) or 0),
+            "n_frames": int(frames.shape[1]),
+            "device": device,
+            "cadenza_version": __version__,
+        }
+        atomic_write_text(stem.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+        written.append(files[0])
+    return written

@@ -1,0 +1,375 @@
+"""read_audio / write_audio / audio_info on real files of every common kind, good and broken."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from cadenza.audio import AUDIO_EXTENSIONS, audio_info, io, is_silent, read_audio, write_audio
+from cadenza.errors import DecodeError, ParameterError
+
+FREQ = 440.0
+AMP = 0.5
+
+
+def sine(sr: int, seconds: float = 1.0, *, freq: float = FREQ, amp: float = AMP) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * freq * np.arange(round(sr * seconds)) / sr)).astype(np.float64)
+
+
+def peak_hz(y: np.ndarray, sr: int) -> float:
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    return float(np.fft.rfftfreq(len(y), 1 / sr)[np.argmax(spectrum)])
+
+
+def amplitude(y: np.ndarray) -> float:
+    """Amplitude of a sine from its RMS, ignoring the first and last tenth (resampler edges)."""
+    middle = y[len(y) // 10 : -len(y) // 10]
+    return float(np.sqrt(2 * np.mean(middle.astype(np.float64) ** 2)))
+
+
+def mp3_writable() -> bool:
+    return "MP3" in sf.available_formats() and sf.check_format("MP3", "MPEG_LAYER_III")
+
+
+# (extension, file rate, channels, soundfile format, subtype, lossless)
+FORMATS = [
+    pytest.param("wav", 44100, 2, "WAV", "PCM_16", True, id="wav-44k-stereo-int16"),
+    pytest.param("flac", 22050, 1, "FLAC", "PCM_24", True, id="flac-22k-int24"),
+    pytest.param("wav", 8000, 1, "WAV", "PCM_U8", True, id="wav-8k-u8"),
+    pytest.param("wav", 48000, 1, "WAV", "FLOAT", True, id="wav-48k-float"),
+    pytest.param("ogg", 44100, 1, "OGG", "VORBIS", False, id="ogg-vorbis"),
+    pytest.param(
+        "mp3",
+        44100,
+        1,
+        "MP3",
+        "MPEG_LAYER_III",
+        False,
+        id="mp3",
+        marks=pytest.mark.skipif(not mp3_writable(), reason="this libsndfile cannot write MP3"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("ext", "file_sr", "channels", "file_format", "subtype", "lossless"), FORMATS)
+def test_read_audio_decodes_format_to_target_rate(
+    tmp_path, ext, file_sr, channels, file_format, subtype, lossless
+):
+    x = sine(file_sr)
+    data = np.stack([x] * channels, axis=1) if channels > 1 else x
+    path = tmp_path / f"tone.{ext}"
+    sf.write(path, data, file_sr, format=file_format, subtype=subtype)
+
+    y, sr = read_audio(path, sr=16000)
+
+    assert sr == 16000
+    assert y.dtype == np.float32 and y.ndim == 1
+    assert abs(len(y) - 16000) <= 1
+    assert abs(peak_hz(y, sr) - FREQ) <= 1.0
+    assert np.max(np.abs(y)) <= 1.0
+    if lossless:
+        assert amplitude(y) == pytest.approx(AMP, rel=0.01)
+    else:
+        assert amplitude(y) == pytest.approx(AMP, rel=0.1)
+
+
+def test_opposite_phase_stereo_mixes_to_silence(tmp_path):
+    x = sine(44100)
+    sf.write(tmp_path / "phase.wav", np.stack([x, -x], axis=1), 44100, subtype="PCM_16")
+    y, sr = read_audio(tmp_path / "phase.wav")
+    assert sr == 44100 and y.shape == (44100,)
+    assert np.max(np.abs(y)) < 1e-4
+
+
+def test_three_channels_mix_by_mean_or_stay_apart(tmp_path):
+    x = sine(16000)
+    sf.write(
+        tmp_path / "three.wav",
+        np.stack([0.3 / AMP * x, 0.6 / AMP * x, 0 * x], axis=1),
+        16000,
+        subtype="FLOAT",
+    )
+    y, _ = read_audio(tmp_path / "three.wav")
+    assert amplitude(y) == pytest.approx(0.3, rel=1e-3)
+    frames, _ = read_audio(tmp_path / "three.wav", mono=False)
+    assert frames.shape == (16000, 3)
+    np.testing.assert_allclose(frames.mean(axis=1), y, atol=1e-7)
+
+
+def test_block_mixdown_matches_whole_file_mixdown(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    data = rng.uniform(-0.9, 0.9, size=(10_007, 4))
+    sf.write(tmp_path / "four.wav", data, 8000, subtype="FLOAT")
+    monkeypatch.setattr(io, "_BLOCK_FRAMES", 1000)
+    y, _ = read_audio(tmp_path / "four.wav")
+    np.testing.assert_allclose(y, data.mean(axis=1), atol=1e-6)
+    part, _ = read_audio(tmp_path / "four.wav", offset=0.5, duration=0.3)
+    np.testing.assert_allclose(part, data[4000:6400].mean(axis=1), atol=1e-6)
+
+
+@pytest.mark.parametrize("res_type", ["soxr_hq", "soxr_vhq"])
+def test_resampling_matches_librosa(tmp_path, res_type):
+    rng = np.random.default_rng(1)
+    x = (sine(44100, 0.7) + 0.1 * rng.standard_normal(round(44100 * 0.7))).clip(-1, 1).astype(np.float32)
+    sf.write(tmp_path / "mix.wav", x, 44100, subtype="FLOAT")
+    y, _ = read_audio(tmp_path / "mix.wav", sr=22050, res_type=res_type)
+    expected = librosa.resample(x, orig_sr=44100, target_sr=22050, res_type=res_type)
+    assert len(y) == round(len(x) * 22050 / 44100)
+    n = min(len(y), len(expected))
+    np.testing.assert_allclose(y[:n], expected[:n], atol=1e-5)
+
+
+def test_offset_and_duration_cut_exact_frames(tmp_path):
+    x = np.random.default_rng(2).uniform(-1, 1, 8000)
+    sf.write(tmp_path / "cut.wav", x, 8000, subtype="FLOAT")
+    y, _ = read_audio(tmp_path / "cut.wav", offset=0.25, duration=0.5)
+    np.testing.assert_allclose(y, x[2000:6000], atol=1e-7)
+    with pytest.raises(ParameterError, match="past the end"):
+        read_audio(tmp_path / "cut.wav", offset=1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"sr": 0}, {"sr": 22050.5}, {"res_type": "kaiser_best"}, {"offset": -1.0}, {"duration": 0.0}]
+)
+def test_bad_read_arguments_raise_parameter_error(tmp_path, kwargs):
+    sf.write(tmp_path / "ok.wav", sine(8000), 8000)
+    with pytest.raises(ParameterError):
+        read_audio(tmp_path / "ok.wav", **kwargs)
+
+
+def test_truncated_wav_decodes_the_samples_that_are_there(tmp_path):
+    x = sine(16000)
+    sf.write(tmp_path / "full.wav", x, 16000, subtype="PCM_16")
+    data = (tmp_path / "full.wav").read_bytes()
+    (tmp_path / "half.wav").write_bytes(data[: len(data) // 2])
+    full, _ = read_audio(tmp_path / "full.wav")
+    half, _ = read_audio(tmp_path / "half.wav")
+    assert abs(len(half) - (len(data) // 2 - 44) // 2) <= 1
+    np.testing.assert_array_equal(half, full[: len(half)])
+
+
+def _write_malformed(tmp_path, kind):
+    """Make one broken file; return its path."""
+    if kind == "empty":
+        path = tmp_path / "empty.wav"
+        path.write_bytes(b"")
+    elif kind == "text":
+        path = tmp_path / "lyrics.mp3"
+        path.write_text("la la la, this is not an mp3\n" * 20)
+    elif kind == "html":
+        path = tmp_path / "download.flac"
+        path.write_text(
+            "<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body></body></html>\n"
+        )
+    elif kind == "midi":
+        path = tmp_path / "song.wav"
+        path.write_bytes(b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0MTrk\x00\x00\x00\x04\x00\xff\x2f\x00")
+    elif kind == "binary":
+        path = tmp_path / "blob.ogg"
+        path.write_bytes(b"\x00\x01PK" + np.random.default_rng(3).bytes(4000))
+    elif kind == "header-only":
+        sf.write(tmp_path / "full.wav", sine(8000), 8000)
+        path = tmp_path / "header.wav"
+        path.write_bytes((tmp_path / "full.wav").read_bytes()[:30])
+    elif kind == "truncated-flac":
+        sf.write(tmp_path / "full.flac", sine(16000), 16000)
+        data = (tmp_path / "full.flac").read_bytes()
+        path = tmp_path / "half.flac"
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "zero-frames":
+        path = tmp_path / "nothing.wav"
+        sf.write(path, np.zeros(0), 16000)
+    elif kind == "m4a":
+        path = tmp_path / "song.m4a"
+        path.write_bytes(b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00M4A isommp42" + bytes(64))
+    elif kind == "missing":
+        path = tmp_path / "nowhere" / "gone.wav"
+    else:
+        raise AssertionError(kind)
+    return path
+
+
+MALFORMED = [
+    ("empty", "empty file"),
+    ("text", "not an audio file"),
+    ("html", "not an audio file"),
+    ("midi", "not an audio file"),
+    ("binary", "not an audio file"),
+    ("header-only", "corrupt or truncated audio"),
+    ("truncated-flac", "corrupt or truncated audio"),
+    ("zero-frames", "no audio samples"),
+    ("m4a", "unsupported format"),
+    ("missing", "missing file"),
+]
+
+
+@pytest.mark.parametrize(("kind", "reason"), MALFORMED)
+def test_malformed_file_raises_decode_error_with_reason(tmp_path, monkeypatch, kind, reason):
+    monkeypatch.setattr(io, "_import_audioread", lambda: None)  # no ffmpeg lottery
+    path = _write_malformed(tmp_path, kind)
+    with pytest.raises(DecodeError) as caught:
+        read_audio(path, sr=16000)
+    assert caught.value.reason == reason
+    assert caught.value.path == str(path)
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(("kind", "reason"), [m for m in MALFORMED if m[0] != "zero-frames"])
+def test_audio_info_classifies_like_read_audio(tmp_path, monkeypatch, kind, reason):
+    monkeypatch.setattr(io, "_import_audioread", lambda: None)
+    path = _write_malformed(tmp_path, kind)
+    if kind == "truncated-flac":  # the header is intact: only decoding finds the damage
+        assert audio_info(path)["format"] == "FLAC"
+        return
+    with pytest.raises(DecodeError) as caught:
+        audio_info(path)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads files whatever their mode"
+)
+def test_unreadable_file(tmp_path):
+    path = tmp_path / "secret.wav"
+    sf.write(path, sine(8000), 8000)
+    path.chmod(0)
+    try:
+        with pytest.raises(DecodeError) as caught:
+            read_audio(path)
+        assert caught.value.reason == "unreadable file"
+    finally:
+        path.chmod(0o644)
+
+
+def test_permission_error_is_unreadable_file(tmp_path, monkeypatch):
+    """The same classification, checked even as root by making open() refuse."""
+    path = tmp_path / "secret.wav"
+    sf.write(path, sine(8000), 8000)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(io, "open", refuse, raising=False)
+    with pytest.raises(DecodeError) as caught:
+        read_audio(path)
+    assert caught.value.reason == "unreadable file"
+
+
+def test_mp3_without_decoder_is_unsupported_format(tmp_path, monkeypatch):
+    path = tmp_path / "song.mp3"
+    path.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(500))
+    monkeypatch.setattr(io, "_soundfile_reads_mp3", lambda: False)
+    monkeypatch.setattr(io, "_import_audioread", lambda: None)
+    with pytest.raises(DecodeError) as caught:
+        read_audio(path)
+    assert caught.value.reason == "unsupported format"
+    assert "audioread" in caught.value.detail
+
+
+def test_audio_info_reads_the_header(tmp_path):
+    sf.write(tmp_path / "st.flac", np.zeros((33075, 2)), 22050, subtype="PCM_24")
+    info = audio_info(tmp_path / "st.flac")
+    assert info == {
+        "sr": 22050,
+        "channels": 2,
+        "frames": 33075,
+        "duration": 1.5,
+        "format": "FLAC",
+        "subtype": "PCM_24",
+    }
+    sf.write(tmp_path / "none.wav", np.zeros(0), 8000)
+    assert audio_info(tmp_path / "none.wav")["frames"] == 0
+
+
+def test_is_silent():
+    assert is_silent(np.zeros(10))
+    assert is_silent(np.zeros(0))
+    assert is_silent(np.full(10, 10 ** (-61 / 20)))
+    assert not is_silent(np.full(10, 10 ** (-59 / 20)))
+    assert not is_silent(np.full(10, 0.01), threshold_db=-60.0)
+    assert is_silent(np.full(10, 0.01), threshold_db=-30.0)
+
+
+def test_audio_extensions():
+    assert {".wav", ".flac", ".ogg", ".aiff"} <= AUDIO_EXTENSIONS
+    assert all(ext.startswith(".") and ext == ext.lower() for ext in AUDIO_EXTENSIONS)
+    assert (".mp3" in AUDIO_EXTENSIONS) == (
+        "MP3" in sf.available_formats() or io._import_audioread() is not None
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# write_audio
+
+
+def test_write_audio_round_trips_pcm16_and_leaves_no_temp_file(tmp_path):
+    y = np.random.default_rng(4).uniform(-0.5, 0.5, 12345)
+    path = tmp_path / "new" / "dir" / "noise.wav"
+    write_audio(path, y, 22050)
+    z, sr = read_audio(path)
+    assert sr == 22050 and len(z) == len(y)
+    assert np.max(np.abs(z - y)) <= 1 / 32768
+    assert sf.info(path).subtype == "PCM_16"
+    assert os.listdir(path.parent) == ["noise.wav"]
+
+
+def test_write_audio_stereo_flac_24(tmp_path):
+    y = np.random.default_rng(5).uniform(-0.9, 0.9, (5000, 2))
+    write_audio(tmp_path / "st.flac", y, 16000, subtype="PCM_24")
+    z, _ = read_audio(tmp_path / "st.flac", mono=False)
+    assert z.shape == (5000, 2)
+    assert np.max(np.abs(z - y)) <= 2 / 2**23
+    assert sf.info(tmp_path / "st.flac").format == "FLAC"
+
+
+def test_write_audio_clips_and_warns_above_a_thousandth(tmp_path):
+    y = sine(8000, amp=0.5)
+    y[:80] = 1.5  # 1% clipped
+    with pytest.warns(UserWarning, match="clipping 1.00%"):
+        write_audio(tmp_path / "loud.wav", y, 8000, subtype="FLOAT")
+    z, _ = read_audio(tmp_path / "loud.wav")
+    np.testing.assert_array_equal(z[:80], 1.0)
+    y[:80] = y[80:160]
+    y[:4] = -1.2  # 0.05% clipped: clipped quietly
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_audio(tmp_path / "loud.wav", y, 8000, subtype="FLOAT")
+    z, _ = read_audio(tmp_path / "loud.wav")
+    np.testing.assert_array_equal(z[:4], -1.0)
+
+
+def test_write_audio_failure_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
+    path = tmp_path / "keep.wav"
+    write_audio(path, sine(8000), 8000)
+    before = path.read_bytes()
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        write_audio(path, np.zeros(100), 8000)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["keep.wav"]
+
+
+@pytest.mark.parametrize(
+    ("name", "y", "kwargs"),
+    [
+        ("a.mp3", np.zeros(10), {}),
+        ("a.wav", np.zeros((2, 1000)), {}),
+        ("a.wav", np.array([0.0, np.nan]), {}),
+        ("a.wav", np.zeros(10, dtype=np.int16), {}),
+        ("a.wav", np.zeros(0), {}),
+        ("a.flac", np.zeros(10), {"subtype": "FLOAT"}),
+    ],
+)
+def test_write_audio_rejects_bad_input(tmp_path, name, y, kwargs):
+    with pytest.raises(ParameterError):
+        write_audio(tmp_path / name, y, 8000, **kwargs)
+    assert not os.listdir(tmp_path)

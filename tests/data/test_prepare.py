@@ -1,0 +1,218 @@
+"""`prepare`: real files and real malformed files into a feature store, resumably."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from cadenza.cli import main as cli
+from cadenza.data import FeatureStore, prepare_corpus
+from cadenza.data.items import SourceItem
+from cadenza.data.prepare import assign_splits, pick_files
+from cadenza.errors import ParameterError, SourceError, StoreError
+from cadenza.representations import make_representation
+
+SMALL_FFT = {"block_size": 400}
+
+
+def _tone(seconds, sr, freq=440.0, channels=1):
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.3 * np.sin(2 * np.pi * freq * t) * (1 + 0.2 * np.sin(2 * np.pi * 3 * t))
+    return np.stack([y] * channels, axis=1) if channels > 1 else y
+
+
+@pytest.fixture
+def music_folder(tmp_path):
+    """Good recordings of several rates and channel counts, and the malformed files of the issue."""
+    root = tmp_path / "music"
+    (root / "jazz").mkdir(parents=True)
+    (root / "rock").mkdir()
+    sf.write(root / "jazz" / "a.wav", _tone(2.0, 44100, 440, channels=2), 44100, subtype="PCM_16")
+    sf.write(root / "jazz" / "b.flac", _tone(1.5, 22050, 330), 22050, subtype="PCM_24")
+    sf.write(root / "rock" / "c.ogg", _tone(1.0, 48000, 550, channels=2), 48000, format="OGG", subtype="VORBIS")
+    sf.write(root / "rock" / "d.wav", _tone(1.2, 8000, 220, channels=3), 8000)
+    # Malformed: empty, text named .mp3, truncated, silent, header only.
+    (root / "rock" / "empty.wav").write_bytes(b"")
+    (root / "rock" / "notes.mp3").write_text("these are my notes, not an mp3\n" * 20)
+    good = (root / "jazz" / "a.wav").read_bytes()
+    (root / "jazz" / "truncated.wav").write_bytes(good[:30])
+    sf.write(root / "jazz" / "silent.wav", np.zeros(16000), 16000)
+    sf.write(root / "jazz" / "header_only.wav", np.zeros((0,)), 16000)
+    return root
+
+
+def _manifest(out):
+    return {r["id"]: r for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
+
+
+def test_prepare_folder_records_every_file_and_skips_bad_ones(music_folder, tmp_path):
+    out = tmp_path / "store"
+    summary = prepare_corpus(str(music_folder), out, representation="fft", rep_params=SMALL_FFT, progress=False)
+    manifest = _manifest(out)
+    assert len(manifest) == 9
+    ok = {k for k, r in manifest.items() if r["status"] == "ok"}
+    assert ok == {"jazz__a.wav", "jazz__b.flac", "rock__c.ogg", "rock__d.wav"}
+    reasons = {k: r["reason"] for k, r in manifest.items() if r["status"] == "skipped"}
+    assert reasons["rock__empty.wav"] == "empty file"
+    assert reasons["rock__notes.mp3"] == "not an audio file"
+    assert reasons["jazz__silent.wav"] == "silent"
+    assert reasons["jazz__header_only.wav"] == "no audio samples"
+    assert reasons["jazz__truncated.wav"] in ("corrupt or truncated audio", "no audio samples")
+    assert summary.n_ok == 4 and summary.n_skipped == 5
+    assert str(summary).startswith("4 of 9 files prepared, 5 skipped (")
+    assert "1 empty file" in str(summary)
+
+    store = FeatureStore(out)
+    assert store.representation.to_dict() == make_representation("fft", **SMALL_FFT).to_dict()
+    # Labels from the first-level folders; durations of the decoded audio.
+    assert manifest["jazz__a.wav"]["labels"] == {"folder": "jazz"}
+    assert manifest["jazz__a.wav"]["duration"] == pytest.approx(2.0, abs=1e-3)
+    # The shard is the encoding of the file resampled to 16 kHz and mixed to mono.
+    frames = store.load("jazz__a.wav")
+    assert frames.shape == (80, 800)  # 2 s at 16 kHz in blocks of 400, 2N features
+    y = store.representation.decode(np.asarray(frames))
+    assert np.abs(y).max() == pytest.approx(0.36, abs=0.02)
+    spectrum = np.abs(np.fft.rfft(y[:16000]))
+    assert np.argmax(spectrum) == pytest.approx(440, abs=2)
+    # Statistics over the training split only, per feature.
+    stats = store.stats
+    train = np.concatenate([np.asarray(store.load(i), np.float64) for i in store.ids("train")])
+    np.testing.assert_allclose(stats["mean"], train.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(stats["max"], train.max(axis=0))
+    meta = yaml.safe_load((out / "meta.yaml").read_text())
+    assert meta["complete"] and meta["seed"] == 0 and meta["counts"]["ok"] == 4
+
+
+def test_split_is_by_file_seeded_and_stratified():
+    items = [SourceItem(f"{c}{i:02d}", "audio", f"/x/{c}{i}", {"composer": c}) for c in "ab" for i in range(20)]
+    s1 = assign_splits(items, seed=3)
+    assert s1 == assign_splits(list(reversed(items)), seed=3)
+    assert s1 != assign_splits(items, seed=4)
+    for c in "ab":
+        counts = {s: sum(1 for k, v in s1.items() if k.startswith(c) and v == s) for s in ("train", "valid", "test")}
+        assert counts == {"train": 16, "valid": 2, "test": 2}
+    few = assign_splits(items[:3], seed=0)
+    assert sorted(few.values()) == ["test", "train", "valid"]
+    picked = pick_files(items, 6, seed=0)
+    assert sorted({it.labels["composer"] for it in picked}) == ["a", "b"] and len(picked) == 6
+
+
+def test_killed_prepare_resumes_without_redoing_files(music_folder, tmp_path, monkeypatch):
+    import cadenza.data.prepare as prep
+
+    out = tmp_path / "store"
+    real = prep.prepare_one
+    calls = []
+
+    def dies_after_three(item, *args):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user pressed ^C, or the machine went down
+        calls.append(item.id)
+        return real(item, *args)
+
+    monkeypatch.setattr(prep, "prepare_one", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_corpus(str(music_folder), out, representation="fft", rep_params=SMALL_FFT, progress=False)
+    assert len(_manifest(out)) == 3
+    with pytest.raises(StoreError, match="not prepared to the end"):
+        FeatureStore(out)
+
+    calls.clear()
+    monkeypatch.setattr(prep, "prepare_one", lambda item, *a: (calls.append(item.id), real(item, *a))[1])
+    summary = prepare_corpus(str(music_folder), out, representation="fft", rep_params=SMALL_FFT, progress=False)
+    assert len(calls) == 6 and summary.n_done_before == 3
+    assert summary.n_ok == 4 and len(_manifest(out)) == 9
+    # A third run has nothing left to do.
+    calls.clear()
+    prepare_corpus(str(music_folder), out, representation="fft", rep_params=SMALL_FFT, progress=False)
+    assert calls == []
+
+
+def test_other_parameters_on_an_existing_store_are_refused(music_folder, tmp_path):
+    out = tmp_path / "store"
+    prepare_corpus(str(music_folder), out, representation="fft", rep_params=SMALL_FFT, progress=False)
+    with pytest.raises(StoreError, match="other parameters"):
+        prepare_corpus(str(music_folder), out, representation="fft", rep_params={"block_size": 200}, progress=False)
+    summary = prepare_corpus(
+        str(music_folder), out, representation="fft", rep_params={"block_size": 200}, progress=False, overwrite=True
+    )
+    assert summary.n_ok == 4 and FeatureStore(out).n_features == 400
+
+
+def test_parallel_workers_give_the_same_store(music_folder, tmp_path):
+    a, b = tmp_path / "one", tmp_path / "two"
+    prepare_corpus(str(music_folder), a, representation="mel", progress=False)
+    prepare_corpus(str(music_folder), b, representation="mel", workers=2, progress=False)
+    ma, mb = _manifest(a), _manifest(b)
+    strip = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in strip} for r in ma.values()] == [
+        {k: v for k, v in r.items() if k not in strip} for r in mb.values()
+    ]
+    for item_id in FeatureStore(a).ids():
+        np.testing.assert_array_equal(np.load(a / "shards" / f"{item_id}.npy"), np.load(b / "shards" / f"{item_id}.npy"))
+
+
+def crash_on_c(item, *args):
+    """Stands in for a decoder that takes its process down on one file."""
+    from cadenza.data.prepare import prepare_one
+
+    if item.id == "rock__c.ogg":
+        os._exit(3)
+    return prepare_one(item, *args)
+
+
+def test_a_worker_crash_costs_only_its_file(music_folder, tmp_path, monkeypatch):
+    import cadenza.data.prepare as prep
+
+    out = tmp_path / "store"
+    monkeypatch.setattr(prep, "_WORKER_FN", crash_on_c)
+    summary = prepare_corpus(str(music_folder), out, representation="fft", rep_params=SMALL_FFT, workers=2, progress=False)
+    manifest = _manifest(out)
+    assert manifest["rock__c.ogg"]["reason"] == "crashed the decoder"
+    assert summary.n_ok == 3 and len(manifest) == 9
+
+
+def test_cli_errors_are_one_clear_line(music_folder, tmp_path, capsys):
+    assert cli(["prepare", str(music_folder), str(tmp_path / "o"), "--representation", "wavelet"]) == 1
+    err = capsys.readouterr().err
+    assert "wavelet" in err and "fft" in err and err.count("\n") == 1
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no music here")
+    assert cli(["prepare", str(empty), str(tmp_path / "o2")]) == 1
+    assert "nothing" in capsys.readouterr().err
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert cli(["prepare", str(music_folder), str(blocker / "sub"), "--param", "block_size=400"]) == 1
+    assert "cannot write" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SourceError):
+        prepare_corpus(str(tmp_path / "missing"), tmp_path / "o3", progress=False)
+    with pytest.raises(ParameterError):
+        prepare_corpus(str(music_folder), tmp_path / "o4", workers=0, progress=False)
+
+
+@pytest.mark.parametrize("representation", ["waveform", "fft", "mel", "mfcc", "pianoroll"])
+def test_cli_prepares_bach_chorales_into_every_representation(representation, tmp_path, capsys):
+    out = tmp_path / representation
+    argv = ["prepare", "music21:bach", str(out), "-r", representation, "--max-files", "3", "--no-progress"]
+    if representation == "fft":
+        argv += ["--plot"]
+    assert cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert "3 of 3 files prepared, 0 skipped" in printed
+    store = FeatureStore(out)
+    assert len(store.ids()) == 3 and store.n_features == store.representation.n_features
+    assert {store.record(i)["labels"]["composer"] for i in store.ids()} == {"bach"}
+    frames = np.asarray(store.load(store.ids()[0]))
+    assert np.isfinite(frames.astype(np.float64)).all() and frames.any()
+    if representation == "pianoroll":
+        assert frames.shape[0] % store.representation.steps_per_bar == 0
+    if representation == "fft":
+        assert (out / "plots").glob("*.png")
+        assert "plot:" in printed

@@ -1,0 +1,245 @@
+"""Reading scores (MIDI, MusicXML, ABC, the music21 corpus) and pypianoroll .npz files."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import mido
+import numpy as np
+import pretty_midi
+import pytest
+
+from cadenza.data.scores import BINARY_VELOCITY, read_lpd_npz, read_lpd_roll, read_score
+from cadenza.errors import DecodeError
+
+from ._build_corpora import lpd_tracks, write_lpd_v0, write_lpd_v1, write_midi
+
+
+def note_list(midi: pretty_midi.PrettyMIDI) -> list[tuple[int, bool, int, float, float, int]]:
+    return sorted(
+        (int(inst.program), inst.is_drum, n.pitch, round(n.start, 4), round(n.end, 4), n.velocity)
+        for inst in midi.instruments
+        for n in inst.notes
+    )
+
+
+# ------------------------------------------------------------------------------- MIDI
+def test_midi_round_trip(tmp_path: Path):
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120)  # every time below is a whole tick
+    violin = pretty_midi.Instrument(program=40, name="Violin")
+    violin.notes = [pretty_midi.Note(80, 76, 0.0, 0.5), pretty_midi.Note(90, 74, 0.5, 1.25)]
+    cello = pretty_midi.Instrument(program=42, name="Cello")
+    cello.notes = [pretty_midi.Note(70, 48, 0.0, 1.25)]
+    drums = pretty_midi.Instrument(program=0, is_drum=True, name="Drums")
+    drums.notes = [pretty_midi.Note(100, 36, t, t + 0.1) for t in (0.0, 0.5, 1.0)]
+    pm.instruments = [violin, cello, drums]
+    path = tmp_path / "trio.mid"
+    pm.write(str(path))
+    back = read_score(path)
+    assert note_list(back) == note_list(pm)
+    assert [(i.name, int(i.program), i.is_drum) for i in back.instruments] == [
+        ("Violin", 40, False),
+        ("Cello", 42, False),
+        ("Drums", 0, True),
+    ]
+
+
+def test_midi_beyond_pretty_midis_tick_limit(tmp_path: Path):
+    """music21 writes 10080 ticks a quarter; a long piece passes pretty_midi's 1e7-tick guard."""
+    mid = mido.MidiFile(ticks_per_beat=10080)
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("set_tempo", tempo=500000, time=0))
+    track.append(mido.Message("note_on", note=60, velocity=90, time=0))
+    track.append(mido.Message("note_off", note=60, velocity=0, time=10080))
+    track.append(mido.Message("note_on", note=62, velocity=90, time=1100 * 10080))  # after 1100 quarters
+    track.append(mido.Message("note_off", note=62, velocity=0, time=3360))  # a triplet quarter
+    mid.tracks.append(track)
+    path = tmp_path / "long.mid"
+    mid.save(path)
+    with pytest.raises(ValueError, match="likely corrupt"):
+        pretty_midi.PrettyMIDI(str(path))
+    notes = read_score(path).instruments[0].notes
+    assert [(n.pitch, round(n.start, 6), round(n.end, 6)) for n in notes] == [
+        (60, 0.0, 0.5),
+        (62, 550.5, round(550.5 + 1 / 6, 6)),
+    ]
+
+
+def test_midi_data_bytes_above_127_are_clipped(tmp_path: Path):
+    path = write_midi(tmp_path / "loud.mid", [(60, 0.0, 0.5)])
+    data = bytearray(path.read_bytes())
+    at = data.index(bytes([0x90, 60, 100]))  # note_on, pitch 60, velocity 100
+    data[at + 2] = 0xC8  # velocity 200: out of range, as some old sequencers wrote
+    path.write_bytes(bytes(data))
+    with pytest.raises((OSError, ValueError)):
+        pretty_midi.PrettyMIDI(str(path))
+    assert [n.velocity for n in read_score(path).instruments[0].notes] == [127]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty.mid", b"", "empty file"),
+        ("text.mid", b"These are not the notes you are looking for.\n", "not a MIDI file"),
+        ("score.musicxml", b"<?xml version='1.0'?><score-partwise><part id=", "unparseable score"),
+        ("notes.xml", b"just some words, not XML at all", "unparseable score"),
+    ],
+)
+def test_malformed_files(tmp_path: Path, name: str, content: bytes, reason: str):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DecodeError) as info:
+        read_score(path)
+    assert info.value.reason == reason
+    assert info.value.path == str(path)
+
+
+def test_truncated_missing_and_silent_midi(tmp_path: Path):
+    whole = write_midi(tmp_path / "whole.mid", [(60 + i % 12, i * 0.1, i * 0.1 + 0.1) for i in range(50)])
+    cut = tmp_path / "cut.mid"
+    cut.write_bytes(whole.read_bytes()[:200])
+    with pytest.raises(DecodeError, match="corrupt MIDI"):
+        read_score(cut)
+    with pytest.raises(DecodeError, match="missing file"):
+        read_score(tmp_path / "nowhere.mid")
+    silent = tmp_path / "silent.mid"
+    pretty_midi.PrettyMIDI().write(str(silent))
+    with pytest.raises(DecodeError, match="no notes"):
+        read_score(silent)
+
+
+# ---------------------------------------------------------------------------- music21
+def test_music21_chorale_from_the_corpus():
+    import music21
+
+    midi = read_score(music21.corpus.getWork("bach/bwv66.6"))
+    assert [inst.name for inst in midi.instruments] == ["Soprano", "Alto", "Tenor", "Bass"]
+    assert all(int(inst.program) == 0 for inst in midi.instruments)  # no instrument: piano
+    assert all(len(inst.notes) > 30 for inst in midi.instruments)
+    assert 15 < midi.get_end_time() < 40
+    assert midi.resolution <= 960  # not music21's 10080 ticks a quarter
+
+
+def test_musicxml_keeps_part_programs(tmp_path: Path):
+    from music21 import instrument, meter, note, stream
+
+    score = stream.Score()
+    for inst, pitches in (
+        (instrument.Violin(), ["E5", "D5", "C5"]),
+        (instrument.Violoncello(), ["C3"]),
+        (None, ["G4"]),
+    ):
+        part = stream.Part()
+        if inst is not None:
+            part.insert(0, inst)
+        part.append(meter.TimeSignature("3/4"))
+        for p in pitches:
+            part.append(note.Note(p, quarterLength=3 / len(pitches)))
+        score.insert(0, part)
+    path = tmp_path / "trio.musicxml"
+    score.write("musicxml", fp=str(path))
+    midi = read_score(path)
+    assert [int(i.program) for i in midi.instruments] == [40, 42, 0]
+    assert [n.pitch for n in midi.instruments[0].notes] == [76, 74, 72]
+
+
+def test_abc_tune_book_plays_its_tunes_in_turn(tmp_path: Path):
+    path = tmp_path / "book.abc"
+    path.write_text(
+        "X:1\nT:First\nM:4/4\nL:1/4\nQ:1/4=120\nK:C\nCDEF|GABc|]\n\n"
+        "X:2\nT:Second\nM:4/4\nL:1/4\nQ:1/4=120\nK:G\nGABc|dcBA|G4|]\n"
+    )
+    notes = sorted((n.start, n.pitch) for inst in read_score(path).instruments for n in inst.notes)
+    assert len(notes) == 8 + 9
+    assert notes[0] == (0.0, 60) and notes[8][1] == 67  # the second tune starts after the first
+    assert notes[8][0] == pytest.approx(4.0, abs=0.01)
+
+
+# ---------------------------------------------------------------------- piano rolls
+def merged(tracks) -> np.ndarray:
+    rolls = [
+        r.astype(np.uint8) * BINARY_VELOCITY if r.dtype == np.bool_ else r
+        for _, _, drum, r in tracks
+        if not drum
+    ]
+    return np.maximum.reduce(rolls)
+
+
+@pytest.mark.parametrize(
+    "writer", [write_lpd_v0, write_lpd_v1], ids=["pypianoroll-0.x", "pypianoroll-installed"]
+)
+def test_lpd_roll_equals_what_was_written(tmp_path: Path, writer):
+    tracks = lpd_tracks()
+    path = writer(tmp_path / "song.npz", tracks, tempo=100.0)
+    roll, resolution, info = read_lpd_roll(path)
+    assert roll.dtype == np.uint8 and roll.shape == (96, 128)
+    assert np.array_equal(roll, merged(tracks))
+    assert resolution == 24 and info["tempo"] == 100.0 and info["is_binary"]
+    assert info["format"] == ("pypianoroll-0.x" if writer is write_lpd_v0 else "pypianoroll-1.x")
+    assert [(t["name"], t["program"], t["is_drum"]) for t in info["tracks"]] == [
+        (n, p, d) for n, p, d, _ in tracks
+    ]
+    per_track, _, _ = read_lpd_roll(path, merge=False)
+    assert per_track.shape == (5, 96, 128)
+    assert all(np.array_equal(per_track[i] > 0, r) for i, (*_, r) in enumerate(tracks))
+
+
+def test_lpd_velocity_track_and_other_resolution(tmp_path: Path):
+    velocity = np.zeros((40, 128), np.uint8)
+    velocity[4:10, 50] = 90
+    velocity[10:16, 50] = 30  # the same pitch held on at another velocity: one note
+    path = write_lpd_v1(tmp_path / "v.npz", [("Lead", 81, False, velocity)], resolution=4, tempo=150.0)
+    roll, resolution, _ = read_lpd_roll(path)
+    assert resolution == 4 and np.array_equal(roll, velocity)
+    midi = read_lpd_npz(path)
+    (note,) = midi.instruments[0].notes
+    step = 60 / (150 * 4)
+    assert (note.pitch, note.velocity) == (50, 60)
+    assert note.start == pytest.approx(4 * step) and note.end == pytest.approx(16 * step)
+    assert int(midi.instruments[0].program) == 81
+
+
+def test_lpd_npz_notes_fall_on_the_steps(tmp_path: Path):
+    tracks = lpd_tracks()
+    path = write_lpd_v0(tmp_path / "song.npz", tracks, tempo=100.0)
+    midi = read_lpd_npz(path)
+    step = 60 / (100 * 24)
+    assert [i.name for i in midi.instruments] == ["Drums", "Piano", "Guitar", "Bass", "Strings"]
+    assert midi.instruments[0].is_drum and int(midi.instruments[3].program) == 32
+    piano = sorted(
+        (n.pitch, round(n.start / step, 6), round(n.end / step, 6)) for n in midi.instruments[1].notes
+    )
+    assert piano == [(60, 0, 24), (64, 0, 24), (67, 0, 24), (72, 24, 30)]
+    assert len(midi.instruments[0].notes) == 8 and not midi.instruments[2].notes
+    assert midi.get_tempo_changes()[1][0] == pytest.approx(100.0)
+    # back to a roll: the same steps
+    for inst, (*_, r) in zip(midi.instruments, tracks):
+        if inst.is_drum:
+            continue
+        again = np.zeros_like(r)
+        for n in inst.notes:
+            again[round(n.start / step) : round(n.end / step), n.pitch] = True
+        assert np.array_equal(again, r)
+
+
+def test_not_a_pianoroll(tmp_path: Path):
+    text = tmp_path / "text.npz"
+    text.write_text("hello")
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, a=np.zeros(3))
+    single = tmp_path / "single.npz"
+    np.save(single, np.zeros(3))
+    single = single.with_suffix(".npz.npy")
+    no_tracks = tmp_path / "no_tracks.npz"
+    np.savez(no_tracks, tempo=np.full(4, 120.0))
+    with zipfile.ZipFile(no_tracks, "a") as zf:
+        zf.writestr("info.json", '{"resolution": 24, "name": ""}')
+    for path in (text, plain, single, no_tracks):
+        with pytest.raises(DecodeError) as info:
+            read_lpd_npz(path)
+        assert info.value.reason == "not a pianoroll .npz", path
+    silent = write_lpd_v0(tmp_path / "silent.npz", [("Piano", 0, False, np.zeros((8, 128), bool))])
+    assert read_lpd_roll(silent)[0].shape == (8, 128)
+    with pytest.raises(DecodeError, match="no notes"):
+        read_lpd_npz(silent)

@@ -1,0 +1,191 @@
+"""`cadenza train`, `generate` and `export` end to end, and DDP under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from cadenza.cli import main
+from cadenza.training import load_checkpoint
+from cadenza.training.logs import read_metrics
+from tests.training.conftest import BLOCK, SR, TINY, make_store, tone
+
+STEPS_PER_EPOCH = 7
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A store of its own (so a test may delete it) and a run trained for 2 epochs by the CLI."""
+    root = tmp_path_factory.mktemp("cli")
+    store = make_store(root / "store")
+    run = root / "run"
+    args = ["train", "fft_base-tiny", "--data", str(store), "--run", str(run), *TINY, "train.sample_every=1"]
+    assert main([*args, "train.max_epochs=1"]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == STEPS_PER_EPOCH
+    assert main([*args, "train.max_epochs=2"]) == 0  # the same command, one epoch more: resumes
+    return store, run
+
+
+def test_train_twice_resumes_instead_of_restarting(
+    run_dir: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, run = run_dir
+    steps = [r["step"] for r in read_metrics(run / "metrics.csv") if r["split"] == "train"]
+    assert steps == list(range(1, 2 * STEPS_PER_EPOCH + 1))  # continued at step 8, nothing done twice
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv") if r["split"] == "valid"] == [1, 2]
+    for name in (
+        "config.yaml",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "plots/loss.png",
+        "samples/epoch00002.wav",
+    ):
+        assert (run / name).is_file(), name
+    assert (
+        main(["train", "fft_base-tiny", "--data", str(store), "--run", str(run), *TINY, "train.max_epochs=2"])
+        == 0
+    )
+    assert "already finished at step 14" in capsys.readouterr().out
+
+
+def test_generate_writes_wavs_and_sidecars_reproducibly(run_dir: tuple[Path, Path], tmp_path: Path) -> None:
+    _, run = run_dir
+    args = ["generate", str(run), "--seconds", "2", "--n", "2", "--seed", "7"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    wavs = sorted((tmp_path / "a").glob("*.wav"))
+    assert [p.name for p in wavs] == ["run-seed7-0.wav", "run-seed7-1.wav"]
+    for wav in wavs:
+        y, sr = sf.read(wav)
+        assert sr == SR and y.shape == (2 * SR,) and np.abs(y).max() > 0
+        meta = json.loads(wav.with_suffix(".json").read_text())
+        assert meta["seed"] == 7 and meta["seconds"] == 2 and meta["n"] == 2 and meta["model"] == "fft_base"
+        assert meta["checkpoint"].endswith("best.pt") and meta["seed_source"]["kind"] == "store"
+        assert meta["seed_source"]["split"] == "test" and meta["representation"]["block_size"] == BLOCK
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert [p.read_bytes() for p in wavs] == [p.read_bytes() for p in sorted((tmp_path / "b").glob("*.wav"))]
+    assert (
+        main(
+            ["generate", str(run), "--seconds", "2", "--n", "2", "--seed", "8", "--out", str(tmp_path / "c")]
+        )
+        == 0
+    )
+    assert wavs[0].read_bytes() != (tmp_path / "c" / "run-seed8-0.wav").read_bytes()
+
+
+def test_generate_from_a_seed_file_and_a_chosen_checkpoint(
+    run_dir: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from cadenza.audio import write_audio
+
+    _, run = run_dir
+    seed_file = tmp_path / "seed.wav"
+    write_audio(seed_file, tone(1.0, 440.0, seed=9), SR)
+    out = tmp_path / "out"
+    last = run / "checkpoints" / "last.pt"
+    args = [
+        "generate",
+        str(run),
+        "--seconds",
+        "0.5",
+        "--seed-file",
+        str(seed_file),
+        "--checkpoint",
+        str(last),
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    meta = json.loads((out / "run-seed0-0.json").read_text())
+    assert meta["seed_source"]["kind"] == "file" and meta["checkpoint"] == str(last)
+    assert sf.info(out / "run-seed0-0.wav").frames == SR // 2
+
+
+def test_export_bundle_generates_without_the_store(run_dir: tuple[Path, Path], tmp_path: Path) -> None:
+    store, run = run_dir
+    assert main(["export", str(run), str(tmp_path / "bundle.pt")]) == 0
+    assert main(["export", str(run), str(tmp_path / "folder")]) == 0
+    bundle = load_checkpoint(tmp_path / "bundle.pt")
+    assert bundle["kind"] == "bundle" and "optimizers" not in bundle and len(bundle["seed_clips"]) >= 1
+    assert (tmp_path / "folder" / "bundle.pt").is_file() and (tmp_path / "folder" / "config.yaml").is_file()
+    reference = tmp_path / "from-run"
+    assert main(["generate", str(run), "--seconds", "1", "--seed", "3", "--out", str(reference)]) == 0
+    shutil.rmtree(store)  # the store is gone: the bundle must carry all generation needs
+    for source in ("bundle.pt", "folder"):
+        out = tmp_path / f"out-{source}"
+        assert (
+            main(
+                [
+                    "generate",
+                    str(tmp_path / source),
+                    "--seconds",
+                    "1",
+                    "--n",
+                    "2",
+                    "--seed",
+                    "3",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
+        wavs = sorted(out.glob("*.wav"))
+        assert len(wavs) == 2 and all(sf.info(w).frames == SR for w in wavs)
+        assert json.loads(wavs[0].with_suffix(".json").read_text())["seed_source"]["kind"] == "bundle"
+    # The run itself still generates from quiet noise when its store is gone.
+    assert main(["generate", str(run), "--seconds", "1", "--out", str(tmp_path / "noise")]) == 0
+    assert json.loads((tmp_path / "noise" / "run-seed0-0.json").read_text())["seed_source"]["kind"] == "noise"
+
+
+def test_generate_without_a_checkpoint_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["generate", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no checkpoint" in err[0] and "cadenza train" in err[0]
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_give_the_weights_of_one(store: Path, tmp_path: Path) -> None:
+    overrides = [*TINY, "train.max_epochs=2", "train.grad_clip=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        "-m", "cadenza", "train", "fft_base-tiny", "--data", str(store), "--run-dir", str(tmp_path / "two"),
+        "--device", "cpu", "--no-progress", *overrides,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        main(
+            [
+                "train",
+                "fft_base-tiny",
+                "--data",
+                str(store),
+                "--run",
+                str(tmp_path / "one"),
+                "--device",
+                "cpu",
+                *overrides,
+            ]
+        )
+        == 0
+    )
+    one = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")
+    two = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
+    assert two["step"] == one["step"] == 2 * STEPS_PER_EPOCH and len(two["rng"]) == 2
+    for name, w in one["weights"].items():
+        torch.testing.assert_close(two["weights"][name], w, rtol=1e-4, atol=1e-5)
+    losses = lambda run: [r["loss"] for r in read_metrics(run / "metrics.csv")]  # noqa: E731
+    np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-5)

@@ -1,0 +1,327 @@
+"""The trainer: exact resume, the non-finite guard, several optimisers, schedules, checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cadenza.errors import CadenzaError
+from cadenza.training import Trainer, TrainingDiverged, load_checkpoint, save_checkpoint, train
+from cadenza.training.checkpoint import CheckpointError, rng_state, set_rng_state
+from cadenza.training.config import ConfigError, build_config
+from cadenza.training.data import EpochBatchSampler
+from cadenza.training.logs import read_metrics
+from tests.training import family
+from tests.training.conftest import TINY
+
+STEPS_PER_EPOCH = 7  # 4 training tones of 2 s -> 15 windows of 8+1 frames each -> 60 windows, batch 8
+
+
+def family_config(store: Path, *, model: dict | None = None, optim: dict | None = None, **train_cfg: object):
+    raw = {
+        "model": {"name": family.KEY, **(model or {})},
+        "data": {"store": str(store), "seq_len": 8, "hop": 8, "batch_size": 8},
+        "optim": {"name": "adam", "lr": 0.01, **(optim or {})},
+        "train": {"max_epochs": 2, "log_every": 1, "tensorboard": False, "progress": False, **train_cfg},
+    }
+    return build_config(raw)
+
+
+def losses_of(run: Path, *columns: str) -> list[tuple]:
+    return [(r["step"], r["split"], *(r.get(c) for c in columns)) for r in read_metrics(run / "metrics.csv")]
+
+
+# ----------------------------------------------------------------------------- exact resume
+def test_interrupted_run_resumes_with_bitwise_equal_losses(store: Path, tmp_path: Path) -> None:
+    # Dropout and a plateau schedule make the RNG state and the scheduler part of what must be restored.
+    overrides = [
+        *TINY,
+        "model.dropout=0.3",
+        "train.max_epochs=4",
+        "schedule.name=plateau",
+        "schedule.patience=0",
+    ]
+    straight = train(
+        "fft_base-tiny", data=store, run=tmp_path / "a", overrides=[*overrides, "train.max_steps=17"]
+    )
+    first = train(
+        "fft_base-tiny", data=store, run=tmp_path / "b", overrides=[*overrides, "train.max_steps=9"]
+    )
+    assert (first.step, first.stopped) == (9, "max_steps")  # stopped mid-epoch 2
+    resumed = train(
+        "fft_base-tiny", data=store, run=tmp_path / "b", overrides=[*overrides, "train.max_steps=17"]
+    )
+    assert straight.step == resumed.step == 17
+    a, b = losses_of(tmp_path / "a", "loss", "lr"), losses_of(tmp_path / "b", "loss", "lr")
+    assert len(a) == 17 + 2 and a == b  # 17 training rows and 2 validations, equal to the last bit
+    wa = load_checkpoint(straight.last)["weights"]
+    wb = load_checkpoint(resumed.last)["weights"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_sigterm_stops_after_the_step_and_resume_is_exact(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    family.register(monkeypatch)
+    train(family_config(store, model={"dropout": 0.2}, max_steps=16, max_epochs=3), run=tmp_path / "a")
+    killed = train(
+        family_config(store, model={"dropout": 0.2, "sigterm_at": 10}, max_steps=16, max_epochs=3),
+        run=tmp_path / "b",
+    )
+    assert (killed.stopped, killed.step) == ("interrupted", 10)
+    assert load_checkpoint(killed.last)["step"] == 10
+    # Same run, the model rebuilt in a "new process": its call counter restarts, so no signal before step 20.
+    cfg = family_config(store, model={"dropout": 0.2, "sigterm_at": 10}, max_steps=16, max_epochs=3)
+    resumed = train(cfg, run=tmp_path / "b")
+    assert resumed.step == 16
+    assert losses_of(tmp_path / "a", "loss") == losses_of(tmp_path / "b", "loss")
+
+
+def test_same_run_again_resumes_and_a_changed_config_is_refused(store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    first = train("fft_base-tiny", data=store, run=run, overrides=[*TINY, "train.max_epochs=1"])
+    assert first.step == STEPS_PER_EPOCH
+    again = train("fft_base-tiny", data=store, run=run, overrides=[*TINY, "train.max_epochs=1"])
+    assert (again.stopped, again.step) == ("already finished", STEPS_PER_EPOCH)
+    more = train("fft_base-tiny", data=store, run=run, overrides=[*TINY, "train.max_epochs=2"])
+    assert more.step == 2 * STEPS_PER_EPOCH
+    assert [r["step"] for r in read_metrics(run / "metrics.csv") if r["split"] == "train"] == list(
+        range(1, 15)
+    )
+    with pytest.raises(ConfigError, match=r"different config \(model.hidden_size: 16 -> 32\).*--restart"):
+        train(
+            "fft_base-tiny",
+            data=store,
+            run=run,
+            overrides=[*TINY, "train.max_epochs=3", "model.hidden_size=32"],
+        )
+    restarted = train(
+        "fft_base-tiny",
+        data=store,
+        run=run,
+        overrides=[*TINY, "train.max_epochs=1", "model.hidden_size=32"],
+        restart=True,
+    )
+    assert restarted.step == STEPS_PER_EPOCH
+    assert len([r for r in read_metrics(run / "metrics.csv") if r["split"] == "train"]) == STEPS_PER_EPOCH
+
+
+# ----------------------------------------------------------------------------- non-finite guard
+@pytest.mark.parametrize("in_grad", [False, True], ids=["nan-loss", "nan-gradient"])
+def test_one_nonfinite_step_is_skipped_and_training_goes_on(
+    store: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    in_grad: bool,
+) -> None:
+    family.register(monkeypatch)
+    cfg = family_config(store, model={"nan_steps": [5], "nan_in_grad": in_grad})
+    with caplog.at_level(logging.WARNING, logger="cadenza.training.trainer"):
+        result = train(cfg, run=tmp_path / "run")
+    assert (result.stopped, result.step) == ("finished", 2 * STEPS_PER_EPOCH)
+    rows = {r["step"]: r for r in read_metrics(tmp_path / "run" / "metrics.csv") if r["split"] == "train"}
+    bad = rows[5]["grad_norm"] if in_grad else rows[5]["loss"]
+    assert math.isnan(bad)
+    assert [rows[s]["n_nonfinite"] for s in (4, 5, 14)] == [0, 1, 1]
+    assert (rows[4]["lr"], rows[5]["lr"], rows[14]["lr"]) == (0.01, 0.005, 0.005)  # lowered once
+    assert all(math.isfinite(rows[s]["loss"]) for s in rows if s != 5)
+    state = load_checkpoint(result.last)
+    assert all(torch.isfinite(w).all() for w in state["weights"].values())
+    steps_taken = {int(s["step"]) for s in state["optimizers"]["loss"]["state"].values()}
+    assert steps_taken == {2 * STEPS_PER_EPOCH - 1}  # the bad step never reached the weights
+    assert "step 5, epoch 1, batch 4 of the epoch (windows" in caplog.text
+
+
+def test_nonfinite_steps_in_a_row_stop_with_advice(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    family.register(monkeypatch)
+    cfg = family_config(store, model={"nan_from": 9}, max_nonfinite=3, max_epochs=5)
+    with pytest.raises(TrainingDiverged) as info:
+        train(cfg, run=tmp_path / "run")
+    msg = str(info.value)
+    assert isinstance(info.value, CadenzaError)
+    assert "not finite for 3 steps in a row (last at step 11, epoch 2" in msg
+    assert (
+        "optim.lr" in msg
+        and "train.grad_clip" in msg
+        and str(tmp_path / "run" / "checkpoints" / "last.pt") in msg
+    )
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")  # the epoch-1 checkpoint is intact
+    assert state["step"] == STEPS_PER_EPOCH and all(
+        torch.isfinite(w).all() for w in state["weights"].values()
+    )
+
+
+def test_nonfinite_weights_are_reloaded_from_the_last_checkpoint(store: Path, tmp_path: Path) -> None:
+    cfg = build_config(
+        {
+            "model": {"name": "fft_base", "preset": "tiny", "hidden_size": 8},
+            "data": {"store": str(store), "seq_len": 8, "batch_size": 8},
+            "train": {"progress": False, "tensorboard": False},
+        }
+    )
+    trainer = Trainer(cfg, tmp_path / "run", device="cpu")
+    try:
+        trainer.save_last()
+        saved = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        with torch.no_grad():
+            trainer.model.head.weight.fill_(float("inf"))
+        batch = torch.utils.data.default_collate([trainer.train_set[i] for i in range(8)])
+        values = trainer.train_step(batch)
+        assert not math.isfinite(values["loss"]) and trainer.n_nonfinite == 1
+        assert all(torch.equal(saved[k], v) for k, v in trainer.model.state_dict().items())
+        assert trainer.optimizers["loss"].param_groups[0]["lr"] == pytest.approx(cfg.optim.lr * 0.5)
+    finally:
+        trainer.close()
+
+
+# ----------------------------------------------------------------------------- optimisers and schedules
+def test_several_optimisers_are_stepped_in_the_configured_ratio(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    family.register(monkeypatch)
+    cfg = family_config(
+        store,
+        model={"two_optimizers": True},
+        optim={"ratio": {"a": 1, "b": 3}, "groups": {"b": {"lr": 0.5}}},
+        max_steps=4,
+    )
+    result = train(cfg, run=tmp_path / "run")
+    state = load_checkpoint(result.last)
+    steps = {
+        name: {int(s["step"]) for s in opt["state"].values()} for name, opt in state["optimizers"].items()
+    }
+    assert steps == {"a": {4}, "b": {12}}
+    row = read_metrics(tmp_path / "run" / "metrics.csv")[3]
+    assert (
+        row["lr/a"] == 0.01 and row["lr/b"] == 0.5 and row["metric"] == pytest.approx(2 * row["b"], rel=0.2)
+    )
+    frozen = train(
+        family_config(store, model={"two_optimizers": True}, optim={"ratio": {"b": 0}}, max_steps=2),
+        run=tmp_path / "frozen",
+    )
+    assert load_checkpoint(frozen.last)["optimizers"]["b"]["state"] == {}
+    with pytest.raises(ConfigError, match=r"optim.ratio names \['c'\]"):
+        train(
+            family_config(store, model={"two_optimizers": True}, optim={"ratio": {"c": 2}}),
+            run=tmp_path / "bad",
+        )
+
+
+def test_plateau_lowers_the_rate_and_early_stopping_ends_the_run(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    family.register(monkeypatch)
+    cfg = family_config(store, model={"constant_loss": True}, max_epochs=10)
+    cfg.schedule.name, cfg.schedule.patience, cfg.schedule.factor, cfg.schedule.early_stopping = (
+        "plateau",
+        0,
+        0.5,
+        2,
+    )
+    result = train(cfg, run=tmp_path / "run")
+    assert (result.stopped, result.epoch, result.best_value) == ("early_stopping", 3, 1.0)
+    lrs = {
+        r["epoch"]: r["lr"] for r in read_metrics(tmp_path / "run" / "metrics.csv") if r["split"] == "train"
+    }
+    assert lrs == {1: 0.01, 2: 0.01, 3: 0.005}
+    assert load_checkpoint(result.best)["epoch"] == 1
+    assert train(cfg, run=tmp_path / "run").stopped == "already finished"
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_checkpoint_is_self_describing_and_loads_weights_only(store: Path, tmp_path: Path) -> None:
+    result = train("fft_base-tiny", data=store, run=tmp_path / "run", overrides=[*TINY, "train.max_steps=3"])
+    state = torch.load(result.last, map_location="cpu", weights_only=True)
+    assert state["model"] == "fft_base" and state["kind"] == "last"
+    assert state["config"]["model"]["hidden_size"] == 16 and state["config"]["data"]["store"] == str(store)
+    assert state["representation"] == {"name": "fft", "sample_rate": 8000, "block_size": 128}
+    assert state["normalization"]["kind"] == "standard" and state["normalization"]["shift"].shape == (256,)
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (3, 0, 3)
+    assert set(state["rng"][0]) >= {"python", "numpy", "torch"} and set(state["optimizers"]) == {"loss"}
+    assert (tmp_path / "run" / "config.yaml").read_text().startswith("model:\n  name: fft_base\n")
+    assert (tmp_path / "run" / "plots").exists() is False  # no epoch ended yet
+
+
+def test_rng_state_round_trips() -> None:
+    state = rng_state()
+    first = (random.random(), float(np.random.rand()), torch.rand(3))  # noqa: NPY002
+    set_rng_state(state)
+    again = (random.random(), float(np.random.rand()), torch.rand(3))  # noqa: NPY002
+    assert first[:2] == again[:2] and torch.equal(first[2], again[2])
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 1, "weights": {"w": torch.ones(1000)}})
+
+    def dies_half_way(obj: object, f: object) -> None:
+        f.write(b"PK\x03\x04" + b"\0" * 5000)  # a partial zip, as torch.save leaves it when killed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("cadenza.training.checkpoint.torch.save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"step": 2, "weights": {"w": torch.zeros(1000)}})
+    state = load_checkpoint(path)
+    assert state["step"] == 1 and torch.equal(state["weights"]["w"], torch.ones(1000))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    path.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "last.pt"
+    script = (
+        "import torch, sys\n"
+        "from cadenza.training.checkpoint import save_checkpoint\n"
+        "step = 0\n"
+        "while True:\n"
+        "    step += 1\n"
+        "    save_checkpoint(sys.argv[1], {'step': step, 'weights': {'w': torch.full((2_000_000,), float(step))}})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path)])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not path.exists():
+            time.sleep(0.05)
+        time.sleep(0.37)  # somewhere in the middle of a later write
+    finally:
+        proc.kill()
+        proc.wait()
+    state = load_checkpoint(path)
+    assert state["step"] >= 1 and torch.all(state["weights"]["w"] == state["step"])
+
+
+# ----------------------------------------------------------------------------- data order
+def test_batch_order_is_a_function_of_seed_and_epoch_and_splits_across_processes() -> None:
+    one = EpochBatchSampler(50, 8, seed=3)
+    one.set_epoch(2)
+    batches = list(one)
+    assert len(batches) == 6 and all(len(b) == 8 for b in batches)  # the short last batch is dropped
+    again = EpochBatchSampler(50, 8, seed=3)
+    again.set_epoch(2, start_batch=4)
+    assert list(again) == batches[4:]
+    one.set_epoch(3)
+    assert list(one) != batches
+    ranks = [EpochBatchSampler(50, 8, seed=3, rank=r, world_size=2) for r in range(2)]
+    for r in ranks:
+        r.set_epoch(2)
+    for k, (b0, b1) in enumerate(zip(*ranks)):
+        assert len(b0) == len(b1) == 4 and sorted(b0 + b1) == sorted(batches[k])
+    with pytest.raises(Exception, match="does not split evenly over 3 processes"):
+        EpochBatchSampler(50, 8, world_size=3)
