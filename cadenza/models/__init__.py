@@ -154,6 +154,9 @@ MODELS: dict[str, ModelSpec] = {
         summary="GRUV baseline (paper 000): FFT frames -> LSTM -> dense -> next frame, MSE",
         fixed=MappingProxyType({"arch": "base"}),
     ),
+    # --- the other frequency-domain LSTMs of paper 000 (cadenza.models.fft_lstm) ---
+    # --- piano-roll GANs of paper 004 (cadenza.models.gan) ---
+    # --- raw-audio models of paper 002 (cadenza.models.seq2seq, cadenza.models.wavenet) ---
 }
 
 

@@ -39,6 +39,8 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     "sequence": DatasetSpec(SequenceWindows, ("seq_len", "hop", "normalization", "label_key")),
     "audio": DatasetSpec(AudioWindows, ("hop", "label_key")),
+    # --- piano-roll phrases of paper 004 (GANs) ---
+    # --- raw-audio windows of paper 002 (Seq2Seq, WaveNet) ---
 }
 
 
