@@ -1,0 +1,253 @@
+"""Paper-size training throughput and generation speed of the frequency-domain LSTMs (paper 000).
+
+Everything runs side by side in one process on the same machine:
+
+``train``
+    One training step of each model at the paper's size (8000 features, hidden 2048, B = 16,
+    T = 40, RMSprop with its paper config, dropout on): ``zero_grad; losses; backward; step``,
+    after one warm-up step, median of ``--steps``. Throughput is B x T frames per second.
+    Achieved FLOP/s is an analytic FLOP count over the median step time, as a fraction of the
+    best dense ``torch.mm`` rate (4096 x 4096 fp32, measured before and after every model).
+    Two counts are reported: *model FLOPs*, the usual 3 x forward (every matrix product once
+    forward, once for its weight gradient, once for its input gradient), and *executed
+    FLOPs*, which leaves out the input gradient of the layer that reads the data, since
+    autograd never computes it. The goal (model FLOPs, the brief's convention): at least 0.85
+    for fft_base, fft_fc, fft_bilinear and fft_stacked.
+``generate``
+    10 s of audio (40 frames) from the paper-size bilinear model after a 40-frame seed, as a
+    real-time factor (seconds of compute per second of audio; below 1 is faster than real
+    time): the sliding window (cadenza's pipelined windows), the stateful mode, and for
+    reference the sliding window computed the plain way (the whole model over the window for
+    every frame). Goal: sliding window faster than real time. One sample, and five at once
+    (the listening test's batch; the factor is then per second of audio of all five).
+
+Results go to benchmarks/results/fft_lstm.json.
+
+    .venv/bin/python benchmarks/fft_lstm.py [--steps 3] [--models fft_base,fft_fc,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+RESULTS = Path(__file__).parent / "results" / "fft_lstm.json"
+BATCH, SEQ_LEN, N_FEATURES, FRAME_RATE = 16, 40, 8000, 4.0
+MODELS = ("fft_base", "fft_fc", "fft_conv1d", "fft_conv2d", "fft_bilinear", "fft_stacked")
+GOAL_FRACTION = 0.85
+GOAL_MODELS = ("fft_base", "fft_fc", "fft_bilinear", "fft_stacked")
+MM_SIZE = 4096
+
+
+def mm_rate(repeats: int = 3) -> float:
+    """Best fp32 FLOP/s of ``repeats`` dense MM_SIZE x MM_SIZE products."""
+    a, b = torch.randn(MM_SIZE, MM_SIZE), torch.randn(MM_SIZE, MM_SIZE)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * MM_SIZE**3 / (time.perf_counter() - t0))
+    return best
+
+
+def forward_flops(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """Matrix-product FLOPs of one forward pass over ``x``, and those of the layer reading ``x``.
+
+    Dense and convolution layers are counted from their output shapes (2 x outputs x fan-in);
+    each LSTM layer from its sizes (2 x B x T x 4H x (inputs + H)).
+    """
+    counts: list[tuple[str, float]] = []
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Linear):
+            fan_in = module.in_features
+        else:
+            fan_in = module.weight[0].numel()  # (in / groups) x kernel
+        counts.append((type(module).__name__, 2.0 * output.numel() * fan_in))
+
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
+    ]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in handles:
+        h.remove()
+    rows = x.shape[0] * x.shape[1]
+    lstm_flops, first_lstm_input = 0.0, 0.0
+    for m in (model.lstm, model.lstm2):
+        if m is None:
+            continue
+        for layer in range(m.num_layers):
+            n_in = m.input_size if layer == 0 else m.hidden_size
+            lstm_flops += 2.0 * rows * 4 * m.hidden_size * (n_in + m.hidden_size)
+        first_lstm_input = 2.0 * rows * 4 * m.hidden_size * m.input_size
+    total = lstm_flops + sum(f for _, f in counts)
+    # The layer that reads the data: the encoder's first product, or the LSTM's input projection.
+    encoder_counts = [f for name, f in counts[:-1]]  # the last product is the head
+    first = encoder_counts[0] if encoder_counts else first_lstm_input
+    return total, first
+
+
+def build(key: str, seq_len: int = SEQ_LEN):
+    from cadenza.models import DataInfo, get_model_spec
+    from cadenza.training.config import load_config
+
+    cfg = load_config(f"{key}-paper")
+    torch.manual_seed(0)
+    model = get_model_spec(key).build(cfg.model, DataInfo(n_features=N_FEATURES, seq_len=seq_len))
+    return model, cfg
+
+
+def bench_train(key: str, steps: int) -> dict:
+    from cadenza.training.optim import build_optimizer
+
+    model, cfg = build(key)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = build_optimizer(model.parameters(), cfg.optim)
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randn(BATCH, SEQ_LEN + 1, N_FEATURES, generator=g)
+    batch = {"x": frames[:, :-1], "y": frames[:, 1:]}
+    fwd, first = forward_flops(model, batch["x"])
+    model.train()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        model.losses(batch)["loss"].backward()
+        opt.step()
+
+    step()  # warm-up (allocates gradients and optimiser state)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    seconds = statistics.median(times)
+    return {
+        "model": key,
+        "params_m": round(n_params / 1e6, 1),
+        "step_s": round(seconds, 3),
+        "frames_per_s": round(BATCH * SEQ_LEN / seconds, 1),
+        "model_gflop_per_step": round(3 * fwd / 1e9, 1),
+        "executed_gflop_per_step": round((3 * fwd - first) / 1e9, 1),
+        "model_gflops": round(3 * fwd / seconds / 1e9, 1),
+        "executed_gflops": round((3 * fwd - first) / seconds / 1e9, 1),
+        "step_times_s": [round(t, 3) for t in times],
+    }
+
+
+def bench_generate(n: int, seconds: float, plain: bool) -> list[dict]:
+    from cadenza.models import GenerationRequest
+
+    model, _ = build("fft_bilinear")
+    model.eval()
+    n_frames = int(seconds * FRAME_RATE)
+    seed = torch.randn(n, model.n_seed_frames, N_FEATURES, generator=torch.Generator().manual_seed(0))
+    rows = []
+    modes = ["sliding", "stateful"] + (["sliding (plain)"] if plain else [])
+    for mode in modes:
+        request = GenerationRequest(
+            n=n,
+            n_frames=n_frames,
+            generator=torch.Generator(),
+            seed=seed,
+            options={"mode": mode.split()[0]},
+        )
+        t0 = time.perf_counter()
+        if mode == "sliding (plain)":
+            with torch.no_grad():
+                window = seed
+                for _ in range(n_frames):
+                    y, _ = model(window)
+                    window = torch.cat([window[:, 1:], y[:, -1:]], 1)
+        else:
+            model.generate(request)
+        elapsed = time.perf_counter() - t0
+        rows.append(
+            {
+                "model": "fft_bilinear",
+                "mode": mode,
+                "n": n,
+                "audio_s": seconds,
+                "compute_s": round(elapsed, 3),
+                "rtf": round(elapsed / (seconds * n), 3),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps per model")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--seconds", type=float, default=10.0, help="audio generated per measurement")
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain sliding-window reference")
+    args = parser.parse_args()
+    t_start = time.perf_counter()
+    mm = [mm_rate()]
+    train_rows = []
+    for key in args.models.split(","):
+        row = bench_train(key.strip(), args.steps)
+        gc.collect()  # free the model before the next one
+        mm.append(mm_rate())
+        train_rows.append(row)
+        print(f"  {row['model']}: {row['step_s']:.2f} s/step", flush=True)
+    best_mm = max(mm)
+    for row in train_rows:
+        row["model_fraction"] = round(row["model_gflops"] * 1e9 / best_mm, 3)
+        row["executed_fraction"] = round(row["executed_gflops"] * 1e9 / best_mm, 3)
+        row["goal_met"] = row["model_fraction"] >= GOAL_FRACTION if row["model"] in GOAL_MODELS else None
+    gen_rows = bench_generate(1, args.seconds, not args.no_plain) + bench_generate(5, args.seconds, False)
+    result = {
+        "benchmark": "paper 000 frequency-domain LSTMs at paper size: training throughput, generation speed",
+        "goals": {
+            "train_model_flop_fraction": f">= {GOAL_FRACTION} for {', '.join(GOAL_MODELS)}",
+            "generate": "sliding window faster than real time (rtf < 1)",
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": "cpu",
+        },
+        "shape": {"batch": BATCH, "seq_len": SEQ_LEN, "n_features": N_FEATURES, "hidden": 2048},
+        "mm_gflops": {"best": round(best_mm / 1e9, 1), "all": [round(r / 1e9, 1) for r in mm]},
+        "train": train_rows,
+        "generate": gen_rows,
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"dense matmul reference: {best_mm / 1e9:.1f} GFLOP/s (best of {len(mm)} measurements)")
+    header = (
+        f"{'model':<14}{'params M':>9}{'s/step':>8}{'frames/s':>10}{'GFLOP/s':>9}"
+        f"{'of mm':>7}{'exec. of mm':>12}{'goal':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in train_rows:
+        goal = {True: "met", False: "MISS", None: "-"}[r["goal_met"]]
+        print(
+            f"{r['model']:<14}{r['params_m']:>9.1f}{r['step_s']:>8.2f}{r['frames_per_s']:>10.1f}"
+            f"{r['model_gflops']:>9.1f}{r['model_fraction']:>7.2f}{r['executed_fraction']:>12.2f}{goal:>6}"
+        )
+    print()
+    header = f"{'generation (fft_bilinear)':<28}{'n':>3}{'audio s':>9}{'compute s':>11}{'RTF':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in gen_rows:
+        print(f"{r['mode']:<28}{r['n']:>3}{r['audio_s']:>9.1f}{r['compute_s']:>11.2f}{r['rtf']:>7.3f}")
+    print(f"goals: {result['goals']}; results in {RESULTS} ({result['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
