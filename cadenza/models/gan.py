@@ -1,0 +1,390 @@
+"""Piano-roll GANs of paper 004: a bi-LSTM generator or a DCGAN-style CNN generator, one bi-LSTM discriminator.
+
+A sample is one phrase: ``n_bars`` bars of a binary piano roll ``(T, P)`` (4 bars; T = 384 steps at
+LPD's 24 per beat, or 192 at 12; P = 84 pitches, C1-B7, or 128), from
+:class:`~cadenza.data.phrases.PianorollPhrases`. A generator maps a 100-d noise vector ``z`` to
+note probabilities ``(T, P)``; the discriminator reads a roll step by step and says real or fake.
+
+Architectures (``Config.arch``; registered in ``cadenza.models.MODELS`` as ``bilstm_gan`` and
+``cnn_lstm_gan``):
+
+``bilstm``
+    Generator: LSTM 512 -> bidirectional LSTM 1024 -> bidirectional LSTM 1024 -> dense 1024,
+    LeakyReLU, batch norm -> dense to the P pitches, applied at every step; dropout after every
+    recurrent layer. The paper's Keras generator reads a 100-step input sequence and maps the last
+    state through one dense layer to its 100 outputs; cadenza feeds ``z`` at every one of the T
+    steps and keeps the sequence to the end (a dense layer from the last state to a whole
+    384 x 84 roll would hold 33 M weights), so that a sample is one point ``z`` of the latent space,
+    which interpolation needs. SGD from lr 0.01, decayed every epoch (the ``schedule`` section).
+``cnn``
+    Generator (DCGAN-like, fully convolutional): dense from ``z`` to ``C x T/4 x P/4``, reshape,
+    two units of 2x upsampling + transposed convolution (batch norm after the first unit only, and
+    LeakyReLU at the end of each, as the paper says), a last transposed convolution to one track.
+    Adam (the paper: "all other learning parameters are same"; the shipped configs use DCGAN's
+    2e-4 and betas (0.5, 0.999), since Adam at SGD's 0.01 diverges).
+
+Discriminator (both): LSTM 512 -> bidirectional LSTM 1024 (its last states) -> dense 512, 256
+with LeakyReLU -> 1. It returns a logit: the paper's sigmoid is folded into the loss
+(``binary_cross_entropy_with_logits``), which is the same function, computed stably.
+
+Losses (``Config.loss``):
+
+``bce``
+    Paper 004's cross-entropy: the discriminator minimises ``-log D(x) - log(1 - D(G(z)))`` (its
+    equation 3); the generator minimises ``-log D(G(z))``, the non-saturating form of equation 4
+    that a Keras GAN trained with label 1 for its fakes uses.
+``wgan-gp``
+    Wasserstein loss with gradient penalty (Gulrajani et al. 2017): the critic minimises
+    ``D(G(z)) - D(x) + gp_weight * (||grad D(x_hat)|| - 1)^2`` at random points ``x_hat`` between
+    real and fake rolls; the generator minimises ``-D(G(z))``.
+
+The paper's remedies for an over-strong discriminator: several generator updates per
+discriminator update (``optim.ratio.generator``), and **generator pre-training** ("pretraining
+the generator model with unsupervised learning", details not given). Here, during the first
+``pretrain_steps`` training evaluations of the losses (the trainer makes ``ratio.generator +
+ratio.discriminator`` of them per batch), the generator alone learns by cross-entropy to put out
+the real phrases of the batch from its noise (it learns the data's note density and pitch range,
+no adversary), and the discriminator's loss is zero, so it stays at its initial weights.
+
+Generation binarises the probabilities (``binarize``: ``threshold`` at ``threshold``, or
+``bernoulli`` draws), repeats each step back to the store's resolution when the phrases were
+reduced, and chains phrases until ``n_frames`` steps. Options (``--option key=value``):
+``binarize``, ``threshold``, and ``interpolate`` (``true``/``slerp`` or ``linear``): the n samples
+walk from one noise vector to another, sample ``i`` at ``t = i / (n - 1)``, spherically (slerp,
+which keeps the norm a Gaussian ``z`` is likely to have) or linearly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cadenza.errors import ParameterError
+from cadenza.models import DataInfo, GenerationRequest
+from cadenza.training.optim import build_optimizer
+
+ARCHS = ("bilstm", "cnn")
+LOSSES = ("bce", "wgan-gp")
+BINARIZE = ("threshold", "bernoulli")
+OPTIONS = ("binarize", "threshold", "interpolate")
+
+
+@dataclasses.dataclass
+class Config:
+    """Hyper-parameters; the defaults are paper 004's sizes."""
+
+    arch: str = dataclasses.field(default="bilstm", metadata={"choices": ARCHS})
+    n_bars: int = dataclasses.field(default=4, metadata={"min": 1})  # bars per phrase: data.options.n_bars
+    noise_dim: int = dataclasses.field(default=100, metadata={"min": 1})
+    g_lstm_size: int = dataclasses.field(default=512, metadata={"min": 1})
+    g_bilstm_size: int = dataclasses.field(default=1024, metadata={"min": 2})  # both directions together
+    g_dense_size: int = dataclasses.field(default=1024, metadata={"min": 1})
+    cnn_channels: int = dataclasses.field(default=256, metadata={"min": 4})  # halved by each unit
+    cnn_kernel: int = dataclasses.field(default=5, metadata={"min": 1})  # odd: sizes are kept
+    d_lstm_size: int = dataclasses.field(default=512, metadata={"min": 1})
+    d_bilstm_size: int = dataclasses.field(default=1024, metadata={"min": 2})
+    d_dense_sizes: tuple[int, ...] = (512, 256)
+    # One width for every layer of both networks when positive (a quick way to a small GAN:
+    # ``model.hidden_size=16``); 0 keeps the widths above.
+    hidden_size: int = dataclasses.field(default=0, metadata={"min": 0})
+    dropout: float = dataclasses.field(default=0.3, metadata={"min": 0.0, "max": 1.0})  # rate not given
+    leaky_slope: float = dataclasses.field(default=0.2, metadata={"min": 0.0})
+    loss: str = dataclasses.field(default="bce", metadata={"choices": LOSSES})
+    gp_weight: float = dataclasses.field(default=10.0, metadata={"min": 0.0})
+    pretrain_steps: int = dataclasses.field(default=0, metadata={"min": 0})
+    binarize: str = dataclasses.field(default="threshold", metadata={"choices": BINARIZE})
+    threshold: float = dataclasses.field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+
+    @classmethod
+    def paper(cls, **changes: Any) -> Config:
+        """Paper 004's sizes."""
+        return cls(**changes)
+
+    @classmethod
+    def tiny(cls, **changes: Any) -> Config:
+        """A size that trains on two CPU cores in a minute or two."""
+        sizes = {
+            "noise_dim": 32,
+            "g_lstm_size": 48,
+            "g_bilstm_size": 64,
+            "g_dense_size": 64,
+            "cnn_channels": 32,
+            "cnn_kernel": 3,
+            "d_lstm_size": 48,
+            "d_bilstm_size": 64,
+            "d_dense_sizes": (64, 32),
+            "dropout": 0.1,
+        }
+        return cls(**{**sizes, **changes})
+
+
+# ----------------------------------------------------------------------------- pieces
+def binarize(
+    probs: torch.Tensor, mode: str = "threshold", threshold: float = 0.5, *, generator: Any = None
+) -> torch.Tensor:
+    """Note probabilities -> a 0/1 roll of the same shape and dtype.
+
+    ``threshold``: on where ``probs > threshold``. ``bernoulli``: each step drawn on with its
+    probability (from ``generator``).
+
+    Examples
+    --------
+    >>> binarize(torch.tensor([0.2, 0.5, 0.9])).tolist()
+    [0.0, 0.0, 1.0]
+    """
+    if mode == "threshold":
+        return (probs > threshold).to(probs.dtype)
+    if mode == "bernoulli":
+        return torch.bernoulli(probs, generator=generator)
+    raise ParameterError(f"unknown binarisation {mode!r}; expected one of {BINARIZE}")
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of ``z0``, ``z1`` ``(..., D)`` at ``t`` ``(n,)`` -> ``(n, ..., D)``.
+
+    Falls back to linear interpolation where the two vectors are (nearly) parallel.
+    """
+    t = t.reshape(-1, *([1] * z0.dim()))
+    cos = F.cosine_similarity(z0, z1, dim=-1).clamp(-1.0, 1.0)[..., None]
+    omega = torch.acos(cos)
+    so = torch.sin(omega)
+    lerp = (1 - t) * z0 + t * z1
+    spherical = (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / so.clamp_min(1e-6)
+    return torch.where(so > 1e-6, spherical, lerp)
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP's ``mean((||grad critic(x_hat)||_2 - 1)^2)`` at random points between real and fake."""
+    alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    # cuDNN's LSTM has no double backward; the native kernels do.
+    with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
+        mixed = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+class Discriminator(nn.Module):
+    """Roll ``(B, T, P)`` -> logit ``(B,)``: LSTM -> bi-LSTM (last states) -> dense layers."""
+
+    def __init__(self, n_pitches: int, config: Config) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(n_pitches, config.d_lstm_size, batch_first=True)
+        self.bilstm = nn.LSTM(
+            config.d_lstm_size, config.d_bilstm_size // 2, batch_first=True, bidirectional=True
+        )
+        layers: list[nn.Module] = []
+        size = 2 * (config.d_bilstm_size // 2)
+        for width in config.d_dense_sizes:
+            layers += [nn.Linear(size, width), nn.LeakyReLU(config.leaky_slope)]
+            size = width
+        self.head = nn.Sequential(*layers, nn.Linear(size, 1))
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.lstm(x)  # (B, T, H)
+        _, (h_n, _) = self.bilstm(self.drop(h))  # (2, B, H2): forward's last state, backward's
+        h = torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, 2 H2)
+        return self.head(self.drop(h)).squeeze(-1)  # (B,)
+
+
+class BiLSTMGenerator(nn.Module):
+    """``z`` ``(B, D)`` -> logits ``(B, T, P)``: z at every step through three LSTMs and two dense layers."""
+
+    def __init__(self, n_steps: int, n_pitches: int, config: Config) -> None:
+        super().__init__()
+        self.n_steps = n_steps
+        half = config.g_bilstm_size // 2
+        self.lstm = nn.LSTM(config.noise_dim, config.g_lstm_size, batch_first=True)
+        self.bilstm1 = nn.LSTM(config.g_lstm_size, half, batch_first=True, bidirectional=True)
+        self.bilstm2 = nn.LSTM(2 * half, half, batch_first=True, bidirectional=True)
+        self.dense = nn.Linear(2 * half, config.g_dense_size)
+        self.act = nn.LeakyReLU(config.leaky_slope)
+        self.norm = nn.BatchNorm1d(config.g_dense_size)
+        self.out = nn.Linear(config.g_dense_size, n_pitches)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = z[:, None, :].expand(-1, self.n_steps, -1)  # (B, T, D)
+        h, _ = self.lstm(x)  # (B, T, H1)
+        h, _ = self.bilstm1(self.drop(h))  # (B, T, H2)
+        h, _ = self.bilstm2(self.drop(h))  # (B, T, H2)
+        h = self.act(self.dense(self.drop(h)))  # (B, T, H3)
+        h = self.norm(h.transpose(1, 2)).transpose(1, 2)  # batch norm over features
+        return self.out(self.drop(h))  # (B, T, P)
+
+
+class CNNGenerator(nn.Module):
+    """``z`` ``(B, D)`` -> logits ``(B, T, P)``: dense, reshape, two upsampling units, a last deconvolution."""
+
+    def __init__(self, n_steps: int, n_pitches: int, config: Config) -> None:
+        super().__init__()
+        self.n_steps, self.n_pitches = n_steps, n_pitches
+        c, k = config.cnn_channels, config.cnn_kernel
+        self.shape = (c, math.ceil(n_steps / 4), math.ceil(n_pitches / 4))
+        self.dense = nn.Linear(config.noise_dim, math.prod(self.shape))
+        pad = k // 2
+        self.unit1 = nn.Sequential(
+            nn.Upsample(scale_factor=2),
+            nn.ConvTranspose2d(c, c // 2, k, padding=pad),
+            nn.BatchNorm2d(c // 2),
+            nn.LeakyReLU(config.leaky_slope),
+        )
+        self.unit2 = nn.Sequential(
+            nn.Upsample(scale_factor=2),
+            nn.ConvTranspose2d(c // 2, c // 4, k, padding=pad),
+            nn.LeakyReLU(config.leaky_slope),
+        )
+        self.last = nn.ConvTranspose2d(c // 4, 1, k, padding=pad)  # one track
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.dense(z).view(-1, *self.shape)  # (B, C, T/4, P/4)
+        h = self.unit2(self.unit1(h))  # (B, C/4, T', P')
+        return self.last(h)[:, 0, : self.n_steps, : self.n_pitches]  # (B, T, P), one track
+
+
+# ----------------------------------------------------------------------------- the model
+class Model(nn.Module):
+    """A phrase GAN: ``generator`` and ``discriminator``, losses for both, binarised generation.
+
+    Parameters
+    ----------
+    config : Config
+    info : DataInfo
+        ``n_features`` (pitches), ``seq_len`` (steps per phrase) and the store's ``representation``
+        (to undo a resolution reduction in :meth:`generate`).
+
+    Examples
+    --------
+    >>> from cadenza.models import DataInfo
+    >>> model = Model(Config.tiny(arch="cnn"), DataInfo(n_features=12, seq_len=16))
+    >>> model.generator(torch.zeros(2, 32)).shape
+    torch.Size([2, 16, 12])
+    """
+
+    n_seed_frames = 0
+
+    def __init__(self, config: Config, info: DataInfo) -> None:
+        super().__init__()
+        if config.arch not in ARCHS:
+            raise ParameterError(f"unknown GAN architecture {config.arch!r}; expected one of {ARCHS}")
+        if not info.seq_len:
+            raise ParameterError("a phrase GAN needs phrases of a fixed length (data.dataset: phrases)")
+        self.config = config
+        self.n_steps, self.n_pitches = int(info.seq_len), int(info.n_features)
+        self.factor = _resolution_factor(config, info)
+        widths = _widths(config)
+        make = BiLSTMGenerator if config.arch == "bilstm" else CNNGenerator
+        self.generator = make(self.n_steps, self.n_pitches, widths)
+        self.discriminator = Discriminator(self.n_pitches, widths)
+        # Training evaluations of the losses so far (pre-training counts them; resumes with the weights).
+        self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
+
+    def sample_noise(self, n: int, *, device: Any = None, generator: Any = None) -> torch.Tensor:
+        return torch.randn(n, self.config.noise_dim, device=device, generator=generator)
+
+    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        real = batch["x"].float()  # (B, T, P) of 0/1
+        logits = self.generator(self.sample_noise(real.shape[0], device=real.device))  # (B, T, P)
+        fake = torch.sigmoid(logits)
+        d_real, d_fake = self.discriminator(real), self.discriminator(fake)  # (B,) logits
+        if cfg.loss == "bce":
+            d_loss = F.binary_cross_entropy_with_logits(
+                d_real, torch.ones_like(d_real)
+            ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+            g_loss = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+            scores = torch.sigmoid(d_real).mean(), torch.sigmoid(d_fake).mean()
+        else:
+            penalty = gradient_penalty(self.discriminator, real, fake)
+            d_loss = d_fake.mean() - d_real.mean() + cfg.gp_weight * penalty
+            g_loss = -d_fake.mean()
+            scores = d_real.mean(), d_fake.mean()
+        if self.training:
+            self.n_updates += 1
+            if int(self.n_updates) <= cfg.pretrain_steps:
+                g_loss = F.binary_cross_entropy_with_logits(logits, real)
+                d_loss = 0.0 * d_loss
+        return {
+            "generator": g_loss,
+            "discriminator": d_loss,
+            "d_real": scores[0].detach(),
+            "d_fake": scores[1].detach(),
+            # How far the fakes' note density is from the real one: a crude monitor for best.pt.
+            "density_gap": (fake.mean() - real.mean()).abs().detach(),
+        }
+
+    def configure_optimizers(self, optim: Any) -> dict[str, torch.optim.Optimizer]:
+        """The discriminator's optimiser first: the trainer steps them in this order."""
+        return {
+            "discriminator": build_optimizer(self.discriminator.parameters(), optim, "discriminator"),
+            "generator": build_optimizer(self.generator.parameters(), optim, "generator"),
+        }
+
+    @torch.no_grad()
+    def generate(self, request: GenerationRequest) -> torch.Tensor:
+        """``(n, n_frames, P)`` 0/1 steps at the store's resolution: phrases chained, binarised."""
+        opts = dict(request.options)
+        unknown = sorted(set(opts) - set(OPTIONS))
+        if unknown:
+            raise ParameterError(f"unknown GAN generation options {unknown}; expected some of {OPTIONS}")
+        mode = str(opts.get("binarize", self.config.binarize))
+        threshold = float(opts.get("threshold", self.config.threshold))
+        interpolate = opts.get("interpolate", False)
+        if interpolate not in (False, True, "slerp", "linear", "false", "true"):
+            raise ParameterError(f"interpolate must be true, slerp, linear or false, got {interpolate!r}")
+        n, device = request.n, next(self.parameters()).device
+        phrase = self.n_steps * self.factor
+        n_phrases = math.ceil(request.n_frames / phrase)
+        d = self.config.noise_dim
+        if interpolate in (False, "false"):
+            z = self.sample_noise(n * n_phrases, device=device, generator=request.generator)
+            z = z.view(n, n_phrases, d)
+        else:
+            ends = self.sample_noise(2 * n_phrases, device=device, generator=request.generator)
+            ends = ends.view(2, n_phrases, d)
+            t = torch.linspace(0.0, 1.0, n, device=device) if n > 1 else torch.zeros(1, device=device)
+            if interpolate == "linear":
+                z = (1 - t[:, None, None]) * ends[0] + t[:, None, None] * ends[1]
+            else:
+                z = slerp(ends[0], ends[1], t)  # (n, n_phrases, D)
+        probs = torch.sigmoid(self.generator(z.reshape(-1, d)))  # (n * n_phrases, T, P)
+        roll = binarize(probs, mode, threshold, generator=request.generator)
+        roll = roll.repeat_interleave(self.factor, dim=1)  # back to the store's steps
+        return roll.reshape(n, n_phrases * phrase, self.n_pitches)[:, : request.n_frames]
+
+
+def _widths(config: Config) -> Config:
+    """``config`` with every layer width set to ``hidden_size`` when that is positive."""
+    h = config.hidden_size
+    if h <= 0:
+        return config
+    return dataclasses.replace(
+        config,
+        g_lstm_size=h,
+        g_bilstm_size=max(h, 2),
+        g_dense_size=h,
+        cnn_channels=max(h, 4),
+        d_lstm_size=h,
+        d_bilstm_size=max(h, 2),
+        d_dense_sizes=(h,) * len(config.d_dense_sizes),
+    )
+
+
+def _resolution_factor(config: Config, info: DataInfo) -> int:
+    """Store steps per phrase step, from the store's representation and ``n_bars``."""
+    rep = info.representation
+    if rep.get("name") != "pianoroll":
+        return 1
+    store_steps = config.n_bars * int(rep["resolution"]) * int(rep["beats_per_bar"])
+    factor = store_steps // int(info.seq_len or 1)
+    if factor < 1 or factor * info.seq_len != store_steps or int(rep["resolution"]) % factor:
+        raise ParameterError(
+            f"phrases of {info.seq_len} steps do not fit model.n_bars={config.n_bars} bars of "
+            f"{rep['resolution']} steps per beat; set model.n_bars to data.options.n_bars"
+        )
+    return factor

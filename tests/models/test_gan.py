@@ -1,0 +1,268 @@
+"""Paper 004's GANs: shapes, losses by hand, WGAN-GP, binarisation, interpolation, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cadenza.cli import main
+from cadenza.data import prepare_corpus
+from cadenza.errors import ParameterError
+from cadenza.models import DataInfo, GenerationRequest
+from cadenza.models.gan import Config, Model, binarize, gradient_penalty, slerp
+from cadenza.training import load_checkpoint
+
+torch.set_num_threads(1)
+
+T, P = 16, 12
+SIZES = {
+    "noise_dim": 8,
+    "g_lstm_size": 8,
+    "g_bilstm_size": 8,
+    "g_dense_size": 8,
+    "cnn_channels": 8,
+    "d_lstm_size": 8,
+    "d_bilstm_size": 8,
+    "d_dense_sizes": (8, 4),
+    "dropout": 0.0,
+}
+
+
+def _model(arch: str, **changes: object) -> Model:
+    torch.manual_seed(0)
+    return Model(Config.tiny(arch=arch, **{**SIZES, **changes}), DataInfo(n_features=P, seq_len=T))
+
+
+def _real(n: int = 6) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return (torch.rand(n, T, P, generator=g) < 0.2).float()
+
+
+@pytest.mark.parametrize("arch", ["bilstm", "cnn"])
+def test_shapes_and_bce_losses_match_a_hand_computation(arch: str) -> None:
+    model = _model(arch).eval()  # no dropout, batch norm in eval mode: the same network twice
+    real = _real()
+    assert model.generator(torch.zeros(3, 8)).shape == (3, T, P)
+    assert model.discriminator(real).shape == (6,)
+    torch.manual_seed(5)
+    losses = model.losses({"x": real})
+    torch.manual_seed(5)
+    z = torch.randn(6, 8)
+    fake = torch.sigmoid(model.generator(z))
+    p_real = torch.sigmoid(model.discriminator(real))
+    p_fake = torch.sigmoid(model.discriminator(fake))
+    d_loss = -torch.log(p_real).mean() - torch.log(1 - p_fake).mean()
+    g_loss = -torch.log(p_fake).mean()
+    assert losses["discriminator"].item() == pytest.approx(d_loss.item(), rel=1e-5)
+    assert losses["generator"].item() == pytest.approx(g_loss.item(), rel=1e-5)
+    assert losses["d_real"].item() == pytest.approx(p_real.mean().item(), rel=1e-5)
+    assert losses["density_gap"].item() == pytest.approx(abs(fake.mean() - real.mean()).item(), rel=1e-5)
+    assert int(model.n_updates) == 0  # evaluation does not count towards pre-training
+
+
+def test_the_discriminator_alone_learns_real_from_fixed_fakes() -> None:
+    model = _model("cnn").train()
+    real = _real(8)
+    with torch.no_grad():
+        fake = torch.sigmoid(model.generator(torch.randn(8, 8)))
+    opt = torch.optim.Adam(model.discriminator.parameters(), lr=1e-2)
+
+    def d_loss() -> torch.Tensor:
+        d_real, d_fake = model.discriminator(real), model.discriminator(fake)
+        return F.binary_cross_entropy_with_logits(
+            d_real, torch.ones_like(d_real)
+        ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+
+    first = d_loss().item()
+    for _ in range(40):
+        opt.zero_grad()
+        d_loss().backward()
+        opt.step()
+    assert d_loss().item() < 0.5 * first
+
+
+def test_gradient_penalty_of_a_linear_critic_is_known() -> None:
+    class Linear(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x * 0.25).flatten(1).sum(dim=1)  # gradient 0.25 everywhere
+
+    real, fake = _real(4), torch.rand(4, T, P)
+    norm = 0.25 * (T * P) ** 0.5
+    assert gradient_penalty(Linear(), real, fake).item() == pytest.approx((norm - 1) ** 2, rel=1e-5)
+    with torch.no_grad():  # works under validation's no_grad too
+        assert gradient_penalty(Linear(), real, fake).item() == pytest.approx((norm - 1) ** 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["bilstm", "cnn"])
+def test_wgan_gp_losses_train_both_networks(arch: str) -> None:
+    model = _model(arch, loss="wgan-gp").train()
+    losses = model.losses({"x": _real()})
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["discriminator"].backward()  # through the penalty's double backward of the LSTMs
+    assert all(p.grad is not None for p in model.discriminator.parameters())
+    model.zero_grad()
+    losses = model.losses({"x": _real()})
+    losses["generator"].backward()
+    assert all(p.grad is not None for p in model.generator.parameters())
+
+
+def test_pretraining_teaches_the_generator_alone_first() -> None:
+    model = _model("cnn", pretrain_steps=2).train()
+    real = _real()
+    for call in (1, 2):
+        torch.manual_seed(call)
+        losses = model.losses({"x": real})
+        torch.manual_seed(call)
+        logits = model.generator(torch.randn(6, 8))
+        assert losses["discriminator"].item() == 0.0
+        assert losses["generator"].item() == pytest.approx(
+            F.binary_cross_entropy_with_logits(logits, real).item(), rel=1e-4
+        )
+    assert model.losses({"x": real})["discriminator"].item() > 0.0  # adversarial from call 3 on
+    assert int(model.state_dict()["n_updates"]) == 3  # saved with the weights, so resume keeps it
+
+
+def test_binarisation_modes() -> None:
+    probs = torch.tensor([[0.0, 0.3, 0.5, 0.51, 1.0]])
+    assert binarize(probs).tolist() == [[0.0, 0.0, 0.0, 1.0, 1.0]]
+    assert binarize(probs, threshold=0.2).tolist() == [[0.0, 1.0, 1.0, 1.0, 1.0]]
+    many = torch.full((20000,), 0.3)
+    draws = binarize(many, "bernoulli", generator=torch.Generator().manual_seed(0))
+    assert set(draws.unique().tolist()) <= {0.0, 1.0} and abs(draws.mean().item() - 0.3) < 0.02
+    again = binarize(many, "bernoulli", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)
+    edge = binarize(torch.tensor([0.0, 1.0]), "bernoulli", generator=torch.Generator().manual_seed(0))
+    assert edge.tolist() == [0.0, 1.0]
+    with pytest.raises(ParameterError):
+        binarize(probs, "round")
+
+
+def test_generation_chains_phrases_upsamples_and_interpolates() -> None:
+    rep = {"name": "pianoroll", "resolution": 4, "beats_per_bar": 2, "lowest_pitch": 60, "n_pitches": P}
+    # 2 bars of 2 beats at 2 steps per beat: 8 steps per phrase, each repeated twice back to 4 per beat.
+    model = Model(
+        Config.tiny(arch="cnn", n_bars=2, **SIZES), DataInfo(n_features=P, seq_len=8, representation=rep)
+    )
+    assert model.factor == 2
+    seen: list[torch.Tensor] = []
+    model.generator.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    request = GenerationRequest(n=5, n_frames=20, generator=torch.Generator().manual_seed(0))
+    out = model.eval().generate(request)
+    assert out.shape == (5, 20, P) and set(out.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(out[:, 0::2], out[:, 1::2])  # steps repeated back to the store's resolution
+    assert seen[0].shape == (5 * 2, 8)  # 20 steps need two phrases of 16
+    for kind in ("linear", True):
+        seen.clear()
+        request = GenerationRequest(
+            n=5, n_frames=16, generator=torch.Generator().manual_seed(0), options={"interpolate": kind}
+        )
+        model.generate(request)
+        z = seen[0].view(5, 8)
+        ends = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(z[0], ends[0], atol=1e-5) and torch.allclose(z[-1], ends[1], atol=1e-5)
+        if kind == "linear":
+            assert torch.allclose(z[2], (ends[0] + ends[1]) / 2, atol=1e-5)
+        else:
+            assert torch.allclose(z[2], slerp(ends[0], ends[1], torch.tensor([0.5]))[0], atol=1e-5)
+    with pytest.raises(ParameterError, match="unknown GAN generation options"):
+        model.generate(GenerationRequest(n=1, n_frames=8, generator=None, options={"temperature": 1}))
+    with pytest.raises(ParameterError, match="n_bars"):
+        Model(
+            Config.tiny(arch="cnn", n_bars=4, **SIZES), DataInfo(n_features=P, seq_len=12, representation=rep)
+        )
+
+
+def test_slerp_keeps_the_norm_between_orthogonal_vectors() -> None:
+    a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
+    z = slerp(a, b, torch.linspace(0, 1, 5))
+    assert torch.allclose(z.norm(dim=-1), torch.full((5,), 3.0)) and torch.allclose(z[0], a)
+    assert torch.allclose(z[-1], b, atol=1e-6)
+    assert torch.allclose(slerp(a, a, torch.tensor([0.5]))[0], a)  # parallel: linear
+
+
+# ----------------------------------------------------------------------------- the CLI
+TINY = [
+    *(f"model.{k}={v}" for k, v in SIZES.items() if k != "d_dense_sizes"),
+    "model.d_dense_sizes=[8, 4]",
+    "model.n_bars=2",
+    "model.pretrain_steps=2",
+    "data.options={n_bars: 2, hop_bars: 2, resolution: 2, transpose: 2}",
+    "data.batch_size=4",
+    "train.log_every=1",
+    "train.tensorboard=false",
+    "train.progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def rolls(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("gan") / "bach-rolls"
+    prepare_corpus(
+        "music21:chorales",
+        out,
+        representation="pianoroll",
+        rep_params={"lowest_pitch": 24, "n_pitches": 84, "resolution": 4},
+        max_files=3,
+        split=(0.67, 0.33, 0.0),
+        progress=False,
+    )
+    return out
+
+
+@pytest.mark.parametrize("key", ["bilstm_gan", "cnn_lstm_gan"])
+def test_cli_trains_resumes_generates_and_evaluates(
+    key: str, rolls: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / key
+    args = ["train", f"{key}-tiny", "--data", str(rolls), "--run", str(run), *TINY]
+    assert main([*args, "train.max_epochs=1"]) == 0
+    step = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
+    assert step > 0
+    assert main([*args, "train.max_epochs=2"]) == 0  # resumes
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 2 * step and state["model"] == key
+    assert set(state["optimizers"]) == {"discriminator", "generator"}
+    calls_per_batch = 3 if key == "bilstm_gan" else 2  # optim.ratio: 1 + 2 (bilstm_gan-tiny), 1 + 1
+    assert int(state["weights"]["n_updates"]) == 2 * step * calls_per_batch
+
+    out = tmp_path / "samples"
+    assert main(["generate", str(run), "--seconds", "8", "--n", "2", "--seed", "3", "--out", str(out)]) == 0
+    for i in range(2):
+        for suffix in (".mid", ".wav", ".png", ".json"):
+            assert (out / f"{key}-seed3-{i}{suffix}").is_file(), suffix
+    meta = json.loads((out / f"{key}-seed3-0.json").read_text())
+    assert meta["n_frames"] == 8 * 4 and meta["model"] == key
+    assert (
+        main(
+            [
+                "generate",
+                str(run),
+                "--n",
+                "3",
+                "--seconds",
+                "8",
+                "--option",
+                "interpolate=true",
+                "--out",
+                str(tmp_path / "walk"),
+            ]
+        )
+        == 0
+    )
+    assert len(list((tmp_path / "walk").glob("*.png"))) == 3
+
+    capsys.readouterr()
+    table = tmp_path / "table"
+    assert main(["evaluate", str(run), "--bars", "40", "--out", str(table)]) == 0
+    printed = capsys.readouterr().out
+    assert "| Training data |" in printed and f"| {key} |" in printed and "EB (%)" in printed
+    rows = json.loads((table / "table1.json").read_text())["rows"]
+    assert [r["n_bars"] for r in rows][1] == 40
+    assert {"empty_bar_rate", "used_pitch_classes", "qualified_note_rate"} <= set(rows[1]["metrics"])
+    assert (table / "table1.md").read_text().startswith("| | EB (%) | UPC | QN (%) |")
+    assert np.isfinite(rows[0]["metrics"]["used_pitch_classes"])
