@@ -1,0 +1,197 @@
+"""Sequence-to-sequence LSTM over raw samples (paper 002's first model).
+
+An LSTM encoder reads a window of ``n_input`` samples (128) into its state; an LSTM decoder,
+started from that state with a start token, predicts the target window one sample at a time.
+In training the decoder is teacher-forced: its inputs are the start token and then the true
+previous targets, ``{x_s, Y[1 : T-1]}``, as the paper does to keep an early error from
+propagating. The loss is least squares (the mean of ``(y - y_hat)**2``, the paper's sum up to
+a constant), optimised with Adam.
+
+Each decoder input is two numbers, ``(sample, is_start)``: the start token is ``(0, 1)`` and a
+sample ``y`` is ``(y, 0)``, so that the start is never mistaken for a silent sample.
+
+Windowings (``Config.scheme``, which must match the dataset's ``data.options.scheme``; the
+first batch is checked):
+
+``split``
+    256-sample windows, input the first 128, target the next 128, hop 128. Generation encodes
+    the last 128 samples and decodes the next 128 freely (each prediction is the next input),
+    then feeds that predicted window back as the next input: 128 new samples per round.
+``shift``
+    129-sample windows, input samples 1..128, target 2..129, hop 64. The target window overlaps
+    the input by 127 samples; generation decodes the known 127 teacher-forced and the last one
+    freely, so a round yields one new sample (slow: two LSTM passes of 128 steps per sample).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cadenza.errors import ParameterError
+from cadenza.models import DataInfo, GenerationRequest
+
+SCHEMES = {"split": 128, "shift": 1}  # scheme -> new samples per window (target shift past the input)
+
+
+@dataclasses.dataclass
+class Config:
+    """Hyper-parameters; the paper gives no sizes, so the defaults are a Keras seq2seq's."""
+
+    scheme: str = dataclasses.field(default="split", metadata={"choices": tuple(SCHEMES)})
+    n_input: int = dataclasses.field(default=128, metadata={"min": 1})  # samples per window
+    hidden_size: int = dataclasses.field(default=256, metadata={"min": 1})
+    n_layers: int = dataclasses.field(default=1, metadata={"min": 1})
+
+    @classmethod
+    def paper(cls, **changes: Any) -> Config:
+        """128-sample windows, one LSTM layer of 256 units in the encoder and the decoder."""
+        return cls(**changes)
+
+    @classmethod
+    def tiny(cls, **changes: Any) -> Config:
+        """A size that trains on two CPU cores in a minute or two."""
+        return cls(**{"hidden_size": 32, **changes})
+
+
+class Model(nn.Module):
+    """LSTM encoder-decoder over raw float samples.
+
+    Examples
+    --------
+    >>> from cadenza.models import DataInfo
+    >>> model = Model(Config.tiny(hidden_size=8), DataInfo(n_features=1))
+    >>> model(torch.zeros(2, 128), torch.zeros(2, 128)).shape
+    torch.Size([2, 128])
+    """
+
+    def __init__(self, config: Config, info: DataInfo) -> None:
+        super().__init__()
+        if config.scheme not in SCHEMES:
+            raise ParameterError(
+                f"unknown seq2seq scheme {config.scheme!r}; expected one of {sorted(SCHEMES)}"
+            )
+        rep = dict(info.representation)
+        if rep and (rep.get("name") != "waveform" or rep.get("encoding") != "float"):
+            raise ParameterError(
+                "seq2seq predicts raw float samples: prepare the store with --representation waveform "
+                f"(encoding float); this one holds {rep.get('name')} frames (encoding {rep.get('encoding', '-')})"
+            )
+        self.config = config
+        self.n_seed_frames = config.n_input
+        self.advance = min(SCHEMES[config.scheme], config.n_input)
+        self.encoder = nn.LSTM(1, config.hidden_size, num_layers=config.n_layers, batch_first=True)
+        self.decoder = nn.LSTM(2, config.hidden_size, num_layers=config.n_layers, batch_first=True)
+        self.head = nn.Linear(config.hidden_size, 1)
+        self._checked = False
+
+    @staticmethod
+    def decoder_inputs(y: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: targets ``(B, T)`` -> decoder inputs ``(B, T, 2)``, the start token
+        ``(0, 1)`` followed by ``(y[t], 0)`` for ``t < T - 1``."""
+        start = y.new_zeros(y.shape[0], 1, 2)
+        start[:, :, 1] = 1.0
+        return torch.cat([start, F.pad(y[:, :-1, None], (0, 1))], dim=1)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input window ``(B, T)`` -> the encoder's final state."""
+        _, state = self.encoder(x[:, :, None])
+        return state
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced predictions ``(B, T_out)`` of the targets ``y`` from the inputs ``x``."""
+        h, _ = self.decoder(self.decoder_inputs(y), self.encode(x))  # (B, T_out, H)
+        return self.head(h)[..., 0]
+
+    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x, y = batch["x"].float(), batch["y"].float()
+        if not self._checked:
+            self._check_scheme(batch["x"], batch["y"])
+        return {"loss": F.mse_loss(self(x, y), y)}
+
+    def _check_scheme(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if not x.is_floating_point():
+            raise ParameterError("seq2seq predicts float samples; this store holds mu-law classes")
+        if x.shape[1] != self.config.n_input:
+            raise ParameterError(
+                f"model.n_input={self.config.n_input} but the windows hold {x.shape[1]} samples"
+            )
+        shifted = torch.equal(x[:, 1:], y[:, : x.shape[1] - 1])  # the "shift" windows' overlap
+        if x.abs().max() > 0 and shifted != (self.config.scheme == "shift"):
+            raise ParameterError(
+                f"model.scheme={self.config.scheme!r} does not match the windows "
+                "(set data.options.scheme to the same value)"
+            )
+        self._checked = True
+
+    @torch.no_grad()
+    def generate(self, request: GenerationRequest) -> torch.Tensor:
+        """Continue the seed window ``(n, n_input, 1)`` by ``n_frames`` samples -> ``(n, n_frames, 1)``.
+
+        Option ``seed=silence`` starts from a silent window instead of the request's seed.
+        """
+        opts = dict(request.options)
+        seed_kind = str(opts.pop("seed", "real"))
+        if opts or seed_kind not in ("real", "silence"):
+            raise ParameterError(f"seq2seq generation options: seed=real|silence; got {request.options}")
+        device = self.head.weight.device
+        T = self.config.n_input
+        if request.seed is None or seed_kind == "silence":
+            window = torch.zeros(request.n, T, device=device)
+        else:
+            window = request.seed[:, -T:, 0].float()
+        out = window.new_empty(request.n, request.n_frames + self.advance)
+        done = 0
+        while done < request.n_frames:
+            new = self.continue_window(window)  # (n, advance)
+            out[:, done : done + self.advance] = new
+            window = torch.cat([window[:, self.advance :], new], dim=1)
+            done += self.advance
+        return out[:, : request.n_frames, None]
+
+    def continue_window(self, window: torch.Tensor) -> torch.Tensor:
+        """The ``advance`` samples after ``window`` ``(n, n_input)``: the known overlap teacher-forced,
+        then each prediction fed back as the next decoder input."""
+        state = self.encode(window)
+        known = window[:, self.advance :]  # (n, n_input - advance): targets that are already known
+        inp = self.decoder_inputs(F.pad(known, (0, 1)))  # start token + the known samples
+        h, state = self.decoder(inp, state)
+        y = self.head(h[:, -1])[:, 0]  # (n,): the first new sample
+        return self._free_run(y, state, self.advance)
+
+    def _free_run(
+        self, y: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], n_steps: int
+    ) -> torch.Tensor:
+        """``n_steps`` samples from the decoder fed its own predictions, starting with ``y`` ``(n,)``.
+
+        The LSTM step is written out (the same gates as ``nn.LSTM``: i, f, g, o) to avoid the cost
+        of calling the module once per sample.
+        """
+        h, c = list(state[0].unbind(0)), list(state[1].unbind(0))  # per layer (n, H)
+        weights = [
+            (getattr(self.decoder, f"weight_ih_l{k}"), getattr(self.decoder, f"weight_hh_l{k}").t(),
+             getattr(self.decoder, f"bias_ih_l{k}") + getattr(self.decoder, f"bias_hh_l{k}"))
+            for k in range(self.config.n_layers)
+        ]  # fmt: skip
+        w_head, b_head = self.head.weight.t(), self.head.bias
+        H = self.config.hidden_size
+        out = y.new_empty(y.shape[0], n_steps)
+        out[:, 0] = y
+        for step in range(1, n_steps):
+            x = None
+            for k, (w_ih, w_hh, b) in enumerate(weights):
+                if k == 0:  # the input (y, 0): only the first column of W_ih sees it
+                    gates = torch.addcmul(torch.addmm(b, h[0], w_hh), y[:, None], w_ih[:, 0])
+                else:
+                    gates = torch.addmm(torch.addmm(b, x, w_ih.t()), h[k], w_hh)
+                act = torch.sigmoid(gates)
+                g = torch.tanh(gates[:, 2 * H : 3 * H])
+                c[k] = torch.addcmul(act[:, H : 2 * H] * c[k], act[:, :H], g)
+                h[k] = x = act[:, 3 * H :] * torch.tanh(c[k])
+            y = torch.addmm(b_head, x, w_head)[:, 0]
+            out[:, step] = y
+        return out

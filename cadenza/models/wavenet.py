@@ -1,0 +1,541 @@
+"""WaveNet over mu-law audio (paper 002's second model, after van den Oord et al. 2016).
+
+Samples are mu-law classes (256 by default). A causal input convolution (kernel 2 over the
+one-hot classes) feeds ``n_stacks`` stacks of dilated causal convolutions with dilations
+1, 2, 4, ... 2**(n_layers - 1) (the common defaults: 5 stacks of 1...512). Each layer is a
+gated unit ``tanh(W_f * x) * sigmoid(W_g * x)`` with a residual 1x1 convolution back into the
+layer's input and a skip 1x1 convolution into the sum that feeds the head
+``ReLU -> 1x1 conv -> ReLU -> 1x1 conv -> softmax over the classes``; the loss is the
+cross-entropy of the next sample. With labels (``data.label_key``, e.g. composer) the model is
+globally conditioned: a label embedding, projected per layer, is added to the gates, so one
+model learns several styles and generation can blend them (``style={"bach": 0.5, ...}``: the
+weighted mean of the label embeddings).
+
+Receptive field (kernel 2 everywhere): ``n_stacks * (2**n_layers - 1) + 2`` samples, 5117 for
+the defaults (:func:`receptive_field`).
+
+Generation (``generate`` options ``mode``, ``temperature``, ``style``, ``seed``) draws each
+sample from the softmax at ``temperature`` (0: the most likely class) by inverting the CDF at
+a uniform number drawn up front from the request's generator, so every mode draws the same
+samples from the same logits. Modes:
+
+``naive``
+    Recomputes the whole receptive field for every new sample (why paper 000 quotes a
+    minute of compute per second of audio). Kept as the reference.
+``cached``
+    Fast generation (Paine et al. 2016): each layer keeps a queue of its past inputs (a ring
+    buffer of ``dilation`` entries), so a new sample costs one step per layer; batched over
+    streams, plain torch (any device).
+``fast`` (the default on CPU)
+    The cached step compiled with numba (a dependency of librosa) as one loop over all
+    samples and layers with preallocated buffers, removing the per-sample Python overhead;
+    falls back to ``cached`` when numba is missing or the model is not on the CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cadenza.errors import ParameterError
+from cadenza.models import DataInfo, GenerationRequest
+
+MODES = ("fast", "cached", "naive")
+
+
+def receptive_field(n_stacks: int, n_layers: int) -> int:
+    """Samples that one output sees: ``n_stacks * (2**n_layers - 1)`` from the dilated layers,
+    one more from the causal input convolution, and the sample itself.
+
+    >>> receptive_field(5, 10)
+    5117
+    """
+    return n_stacks * (2**n_layers - 1) + 2
+
+
+@dataclasses.dataclass
+class Config:
+    """Hyper-parameters; the defaults are the common WaveNet defaults that paper 002 used."""
+
+    n_stacks: int = dataclasses.field(default=5, metadata={"min": 1})
+    n_layers: int = dataclasses.field(default=10, metadata={"min": 1})  # dilations 1 ... 2**(n_layers-1)
+    residual_channels: int = dataclasses.field(default=32, metadata={"min": 1})
+    dilation_channels: int = dataclasses.field(default=32, metadata={"min": 1})
+    skip_channels: int = dataclasses.field(default=512, metadata={"min": 1})
+    n_classes: int = dataclasses.field(default=256, metadata={"min": 2})
+    label_channels: int = dataclasses.field(default=32, metadata={"min": 0})  # 0: no conditioning
+    # The loss only at positions that see a whole receptive field (as tensorflow-wavenet);
+    # training windows must then be longer than the receptive field.
+    use_full_context_only: bool = True
+
+    @classmethod
+    def paper(cls, **changes: Any) -> Config:
+        """5 stacks of dilations 1...512, 32 residual/dilation channels, 512 skip channels."""
+        return cls(**changes)
+
+    @classmethod
+    def tiny(cls, **changes: Any) -> Config:
+        """2 stacks of 1...128 at 16 channels (receptive field 512): trains on 2 CPU cores in minutes."""
+        base = {"n_stacks": 2, "n_layers": 8, "residual_channels": 16, "dilation_channels": 16}
+        return cls(**{**base, "skip_channels": 64, "label_channels": 16, **changes})
+
+
+class Model(nn.Module):
+    """WaveNet with optional global conditioning on the corpus labels.
+
+    Examples
+    --------
+    >>> from cadenza.models import DataInfo
+    >>> info = DataInfo(n_features=1, labels=("bach", "mozart"))
+    >>> model = Model(Config.tiny(n_stacks=1, n_layers=3), info)
+    >>> model.receptive_field
+    9
+    >>> model(torch.zeros(2, 20, dtype=torch.long), model.label_vector(torch.tensor([0, 1]))).shape
+    torch.Size([2, 256, 20])
+    """
+
+    def __init__(self, config: Config, info: DataInfo) -> None:
+        super().__init__()
+        rep = dict(info.representation)
+        if rep and (rep.get("name") != "waveform" or rep.get("encoding") != "mulaw"):
+            raise ParameterError(
+                "wavenet needs a mu-law waveform store (cadenza prepare ... --representation waveform "
+                f"--param encoding=mulaw); this store holds {rep.get('name')} frames "
+                f"(encoding {rep.get('encoding', '-')})"
+            )
+        if rep and int(rep.get("n_classes", config.n_classes)) != config.n_classes:
+            raise ParameterError(
+                f"model.n_classes={config.n_classes} but the store's mu-law has {rep['n_classes']} classes"
+            )
+        self.config = config
+        self.labels = tuple(info.labels)
+        self.dilations = [2**i for _ in range(config.n_stacks) for i in range(config.n_layers)]
+        self.receptive_field = receptive_field(config.n_stacks, config.n_layers)
+        self.n_seed_frames = self.receptive_field
+        C, R, D, S = (
+            config.n_classes,
+            config.residual_channels,
+            config.dilation_channels,
+            config.skip_channels,
+        )
+        G = config.label_channels if self.labels else 0
+        self.input_conv = nn.Conv1d(C, R, 2)  # over one-hot classes, applied as two look-ups
+        self.dilated = nn.ModuleList(nn.Conv1d(R, 2 * D, 2, dilation=d) for d in self.dilations)
+        self.skip = nn.ModuleList(nn.Conv1d(D, S, 1) for _ in self.dilations)
+        # the last layer's residual output would feed nothing, so it has none
+        self.residual = nn.ModuleList(nn.Conv1d(D, R, 1) for _ in self.dilations[:-1])
+        self.label_embedding = nn.Embedding(len(self.labels), G) if G else None
+        self.label_proj = (
+            nn.ModuleList(nn.Linear(G, 2 * D, bias=False) for _ in self.dilations) if G else None
+        )
+        self.head1 = nn.Conv1d(S, S, 1)
+        self.head2 = nn.Conv1d(S, C, 1)
+
+    # ------------------------------------------------------------------ the network
+    def embed(self, c: torch.Tensor) -> torch.Tensor:
+        """Causal input convolution of classes ``(B, T)`` -> ``(B, R, T)``."""
+        w = self.input_conv.weight  # (R, C, 2): tap 0 sees t-1, tap 1 sees t
+        x = F.embedding(c, w[:, :, 1].t()) + F.pad(F.embedding(c, w[:, :, 0].t()), (0, 0, 1, 0))[:, :-1]
+        return (x + self.input_conv.bias).transpose(1, 2)
+
+    def label_vector(self, weights: torch.Tensor) -> torch.Tensor | None:
+        """Label ids ``(B,)`` (-1: unlabelled, conditioned on zeros) or blend weights ``(B, n_labels)``
+        -> conditioning vectors ``(B, G)``; None for an unconditioned model."""
+        if self.label_embedding is None:
+            return None
+        if weights.dim() == 1:
+            weights = F.one_hot(weights.clamp(min=0), len(self.labels)).float() * (weights >= 0)[:, None]
+        return weights.float() @ self.label_embedding.weight  # (B, G)
+
+    def forward(
+        self, c: torch.Tensor, cond: torch.Tensor | None = None, *, inputs: list | None = None
+    ) -> torch.Tensor:
+        """Classes ``(B, T)`` -> logits ``(B, n_classes, T)`` of the next sample at every step.
+
+        ``inputs``, when a list, receives every layer's input ``(B, R, T)`` (to prime the queues).
+        """
+        D = self.config.dilation_channels
+        x = self.embed(c)  # (B, R, T)
+        skips = 0.0
+        for i, d in enumerate(self.dilations):
+            if inputs is not None:
+                inputs.append(x)
+            h = self.dilated[i](F.pad(x, (d, 0)))  # (B, 2D, T), causal
+            if cond is not None and self.label_proj is not None:
+                h = h + self.label_proj[i](cond)[:, :, None]
+            z = torch.tanh(h[:, :D]) * torch.sigmoid(h[:, D:])  # (B, D, T)
+            skips = skips + self.skip[i](z)
+            if i < len(self.residual):
+                x = x + self.residual[i](z)
+        return self.head2(F.relu(self.head1(F.relu(skips))))  # (B, C, T)
+
+    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x, y = batch["x"], batch["y"]
+        if x.is_floating_point():
+            raise ParameterError(
+                "wavenet trains on mu-law classes: prepare the store with --param encoding=mulaw"
+            )
+        cond = self.label_vector(batch["label"]) if "label" in batch else None
+        logits = self(x, cond)  # (B, C, T)
+        if self.config.use_full_context_only:
+            start = self.receptive_field - 1
+            if x.shape[1] <= start:
+                raise ParameterError(
+                    f"training windows of {x.shape[1]} samples are not longer than the receptive field "
+                    f"({self.receptive_field}); use longer windows (data.options.n_input/n_output) or "
+                    "model.use_full_context_only=false"
+                )
+            logits, y = logits[:, :, start:], y[:, start:]
+        return {"loss": F.cross_entropy(logits.float(), y)}
+
+    # ------------------------------------------------------------------ generation
+    def style_weights(self, style: Mapping[str, float] | None) -> torch.Tensor | None:
+        """Blend weights ``(n_labels,)`` summing to 1 from ``{label: weight}``; None when unconditioned.
+
+        Without a style, every label weighs the same.
+        """
+        if self.label_embedding is None:
+            if style:
+                raise ParameterError(
+                    "this wavenet was trained without labels (data.label_key): no style to mix"
+                )
+            return None
+        if not style:
+            return torch.full((len(self.labels),), 1.0 / len(self.labels))
+        w = torch.zeros(len(self.labels))
+        for name, weight in style.items():
+            if name not in self.labels:
+                raise ParameterError(f"unknown style {name!r}; this model knows {', '.join(self.labels)}")
+            weight = float(weight)
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ParameterError(f"style weight of {name!r} must be a finite number >= 0, got {weight}")
+            w[self.labels.index(name)] += weight
+        if w.sum() <= 0:
+            raise ParameterError(f"style weights must not all be zero: {dict(style)}")
+        return w / w.sum()
+
+    @torch.no_grad()
+    def generate(self, request: GenerationRequest) -> torch.Tensor:
+        """``request.n_frames`` new samples after the seed -> ``(n, n_frames, 1)`` classes (as floats).
+
+        Options: ``mode`` (fast, cached, naive), ``temperature`` (default 1), ``style``
+        (``{label: weight}``), ``seed`` (``real``: the request's seed clip, ``silence``).
+        """
+        opts = dict(request.options)
+        mode = str(opts.pop("mode", "fast"))
+        temperature = float(opts.pop("temperature", 1.0))
+        style = opts.pop("style", None)
+        seed_kind = str(opts.pop("seed", "real"))
+        if opts or mode not in MODES or seed_kind not in ("real", "silence") or not temperature >= 0:
+            raise ParameterError(
+                f"wavenet generation options: mode in {MODES}, temperature >= 0, seed real|silence, "
+                f"style NAME=W,...; got {request.options}"
+            )
+        device = self.input_conv.weight.device
+        if request.seed is None or seed_kind == "silence":
+            seed = torch.full(
+                (request.n, self.receptive_field), self.silence_class, dtype=torch.long, device=device
+            )
+        else:
+            seed = request.seed[..., 0].round().long().clamp(0, self.config.n_classes - 1)
+        weights = self.style_weights(style)
+        cond = None if weights is None else self.label_vector(weights.to(device).expand(request.n, -1))
+        u = torch.rand(
+            request.n, request.n_frames, generator=request.generator, device=device, dtype=torch.float64
+        )
+        classes, _ = self.sample(
+            seed, request.n_frames, cond=cond, temperature=temperature, uniforms=u, mode=mode
+        )
+        return classes[:, seed.shape[1] :, None].float()
+
+    @property
+    def silence_class(self) -> int:
+        return self.config.n_classes // 2  # mu-law of 0.0 (half-to-even rounding of mu / 2)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        seed: torch.Tensor,
+        n_new: int,
+        *,
+        cond: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        uniforms: torch.Tensor | None = None,
+        mode: str = "cached",
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Continue seed classes ``(B, T0)`` by ``n_new`` samples.
+
+        Returns the classes ``(B, T0 + n_new)`` and, with ``return_logits``, the logits that drew
+        each new sample ``(B, n_new, C)``.
+        """
+        if mode not in MODES:
+            raise ParameterError(f"unknown generation mode {mode!r}; expected one of {MODES}")
+        B, T0 = seed.shape
+        if T0 < 1:
+            raise ParameterError("wavenet generation needs a seed of at least one sample")
+        classes = torch.cat([seed, seed.new_zeros(B, n_new)], dim=1)
+        u = uniforms if uniforms is not None else torch.rand(B, n_new, dtype=torch.float64)
+        logits = (
+            seed.new_zeros((B, n_new, self.config.n_classes), dtype=torch.float32) if return_logits else None
+        )
+        if mode == "fast" and (_kernel() is None or classes.device.type != "cpu"):
+            mode = "cached"
+        if mode == "naive":
+            for j, t in enumerate(range(T0 - 1, T0 + n_new - 1)):
+                window = classes[:, max(0, t + 1 - self.receptive_field) : t + 1]
+                lg = self(window, cond)[:, :, -1]
+                if logits is not None:
+                    logits[:, j] = lg
+                classes[:, t + 1] = draw(lg, temperature, u[:, j])
+            return classes, logits
+        ring = self._prime(classes[:, : T0 - 1], cond)
+        w = self._step_weights(cond, B)
+        if mode == "fast":
+            _kernel()(  # type: ignore[misc]
+                classes.numpy(), T0, ring.numpy(), np.array(self.dilations, np.int64),
+                *[a.numpy() for a in w], u.cpu().contiguous().numpy(), float(temperature),
+                logits.numpy() if logits is not None else np.zeros((0, 0, 0), np.float32),
+            )  # fmt: skip
+            return classes, logits
+        self._cached_loop(classes, T0, ring, w, u, temperature, logits)
+        return classes, logits
+
+    def _prime(self, history: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """Queues after reading ``history`` ``(B, T)``: one ring ``(sum(dilations), B, R)`` in which
+        layer ``i`` owns ``dilations[i]`` slots, slot ``t % d`` holding its input at time ``t``."""
+        B, T = history.shape
+        R = self.config.residual_channels
+        ring = history.new_zeros((sum(self.dilations), B, R), dtype=torch.float32)
+        if T:
+            inputs: list[torch.Tensor] = []
+            self(history, cond, inputs=inputs)
+            offset = 0
+            for x, d in zip(inputs, self.dilations):
+                for t in range(max(0, T - d), T):
+                    ring[offset + t % d] = x[:, :, t]
+                offset += d
+        return ring
+
+    def _step_weights(self, cond: torch.Tensor | None, B: int) -> list[torch.Tensor]:
+        """Contiguous float32 CPU-layout weights of one step, laid out ``(in, out)`` for ``x @ W``."""
+        L, D = len(self.dilations), self.config.dilation_channels
+        R = self.config.residual_channels
+        w_in = self.input_conv.weight
+        dil = torch.stack(
+            [torch.cat([m.weight[:, :, 0], m.weight[:, :, 1]], dim=1).t() for m in self.dilated]
+        )
+        bias = torch.stack([m.bias for m in self.dilated])[:, None, :].expand(L, B, 2 * D).clone()
+        if cond is not None and self.label_proj is not None:
+            bias += torch.stack([p(cond) for p in self.label_proj])  # (L, B, 2D)
+        res = torch.zeros(L, D, R, device=dil.device)
+        res_b = torch.zeros(L, R, device=dil.device)
+        if self.residual:
+            res[:-1] = torch.stack([m.weight[:, :, 0].t() for m in self.residual])
+            res_b[:-1] = torch.stack([m.bias for m in self.residual])
+        skip = torch.cat([m.weight[:, :, 0].t() for m in self.skip])  # (L*D, S)
+        skip_b = torch.stack([m.bias for m in self.skip]).sum(0)
+        out = [
+            w_in[:, :, 0].t(), w_in[:, :, 1].t(), self.input_conv.bias, dil, bias, res, res_b, skip, skip_b,
+            self.head1.weight[:, :, 0].t(), self.head1.bias, self.head2.weight[:, :, 0].t(), self.head2.bias,
+        ]  # fmt: skip
+        return [a.detach().float().contiguous() for a in out]
+
+    def _cached_loop(
+        self,
+        classes: torch.Tensor,
+        T0: int,
+        ring: torch.Tensor,
+        w: list[torch.Tensor],
+        u: torch.Tensor,
+        temperature: float,
+        logits: torch.Tensor | None,
+    ) -> None:
+        """The cached step in torch, one sample at a time for all streams (fills ``classes`` in place)."""
+        e0, e1, b_in, dil, bias, res, res_b, skip, skip_b, h1, hb1, h2, hb2 = w
+        D = self.config.dilation_channels
+        L = len(self.dilations)
+        offsets = np.cumsum([0, *self.dilations])
+        zs = ring.new_empty(classes.shape[0], L * D)
+        for t in range(T0 - 1, classes.shape[1] - 1):
+            x = e1[classes[:, t]] + b_in
+            if t > 0:
+                x = x + e0[classes[:, t - 1]]
+            for i, d in enumerate(self.dilations):
+                slot = int(offsets[i]) + t % d
+                h = torch.addmm(bias[i], torch.cat([ring[slot], x], dim=1), dil[i])  # (B, 2D)
+                ring[slot] = x
+                z = torch.tanh(h[:, :D]) * torch.sigmoid(h[:, D:])
+                zs[:, i * D : (i + 1) * D] = z
+                if i < L - 1:
+                    x = torch.addmm(x + res_b[i], z, res[i])
+            a = torch.relu(torch.addmm(hb1, torch.relu(torch.addmm(skip_b, zs, skip)), h1))
+            lg = torch.addmm(hb2, a, h2)  # (B, C)
+            j = t + 1 - T0
+            if logits is not None:
+                logits[:, j] = lg
+            classes[:, t + 1] = draw(lg, temperature, u[:, j])
+
+
+def draw(logits: torch.Tensor, temperature: float, u: torch.Tensor) -> torch.Tensor:
+    """Classes from logits ``(B, C)`` at ``temperature`` by inverting the CDF at ``u`` ``(B,)``.
+
+    Computed in float64 so that every generation mode draws the same class from the same logits.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=1)
+    lg = logits.double() / temperature
+    cdf = torch.cumsum(torch.exp(lg - lg.max(dim=1, keepdim=True).values), dim=1)
+    k = torch.searchsorted(cdf, (u.to(cdf.device) * cdf[:, -1])[:, None], right=True)[:, 0]
+    return k.clamp(max=logits.shape[1] - 1)
+
+
+# ---------------------------------------------------------------------- the compiled step
+_KERNEL: list[Any] = []
+
+
+def _kernel() -> Any:
+    """The numba-compiled generation loop, compiled (and cached on disk) on first use; None without numba."""
+    if not _KERNEL:
+        try:
+            import numba
+        except ImportError:  # pragma: no cover - numba comes with librosa
+            _KERNEL.append(None)
+        else:
+            _KERNEL.append(numba.njit(cache=True, fastmath=True)(_fast_loop))
+    return _KERNEL[0]
+
+
+def _fast_loop(
+    classes,
+    T0,
+    ring,
+    dilations,
+    e0,
+    e1,
+    b_in,
+    dil,
+    bias,
+    res,
+    res_b,
+    skip,
+    skip_b,
+    h1,
+    hb1,
+    h2,
+    hb2,
+    u,
+    temperature,
+    logits,
+):  # type: ignore[no-untyped-def]
+    """The cached step of :meth:`Model._cached_loop` as explicit loops (numba compiles it).
+
+    Matrix-vector products are written as ``y += x[k] * W[k, :]`` over rows of ``W`` laid out
+    ``(in, out)``, which the compiler vectorises; each weight row is read once per step for
+    every stream of the batch.
+    """
+    B, T = classes.shape
+    L = dilations.shape[0]
+    R = e0.shape[1]
+    D = dil.shape[2] // 2
+    S = skip.shape[1]
+    C = h2.shape[1]
+    want_logits = logits.shape[0] > 0
+    x = np.empty((B, R), np.float32)
+    h = np.empty((B, 2 * D), np.float32)
+    zs = np.empty((B, L * D), np.float32)
+    s = np.empty((B, S), np.float32)
+    a = np.empty((B, S), np.float32)
+    lg = np.empty((B, C), np.float32)
+    cdf = np.empty(C, np.float64)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    offsets = np.zeros(L, np.int64)
+    for i in range(1, L):
+        offsets[i] = offsets[i - 1] + dilations[i - 1]
+    for t in range(T0 - 1, T - 1):
+        for b in range(B):
+            for r in range(R):
+                x[b, r] = e1[classes[b, t], r] + b_in[r]
+                if t > 0:
+                    x[b, r] += e0[classes[b, t - 1], r]
+        for i in range(L):
+            slot = offsets[i] + t % dilations[i]
+            for b in range(B):
+                for j in range(2 * D):
+                    h[b, j] = bias[i, b, j]
+            for k in range(R):  # past tap (ring) and current tap (x)
+                for b in range(B):
+                    xp = ring[slot, b, k]
+                    xc = x[b, k]
+                    for j in range(2 * D):
+                        h[b, j] += xp * dil[i, k, j] + xc * dil[i, R + k, j]
+            for b in range(B):
+                for r in range(R):
+                    ring[slot, b, r] = x[b, r]
+                for j in range(D):
+                    zs[b, i * D + j] = np.tanh(h[b, j]) / (one + np.exp(-h[b, D + j]))
+            if i < L - 1:
+                for b in range(B):
+                    for r in range(R):
+                        x[b, r] += res_b[i, r]
+                for k in range(D):
+                    for b in range(B):
+                        zk = zs[b, i * D + k]
+                        for r in range(R):
+                            x[b, r] += zk * res[i, k, r]
+        for b in range(B):
+            for j in range(S):
+                s[b, j] = skip_b[j]
+        for k in range(L * D):
+            for b in range(B):
+                zk = zs[b, k]
+                for j in range(S):
+                    s[b, j] += zk * skip[k, j]
+        for b in range(B):
+            for j in range(S):
+                a[b, j] = hb1[j]
+        for k in range(S):
+            for b in range(B):
+                sk = max(s[b, k], zero)
+                for j in range(S):
+                    a[b, j] += sk * h1[k, j]
+        for b in range(B):
+            for j in range(C):
+                lg[b, j] = hb2[j]
+        for k in range(S):
+            for b in range(B):
+                ak = max(a[b, k], zero)
+                for j in range(C):
+                    lg[b, j] += ak * h2[k, j]
+        n = t + 1 - T0
+        for b in range(B):
+            if want_logits:
+                for j in range(C):
+                    logits[b, n, j] = lg[b, j]
+            best = 0
+            for j in range(C):
+                if lg[b, j] > lg[b, best]:
+                    best = j
+            if temperature == 0:
+                classes[b, t + 1] = best
+                continue
+            top = np.float64(lg[b, best]) / temperature
+            acc = 0.0
+            for j in range(C):  # a running sum, in the order of torch.cumsum
+                acc += np.exp(np.float64(lg[b, j]) / temperature - top)
+                cdf[j] = acc
+            target = u[b, n] * cdf[C - 1]
+            k = C - 1
+            for j in range(C):
+                if cdf[j] > target:
+                    k = j
+                    break
+            classes[b, t + 1] = k

@@ -1,0 +1,158 @@
+"""Seq2Seq on raw samples (paper 002): teacher forcing, both windowings, generation, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from cadenza.cli import main
+from cadenza.data.windows import AudioWindows
+from cadenza.errors import ParameterError
+from cadenza.models import DataInfo, GenerationRequest, get_model_spec
+from cadenza.models.seq2seq import Config, Model
+from cadenza.training import load_checkpoint
+from tests.models.test_wavenet import SR, make_audio_store
+
+torch.set_num_threads(1)
+
+FLOAT = {"name": "waveform", "encoding": "float", "sample_rate": SR}
+TINY = [
+    "model.hidden_size=16",
+    "data.batch_size=16",
+    "train.log_every=5",
+    "train.save_every_steps=0",
+    "train.sample_every=0",
+    "train.tensorboard=false",
+    "train.progress=false",
+]
+
+
+def tiny_model(**changes: object) -> Model:
+    torch.manual_seed(0)
+    return Model(Config.tiny(hidden_size=16, **changes), DataInfo(n_features=1, representation=FLOAT))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_audio_store(tmp_path_factory.mktemp("seq2seq") / "m21-float", "float")
+
+
+def test_shapes_and_teacher_forcing() -> None:
+    model = tiny_model()
+    x, y = torch.randn(3, 128), torch.randn(3, 128)
+    assert model(x, y).shape == (3, 128)
+    inputs = model.decoder_inputs(y)
+    assert inputs.shape == (3, 128, 2)
+    assert torch.equal(inputs[:, 0], torch.tensor([[0.0, 1.0]] * 3))  # the start token
+    assert torch.equal(inputs[:, 1:, 0], y[:, :-1]) and not inputs[:, 1:, 1].any()  # true previous samples
+    # prediction t sees targets < t only: changing y[t:] leaves predictions <= t unchanged
+    y2 = y.clone()
+    y2[:, 50:] = 0
+    assert torch.equal(model(x, y)[:, :51], model(x, y2)[:, :51])
+
+
+def test_loss_decreases_on_a_small_batch() -> None:
+    model = tiny_model()
+    t = torch.arange(256, dtype=torch.float32)
+    s = torch.stack([0.5 * torch.sin(2 * torch.pi * t * f / 64) for f in (1.0, 2.0, 3.0, 4.0)])
+    batch = {"x": s[:, :128], "y": s[:, 128:]}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = model.losses(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0]
+
+
+def test_both_windowings_of_the_paper(store: Path) -> None:
+    split = AudioWindows(store, "train", scheme="split")
+    shift = AudioWindows(store, "train", scheme="shift")
+    a, b = split[1], shift[1]
+    assert a["x"].shape == a["y"].shape == b["x"].shape == b["y"].shape == (128,)
+    assert torch.equal(split[0]["y"], a["x"])  # hop 128: the next window's input is this one's target
+    assert torch.equal(b["x"][1:], b["y"][:-1]) and torch.equal(shift[0]["x"][64:], b["x"][:64])  # hop 64
+    batch = {"x": torch.stack([b["x"]]), "y": torch.stack([b["y"]])}
+    assert torch.isfinite(tiny_model(scheme="shift").losses(batch)["loss"])
+    with pytest.raises(ParameterError, match="does not match the windows"):
+        tiny_model(scheme="split").losses(batch)
+    with pytest.raises(ParameterError, match="does not match the windows"):
+        tiny_model(scheme="shift").losses({"x": a["x"][None], "y": a["y"][None]})
+
+
+def test_free_running_decoder_equals_the_lstm_module() -> None:
+    model = tiny_model(n_layers=2).eval()
+    window = 0.1 * torch.randn(2, 128)
+    with torch.no_grad():
+        fast = model.continue_window(window)  # the written-out LSTM step
+        state = model.encode(window)
+        h, state = model.decoder(model.decoder_inputs(torch.zeros(2, 1)), state)
+        y, ref = model.head(h), []
+        for _ in range(128):
+            ref.append(y[:, 0, 0])
+            h, state = model.decoder(torch.nn.functional.pad(y, (0, 1)), state)
+            y = model.head(h)
+    assert torch.allclose(fast, torch.stack(ref, dim=1), atol=1e-5)
+
+
+@pytest.mark.parametrize("scheme", ["split", "shift"])
+def test_generation_continues_the_seed_window(scheme: str) -> None:
+    model = tiny_model(scheme=scheme).eval()
+    seed = 0.1 * torch.randn(2, 128, 1)
+    n_frames = 300 if scheme == "split" else 5
+    request = GenerationRequest(n=2, n_frames=n_frames, generator=torch.Generator(), seed=seed)
+    out = model.generate(request)
+    assert out.shape == (2, n_frames, 1) and torch.isfinite(out).all()
+    # the first window is what the model predicts after the seed window
+    first = model.continue_window(seed[..., 0])
+    assert torch.allclose(out[:, : first.shape[1], 0], first[:, :n_frames], atol=1e-6)
+    if scheme == "shift":  # one new sample per window: the last teacher-forced decoder step
+        with torch.no_grad():
+            y = torch.cat([seed[:, 1:, 0], torch.zeros(2, 1)], dim=1)
+            assert torch.allclose(first[:, 0], model(seed[..., 0], y)[:, -1], atol=1e-6)
+
+
+def test_generation_of_5_seconds_and_2_minutes() -> None:
+    model = tiny_model().eval()
+    five = GenerationRequest(
+        n=1, n_frames=5 * 16000, generator=torch.Generator(), seed=torch.zeros(1, 128, 1)
+    )
+    assert model.generate(five).shape == (1, 80000, 1)
+    two_minutes = GenerationRequest(
+        n=1, n_frames=120 * 500, generator=torch.Generator(), options={"seed": "silence"}
+    )
+    assert model.generate(two_minutes).shape == (1, 60000, 1)  # 2 minutes at 500 Hz
+    with pytest.raises(ParameterError, match="seed=real|silence"):
+        model.generate(GenerationRequest(n=1, n_frames=5, generator=None, options={"style": {"x": 1}}))
+
+
+def test_cli_train_resume_generate(store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["train", "seq2seq-tiny", "--data", str(store), "--run", str(run), *TINY]
+    assert main([*args, "train.max_steps=15"]) == 0
+    assert main([*args, "train.max_steps=30"]) == 0  # resumes
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 30
+    out = tmp_path / "samples"
+    assert main(["generate", str(run), "--seconds", "2", "--seed", "1", "--out", str(out)]) == 0
+    y, sr = sf.read(out / "run-seed1-0.wav")
+    meta = json.loads((out / "run-seed1-0.json").read_text())
+    assert sr == SR and y.shape == (2 * SR,) and meta["model"] == "seq2seq"
+    assert meta["seed_source"]["kind"] == "store" and 0.0 <= meta["silent_fraction"] <= 1.0
+    shift = tmp_path / "shift"
+    assert main(["train", "seq2seq-tiny", "--data", str(store), "--run", str(shift), *TINY, "train.max_steps=5",
+                 "model.scheme=shift", "data.options.scheme=shift"]) == 0  # fmt: skip
+
+
+def test_registered_with_paper_and_tiny_configs() -> None:
+    from cadenza.training.config import load_config
+
+    assert get_model_spec("seq2seq").dataset == "audio"
+    for preset in ("paper", "tiny"):
+        cfg = load_config(f"seq2seq-{preset}")
+        assert cfg.model.scheme == cfg.data.options["scheme"] and cfg.optim.name == "adam"

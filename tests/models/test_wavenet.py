@@ -1,0 +1,265 @@
+"""WaveNet (paper 002): shapes, causality, cached vs naive generation, styles, the CLI, collapse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from cadenza.cli import main
+from cadenza.errors import ParameterError
+from cadenza.models import DataInfo, GenerationRequest, get_model_spec
+from cadenza.models.wavenet import Config, Model, draw, receptive_field
+from cadenza.training import load_checkpoint
+from cadenza.training.generation import silent_fraction
+
+torch.set_num_threads(1)
+
+SR = 8000
+MULAW = {"name": "waveform", "encoding": "mulaw", "n_classes": 256, "sample_rate": SR}
+#: Real music: two Bach chorales and a Corelli trio-sonata movement from music21's corpus,
+#: rendered to audio; (collection, file name, split, first second, seconds).
+PIECES = [
+    ("bach", "bwv1.6.mxl", "train", 0.0, 6.0),
+    ("corelli", "1grave.xml", "train", 0.0, 6.0),
+    ("bach", "bwv10.7.mxl", "valid", 0.0, 2.0),
+    ("corelli", "1grave.xml", "test", 30.0, 2.0),
+]
+#: wavenet-tiny made smaller still (receptive field 65) so that the CLI tests take seconds.
+TINY = [
+    "model.n_stacks=1",
+    "model.n_layers=6",
+    "model.residual_channels=8",
+    "model.dilation_channels=8",
+    "model.skip_channels=32",
+    "model.label_channels=4",
+    "data.options.n_input=192",
+    "data.options.n_output=192",
+    "data.options.hop=96",
+    "data.batch_size=16",
+    "optim.lr=0.01",
+    "train.log_every=5",
+    "train.save_every_steps=0",
+    "train.sample_every=0",
+    "train.tensorboard=false",
+    "train.progress=false",
+]
+
+
+def real_audio(sr: int = SR) -> list[tuple[str, np.ndarray, str, str]]:
+    """``(id, samples, split, composer)`` for :data:`PIECES` (renderings are cached by cadenza)."""
+    from music21 import corpus
+
+    from cadenza.data.items import SourceItem
+    from cadenza.data.prepare import load_audio_item
+
+    out = []
+    for i, (composer, name, split, start, seconds) in enumerate(PIECES):
+        path = next(p for p in corpus.getComposer(composer) if p.name == name)
+        y = load_audio_item(SourceItem(f"{composer}{i}", "score", str(path)), sr)
+        out.append((f"{composer}{i}", y[int(start * sr) : int((start + seconds) * sr)], split, composer))
+    return out
+
+
+def make_audio_store(path: Path, encoding: str) -> Path:
+    """A waveform store (``float`` or ``mulaw``) of :func:`real_audio`, labelled by composer."""
+    from cadenza.data.store import create_store
+    from cadenza.representations import make_representation
+
+    rep = make_representation("waveform", sample_rate=SR, encoding=encoding)
+    items = {i: (rep.encode(y), split, {"composer": c}) for i, y, split, c in real_audio()}
+    create_store(path, rep, items)
+    return path
+
+
+def tiny_model(labels: tuple[str, ...] = ("bach", "corelli"), **changes: object) -> Model:
+    torch.manual_seed(0)
+    base = {"n_stacks": 2, "n_layers": 4, "residual_channels": 8, "dilation_channels": 8}
+    config = Config.tiny(**{**base, "skip_channels": 16, "label_channels": 4, **changes})
+    return Model(config, DataInfo(n_features=1, labels=labels, representation=MULAW)).eval()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_audio_store(tmp_path_factory.mktemp("wavenet") / "m21-mulaw", "mulaw")
+
+
+def test_receptive_field_formula_and_shapes() -> None:
+    assert receptive_field(5, 10) == 5117  # the paper size of the issue
+    assert receptive_field(2, 9) == 1024
+    model = tiny_model()
+    assert model.receptive_field == receptive_field(2, 4) == 32
+    assert model.dilations == [1, 2, 4, 8, 1, 2, 4, 8]
+    c = torch.randint(0, 256, (3, 50))
+    assert model(c, model.label_vector(torch.tensor([0, 1, -1]))).shape == (3, 256, 50)
+    # the receptive field is exact: the last output depends on the last 32 inputs and no more
+    with torch.no_grad():  # larger weights, so that the one long path to the oldest input shows
+        for p in model.parameters():
+            p.mul_(3)
+    c2 = c.clone()
+    c2[:, 50 - 33] = (c[:, 50 - 33] + 1) % 256
+    assert torch.equal(model(c)[:, :, -1], model(c2)[:, :, -1])
+    c2[:, 50 - 32] = (c[:, 50 - 32] + 1) % 256
+    assert not torch.equal(model(c)[:, :, -1], model(c2)[:, :, -1])
+
+
+def test_causal() -> None:
+    model = tiny_model()
+    c = torch.randint(0, 256, (2, 40))
+    before = model(c)
+    for t in (0, 17, 38):
+        changed = c.clone()
+        changed[:, t + 1 :] = torch.randint(0, 256, changed[:, t + 1 :].shape)
+        after = model(changed)
+        assert torch.equal(before[:, :, : t + 1], after[:, :, : t + 1])  # output at <= t is untouched
+
+
+def test_loss_decreases_on_a_small_batch() -> None:
+    model = tiny_model().train()
+    c = torch.from_numpy(np.tile(np.arange(100, 160), 3)[None].repeat(4, 0))  # a sawtooth of classes
+    batch = {"x": c[:, :-1], "y": c[:, 1:], "label": torch.tensor([0, 1, 0, -1])}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = model.losses(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+    with pytest.raises(ParameterError, match="longer than the receptive field"):
+        model.losses({"x": c[:, :20], "y": c[:, 1:21]})
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_cached_and_fast_generation_equal_naive(batch: int) -> None:
+    model = tiny_model()
+    seed = torch.randint(0, 256, (batch, 45))
+    cond = model.label_vector(torch.rand(batch, 2))
+    u = torch.rand(batch, 60, dtype=torch.float64)
+    naive = model.sample(seed, 60, cond=cond, uniforms=u, mode="naive", return_logits=True)
+    for mode in ("cached", "fast"):
+        classes, logits = model.sample(seed, 60, cond=cond, uniforms=u, mode=mode, return_logits=True)
+        assert (logits - naive[1]).abs().max() < 1e-4, mode
+        assert torch.equal(classes, naive[0]), mode
+    # a seed shorter than the receptive field (zero history), no conditioning, greedy
+    plain = tiny_model(labels=())
+    short = seed[:, :3]
+    ref = plain.sample(short, 40, temperature=0.0, mode="naive", return_logits=True)
+    for mode in ("cached", "fast"):
+        classes, logits = plain.sample(short, 40, temperature=0.0, mode=mode, return_logits=True)
+        assert (logits - ref[1]).abs().max() < 1e-4 and torch.equal(classes, ref[0])
+
+
+def test_draw_inverts_the_cdf_with_temperature() -> None:
+    logits = torch.log(torch.tensor([[0.25, 0.25, 0.5]]))
+    assert [draw(logits, 1.0, torch.tensor([u])).item() for u in (0.1, 0.3, 0.6, 0.999)] == [0, 1, 2, 2]
+    assert draw(logits, 0.0, torch.tensor([0.1])).item() == 2
+    assert draw(logits, 1e-3, torch.tensor([0.01])).item() == 2  # cold: the most likely class
+
+
+def test_style_blends_are_validated() -> None:
+    model = tiny_model()
+    assert torch.allclose(model.style_weights({"bach": 1, "corelli": 3}), torch.tensor([0.25, 0.75]))
+    assert torch.equal(model.style_weights(None), torch.tensor([0.5, 0.5]))
+    one = model.label_vector(model.style_weights({"corelli": 2.0})[None])
+    assert torch.equal(one, model.label_vector(torch.tensor([1])))  # a blend of one label is that label
+    with pytest.raises(ParameterError, match="unknown style 'mozart'; this model knows bach, corelli"):
+        model.style_weights({"mozart": 1.0})
+    for bad in ({"bach": -1.0}, {"bach": 0.0}, {"bach": float("nan")}):
+        with pytest.raises(ParameterError):
+            model.style_weights(bad)
+    with pytest.raises(ParameterError, match="without labels"):
+        tiny_model(labels=()).style_weights({"bach": 1.0})
+
+
+def test_generate_lengths_and_options() -> None:
+    model = tiny_model(n_stacks=1, n_layers=3)
+    n_frames = 5 * 16000  # 5 s at 16 kHz
+    request = GenerationRequest(
+        n=2, n_frames=n_frames, generator=torch.Generator().manual_seed(0), options={"seed": "silence"}
+    )
+    out = model.generate(request)
+    assert out.shape == (2, n_frames, 1) and out.min() >= 0 and out.max() <= 255
+    assert torch.equal(out, out.round())
+    long = GenerationRequest(n=1, n_frames=120 * 4000, generator=torch.Generator().manual_seed(0))
+    assert model.generate(long).shape == (1, 120 * 4000, 1)  # 2 minutes at 4 kHz
+    with pytest.raises(ParameterError, match="temperature"):
+        model.generate(GenerationRequest(n=1, n_frames=5, generator=None, options={"bogus": 1}))
+
+
+def test_silent_fraction_of_known_signals() -> None:
+    t = np.arange(SR) / SR
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t)
+    assert silent_fraction(tone, SR) == 0.0
+    assert silent_fraction(np.zeros(SR), SR) == 1.0
+    assert silent_fraction(np.concatenate([tone, np.zeros(SR)]), SR) == 0.5
+    assert silent_fraction(np.full(SR, 10 ** (-55 / 20)), SR) == 1.0  # -55 dBFS counts as silence
+    assert silent_fraction(np.full(SR, 10 ** (-45 / 20)), SR) == 0.0
+    assert silent_fraction(np.zeros(0), SR) == 1.0
+
+
+def test_cli_train_resume_generate_with_styles(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "wavenet-tiny", "--data", str(store), "--run", str(run), *TINY]
+    assert main([*args, "train.max_steps=20"]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 20
+    assert main([*args, "train.max_steps=40"]) == 0  # resumes
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 40 and state["data_info"]["labels"] == ["bach", "corelli"]
+    out = tmp_path / "mix"
+    gen = ["generate", str(run), "--seconds", "1", "--seed", "3", "--out", str(out)]
+    assert main([*gen, "--style", "bach=0.5,corelli=0.5", "--option", "temperature=0.9"]) == 0
+    meta = json.loads((out / "run-seed3-0.json").read_text())
+    assert meta["options"] == {"style": {"bach": 0.5, "corelli": 0.5}, "temperature": 0.9}
+    assert 0.0 <= meta["silent_fraction"] <= 1.0 and meta["seed_source"]["kind"] == "store"
+    y, sr = sf.read(out / "run-seed3-0.wav")
+    assert sr == SR and y.shape == (SR,)
+    assert main([*gen, "--style", "beethoven=0.5,mozart=0.5"]) != 0
+    assert "unknown style 'beethoven'; this model knows bach, corelli" in capsys.readouterr().err
+
+
+def test_tiny_wavenet_on_real_music_does_not_fall_silent(store: Path, tmp_path: Path) -> None:
+    """Paper 002's WaveNet fell silent after a second; ours, trained briefly on real audio, does not."""
+    run = tmp_path / "run"
+    assert (
+        main(["train", "wavenet-tiny", "--data", str(store), "--run", str(run), *TINY, "train.max_steps=150"])
+        == 0
+    )
+    for seed_kind in ("real", "silence"):
+        out = tmp_path / seed_kind
+        args = [
+            "generate",
+            str(run),
+            "--seconds",
+            "3",
+            "--n",
+            "2",
+            "--out",
+            str(out),
+            "--option",
+            f"seed={seed_kind}",
+        ]
+        assert main(args) == 0
+        for meta in sorted(out.glob("*.json")):
+            silent = json.loads(meta.read_text())["silent_fraction"]
+            assert silent < 0.5, (seed_kind, meta.name, silent)
+
+
+def test_registered_with_paper_and_tiny_configs() -> None:
+    from cadenza.training.config import load_config
+
+    spec = get_model_spec("wavenet")
+    assert spec.dataset == "audio"
+    paper = load_config("wavenet-paper")
+    assert receptive_field(paper.model.n_stacks, paper.model.n_layers) == 5117
+    assert paper.model.skip_channels == 512 and paper.data.label_key == "composer"
+    assert paper.data.options["n_input"] > 5117 and paper.data.options["shift"] == 1
+    tiny = load_config("wavenet-tiny")
+    assert tiny.data.options["n_input"] > receptive_field(tiny.model.n_stacks, tiny.model.n_layers)
