@@ -1,24 +1,87 @@
 """The main job on the embedded corpus, as `make demo` runs it.
 
-Prepares Bach chorales from the music21 corpus (rendered to audio with FluidSynth, or the
-built-in synthesiser when FluidSynth is missing) into FFT frames and piano rolls, plots one
-piece, trains a tiny frequency-domain LSTM, generates music from it and writes a report.
-Every stage is a library call, so each can be rerun on its own; running the demo again
-resumes what is already done.
+Prepares music from the music21 corpus (Bach chorales as FFT frames and piano rolls; Bach
+and Corelli rendered to raw audio, labelled by composer), plots one piece, trains one tiny
+model of each family (paper 000's LSTM over FFT frames, paper 004's GAN over piano rolls,
+paper 002's Seq2Seq and WaveNet over raw audio), generates music from each, prints paper
+004's Table 1 for the GAN and writes ``report.md``. Every stage is a library call, so each
+can be rerun on its own; running the demo again resumes what is already done.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class Store:
+    """A feature store the demo prepares."""
+
+    key: str
+    source: str
+    representation: str
+    params: dict[str, Any]
+    sample_rate: int | None
+    what: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One model the demo trains and generates from."""
+
+    config: str  # a packaged config name
+    store: str  # a Store key
+    what: str
+    seconds: float
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+STORES = {
+    "fft": Store("fft", "music21:chorales", "fft", {}, None, "Bach chorales as FFT frames (paper 000: 16 kHz, N = 4000)"),
+    "rolls": Store(
+        "rolls",
+        "music21:chorales",
+        "pianoroll",
+        {"lowest_pitch": 24, "n_pitches": 84},
+        None,
+        "Bach chorales as piano rolls (paper 004: 24 steps per beat, 84 pitches)",
+    ),
+    "wave": Store(
+        "wave", "music21:bach,corelli", "waveform", {}, 8000, "Bach and Corelli as 8 kHz audio (paper 002, Seq2Seq)"
+    ),
+    "mulaw": Store(
+        "mulaw",
+        "music21:bach,corelli",
+        "waveform",
+        {"encoding": "mulaw"},
+        8000,
+        "Bach and Corelli as 8 kHz mu-law audio, labelled by composer (paper 002, WaveNet)",
+    ),
+}
+
+JOBS = (
+    Job("fft_base-tiny", "fft", "the GRUV LSTM over FFT frames (paper 000)", 8.0),
+    Job("bilstm_gan-tiny", "rolls", "the bi-LSTM GAN over piano rolls (paper 004)", 16.0),
+    Job("seq2seq-tiny", "wave", "the Seq2Seq LSTM over raw audio (paper 002)", 5.0),
+    Job("wavenet-tiny", "mulaw", "the WaveNet over mu-law audio, composer-conditioned (paper 002)", 3.0),
+)
+#: Files per store: chorales for FFT frames and rolls; fewer, longer pieces for raw audio.
+MAX_FILES = {"fft": 24, "rolls": 24, "wave": 12, "mulaw": 12}
+
+
 def _say(text: str) -> None:
     print(f"==> {text}", flush=True)
+
+
+def config_exists(name: str) -> bool:
+    return resources.files("cadenza").joinpath("configs", f"{name}.yaml").is_file()
 
 
 def plot_one_piece(store_rolls: Path, out: Path, *, sr: int = 16000) -> Path:
@@ -48,88 +111,125 @@ def plot_one_piece(store_rolls: Path, out: Path, *, sr: int = 16000) -> Path:
 def run_demo(
     out: str | Path = "demo",
     *,
-    max_files: int = 24,
+    max_files: int | None = None,
     workers: int = 2,
     train_overrides: list[str] | None = None,
-    seconds: float = 8.0,
+    seconds: float | None = None,
     n_samples: int = 2,
+    models: list[str] | None = None,
+    eval_bars: int = 2000,
 ) -> dict[str, Any]:
-    """Run every stage of the demo into ``out``; returns the paths it wrote."""
+    """Run every stage of the demo into ``out``; returns what it wrote.
+
+    ``models`` picks jobs by config name (``fft_base-tiny``) or model key (``wavenet``);
+    default: one model of each family. ``max_files`` and ``seconds`` override the per-store
+    file counts and the per-model sample lengths.
+    """
     from cadenza.data import prepare_corpus
     from cadenza.doctor import check_environment
+    from cadenza.errors import ParameterError
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    written: dict[str, Any] = {}
+    jobs = [j for j in JOBS if config_exists(j.config)]
+    if models:
+        known = {j.config for j in jobs} | {j.config.rsplit("-", 1)[0] for j in jobs}
+        unknown = [m for m in models if m not in known]
+        if unknown:
+            raise ParameterError(f"demo: unknown model(s) {unknown}; expected some of {sorted(known)}")
+        jobs = [j for j in jobs if j.config in models or j.config.rsplit("-", 1)[0] in models]
+    written: dict[str, Any] = {"stores": {}, "runs": {}, "samples": {}, "jobs": jobs}
 
     missing = [c for c in check_environment() if c.name in ("fluidsynth", "soundfont") and not c.ok]
     if missing:
         _say("FluidSynth or its soundfont is missing: scores are rendered with the built-in synthesiser")
 
-    _say("preparing Bach chorales from the music21 corpus as FFT frames (paper 000: 16 kHz, N = 4000)")
-    fft = prepare_corpus("music21:chorales", out / "data" / "bach-fft", representation="fft", max_files=max_files, workers=workers)
-    print(fft)
-    _say("preparing the same chorales as piano rolls (paper 004: 24 steps per beat, 84 pitches)")
-    rolls = prepare_corpus(
-        "music21:chorales",
-        out / "data" / "bach-rolls",
-        representation="pianoroll",
-        rep_params={"lowest_pitch": 24, "n_pitches": 84},
-        max_files=max_files,
-        workers=workers,
-    )
-    print(rolls)
-    written["stores"] = [str(fft.out), str(rolls.out)]
+    needed = ["rolls"] + [j.store for j in jobs if j.store != "rolls"]
+    for key in dict.fromkeys(needed):
+        st = STORES[key]
+        _say(f"preparing {st.what}")
+        summary = prepare_corpus(
+            st.source,
+            out / "data" / f"demo-{key}",
+            representation=st.representation,
+            sample_rate=st.sample_rate,
+            rep_params=dict(st.params),
+            max_files=max_files or MAX_FILES[key],
+            workers=workers,
+        )
+        print(summary)
+        written["stores"][key] = summary
 
     _say("plotting one chorale: waveform, spectrogram and piano roll")
-    written["plot"] = str(plot_one_piece(rolls.out, out))
+    written["plot"] = str(plot_one_piece(written["stores"]["rolls"].out, out))
     print(written["plot"])
 
-    try:
-        from cadenza.training import train
-        from cadenza.training.generation import generate_from_run
-    except ImportError:  # the trainer is not part of this build
-        train = None
-    if train is not None:
-        _say("training a tiny frequency-domain LSTM (fft_base-tiny) on the chorales")
-        run_dir = out / "runs" / "fft_base-tiny"
-        train("fft_base-tiny", data=fft.out, run=run_dir, overrides=list(train_overrides or []))
-        _say(f"generating {n_samples} samples of {seconds:g} s")
-        written["samples"] = [str(p) for p in generate_from_run(run_dir, seconds=seconds, n=n_samples, seed=7, out=out / "samples")]
-        written["run"] = str(run_dir)
-        for p in written["samples"]:
+    from cadenza.training import train
+    from cadenza.training.generation import generate_from_run
+
+    for job in jobs:
+        name = job.config
+        _say(f"training {name}: {job.what}")
+        run_dir = out / "runs" / name
+        train(name, data=written["stores"][job.store].out, run=run_dir, overrides=list(train_overrides or []))
+        written["runs"][name] = run_dir
+        length = seconds or job.seconds
+        _say(f"generating {n_samples} samples of {length:g} s from {name}")
+        paths = generate_from_run(
+            run_dir, seconds=length, n=n_samples, seed=7, out=out / "samples", options=dict(job.options)
+        )
+        written["samples"][name] = [str(p) for p in paths]
+        for p in paths:
             print(p)
 
-    written["report"] = str(write_report(out, written, fft=fft, rolls=rolls, seconds=time.perf_counter() - t0))
+    gan_runs = [written["runs"][j.config] for j in jobs if "gan" in j.config]
+    if gan_runs:
+        written["table1"] = _table1(gan_runs, written["stores"]["rolls"].out, out, eval_bars)
+
+    written["report"] = str(write_report(out, written, seconds=time.perf_counter() - t0))
     _say(f"done in {time.perf_counter() - t0:.0f} s; report: {written['report']}")
     return written
 
 
-def write_report(out: Path, written: dict[str, Any], *, fft: Any, rolls: Any, seconds: float) -> Path:
-    lines = [
-        "# cadenza demo",
-        "",
-        f"Run in {seconds:.0f} s.",
-        "",
-        "## Data",
-        f"- FFT frames: {fft}",
-        f"- Piano rolls: {rolls}",
-        "",
-        "## Plots",
-        f"![one chorale]({Path(written['plot']).relative_to(out)})",
-        "",
-    ]
-    if "run" in written:
+def _table1(runs: list[Path], store: Path, out: Path, bars: int) -> str | None:
+    """Paper 004's Table 1 (EB, UPC, QN) for the GAN runs beside the training data, as markdown."""
+    try:
+        from cadenza.evaluation.table import format_table, table1, write_table
+    except ImportError:
+        return None
+    _say(f"paper 004's Table 1: EB, UPC and QN of the training data and of {bars} generated bars")
+    rows = table1(runs, data=store, n_bars=bars, seed=0)
+    write_table(rows, out / "evaluation", with_paper=True)
+    text = format_table(rows, with_paper=True)
+    print(text)
+    return text
+
+
+def write_report(out: Path, written: dict[str, Any], *, seconds: float) -> Path:
+    lines = ["# cadenza demo", "", f"Run in {seconds:.0f} s on the music21 corpus shipped with the package.", ""]
+    lines += ["## Data", *[f"- {STORES[k].what}: {s}" for k, s in written["stores"].items()], ""]
+    lines += ["## One chorale", f"![one chorale]({Path(written['plot']).relative_to(out)})", ""]
+    for job in written["jobs"]:
+        run = written["runs"].get(job.config)
+        if run is None:
+            continue
         lines += [
-            "## Training",
-            f"- run directory: `{written['run']}` (config, checkpoints, metrics.csv, plots/loss.png, TensorBoard events)",
-            f"![loss]({Path(written['run']).relative_to(out)}/plots/loss.png)",
-            "",
-            "## Generated music",
-            *[f"- `{p}`" for p in written.get("samples", [])],
+            f"## {job.config}: {job.what}",
+            f"- run directory: `{run}` (config.yaml, checkpoints, metrics.csv, plots/loss.png, TensorBoard events)",
+            f"![loss]({Path(run).relative_to(out)}/plots/loss.png)",
+            "- generated:",
+            *[f"  - `{p}`" for p in written["samples"].get(job.config, [])],
             "",
         ]
+    if written.get("table1"):
+        lines += ["## Paper 004's Table 1 for our GAN", "", written["table1"], ""]
+    lines += [
+        "## Next",
+        "- `cadenza train <model>-tiny --data <store>` trains any other model; `cadenza generate RUN` writes more music.",
+        "- `tensorboard --logdir demo/runs` shows the losses, audio samples and figures.",
+        "",
+    ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -32,7 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a generation option of the model family (repeatable)",
+        help=(
+            "a generation option of the model family (repeatable), e.g. --option temperature=0.9 "
+            "(WaveNet's sampling temperature), --option seed=silence, --option mode=naive"
+        ),
+    )
+    p.add_argument(
+        "--style",
+        metavar="NAME=W,...",
+        help=(
+            "blend of the labels a conditioned model was trained on (WaveNet: composers), e.g. "
+            "--style beethoven=0.5,mozart=0.5; a bare NAME weighs 1; weights are normalised to sum 1"
+        ),
     )
     p.set_defaults(func=run)
 
@@ -52,9 +63,27 @@ def parse_options(items: list[str]) -> dict[str, object]:
     return options
 
 
+def parse_style(text: str) -> dict[str, float]:
+    """``"beethoven=0.5,mozart=0.5"`` -> ``{"beethoven": 0.5, "mozart": 0.5}`` (a bare name weighs 1)."""
+    style: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, weight = item.partition("=")
+        name = name.strip()
+        if not name:
+            raise ParameterError(f"--style {text!r}: expected NAME=WEIGHT[,NAME=WEIGHT...]")
+        try:
+            style[name] = style.get(name, 0.0) + (float(weight) if sep else 1.0)
+        except ValueError:
+            raise ParameterError(f"--style {text!r}: the weight of {name!r} is not a number") from None
+    return style
+
+
 def run(args: argparse.Namespace) -> int:
     from cadenza.training.generation import generate_from_run
 
+    options = parse_options(args.option)
+    if args.style:
+        options["style"] = parse_style(args.style)
     paths = generate_from_run(
         args.source,
         seconds=args.seconds,
@@ -64,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         seed_file=args.seed_file,
         device=args.device,
-        options=parse_options(args.option),
+        options=options,
     )
     for path in paths:
         print(path)

@@ -39,8 +39,8 @@ windowing a family uses when the section leaves ``dataset`` empty (see
 Examples
 --------
 >>> from cadenza.models import MODELS, get_model_spec
->>> sorted(MODELS)[:1]
-['fft_base']
+>>> "fft_base" in MODELS and "wavenet" in MODELS
+True
 >>> get_model_spec("fft_base").preset("tiny").hidden_size
 128
 """
@@ -155,8 +155,64 @@ MODELS: dict[str, ModelSpec] = {
         fixed=MappingProxyType({"arch": "base"}),
     ),
     # --- the other frequency-domain LSTMs of paper 000 (cadenza.models.fft_lstm) ---
+    "fft_fc": ModelSpec(
+        key="fft_fc",
+        module="cadenza.models.fft_lstm",
+        summary="paper 000: FFT frames -> dense ReLU (as wide as the LSTM) -> LSTM -> dense, MSE",
+        fixed=MappingProxyType({"arch": "fc"}),
+    ),
+    "fft_conv1d": ModelSpec(
+        key="fft_conv1d",
+        module="cadenza.models.fft_lstm",
+        summary="paper 000: 12 frequency filters of 3 + max pooling of 2 per frame -> LSTM -> dense, MSE",
+        fixed=MappingProxyType({"arch": "conv1d"}),
+    ),
+    "fft_conv2d": ModelSpec(
+        key="fft_conv2d",
+        module="cadenza.models.fft_lstm",
+        summary="paper 000: K-frame stacks as 2-channel K x N images -> CNN -> LSTM -> dense, MSE",
+        fixed=MappingProxyType({"arch": "conv2d"}),
+    ),
+    "fft_bilinear": ModelSpec(
+        key="fft_bilinear",
+        module="cadenza.models.fft_lstm",
+        summary="paper 000's best: dense ReLU -> two LSTMs summed -> dense, MSE",
+        fixed=MappingProxyType({"arch": "bilinear"}),
+    ),
+    "fft_stacked": ModelSpec(
+        key="fft_stacked",
+        module="cadenza.models.fft_lstm",
+        summary="paper 000: FFT frames -> two LSTMs in sequence -> dense, MSE",
+        fixed=MappingProxyType({"arch": "stacked"}),
+    ),
     # --- piano-roll GANs of paper 004 (cadenza.models.gan) ---
+    "bilstm_gan": ModelSpec(
+        key="bilstm_gan",
+        module="cadenza.models.gan",
+        summary="bi-LSTM GAN (paper 004): noise -> LSTM, 2 bi-LSTMs, dense -> 4-bar piano roll; bi-LSTM critic",
+        fixed=MappingProxyType({"arch": "bilstm"}),
+        dataset="phrases",
+    ),
+    "cnn_lstm_gan": ModelSpec(
+        key="cnn_lstm_gan",
+        module="cadenza.models.gan",
+        summary="CNN-LSTM GAN (paper 004): DCGAN-style generator of 4-bar piano rolls, bi-LSTM discriminator",
+        fixed=MappingProxyType({"arch": "cnn"}),
+        dataset="phrases",
+    ),
     # --- raw-audio models of paper 002 (cadenza.models.seq2seq, cadenza.models.wavenet) ---
+    "seq2seq": ModelSpec(
+        key="seq2seq",
+        module="cadenza.models.seq2seq",
+        summary="Seq2Seq (paper 002): LSTM encoder over 128 samples -> LSTM decoder -> next 128, MSE",
+        dataset="audio",
+    ),
+    "wavenet": ModelSpec(
+        key="wavenet",
+        module="cadenza.models.wavenet",
+        summary="WaveNet (paper 002): dilated causal convolutions over mu-law samples, label-conditioned",
+        dataset="audio",
+    ),
 }
 
 

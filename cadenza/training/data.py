@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from cadenza.data.phrases import PianorollPhrases
 from cadenza.data.store import FeatureStore
 from cadenza.data.windows import AudioWindows, SequenceWindows
 from cadenza.errors import ParameterError, StoreError
@@ -40,6 +41,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "sequence": DatasetSpec(SequenceWindows, ("seq_len", "hop", "normalization", "label_key")),
     "audio": DatasetSpec(AudioWindows, ("hop", "label_key")),
     # --- piano-roll phrases of paper 004 (GANs) ---
+    "phrases": DatasetSpec(PianorollPhrases, ("label_key",)),
     # --- raw-audio windows of paper 002 (Seq2Seq, WaveNet) ---
 }
 

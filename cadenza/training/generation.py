@@ -49,6 +49,10 @@ SEED_SPLITS = ("test", "valid", "train")
 NOISE_SEED_AMPLITUDE = 1e-3
 #: Sample rate of the WAV rendered beside generated MIDI.
 RENDER_SAMPLE_RATE = 16000
+#: Silence: 10 ms frames whose RMS is below -50 dBFS; a sample mostly silent gets a warning.
+SILENCE_FRAME_SECONDS = 0.01
+SILENCE_THRESHOLD_DB = -50.0
+SILENCE_WARNING = 0.5
 
 
 @dataclasses.dataclass
@@ -294,6 +298,34 @@ def decode_to_audio(rep: Representation, frames: np.ndarray, seconds: float) -> 
     return y[:n_samples]
 
 
+def silent_fraction(
+    y: np.ndarray,
+    sr: int,
+    *,
+    frame_seconds: float = SILENCE_FRAME_SECONDS,
+    threshold_db: float = SILENCE_THRESHOLD_DB,
+) -> float:
+    """The fraction of ``frame_seconds`` frames of ``y`` whose RMS is below ``threshold_db`` dBFS.
+
+    Frames do not overlap; a last partial frame counts as a frame. Paper 002's WaveNet fell
+    silent after a second; :func:`generate_from_run` records this number for every sample.
+
+    Examples
+    --------
+    >>> sr = 8000
+    >>> tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr)
+    >>> silent_fraction(np.concatenate([tone, np.zeros(3 * sr)]), sr)
+    0.75
+    """
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if y.size == 0:
+        return 1.0
+    n = max(1, int(round(frame_seconds * sr)))
+    y = np.pad(y, (0, -len(y) % n)).reshape(-1, n)
+    rms = np.sqrt(np.mean(y**2, axis=1))
+    return float(np.mean(rms < 10.0 ** (threshold_db / 20.0)))
+
+
 def write_output(rep: Representation, frames: np.ndarray, stem: Path, seconds: float) -> list[Path]:
     """One sample's frames to files: ``stem.wav`` for audio, ``stem.mid`` (and a rendering) for scores."""
     from cadenza.audio import write_audio
@@ -314,6 +346,17 @@ def write_output(rep: Representation, frames: np.ndarray, stem: Path, seconds: f
             written.append(stem.with_suffix(".wav"))
         except (ImportError, CadenzaError) as exc:
             log.warning("could not render %s to audio (%s)", path, exc)
+        if hasattr(rep, "resolution"):  # a piano-roll picture of the sample
+            from cadenza.plots import plot_pianoroll, save_figure
+
+            ax = plot_pianoroll(
+                frames,
+                resolution=rep.resolution,  # type: ignore[attr-defined]
+                lowest_pitch=getattr(rep, "lowest_pitch", 0),
+                beats_per_bar=getattr(rep, "beats_per_bar", 4),
+                title=stem.name,
+            )
+            written.append(save_figure(ax.figure, stem.with_suffix(".png")))
         return written
     y = decode_to_audio(rep, frames, seconds)
     path = stem.with_suffix(".wav")
@@ -370,7 +413,22 @@ def generate_from_run(
     for i in range(n):
         stem = out / f"{gen.name}-seed{seed}-{i}"
         files = write_output(gen.representation, frames[i], stem, seconds)
+        silent = None
+        wavs = [p for p in files if p.suffix == ".wav"]
+        if wavs:
+            import soundfile
+
+            y, sr = soundfile.read(wavs[0], dtype="float32")
+            silent = silent_fraction(y, sr)
+            if silent > SILENCE_WARNING:
+                log.warning(
+                    "%s is %.0f%% silence (10 ms frames below %g dBFS): the model may have collapsed",
+                    wavs[0],
+                    100 * silent,
+                    SILENCE_THRESHOLD_DB,
+                )
         sidecar = {
+            "silent_fraction": silent,
             "files": [p.name for p in files],
             "index": i,
             "n": n,
