@@ -68,7 +68,9 @@ STORES = {
 
 JOBS = (
     Job("fft_base-tiny", "fft", "the GRUV LSTM over FFT frames (paper 000)", 8.0),
+    Job("fft_bilinear-tiny", "fft", "the bilinear LSTM, paper 000's best model", 8.0),
     Job("bilstm_gan-tiny", "rolls", "the bi-LSTM GAN over piano rolls (paper 004)", 16.0),
+    Job("cnn_lstm_gan-tiny", "rolls", "the CNN generator / bi-LSTM discriminator GAN (paper 004)", 16.0),
     Job("seq2seq-tiny", "wave", "the Seq2Seq LSTM over raw audio (paper 002)", 5.0),
     Job("wavenet-tiny", "mulaw", "the WaveNet over mu-law audio, composer-conditioned (paper 002)", 3.0),
 )
@@ -206,6 +208,20 @@ def _table1(runs: list[Path], store: Path, out: Path, bars: int) -> str | None:
     return text
 
 
+def _silence_note(path: Path) -> str:
+    """``(62% silent)`` from a sample's JSON sidecar, when it says so."""
+    import json
+
+    try:
+        silent = json.loads(path.with_suffix(".json").read_text()).get("silent_fraction")
+    except (OSError, ValueError):
+        return ""
+    if silent is None:
+        return ""
+    warn = ": mostly silence, train longer (see the README on collapse)" if silent > 0.5 else ""
+    return f" ({silent:.0%} silent{warn})"
+
+
 def write_report(out: Path, written: dict[str, Any], *, seconds: float) -> Path:
     lines = ["# cadenza demo", "", f"Run in {seconds:.0f} s on the music21 corpus shipped with the package.", ""]
     lines += ["## Data", *[f"- {STORES[k].what}: {s}" for k, s in written["stores"].items()], ""]
@@ -219,7 +235,7 @@ def write_report(out: Path, written: dict[str, Any], *, seconds: float) -> Path:
             f"- run directory: `{run}` (config.yaml, checkpoints, metrics.csv, plots/loss.png, TensorBoard events)",
             f"![loss]({Path(run).relative_to(out)}/plots/loss.png)",
             "- generated:",
-            *[f"  - `{p}`" for p in written["samples"].get(job.config, [])],
+            *[f"  - `{p}`{_silence_note(Path(p))}" for p in written["samples"].get(job.config, [])],
             "",
         ]
     if written.get("table1"):

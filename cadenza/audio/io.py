@@ -187,6 +187,8 @@ def _read_frames(f: sf.SoundFile, n_frames: int, *, mono: bool) -> np.ndarray:
     capacity = n_frames if n_frames >= 0 else max(f.frames - f.tell(), 0)
     out = np.empty(capacity, dtype=np.float32)
     buf = np.empty((_BLOCK_FRAMES, f.channels), dtype=np.float32)
+    # The mix as a matrix-vector product: numpy's mean over a short last axis is ~10x slower.
+    weights = np.full(f.channels, 1.0 / f.channels, dtype=np.float32)
     pos = 0
     while n_frames < 0 or pos < n_frames:
         want = _BLOCK_FRAMES if n_frames < 0 else min(_BLOCK_FRAMES, n_frames - pos)
@@ -195,7 +197,7 @@ def _read_frames(f: sf.SoundFile, n_frames: int, *, mono: bool) -> np.ndarray:
             break
         if pos + len(block) > len(out):
             out = np.concatenate([out[:pos], np.empty(max(len(out), len(block)), dtype=np.float32)])
-        np.mean(block, axis=1, out=out[pos : pos + len(block)])
+        np.matmul(block, weights, out=out[pos : pos + len(block)])
         pos += len(block)
     return out[:pos]
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import json
 import logging
 import multiprocessing
 import os
 import random
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +96,9 @@ def assign_splits(
     three files or more, valid and test get at least one file each.
     """
     if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
-        raise ParameterError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise ParameterError(
+            f"split fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
     rng = random.Random(seed)
     groups: dict[str, list[str]] = collections.defaultdict(list)
     for item in sorted(items, key=lambda it: it.id):
@@ -245,7 +249,9 @@ def prepare_one(item: SourceItem, rep_dict: dict[str, Any], out: str, split: str
     except MemoryError:
         record.update(status="skipped", reason="out of memory")
     except Exception as exc:  # a long job must outlive any one bad file; the reason is kept
-        record.update(status="skipped", reason="failed to decode", detail=f"{type(exc).__name__}: {exc}"[:300])
+        record.update(
+            status="skipped", reason="failed to decode", detail=f"{type(exc).__name__}: {exc}"[:300]
+        )
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return record
 
@@ -254,13 +260,33 @@ def prepare_one(item: SourceItem, rep_dict: dict[str, Any], out: str, split: str
 _WORKER_FN: Any = None
 
 
-def _worker_init() -> None:
-    try:
-        import torch
+#: Thread pools of the numerical libraries, one thread each in a worker: ``workers`` processes
+#: already fill the cores, and oversubscribed BLAS/OpenMP threads only wait on each other.
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
+
+def _worker_init() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # for libraries loaded before the environment took effect
+    torch = sys.modules.get("torch")  # encoding never imports torch; a custom worker function may have
+    if torch is not None:
         torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
+
+
+@contextlib.contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """Spawned workers start with one thread per numerical library (they read the environment)."""
+    saved = {k: os.environ.get(k) for k in _THREAD_ENV}
+    os.environ.update({k: "1" for k in _THREAD_ENV})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 # ------------------------------------------------------------------ the job
@@ -291,7 +317,9 @@ def _check_writable(out: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise StoreError(f"cannot write to {out}: {exc.strerror or exc}; choose a folder you can write to") from exc
+        raise StoreError(
+            f"cannot write to {out}: {exc.strerror or exc}; choose a folder you can write to"
+        ) from exc
 
 
 def prepare_corpus(
@@ -362,7 +390,9 @@ def prepare_corpus(
     splits = assign_splits(items, seed=seed, fractions=split)
 
     out = Path(out).expanduser()
-    meta = base_meta(rep, seed=seed, source=source, split_fractions=[float(f) for f in split], max_files=max_files)
+    meta = base_meta(
+        rep, seed=seed, source=source, split_fractions=[float(f) for f in split], max_files=max_files
+    )
     _check_writable(out)
     meta_path = out / "meta.yaml"
     if meta_path.exists() and not overwrite:
@@ -399,7 +429,9 @@ def prepare_corpus(
 
     journal = _Journal(out / "manifest.jsonl")
     rep_dict = rep.to_dict()
-    bar = _progress_bar(len(items), n_done_before, progress, sum(r.get("duration", 0.0) for r in done.values()))
+    bar = _progress_bar(
+        len(items), n_done_before, progress, sum(r.get("duration", 0.0) for r in done.values())
+    )
     try:
         for record in _run(todo, rep_dict, str(out), splits, workers):
             done[record["id"]] = record
@@ -429,15 +461,25 @@ def prepare_corpus(
     return summary
 
 
-def _run(
-    todo: list[SourceItem], rep_dict: dict[str, Any], out: str, splits: dict[str, str], workers: int
-):
+def _run(todo: list[SourceItem], rep_dict: dict[str, Any], out: str, splits: dict[str, str], workers: int):
     """Yield manifest records as files finish; a crashed worker costs only the file it was on."""
     fn = _WORKER_FN if _WORKER_FN is not None else prepare_one
     if workers == 1 or len(todo) <= 1:
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS thread, as in a worker: the shards are then bitwise the same for any --workers.
         for item in todo:
-            yield fn(item, rep_dict, out, splits[item.id])
+            with threadpool_limits(1):
+                record = fn(item, rep_dict, out, splits[item.id])
+            yield record
         return
+    with _single_threaded_children():
+        yield from _run_pool(fn, todo, rep_dict, out, splits, workers)
+
+
+def _run_pool(
+    fn: Any, todo: list[SourceItem], rep_dict: dict[str, Any], out: str, splits: dict[str, str], workers: int
+):
     ctx = multiprocessing.get_context("spawn")
     queue = collections.deque(todo)
     suspects: list[SourceItem] = []
@@ -465,7 +507,9 @@ def _run(
                 log.warning("a worker died; retrying %d file(s) one at a time", len(suspects))
 
 
-def _isolated(fn: Any, item: SourceItem, rep_dict: dict[str, Any], out: str, split: str, ctx: Any) -> dict[str, Any]:
+def _isolated(
+    fn: Any, item: SourceItem, rep_dict: dict[str, Any], out: str, split: str, ctx: Any
+) -> dict[str, Any]:
     with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init) as pool:
         try:
             return pool.submit(fn, item, rep_dict, out, split).result()

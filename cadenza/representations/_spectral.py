@@ -21,10 +21,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import librosa
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where the inverses need it: encoding workers start faster
+    import torch
 
 from cadenza.errors import ParameterError
 
@@ -114,6 +117,8 @@ def window(n_fft: int, win_length: int | None = None) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def _window_tensor(n_fft: int, win_length: int | None, dtype: torch.dtype) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(window(n_fft, win_length).copy()).to(dtype)
 
 
@@ -135,6 +140,7 @@ def mel_basis(
     >>> mel_basis(sr=22050, n_fft=2048, n_mels=128).shape
     (128, 1025)
     """
+
     m = librosa.filters.mel(
         sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm, dtype=np.float32
     )
@@ -147,6 +153,8 @@ def _mel_inverse(
     sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, htk: bool, norm: str | None
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Mel basis as a tensor, its pseudo-inverse, and the Lipschitz constant ||M||_2^2."""
+    import torch
+
     m = torch.from_numpy(
         mel_basis(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm).copy()
     )
@@ -311,6 +319,8 @@ def mel_to_magnitude(
     >>> mel_to_magnitude(mel, sr=22050, n_fft=2048).shape
     torch.Size([1025, 3])
     """
+    import torch
+
     target = torch.from_numpy(np.ascontiguousarray(mel_power, dtype=np.float32).T)  # (n_mels, T)
     m, pinv, lipschitz = _mel_inverse(sr, n_fft, target.shape[0], fmin, fmax, htk, norm)
     mt_target = m.T @ target  # (n_freq, T)
@@ -356,6 +366,8 @@ def griffin_lim(
     >>> griffin_lim(mag, n_fft=2048, hop_length=512, n_iter=2).shape
     (2048,)
     """
+    import torch
+
     mag = torch.as_tensor(magnitude, dtype=torch.float32)
     n_frames = mag.shape[1]
     natural = (n_frames - 1) * hop_length  # the length whose centred STFT has n_frames frames

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, TypeVar
+import sys
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # not imported at run time: encoding workers start without torch
+    import torch
 
 from cadenza.errors import ParameterError
 from cadenza.representations.base import Representation, as_mono
@@ -26,7 +29,13 @@ __all__ = ["ENCODINGS", "Waveform", "mu_law_decode", "mu_law_encode"]
 #: ``Waveform.encoding`` values.
 ENCODINGS = ("float", "mulaw")
 
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
+
+
+def _is_tensor(x: Any) -> bool:
+    """True for a torch tensor; never imports torch (a caller holding a tensor has done so)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _check_classes(n_classes: int) -> int:
@@ -70,7 +79,9 @@ def mu_law_encode(x: ArrayT, *, n_classes: int = 256) -> ArrayT:
     """
     n_classes = _check_classes(n_classes)
     mu = n_classes - 1
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
+        import torch
+
         xt = x.float().clamp(-1.0, 1.0)
         f = torch.sign(xt) * torch.log1p(mu * xt.abs()) / math.log1p(mu)
         return torch.round((f + 1.0) * (mu / 2.0)).long()
@@ -106,7 +117,9 @@ def mu_law_decode(c: ArrayT, *, n_classes: int = 256) -> ArrayT:
     """
     n_classes = _check_classes(n_classes)
     mu = n_classes - 1
-    if isinstance(c, torch.Tensor):
+    if _is_tensor(c):
+        import torch
+
         f = c.float() * (2.0 / mu) - 1.0
         return (torch.sign(f) * torch.expm1(f.abs() * math.log1p(mu)) / mu).clamp(-1.0, 1.0)
     f = np.asarray(c, dtype=np.float32) * np.float32(2.0 / mu) - np.float32(1.0)

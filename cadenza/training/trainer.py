@@ -660,7 +660,9 @@ class Trainer:
                 stopped = self._end_epoch()
         self.stopped = stopped
         if stopped in ("max_steps", "interrupted"):
-            self.save_last()  # _end_epoch wrote it for the other reasons
+            if self.dist.is_main:
+                self._plot()
+            self.save_last()  # _end_epoch wrote it and the plot for the other reasons
         if self.board is not None:
             self.board.flush()
         return self._result(stopped)
