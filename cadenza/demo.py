@@ -218,7 +218,7 @@ def _silence_note(path: Path) -> str:
         return ""
     if silent is None:
         return ""
-    warn = ": mostly silence, train longer (see the README on collapse)" if silent > 0.5 else ""
+    warn = ": mostly silence" if silent > 0.5 else ""
     return f" ({silent:.0%} silent{warn})"
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from cadenza._fs import fsync_dir
 from cadenza.errors import DecodeError, ParameterError
 
 __all__ = ["AUDIO_EXTENSIONS", "audio_info", "is_silent", "read_audio", "write_audio"]
@@ -464,20 +465,6 @@ _WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 _CLIP_WARN_FRACTION = 0.001
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_audio(path: str | os.PathLike[str], y: np.ndarray, sr: int, *, subtype: str = "PCM_16") -> None:
     """Write samples to a WAV or FLAC file (chosen by extension), atomically.
 
@@ -564,4 +551,4 @@ def write_audio(path: str | os.PathLike[str], y: np.ndarray, sr: int, *, subtype
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cadenza._fs import fsync_dir
 from cadenza.errors import CadenzaError
 
 FORMAT = "cadenza-checkpoint"
@@ -38,19 +39,6 @@ VERSION = 1
 
 class CheckpointError(CadenzaError):
     """A checkpoint that is missing, unreadable or not one of cadenza's."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -76,7 +64,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
