@@ -495,8 +495,9 @@ def _run_pool(
             try:
                 while queue or in_flight:
                     while queue and len(in_flight) < 2 * workers:
-                        item = queue.popleft()
+                        item = queue[0]  # taken off the queue only once submitted: a broken pool refuses it
                         in_flight[pool.submit(fn, item, rep_dict, out, splits[item.id])] = item
+                        queue.popleft()
                     finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
                     for fut in finished:
                         record = fut.result()  # raises BrokenProcessPool while the file is still in flight
