@@ -11,7 +11,9 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 # Debian's FluidSynth and General MIDI soundfont render scores to audio; without them cadenza
-# falls back to a small built-in synthesiser and says so.
+# falls back to a small built-in synthesiser and says so. tcmalloc keeps the memory PyTorch
+# frees at every CPU training step for reuse (glibc hands big blocks back to the kernel and
+# page-faults them in again); `cadenza train` runs under it when it is installed.
 system-deps:
 	@if command -v fluidsynth >/dev/null 2>&1 && ls /usr/share/sounds/sf2/*.sf2 >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = "0" ]; then \
@@ -22,6 +24,16 @@ system-deps:
 	else \
 		echo "WARNING: fluidsynth or a GM soundfont is missing and cannot be installed here (need root and apt-get);"; \
 		echo "         cadenza will render scores with its built-in synthesiser. Install 'fluidsynth fluid-soundfont-gm' for real instruments."; \
+	fi
+
+	@if ls /usr/lib/*/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = "0" ]; then \
+		echo "Installing libtcmalloc-minimal4 (Debian package)..."; \
+		( apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 || \
+		  ( apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 ) ) || \
+		echo "WARNING: could not install libtcmalloc-minimal4; CPU training will use the system allocator (slower)."; \
+	else \
+		echo "NOTE: libtcmalloc-minimal4 is not installed; CPU training uses the system allocator (slower)."; \
 	fi
 
 $(STAMP): pyproject.toml

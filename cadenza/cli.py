@@ -38,7 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Verbs that run models on the CPU for long: run under tcmalloc (see :mod:`cadenza._malloc`).
+HEAVY = ("train", "generate", "demo")
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the real command line, not a call from Python
+        verb = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+        if verb in HEAVY:
+            from cadenza._malloc import reexec_under_tcmalloc
+
+            reexec_under_tcmalloc([sys.executable, "-m", "cadenza", *sys.argv[1:]])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -55,8 +55,11 @@ Generation (``cadenza generate RUN --option mode=...``):
 
 On the CPU, the LSTMs run through :class:`FusedLSTMLayer`, which computes the input
 projections and all weight gradients as single matrix products over the B x T rows;
-PyTorch's own CPU LSTM reaches about half the matrix-multiply rate at paper size. CUDA
-uses cuDNN through ``nn.LSTM``; the parameters are ``nn.LSTM``'s either way.
+PyTorch's own CPU LSTM reaches about half the matrix-multiply rate at paper size. The
+step-by-step product ``h W_hh^T`` goes through oneDNN with ``W_hh`` packed once per call where
+PyTorch has oneDNN (about 1.3x MKL for 16 rows), and dropout draws its mask from one
+``torch.rand`` (half the time of ``bernoulli_``). CUDA uses cuDNN through ``nn.LSTM``; the
+parameters are ``nn.LSTM``'s either way.
 """
 
 from __future__ import annotations
@@ -131,9 +134,10 @@ class FusedLSTMLayer(torch.autograd.Function):
         hs = x.new_empty(n_batch, n_steps + 1, hidden)  # hs[:, t + 1] = h_t, hs[:, 0] = h0
         cs = x.new_empty(n_batch, n_steps + 1, hidden)
         hs[:, 0], cs[:, 0] = h0, c0
+        recurrent = _recurrent_product(w_hh, n_batch)
         for t in range(n_steps):
             g = gates[:, t]  # (B, 4H), becomes the activations (kept for the backward pass)
-            g.add_(torch.mm(w_hh, hs[:, t].t()).t())  # W h^T: MKL is faster this way round for few rows
+            g.add_(recurrent(hs[:, t]))
             g[:, : 2 * hidden].sigmoid_()
             g[:, 2 * hidden : 3 * hidden].tanh_()
             g[:, 3 * hidden :].sigmoid_()
@@ -180,6 +184,18 @@ class FusedLSTMLayer(torch.autograd.Function):
         return dx, dw_ih, dw_hh, db, dh, dc
 
 
+def _recurrent_product(w: torch.Tensor, n_rows: int):
+    """``h -> h W^T`` for ``n_rows`` rows at a time, with ``w`` packed once for oneDNN where it can."""
+    if w.dtype == torch.float32 and w.device.type == "cpu" and torch.backends.mkldnn.is_available():
+        try:
+            packed = torch.ops.mkldnn._reorder_linear_weight(w, n_rows)
+        except (AttributeError, RuntimeError):
+            pass
+        else:
+            return lambda h: torch.ops.mkldnn._linear_pointwise(h, packed, None, "none", [], "")
+    return lambda h: torch.mm(w, h.t()).t()  # MKL is faster this way round for few rows
+
+
 def _weights(lstm: nn.LSTM, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(W_ih, W_hh, b_ih + b_hh)`` of one layer."""
     b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
@@ -196,7 +212,7 @@ def run_lstm(lstm: nn.LSTM, x: torch.Tensor, state: Any = None) -> tuple[torch.T
     hs, cs = [], []
     for layer in range(lstm.num_layers):
         if layer and lstm.dropout and lstm.training:
-            x = F.dropout(x, lstm.dropout, training=True)
+            x = _CPUDropout.apply(x, lstm.dropout) if lstm.dropout < 1 else torch.zeros_like(x)
         x, h, c = FusedLSTMLayer.apply(x, *_weights(lstm, layer), h0[layer], c0[layer])
         hs.append(h)
         cs.append(c)
@@ -224,6 +240,30 @@ def lstm_step(lstm: nn.LSTM, xw: torch.Tensor, h: torch.Tensor, c: torch.Tensor)
         h_new[layer] = torch.sigmoid(o) * torch.tanh(c_new[layer])
         inp = h_new[layer]
     return h_new, c_new
+
+
+class _CPUDropout(torch.autograd.Function):
+    """Inverted dropout from one ``torch.rand`` draw: twice as fast as ``bernoulli_`` on the CPU."""
+
+    @staticmethod
+    def forward(ctx: Any, x, p):  # type: ignore[override]
+        keep = torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))  # 0 or 1 / (1 - p)
+        ctx.save_for_backward(keep)
+        return x * keep
+
+    @staticmethod
+    def backward(ctx: Any, dy):  # type: ignore[override]
+        (keep,) = ctx.saved_tensors
+        return dy * keep, None
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout``; in training on the CPU, drawn by :class:`_CPUDropout`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and 0.0 < self.p < 1.0 and x.device.type == "cpu" and not self.inplace:
+            return _CPUDropout.apply(x, self.p)
+        return super().forward(x)
 
 
 # ----------------------------------------------------------------------------- input layers
@@ -313,7 +353,7 @@ class Model(nn.Module):
         self.encoder: nn.Module
         if config.arch in ("fc", "bilinear"):
             self.encoder = nn.Sequential(
-                nn.Linear(n_features, fc_size), nn.ReLU(), nn.Dropout(config.fc_dropout)
+                nn.Linear(n_features, fc_size), nn.ReLU(), Dropout(config.fc_dropout)
             )
             n_inputs = fc_size
         elif config.arch == "conv1d":
@@ -322,13 +362,13 @@ class Model(nn.Module):
         elif config.arch == "conv2d":
             self.encoder = nn.Sequential(
                 StackCNN(n_features, config.k_blocks, config.cnn_channels, config.cnn_pool, fc_size),
-                nn.Dropout(config.fc_dropout),
+                Dropout(config.fc_dropout),
             )
             n_inputs = fc_size
         else:
             self.encoder = nn.Identity()
             n_inputs = n_features
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
 
         def lstm() -> nn.LSTM:
             return nn.LSTM(

@@ -648,6 +648,7 @@ class Trainer:
                 )
             return self._result("already finished")
         self.open_logs()
+        self._advise_allocator()
         if self._resumed_rng is not None:
             set_rng_state(self._resumed_rng)  # last, after everything that draws at start-up
         self.model.train()
@@ -666,6 +667,26 @@ class Trainer:
         if self.board is not None:
             self.board.flush()
         return self._result(stopped)
+
+    def _advise_allocator(self) -> None:
+        """Say once when a large CPU model trains without tcmalloc (see :mod:`cadenza._malloc`)."""
+        from cadenza import _malloc
+
+        n_params = sum(p.numel() for p in self.model.parameters())
+        if self.device.type != "cpu" or not self.dist.is_main or n_params < 5_000_000:
+            return
+        if _malloc.wanted() and _malloc.active_allocator() != "tcmalloc":
+            how = (
+                "run it as `cadenza train` (the command line re-runs itself under tcmalloc)"
+                if _malloc.find_tcmalloc()
+                else "apt-get install libtcmalloc-minimal4"
+            )
+            log.info(
+                "training %.0f M parameters on the CPU with the system allocator, which page-faults every "
+                "large gradient in again at each step; for faster steps, %s",
+                n_params / 1e6,
+                how,
+            )
 
     def _result(self, stopped: str) -> TrainResult:
         return TrainResult(
