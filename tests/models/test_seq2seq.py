@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -109,13 +110,33 @@ def test_generation_continues_the_seed_window(scheme: str) -> None:
     request = GenerationRequest(n=2, n_frames=n_frames, generator=torch.Generator(), seed=seed)
     out = model.generate(request)
     assert out.shape == (2, n_frames, 1) and torch.isfinite(out).all()
-    # the first window is what the model predicts after the seed window
-    first = model.continue_window(seed[..., 0])
-    assert torch.allclose(out[:, : first.shape[1], 0], first[:, :n_frames], atol=1e-6)
+    # the first window is what the model predicts after the unit-RMS seed window, at the seed's level
+    level = model.loudness(seed[..., 0])
+    first = model.continue_window(seed[..., 0] / level)
+    assert torch.allclose(out[:, : first.shape[1], 0], (first * level)[:, :n_frames], atol=1e-6)
     if scheme == "shift":  # one new sample per window: the last teacher-forced decoder step
         with torch.no_grad():
-            y = torch.cat([seed[:, 1:, 0], torch.zeros(2, 1)], dim=1)
-            assert torch.allclose(first[:, 0], model(seed[..., 0], y)[:, -1], atol=1e-6)
+            x = seed[..., 0] / level
+            y = torch.cat([x[:, 1:], torch.zeros(2, 1)], dim=1)
+            assert torch.allclose(first[:, 0], model(x, y)[:, -1], atol=1e-6)
+
+
+def test_normalized_model_is_blind_to_loudness_and_the_plain_one_is_not() -> None:
+    model = tiny_model().eval()
+    seed = 0.05 * torch.randn(2, 128, 1)
+    x, y = torch.randn(4, 128), torch.randn(4, 128)
+    with torch.no_grad():
+        loss = model.losses({"x": x, "y": y})["loss"]
+        torch.testing.assert_close(model.losses({"x": 8 * x, "y": 8 * y})["loss"], loss)
+    request = GenerationRequest(n=2, n_frames=640, generator=torch.Generator(), seed=seed)
+    quiet = model.generate(request)
+    loud = model.generate(dataclasses.replace(request, seed=10 * seed))
+    torch.testing.assert_close(loud, 10 * quiet, atol=1e-5, rtol=1e-4)  # same music, 20 dB louder
+    rounds = quiet[0, :, 0].reshape(5, 128).pow(2).mean(1).sqrt()
+    assert rounds[-1] > 0.2 * rounds[0]  # no round-by-round decay
+    plain = tiny_model(normalize=False).eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain.losses({"x": 8 * x, "y": 8 * y})["loss"], plain.losses({"x": x, "y": y})["loss"])
 
 
 def test_generation_of_5_seconds_and_2_minutes() -> None:
