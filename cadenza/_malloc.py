@@ -4,8 +4,8 @@ PyTorch on the CPU frees and allocates the same large buffers at every training 
 gradients, optimiser temporaries, activations. glibc's ``malloc`` serves every block over
 32 MB with fresh ``mmap`` pages and unmaps it on ``free``, so each step the kernel
 page-faults and zero-fills them all again: at paper 000's size about 0.5 GB a step, a
-quarter of the CPU time spent in the kernel and 0.66 instead of 0.93 of the matrix-multiply
-rate for fft_base. (Telling glibc to keep big blocks in its heap instead, with ``mallopt``,
+quarter of the CPU time spent in the kernel, and fft_base trained at 0.66 of the
+matrix-multiply rate instead of 0.84-0.92. (Telling glibc to keep big blocks in its heap instead, with ``mallopt``,
 grows the heap without bound when a block of the same size is freed and asked for again
 with PyTorch's 64-byte alignment, so cadenza does not.) tcmalloc, which PyTorch's tuning
 guide recommends for CPU work, reuses them.
