@@ -15,7 +15,11 @@ Architectures (``Config.arch``; registered in ``cadenza.models.MODELS`` as ``bil
     state through one dense layer to its 100 outputs; cadenza feeds ``z`` at every one of the T
     steps and keeps the sequence to the end (a dense layer from the last state to a whole
     384 x 84 roll would hold 33 M weights), so that a sample is one point ``z`` of the latent space,
-    which interpolation needs. SGD from lr 0.01, decayed every epoch (the ``schedule`` section).
+    which interpolation needs. ``step_noise`` values of fresh noise per step are read beside ``z``
+    (the shipped configs: 1, as the paper's one value per step, and 4 for tiny); they are part of
+    the noise vector, so interpolation walks them too. With ``z`` alone at every step the tiny
+    generator settled into one chord held for the whole phrase. SGD from lr 0.01, decayed every
+    epoch (the ``schedule`` section).
 ``cnn``
     Generator (DCGAN-like, fully convolutional): dense from ``z`` to ``C x T/4 x P/4``, reshape,
     two units of 2x upsampling + transposed convolution (batch norm after the first unit only, and
@@ -81,6 +85,10 @@ class Config:
     arch: str = dataclasses.field(default="bilstm", metadata={"choices": ARCHS})
     n_bars: int = dataclasses.field(default=4, metadata={"min": 1})  # bars per phrase: data.options.n_bars
     noise_dim: int = dataclasses.field(default=100, metadata={"min": 1})
+    #: bilstm: fresh noise values per time step, read beside z at every step (the paper's
+    #: generator reads its noise as a sequence, one value per step). With 0, z alone is
+    #: repeated at every step, and the LSTMs easily settle into one held chord.
+    step_noise: int = dataclasses.field(default=0, metadata={"min": 0})
     g_lstm_size: int = dataclasses.field(default=512, metadata={"min": 1})
     g_bilstm_size: int = dataclasses.field(default=1024, metadata={"min": 2})  # both directions together
     g_dense_size: int = dataclasses.field(default=1024, metadata={"min": 1})
@@ -199,7 +207,8 @@ class BiLSTMGenerator(nn.Module):
         super().__init__()
         self.n_steps = n_steps
         half = config.g_bilstm_size // 2
-        self.lstm = nn.LSTM(config.noise_dim, config.g_lstm_size, batch_first=True)
+        self.noise_dim, self.step_noise = config.noise_dim, config.step_noise
+        self.lstm = nn.LSTM(config.noise_dim + config.step_noise, config.g_lstm_size, batch_first=True)
         self.bilstm1 = nn.LSTM(config.g_lstm_size, half, batch_first=True, bidirectional=True)
         self.bilstm2 = nn.LSTM(2 * half, half, batch_first=True, bidirectional=True)
         self.dense = nn.Linear(2 * half, config.g_dense_size)
@@ -209,7 +218,10 @@ class BiLSTMGenerator(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = z[:, None, :].expand(-1, self.n_steps, -1)  # (B, T, D)
+        """``z`` ``(B, noise_dim + T * step_noise)``: z, then each step's own noise values."""
+        x = z[:, None, : self.noise_dim].expand(-1, self.n_steps, -1)  # (B, T, D)
+        if self.step_noise:
+            x = torch.cat([x, z[:, self.noise_dim :].reshape(-1, self.n_steps, self.step_noise)], dim=2)
         h, _ = self.lstm(x)  # (B, T, H1)
         h, _ = self.bilstm1(self.drop(h))  # (B, T, H2)
         h, _ = self.bilstm2(self.drop(h))  # (B, T, H2)
@@ -284,8 +296,14 @@ class Model(nn.Module):
         # Training evaluations of the losses so far (pre-training counts them; resumes with the weights).
         self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
 
+    @property
+    def noise_size(self) -> int:
+        """Length of the generator's noise vector: z, then the per-step noise of bilstm."""
+        per_step = self.config.step_noise * self.n_steps if self.config.arch == "bilstm" else 0
+        return self.config.noise_dim + per_step
+
     def sample_noise(self, n: int, *, device: Any = None, generator: Any = None) -> torch.Tensor:
-        return torch.randn(n, self.config.noise_dim, device=device, generator=generator)
+        return torch.randn(n, self.noise_size, device=device, generator=generator)
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -340,7 +358,7 @@ class Model(nn.Module):
         n, device = request.n, next(self.parameters()).device
         phrase = self.n_steps * self.factor
         n_phrases = math.ceil(request.n_frames / phrase)
-        d = self.config.noise_dim
+        d = self.noise_size
         if interpolate in (False, "false"):
             z = self.sample_noise(n * n_phrases, device=device, generator=request.generator)
             z = z.view(n, n_phrases, d)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -175,6 +176,23 @@ def test_generation_chains_phrases_upsamples_and_interpolates() -> None:
         Model(
             Config.tiny(arch="cnn", n_bars=4, **SIZES), DataInfo(n_features=P, seq_len=12, representation=rep)
         )
+
+
+def test_step_noise_gives_every_step_its_own_values() -> None:
+    plain, stepped = _model("bilstm").eval(), _model("bilstm", step_noise=3).eval()
+    assert plain.noise_size == 8 and stepped.noise_size == 8 + 3 * T
+    assert plain.sample_noise(2).shape == (2, 8) and stepped.sample_noise(2).shape == (2, 8 + 3 * T)
+    with torch.no_grad():
+        # z alone, repeated: the first LSTM sees the same input at every step
+        z = torch.randn(1, 8)
+        stepped_z = torch.cat([z, torch.zeros(1, 3 * T)], dim=1)
+        other = stepped_z.clone()
+        other[0, 8 + 3 * 5 : 8 + 3 * 6] = 1.0  # the noise of step 5 only
+        a, b = stepped.generator(stepped_z), stepped.generator(other)
+    assert not torch.allclose(a, b)
+    request = GenerationRequest(n=3, n_frames=2 * T, generator=torch.Generator().manual_seed(0), options={})
+    roll = stepped.generate(dataclasses.replace(request, options={"interpolate": "slerp"}))
+    assert roll.shape == (3, 2 * T, P)
 
 
 def test_slerp_keeps_the_norm_between_orthogonal_vectors() -> None:
