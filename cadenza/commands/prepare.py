@@ -19,6 +19,17 @@ def _params(pairs: list[str]) -> dict[str, object]:
     return out
 
 
+def default_workers() -> int:
+    """One worker per CPU core this process may use, at most 8."""
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prepare",
@@ -43,7 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="a representation parameter, e.g. --param block_size=2000 --param n_mels=80 (repeatable)",
     )
-    p.add_argument("--workers", type=int, default=1, help="processes decoding in parallel (default: 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes decoding in parallel (default: one per CPU core, at most 8; the shards are the same for any)",
+    )
     p.add_argument("--max-files", type=int, default=None, help="prepare at most this many files")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of --max-files (default: 0)")
     p.add_argument(
@@ -69,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         representation=args.representation,
         sample_rate=args.sample_rate,
         rep_params=_params(args.param),
-        workers=args.workers,
+        workers=args.workers if args.workers is not None else default_workers(),
         max_files=args.max_files,
         seed=args.seed,
         split=split,

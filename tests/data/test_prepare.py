@@ -216,3 +216,22 @@ def test_cli_prepares_bach_chorales_into_every_representation(representation, tm
     if representation == "fft":
         assert (out / "plots").glob("*.png")
         assert "plot:" in printed
+
+
+def test_cli_prepares_with_one_worker_per_core_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cadenza.commands import prepare as command
+
+    assert command.default_workers() == max(1, min(8, len(os.sched_getaffinity(0))))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    assert command.default_workers() == 8
+    seen: dict[str, int] = {}
+
+    def fake_prepare(*args: object, **kwargs: object) -> str:
+        seen["workers"] = int(kwargs["workers"])  # type: ignore[arg-type]
+        return "prepared"
+
+    monkeypatch.setattr("cadenza.data.prepare.prepare_corpus", fake_prepare)
+    assert cli(["prepare", "some/folder", "out", "--no-progress"]) == 0
+    assert seen["workers"] == 8
+    assert cli(["prepare", "some/folder", "out", "--no-progress", "--workers", "3"]) == 0
+    assert seen["workers"] == 3
