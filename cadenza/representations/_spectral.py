@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import librosa
 import numpy as np
@@ -33,6 +33,7 @@ from cadenza.errors import ParameterError
 
 __all__ = [
     "PAD_MODES",
+    "check_mel_fields",
     "check_mel_params",
     "db_to_power",
     "griffin_lim",
@@ -162,6 +163,22 @@ def _mel_inverse(
     pinv = torch.linalg.pinv(m64).float()
     lipschitz = float(torch.linalg.matrix_norm(m64, ord=2) ** 2)
     return m, pinv, lipschitz
+
+
+def check_mel_fields(rep: Any) -> None:
+    """:func:`check_mel_params` on the fields of a mel-based representation (mel, MFCC)."""
+    check_mel_params(
+        sample_rate=rep.sample_rate,
+        n_fft=rep.n_fft,
+        hop_length=rep.hop_length,
+        win_length=rep.win_length,
+        n_mels=rep.n_mels,
+        fmin=rep.fmin,
+        fmax=rep.fmax,
+        amin=rep.amin,
+        top_db=rep.top_db,
+        n_iter=rep.n_iter,
+    )
 
 
 def _power_chunks(

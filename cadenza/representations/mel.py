@@ -103,18 +103,7 @@ class Mel(Representation):
     n_iter: int = 32
 
     def _validate(self) -> None:
-        _spectral.check_mel_params(
-            sample_rate=self.sample_rate,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            win_length=self.win_length,
-            n_mels=self.n_mels,
-            fmin=self.fmin,
-            fmax=self.fmax,
-            amin=self.amin,
-            top_db=self.top_db,
-            n_iter=self.n_iter,
-        )
+        _spectral.check_mel_fields(self)
         if self.power <= 0:
             raise ParameterError(f"power must be positive, got {self.power}")
         if self.pad_mode not in _spectral.PAD_MODES:

@@ -91,18 +91,7 @@ class MFCC(Representation):
     n_iter: int = 32
 
     def _validate(self) -> None:
-        _spectral.check_mel_params(
-            sample_rate=self.sample_rate,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            win_length=self.win_length,
-            n_mels=self.n_mels,
-            fmin=self.fmin,
-            fmax=self.fmax,
-            amin=self.amin,
-            top_db=self.top_db,
-            n_iter=self.n_iter,
-        )
+        _spectral.check_mel_fields(self)
         if not 1 <= self.n_mfcc <= self.n_mels:
             raise ParameterError(f"n_mfcc must be in 1..n_mels={self.n_mels}, got {self.n_mfcc}")
         if self.dct_type not in DCT_TYPES:
