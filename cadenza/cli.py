@@ -45,7 +45,7 @@ HEAVY = ("train", "generate", "demo")
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the real command line, not a call from Python
         verb = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-        if verb in HEAVY:
+        if verb in HEAVY and sys.executable:
             from cadenza._malloc import reexec_under_tcmalloc
 
             reexec_under_tcmalloc([sys.executable, "-m", "cadenza", *sys.argv[1:]])
