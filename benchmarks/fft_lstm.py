@@ -37,13 +37,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _machine import machine, run_as_cadenza
 from torch import nn
 
 RESULTS = Path(__file__).parent / "results" / "fft_lstm.json"
@@ -227,9 +226,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="audio generated per measurement")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain sliding-window reference")
     args = parser.parse_args()
-    from cadenza._malloc import active_allocator, reexec_under_tcmalloc
-
-    reexec_under_tcmalloc([sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]])  # as `cadenza train`
+    run_as_cadenza()
     t_start = time.perf_counter()
     mm = [mm_rate()]
     train_rows = []
@@ -253,14 +250,7 @@ def main() -> None:
             "train_model_flop_fraction": f">= {GOAL_FRACTION} for {', '.join(GOAL_MODELS)}",
             "generate": "sliding window faster than real time (rtf < 1)",
         },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "device": "cpu",
-            "allocator": active_allocator(),
-        },
+        "machine": machine(),
         "shape": {"batch": BATCH, "seq_len": SEQ_LEN, "n_features": N_FEATURES, "hidden": 2048},
         "mm_gflops": {"best": round(best_mm / 1e9, 1), "all": [round(r / 1e9, 1) for r in mm]},
         "train": train_rows,

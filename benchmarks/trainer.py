@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import machine, run_as_cadenza
 
 RESULTS = Path(__file__).parent / "results" / "trainer.json"
 GOAL_PCT = 5.0
@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed repetition of `step`")
     parser.add_argument("--sizes", default="small,medium", help=f"comma-separated, of {', '.join(SIZES)}")
     args = parser.parse_args()
+    run_as_cadenza()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sizes.split(","):
@@ -183,13 +184,7 @@ def main() -> None:
     result = {
         "benchmark": "trainer overhead per step vs a bare PyTorch loop (same model, batch, optimiser)",
         "goal_overhead_pct": GOAL_PCT,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "device": "cpu",
-        },
+        "machine": machine(),
         "repeats": args.repeats,
         "rows": rows,
     }

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from _machine import machine, run_as_cadenza
 
 from cadenza.models import DataInfo
 from cadenza.models.wavenet import Config, Model
@@ -72,6 +72,7 @@ def main() -> None:
     p.add_argument("--naive-samples", type=int, default=5)
     p.add_argument("--cached-samples", type=int, default=2000)
     args = p.parse_args()
+    run_as_cadenza()
     torch.set_num_threads(args.threads)
     paper, small = build(), build(n_stacks=2, n_layers=9, skip_channels=128)
     for m in (paper, small):
@@ -92,13 +93,9 @@ def main() -> None:
             })  # fmt: skip
     result = {
         "benchmark": "wavenet_generate",
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "threads": args.threads,
-            "device": "cpu (no GPU lent to this session: the GPU part was not run)",
-        },
+        "machine": machine(
+            threads=args.threads, device="cpu (no GPU lent to this session: the GPU part was not run)"
+        ),
         "receptive_field": {"paper": paper.receptive_field, "small": small.receptive_field},
         "sample_rate": SAMPLE_RATE,
         "goals": {"paper_cached_speedup_vs_naive": GOAL_SPEEDUP, "small_realtime_batch1": GOAL_REALTIME},
