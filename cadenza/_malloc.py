@@ -59,11 +59,12 @@ def wanted() -> bool:
 def reexec_under_tcmalloc(argv: list[str]) -> None:
     """Replace this process with ``argv`` (``argv[0]`` the executable) under tcmalloc.
 
-    Returns without doing anything when tcmalloc is already in use or in ``LD_PRELOAD``, not
-    installed, or not wanted (``CADENZA_MALLOC=system``), or when the ``exec`` fails.
+    Returns without doing anything when tcmalloc is already in use, another allocator is in
+    ``LD_PRELOAD``, tcmalloc is not installed or not wanted (``CADENZA_MALLOC=system``), or
+    when the ``exec`` fails.
     """
-    if not wanted() or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
-        return
+    if not wanted() or "malloc" in os.environ.get("LD_PRELOAD", ""):
+        return  # not wanted, or an allocator (tcmalloc, jemalloc, mimalloc) chosen already
     if active_allocator() == "tcmalloc":
         return
     lib = find_tcmalloc()

@@ -46,6 +46,9 @@ def test_reexec_puts_the_process_under_tcmalloc_unless_told_not_to() -> None:
     code = "from cadenza._malloc import active_allocator; print(active_allocator())"
     assert run(code)[0] == "tcmalloc"
     assert run(code, CADENZA_MALLOC="system")[0] == "system"
+    # an allocator the user preloads is left alone
+    jemalloc = "/nonexistent/libjemalloc.so.2"
+    assert run(code, LD_PRELOAD=jemalloc)[0] == "system"
 
 
 @needs_tcmalloc
