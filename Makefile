@@ -49,7 +49,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check cadenza tests benchmarks
+	$(VENV)/bin/ruff format --check cadenza tests benchmarks
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check cadenza tests benchmarks
+	$(VENV)/bin/ruff format --check cadenza tests benchmarks
 
 bench: $(STAMP)
 	for b in benchmarks/[!_]*.py; do $(PY) $$b || exit 1; done

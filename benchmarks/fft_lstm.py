@@ -81,7 +81,9 @@ def forward_flops(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
         counts.append((type(module).__name__, 2.0 * output.numel() * fan_in))
 
     handles = [
-        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
     ]
     with torch.no_grad():
         model.eval()(x)

@@ -51,7 +51,9 @@ def make_store(path: Path, block_size: int) -> Path:
     items = {}
     for i in range(8):
         f0 = 110 * 2 ** (i / 5)
-        y = sum(0.2 / k * np.sin(2 * np.pi * k * f0 * t) for k in range(1, 6)) + 0.01 * rng.standard_normal(len(t))
+        y = sum(0.2 / k * np.sin(2 * np.pi * k * f0 * t) for k in range(1, 6)) + 0.01 * rng.standard_normal(
+            len(t)
+        )
         items[f"piece{i}"] = (rep.encode(y.astype(np.float32)), "valid" if i == 7 else "train", {})
     create_store(path, rep, items)
     return path

@@ -44,7 +44,14 @@ class Job:
 
 
 STORES = {
-    "fft": Store("fft", "music21:chorales", "fft", {}, None, "Bach chorales as FFT frames (paper 000: 16 kHz, N = 4000)"),
+    "fft": Store(
+        "fft",
+        "music21:chorales",
+        "fft",
+        {},
+        None,
+        "Bach chorales as FFT frames (paper 000: 16 kHz, N = 4000)",
+    ),
     "rolls": Store(
         "rolls",
         "music21:chorales",
@@ -54,7 +61,12 @@ STORES = {
         "Bach chorales as piano rolls (paper 004: 24 steps per beat, 84 pitches)",
     ),
     "wave": Store(
-        "wave", "music21:bach,corelli", "waveform", {}, 8000, "Bach and Corelli as 8 kHz audio (paper 002, Seq2Seq)"
+        "wave",
+        "music21:bach,corelli",
+        "waveform",
+        {},
+        8000,
+        "Bach and Corelli as 8 kHz audio (paper 002, Seq2Seq)",
     ),
     "mulaw": Store(
         "mulaw",
@@ -223,7 +235,12 @@ def _silence_note(path: Path) -> str:
 
 
 def write_report(out: Path, written: dict[str, Any], *, seconds: float) -> Path:
-    lines = ["# cadenza demo", "", f"Run in {seconds:.0f} s on the music21 corpus shipped with the package.", ""]
+    lines = [
+        "# cadenza demo",
+        "",
+        f"Run in {seconds:.0f} s on the music21 corpus shipped with the package.",
+        "",
+    ]
     lines += ["## Data", *[f"- {STORES[k].what}: {s}" for k, s in written["stores"].items()], ""]
     lines += ["## One chorale", f"![one chorale]({Path(written['plot']).relative_to(out)})", ""]
     for job in written["jobs"]:

@@ -39,7 +39,9 @@ def check_environment() -> list[Check]:
         ("matplotlib", "plots"),
     ):
         v = _version(module)
-        checks.append(Check(module, v is not None, v or "missing", "" if v else f"pip install {module}: {why}"))
+        checks.append(
+            Check(module, v is not None, v or "missing", "" if v else f"pip install {module}: {why}")
+        )
 
     import soundfile
 
@@ -49,7 +51,9 @@ def check_environment() -> list[Check]:
             "mp3 decoding",
             mp3,
             f"libsndfile {soundfile.__libsndfile_version__}",
-            "" if mp3 else "MP3 files will be skipped; upgrade soundfile (>= 0.12.1 bundles libsndfile with MP3)",
+            ""
+            if mp3
+            else "MP3 files will be skipped; upgrade soundfile (>= 0.12.1 bundles libsndfile with MP3)",
             optional=True,
         )
     )

@@ -161,7 +161,11 @@ def plot_piece(
         plot_spectrogram(y, sr=sr, ax=axes.pop(0), title=f"{title} log-mel spectrogram".strip())
     if roll is not None:
         plot_pianoroll(
-            roll, resolution=resolution, lowest_pitch=lowest_pitch, ax=axes.pop(0), title=f"{title} piano roll".strip()
+            roll,
+            resolution=resolution,
+            lowest_pitch=lowest_pitch,
+            ax=axes.pop(0),
+            title=f"{title} piano roll".strip(),
         )
     fig.tight_layout()
     return save_figure(fig, path)
@@ -179,12 +183,21 @@ def plot_store_item(store: Any, item_id: str | None = None, out: str | os.PathLi
     out = Path(out) if out else store.path / "plots" / f"{item_id}.png"
     if rep.input_kind == "score":
         return plot_piece(
-            out, roll=frames, resolution=rep.resolution, lowest_pitch=rep.lowest_pitch, title=item_id  # type: ignore[attr-defined]
+            out,
+            roll=frames,
+            resolution=rep.resolution,
+            lowest_pitch=rep.lowest_pitch,
+            title=item_id,  # type: ignore[attr-defined]
         )
     if rep.name in ("mel", "mfcc"):
         fig, ax = _plt().subplots(figsize=(11, 3.5))
         plot_db_frames(
-            frames, frame_rate=rep.frame_rate, is_db=rep.name == "mel", ax=ax, title=f"{item_id} {rep.name}", ylabel=rep.name
+            frames,
+            frame_rate=rep.frame_rate,
+            is_db=rep.name == "mel",
+            ax=ax,
+            title=f"{item_id} {rep.name}",
+            ylabel=rep.name,
         )
         return save_figure(fig, out)
     return plot_piece(out, y=rep.decode(frames), sr=rep.sample_rate, title=item_id)  # type: ignore[attr-defined]

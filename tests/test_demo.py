@@ -25,7 +25,20 @@ FAST = [
 
 def test_demo_trains_and_generates_one_model_of_each_family(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--max-files", "3", "--n", "1", "--seconds", "1", "--bars", "32", *FAST]
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--max-files",
+        "3",
+        "--n",
+        "1",
+        "--seconds",
+        "1",
+        "--bars",
+        "32",
+        *FAST,
+    ]
     assert cli(args) == 0
     report = (out / "report.md").read_text()
     assert {job.config.rsplit("-", 1)[0] for job in JOBS} >= {"fft_base", "bilstm_gan", "seq2seq", "wavenet"}

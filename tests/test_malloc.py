@@ -10,7 +10,9 @@ import pytest
 
 from cadenza import _malloc, cli
 
-needs_tcmalloc = pytest.mark.skipif(_malloc.find_tcmalloc() is None, reason="libtcmalloc-minimal4 not installed")
+needs_tcmalloc = pytest.mark.skipif(
+    _malloc.find_tcmalloc() is None, reason="libtcmalloc-minimal4 not installed"
+)
 
 REEXEC = """
 import sys

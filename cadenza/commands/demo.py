@@ -13,16 +13,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo", help="output folder (default: demo)")
     p.add_argument(
-        "--max-files", type=int, default=None, help="files per store (default: 24 chorales; 12 pieces of raw audio)"
+        "--max-files",
+        type=int,
+        default=None,
+        help="files per store (default: 24 chorales; 12 pieces of raw audio)",
     )
     p.add_argument("--workers", type=int, default=2, help="processes for preparation (default: 2)")
-    p.add_argument("--seconds", type=float, default=None, help="length of each generated sample (default: per model)")
+    p.add_argument(
+        "--seconds", type=float, default=None, help="length of each generated sample (default: per model)"
+    )
     p.add_argument(
         "--models",
         default="",
         help="comma-separated config names or model keys to train (default: one of each family)",
     )
-    p.add_argument("--bars", type=int, default=2000, help="generated bars per GAN for Table 1 (default: 2000)")
+    p.add_argument(
+        "--bars", type=int, default=2000, help="generated bars per GAN for Table 1 (default: 2000)"
+    )
     p.add_argument("--n", type=int, default=2, help="number of samples to generate")
     p.add_argument("overrides", nargs="*", help="training overrides, e.g. train.max_epochs=5")
     p.set_defaults(func=run)

@@ -46,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-r", "--representation", default="fft", help="waveform, fft, mel, mfcc or pianoroll (default: fft)"
     )
-    p.add_argument("--sample-rate", type=int, default=None, help="audio rate in Hz (default: the representation's)")
+    p.add_argument(
+        "--sample-rate", type=int, default=None, help="audio rate in Hz (default: the representation's)"
+    )
     p.add_argument(
         "--param",
         action="append",
@@ -78,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         split = tuple(float(x) for x in args.split.split(","))
     except ValueError:
-        raise ParameterError(f"--split expects three fractions like 0.8,0.1,0.1, got {args.split!r}") from None
+        raise ParameterError(
+            f"--split expects three fractions like 0.8,0.1,0.1, got {args.split!r}"
+        ) from None
     summary = prepare_corpus(
         args.source,
         args.out,

@@ -187,7 +187,13 @@ class RunningStats:
     def result(self) -> dict[str, np.ndarray]:
         if self.n == 0:
             zeros = np.zeros_like(self.mean)
-            return {"mean": zeros, "std": np.ones_like(zeros), "min": zeros, "max": zeros, "count": np.array(0)}
+            return {
+                "mean": zeros,
+                "std": np.ones_like(zeros),
+                "min": zeros,
+                "max": zeros,
+                "count": np.array(0),
+            }
         std = np.sqrt(self.m2 / max(self.n - 1, 1))
         return {"mean": self.mean, "std": std, "min": self.min, "max": self.max, "count": np.array(self.n)}
 
@@ -205,7 +211,9 @@ def write_meta(path: str | os.PathLike, meta: dict[str, Any]) -> None:
     atomic_write_text(Path(path) / "meta.yaml", yaml.safe_dump(meta, sort_keys=False))
 
 
-def finish_store(path: str | os.PathLike, records: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+def finish_store(
+    path: str | os.PathLike, records: list[dict[str, Any]], meta: dict[str, Any]
+) -> dict[str, Any]:
     """Write the final manifest, the training statistics and a complete ``meta.yaml``.
 
     ``records`` are manifest lines; the shards of ``ok`` records must already exist.
@@ -217,7 +225,9 @@ def finish_store(path: str | os.PathLike, records: list[dict[str, Any]], meta: d
     ok = [r for r in records if r["status"] == "ok"]
     train = [r for r in ok if r["split"] == "train"] or ok
     n_features = int(meta["n_features"])
-    stats = compute_stats((np.load(path / "shards" / f"{r['id']}.npy", mmap_mode="r") for r in train), n_features)
+    stats = compute_stats(
+        (np.load(path / "shards" / f"{r['id']}.npy", mmap_mode="r") for r in train), n_features
+    )
     tmp = path / f".stats.{os.getpid()}.tmp.npz"
     np.savez(tmp, **stats)
     os.replace(tmp, path / "stats.npz")

@@ -49,7 +49,9 @@ class _StoreWindows(Dataset):
         self.n_too_short = int((~keep).sum())
         self._cum = np.concatenate([[0], np.cumsum(counts[keep])])
         self.label_key = label_key
-        self.labels = labels if labels is not None else (self.store.label_values(label_key) if label_key else [])
+        self.labels = (
+            labels if labels is not None else (self.store.label_values(label_key) if label_key else [])
+        )
         if label_key:
             index = {v: i for i, v in enumerate(self.labels)}
             self._label_ids = np.array(
@@ -148,7 +150,9 @@ class SequenceWindows(_StoreWindows):
         label_key: str | None = None,
         labels: list[str] | None = None,
     ) -> None:
-        super().__init__(store, split, span=seq_len + 1, hop=hop or seq_len, label_key=label_key, labels=labels)
+        super().__init__(
+            store, split, span=seq_len + 1, hop=hop or seq_len, label_key=label_key, labels=labels
+        )
         self.seq_len = seq_len
         stats = self.store.stats if normalization != "none" else None
         self.normalizer = Normalizer.from_stats(normalization, stats)
@@ -202,7 +206,9 @@ class AudioWindows(_StoreWindows):
         labels: list[str] | None = None,
     ) -> None:
         if scheme not in SEQ2SEQ_SCHEMES:
-            raise ParameterError(f"unknown windowing scheme {scheme!r}; expected one of {sorted(SEQ2SEQ_SCHEMES)}")
+            raise ParameterError(
+                f"unknown windowing scheme {scheme!r}; expected one of {sorted(SEQ2SEQ_SCHEMES)}"
+            )
         p = dict(SEQ2SEQ_SCHEMES[scheme])
         for key, value in (("n_input", n_input), ("n_output", n_output), ("shift", shift), ("hop", hop)):
             if value is not None:

@@ -114,7 +114,12 @@ class RMSprop(torch.optim.RMSprop):
                     state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
                 jobs.append(
-                    (p.view(-1).numpy(), p.grad.view(-1).numpy(), state["square_avg"].view(-1).numpy(), scalars)
+                    (
+                        p.view(-1).numpy(),
+                        p.grad.view(-1).numpy(),
+                        state["square_avg"].view(-1).numpy(),
+                        scalars,
+                    )
                 )
         n_threads = max(1, torch.get_num_threads())
         pieces = []

@@ -34,7 +34,9 @@ def music_folder(tmp_path):
     (root / "rock").mkdir()
     sf.write(root / "jazz" / "a.wav", _tone(2.0, 44100, 440, channels=2), 44100, subtype="PCM_16")
     sf.write(root / "jazz" / "b.flac", _tone(1.5, 22050, 330), 22050, subtype="PCM_24")
-    sf.write(root / "rock" / "c.ogg", _tone(1.0, 48000, 550, channels=2), 48000, format="OGG", subtype="VORBIS")
+    sf.write(
+        root / "rock" / "c.ogg", _tone(1.0, 48000, 550, channels=2), 48000, format="OGG", subtype="VORBIS"
+    )
     sf.write(root / "rock" / "d.wav", _tone(1.2, 8000, 220, channels=3), 8000)
     # Malformed: empty, text named .mp3, truncated, silent, header only.
     (root / "rock" / "empty.wav").write_bytes(b"")
@@ -52,7 +54,9 @@ def _manifest(out):
 
 def test_prepare_folder_records_every_file_and_skips_bad_ones(music_folder, tmp_path):
     out = tmp_path / "store"
-    summary = prepare_corpus(str(music_folder), out, representation="fft", rep_params=SMALL_FFT, progress=False)
+    summary = prepare_corpus(
+        str(music_folder), out, representation="fft", rep_params=SMALL_FFT, progress=False
+    )
     manifest = _manifest(out)
     assert len(manifest) == 9
     ok = {k for k, r in manifest.items() if r["status"] == "ok"}
@@ -89,12 +93,16 @@ def test_prepare_folder_records_every_file_and_skips_bad_ones(music_folder, tmp_
 
 
 def test_split_is_by_file_seeded_and_stratified():
-    items = [SourceItem(f"{c}{i:02d}", "audio", f"/x/{c}{i}", {"composer": c}) for c in "ab" for i in range(20)]
+    items = [
+        SourceItem(f"{c}{i:02d}", "audio", f"/x/{c}{i}", {"composer": c}) for c in "ab" for i in range(20)
+    ]
     s1 = assign_splits(items, seed=3)
     assert s1 == assign_splits(list(reversed(items)), seed=3)
     assert s1 != assign_splits(items, seed=4)
     for c in "ab":
-        counts = {s: sum(1 for k, v in s1.items() if k.startswith(c) and v == s) for s in ("train", "valid", "test")}
+        counts = {
+            s: sum(1 for k, v in s1.items() if k.startswith(c) and v == s) for s in ("train", "valid", "test")
+        }
         assert counts == {"train": 16, "valid": 2, "test": 2}
     few = assign_splits(items[:3], seed=0)
     assert sorted(few.values()) == ["test", "train", "valid"]
@@ -124,7 +132,9 @@ def test_killed_prepare_resumes_without_redoing_files(music_folder, tmp_path, mo
 
     calls.clear()
     monkeypatch.setattr(prep, "prepare_one", lambda item, *a: (calls.append(item.id), real(item, *a))[1])
-    summary = prepare_corpus(str(music_folder), out, representation="fft", rep_params=SMALL_FFT, progress=False)
+    summary = prepare_corpus(
+        str(music_folder), out, representation="fft", rep_params=SMALL_FFT, progress=False
+    )
     assert len(calls) == 6 and summary.n_done_before == 3
     assert summary.n_ok == 4 and len(_manifest(out)) == 9
     # A third run has nothing left to do.
@@ -137,9 +147,16 @@ def test_other_parameters_on_an_existing_store_are_refused(music_folder, tmp_pat
     out = tmp_path / "store"
     prepare_corpus(str(music_folder), out, representation="fft", rep_params=SMALL_FFT, progress=False)
     with pytest.raises(StoreError, match="other parameters"):
-        prepare_corpus(str(music_folder), out, representation="fft", rep_params={"block_size": 200}, progress=False)
+        prepare_corpus(
+            str(music_folder), out, representation="fft", rep_params={"block_size": 200}, progress=False
+        )
     summary = prepare_corpus(
-        str(music_folder), out, representation="fft", rep_params={"block_size": 200}, progress=False, overwrite=True
+        str(music_folder),
+        out,
+        representation="fft",
+        rep_params={"block_size": 200},
+        progress=False,
+        overwrite=True,
     )
     assert summary.n_ok == 4 and FeatureStore(out).n_features == 400
 
@@ -154,7 +171,9 @@ def test_parallel_workers_give_the_same_store(music_folder, tmp_path):
         {k: v for k, v in r.items() if k not in strip} for r in mb.values()
     ]
     for item_id in FeatureStore(a).ids():
-        np.testing.assert_array_equal(np.load(a / "shards" / f"{item_id}.npy"), np.load(b / "shards" / f"{item_id}.npy"))
+        np.testing.assert_array_equal(
+            np.load(a / "shards" / f"{item_id}.npy"), np.load(b / "shards" / f"{item_id}.npy")
+        )
 
 
 def crash_on_c(item, *args):
@@ -171,7 +190,9 @@ def test_a_worker_crash_costs_only_its_file(music_folder, tmp_path, monkeypatch)
 
     out = tmp_path / "store"
     monkeypatch.setattr(prep, "_WORKER_FN", crash_on_c)
-    summary = prepare_corpus(str(music_folder), out, representation="fft", rep_params=SMALL_FFT, workers=2, progress=False)
+    summary = prepare_corpus(
+        str(music_folder), out, representation="fft", rep_params=SMALL_FFT, workers=2, progress=False
+    )
     manifest = _manifest(out)
     assert manifest["rock__c.ogg"]["reason"] == "crashed the decoder"
     assert summary.n_ok == 3 and len(manifest) == 9

@@ -136,7 +136,9 @@ def test_normalized_model_is_blind_to_loudness_and_the_plain_one_is_not() -> Non
     assert rounds[-1] > 0.2 * rounds[0]  # no round-by-round decay
     plain = tiny_model(normalize=False).eval()
     with torch.no_grad():
-        assert not torch.allclose(plain.losses({"x": 8 * x, "y": 8 * y})["loss"], plain.losses({"x": x, "y": y})["loss"])
+        assert not torch.allclose(
+            plain.losses({"x": 8 * x, "y": 8 * y})["loss"], plain.losses({"x": x, "y": y})["loss"]
+        )
 
 
 def test_generation_of_5_seconds_and_2_minutes() -> None:

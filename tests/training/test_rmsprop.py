@@ -15,7 +15,9 @@ def params(seed: int = 0) -> list[torch.nn.Parameter]:
     return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
 
 
-def run(opt_class, kwargs: dict, steps: int = 5, state: dict | None = None) -> tuple[list, torch.optim.Optimizer]:
+def run(
+    opt_class, kwargs: dict, steps: int = 5, state: dict | None = None
+) -> tuple[list, torch.optim.Optimizer]:
     ps = params()
     opt = opt_class(ps, **kwargs)
     if state is not None:
