@@ -6,9 +6,11 @@ Everything runs side by side in one process on the same machine:
     One training step of each model at the paper's size (8000 features, hidden 2048, B = 16,
     T = 40, RMSprop with its paper config, dropout on): ``zero_grad; losses; backward; step``,
     after one warm-up step, the best of ``--steps`` (paired with the best matrix-multiply rate;
-    the median is recorded too). Throughput is B x T frames per second.
-    Achieved FLOP/s is an analytic FLOP count over the median step time, as a fraction of the
-    best dense ``torch.mm`` rate (4096 x 4096 fp32, measured before and after every model).
+    the median is recorded too). The models are timed in rounds, one step of each per round
+    with a matrix-multiply measurement between rounds, so that all see the same moments of a
+    shared machine. Throughput is B x T frames per second.
+    Achieved FLOP/s is an analytic FLOP count over the best step time, as a fraction of the
+    best dense ``torch.mm`` rate (4096 x 4096 fp32, measured before the rounds and after each).
     Two counts are reported: *model FLOPs*, the usual 3 x forward (every matrix product once
     forward, once for its weight gradient, once for its input gradient), and *executed
     FLOPs*, which leaves out the input gradient of the layer that reads the data, since
@@ -115,42 +117,63 @@ def build(key: str, seq_len: int = SEQ_LEN):
     return model, cfg
 
 
-def bench_train(key: str, steps: int) -> dict:
-    from cadenza.training.optim import build_optimizer
+class TrainBench:
+    """One paper-size model, its optimiser and a fixed batch, ready to time one step at a time."""
 
-    model, cfg = build(key)
-    n_params = sum(p.numel() for p in model.parameters())
-    opt = build_optimizer(model.parameters(), cfg.optim)
-    g = torch.Generator().manual_seed(0)
-    frames = torch.randn(BATCH, SEQ_LEN + 1, N_FEATURES, generator=g)
-    batch = {"x": frames[:, :-1], "y": frames[:, 1:]}
-    fwd, first = forward_flops(model, batch["x"])
-    model.train()
+    def __init__(self, key: str) -> None:
+        from cadenza.training.optim import build_optimizer
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        model.losses(batch)["loss"].backward()
-        opt.step()
+        self.key = key
+        self.model, cfg = build(key)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.opt = build_optimizer(self.model.parameters(), cfg.optim)
+        g = torch.Generator().manual_seed(0)
+        frames = torch.randn(BATCH, SEQ_LEN + 1, N_FEATURES, generator=g)
+        self.batch = {"x": frames[:, :-1], "y": frames[:, 1:]}
+        self.fwd, self.first = forward_flops(self.model, self.batch["x"])
+        self.model.train()
+        self.times: list[float] = []
+        self.step(timed=False)  # warm-up (allocates gradients and optimiser state)
 
-    step()  # warm-up (allocates gradients and optimiser state)
-    times = []
-    for _ in range(steps):
+    def step(self, timed: bool = True) -> None:
         t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    seconds = min(times)  # paired with the best matrix-multiply rate: both are best-of
-    return {
-        "model": key,
-        "params_m": round(n_params / 1e6, 1),
-        "step_s": round(seconds, 3),
-        "median_step_s": round(statistics.median(times), 3),
-        "frames_per_s": round(BATCH * SEQ_LEN / seconds, 1),
-        "model_gflop_per_step": round(3 * fwd / 1e9, 1),
-        "executed_gflop_per_step": round((3 * fwd - first) / 1e9, 1),
-        "model_gflops": round(3 * fwd / seconds / 1e9, 1),
-        "executed_gflops": round((3 * fwd - first) / seconds / 1e9, 1),
-        "step_times_s": [round(t, 3) for t in times],
-    }
+        self.opt.zero_grad(set_to_none=True)
+        self.model.losses(self.batch)["loss"].backward()
+        self.opt.step()
+        if timed:
+            self.times.append(time.perf_counter() - t0)
+
+    def row(self) -> dict:
+        seconds = min(self.times)  # paired with the best matrix-multiply rate: both are best-of
+        fwd, first = self.fwd, self.first
+        return {
+            "model": self.key,
+            "params_m": round(self.n_params / 1e6, 1),
+            "step_s": round(seconds, 3),
+            "median_step_s": round(statistics.median(self.times), 3),
+            "frames_per_s": round(BATCH * SEQ_LEN / seconds, 1),
+            "model_gflop_per_step": round(3 * fwd / 1e9, 1),
+            "executed_gflop_per_step": round((3 * fwd - first) / 1e9, 1),
+            "model_gflops": round(3 * fwd / seconds / 1e9, 1),
+            "executed_gflops": round((3 * fwd - first) / seconds / 1e9, 1),
+            "step_times_s": [round(t, 3) for t in self.times],
+        }
+
+
+def bench_train(keys: list[str], steps: int) -> tuple[list[dict], list[float]]:
+    """All models side by side: each round measures the matmul rate, then one step of every
+    model, so that every model sees the same moments of a shared machine."""
+    benches = [TrainBench(key) for key in keys]
+    mm = [mm_rate()]
+    for r in range(steps):
+        for bench in benches:
+            bench.step()
+        mm.append(mm_rate())
+        print(
+            f"  round {r + 1}/{steps}: " + ", ".join(f"{b.key} {b.times[-1]:.2f} s" for b in benches),
+            flush=True,
+        )
+    return [b.row() for b in benches], mm
 
 
 def bench_optimizer(repeats: int = 5) -> dict:
@@ -223,21 +246,15 @@ def bench_generate(n: int, seconds: float, plain: bool) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps per model")
+    parser.add_argument("--steps", type=int, default=7, help="timed training steps (rounds) per model")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seconds", type=float, default=10.0, help="audio generated per measurement")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain sliding-window reference")
     args = parser.parse_args()
     run_as_cadenza()
     t_start = time.perf_counter()
-    mm = [mm_rate()]
-    train_rows = []
-    for key in args.models.split(","):
-        row = bench_train(key.strip(), args.steps)
-        gc.collect()  # free the model before the next one
-        mm.append(mm_rate())
-        train_rows.append(row)
-        print(f"  {row['model']}: {row['step_s']:.2f} s/step", flush=True)
+    train_rows, mm = bench_train([k.strip() for k in args.models.split(",")], args.steps)
+    gc.collect()  # free the models
     best_mm = max(mm)
     for row in train_rows:
         row["model_fraction"] = round(row["model_gflops"] * 1e9 / best_mm, 3)
