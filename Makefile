@@ -36,6 +36,16 @@ system-deps:
 		echo "NOTE: libtcmalloc-minimal4 is not installed; CPU training uses the system allocator (slower)."; \
 	fi
 
+	@if [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = "0" ]; then \
+		echo "Installing chromium (Debian package) for the browser test of the evaluation report..."; \
+		( apt-get install -y -q chromium >/dev/null 2>&1 || \
+		  ( apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1 ) ) || \
+		echo "WARNING: could not install chromium; the browser test of the evaluation report will be skipped."; \
+	else \
+		echo "NOTE: chromium is not installed; the browser test of the evaluation report will be skipped."; \
+	fi
+
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

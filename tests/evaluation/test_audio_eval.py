@@ -1,0 +1,219 @@
+"""The audio evaluation on real music: rendered Bach chorales and a Haydn quartet from music21.
+
+The metric self-test: progressive degradations of real clips raise KAD and FAD in order; the
+real-vs-real floor sits below every garbage calibration row; the loop detector flags loops and
+passes music; the copy check flags clips cut from the training files and passes held-out ones.
+Then ``cadenza evaluate`` on folders with bad input, from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import music21
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import butter, sosfiltfilt
+
+from cadenza.audio import render_midi, write_audio
+from cadenza.cli import main
+from cadenza.data.scores import read_score
+from cadenza.evaluation import detectors as det
+from cadenza.evaluation.distances import fad, kad
+from cadenza.evaluation.evaluate import evaluate
+from cadenza.evaluation.features import (
+    ANALYSIS_SR,
+    N_CLIP_FEATURES,
+    clip_embedding,
+    clip_features,
+    reference_window_features,
+)
+
+SR = ANALYSIS_SR
+CLIP = 5 * SR  # 5 s clips keep the suite fast
+
+
+def _render(work: str, seconds: float | None = None) -> np.ndarray:
+    y = render_midi(read_score(music21.corpus.getWork(work)), sr=SR)
+    return y[: int(seconds * SR)] if seconds else y
+
+
+@pytest.fixture(scope="module")
+def pieces() -> dict[str, list[np.ndarray]]:
+    """Rendered music in three disjoint groups of pieces: train, reference (held out), other held-out."""
+    chorales = [
+        str(p) for p in music21.corpus.getComposer("bach") if "bwv" in str(p) and str(p).endswith(".mxl")
+    ]
+    chorales = sorted(chorales)[:18]
+    ys = [render_midi(read_score(p), sr=SR) for p in chorales]
+    quartet = _render("haydn/opus74no1/movement3", 60.0)
+    return {"train": ys[:6], "reference": [*ys[6:14], quartet], "held_out": ys[14:]}
+
+
+def _clips(ys: list[np.ndarray], n: int = CLIP) -> list[np.ndarray]:
+    return [y[a : a + n] for y in ys for a in range(0, len(y) - n + 1, n)]
+
+
+def _z(sets: list[np.ndarray], ref: np.ndarray) -> list[np.ndarray]:
+    mean, std = ref.mean(0), ref.std(0)
+    std = np.maximum(std, 1e-3 * np.median(std[std > 0]))
+    return [(s - mean) / std for s in sets]
+
+
+def _embed(clips: list[np.ndarray]) -> np.ndarray:
+    return np.stack([clip_embedding(clip_features(c).windows) for c in clips])
+
+
+def test_features_equal_a_librosa_loop_on_real_music(pieces: dict[str, list[np.ndarray]]) -> None:
+    y = pieces["reference"][-1][: 6 * SR]  # the quartet
+    fast = clip_features(y).windows
+    slow = reference_window_features(y)
+    assert fast.shape == slow.shape == (11, 134)
+    scale = np.maximum(np.abs(slow), 1e-3 * np.abs(slow).max(axis=0))
+    assert np.max(np.abs(fast - slow) / scale) < 1e-4
+    assert clip_embedding(fast).shape == (N_CLIP_FEATURES,)
+    # a different piece gives different features (the test can fail)
+    assert np.abs(reference_window_features(pieces["train"][0][: 6 * SR]) - slow).max() > 1.0
+
+
+def test_degradations_raise_kad_and_fad_in_order(pieces: dict[str, list[np.ndarray]]) -> None:
+    ref_clips = _clips(pieces["reference"])
+    test_clips = _clips(pieces["held_out"] + pieces["train"][:2])
+    assert len(ref_clips) >= 30 and len(test_clips) >= 20
+    rng = np.random.default_rng(0)
+
+    def noisy(y: np.ndarray, snr_db: float) -> np.ndarray:
+        power = np.mean(y.astype(np.float64) ** 2)
+        return (y + np.sqrt(power / 10 ** (snr_db / 10)) * rng.standard_normal(len(y))).astype(np.float32)
+
+    def lowpass(y: np.ndarray, hz: float) -> np.ndarray:
+        return sosfiltfilt(butter(8, hz, fs=SR, output="sos"), y).astype(np.float32)
+
+    def clipped(y: np.ndarray, level: float) -> np.ndarray:
+        peak = np.abs(y).max()
+        return np.clip(y / peak, -level, level) / level * peak
+
+    ladders = {
+        "noise": [lambda y: y] + [lambda y, s=s: noisy(y, s) for s in (30, 20, 10, 0)],
+        "low-pass": [lambda y: y] + [lambda y, f=f: lowpass(y, f) for f in (8000, 4000, 2000)],
+        "clipping": [lambda y: y] + [lambda y, c=c: clipped(y, c) for c in (0.3, 0.05)],
+    }
+    ref = _embed(ref_clips)
+    for name, ladder in ladders.items():
+        sets = [_embed([step(c) for c in test_clips]) for step in ladder]
+        zs = _z(sets, ref)
+        zref = _z([ref], ref)[0]
+        kads = [kad(z, zref) for z in zs]
+        fads = [fad(z, zref) for z in zs]
+        assert all(a < b for a, b in zip(kads, kads[1:])), (name, kads)
+        assert all(a < b for a, b in zip(fads, fads[1:])), (name, fads)
+
+
+def test_loop_detector_flags_loops_and_held_tones_and_passes_music(
+    pieces: dict[str, list[np.ndarray]],
+) -> None:
+    music = _clips(pieces["reference"] + pieces["held_out"], 10 * SR)
+    scores = [det.loop_score(clip_features(c))[0] for c in music]
+    assert max(scores) < det.LOOP_THRESHOLD, scores
+    rng = np.random.default_rng(1)
+    for clip in music[:8]:
+        start = int(rng.integers(len(clip) - SR // 2))
+        score, lag = det.loop_score(clip_features(np.tile(clip[start : start + SR // 2], 20)))
+        assert score > det.LOOP_THRESHOLD and lag == pytest.approx(0.5, abs=0.02)
+    cycle = np.sin(2 * np.pi * np.arange(128) / 128) + 0.3 * np.sin(6 * np.pi * np.arange(128) / 128)
+    tone = 0.3 * np.tile(cycle, 10 * SR // 128).astype(np.float32)  # the tiny Seq2Seq's collapse
+    assert det.loop_score(clip_features(tone))[0] > det.LOOP_THRESHOLD
+    noise = 0.1 * rng.standard_normal(10 * SR).astype(np.float32)
+    assert det.loop_score(clip_features(noise))[0] < 0.2
+    assert det.loop_score(clip_features(np.zeros(10 * SR, np.float32))) == (None, None)
+
+
+def _folder(path: Path, ys: list[np.ndarray], prefix: str) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for i, y in enumerate(ys):
+        write_audio(path / f"{prefix}{i:02d}.wav", y, SR)
+    return path
+
+
+def test_evaluate_folders_calibration_copies_and_bad_input(
+    pieces: dict[str, list[np.ndarray]], tmp_path: Path
+) -> None:
+    ref_dir = _folder(tmp_path / "reference", pieces["reference"], "ref")
+    train_dir = _folder(tmp_path / "train", pieces["train"], "train")
+    rng = np.random.default_rng(2)
+    gen = tmp_path / "generated"
+    gen.mkdir()
+    for i, y in enumerate(pieces["train"][:4]):  # cut from the training files, at odd offsets
+        start = int(rng.integers(len(y) - CLIP))
+        write_audio(gen / f"copy{i}.wav", y[start : start + CLIP], SR)
+    for i, y in enumerate(pieces["held_out"][:4]):  # real music the evaluation has not seen
+        write_audio(gen / f"held{i}.wav", y[SR : SR + CLIP], SR)
+    held = pieces["held_out"][0]
+    stereo = np.stack([held[:CLIP], 0.5 * held[:CLIP]], axis=1)
+    sf.write(gen / "stereo-44k.flac", np.repeat(stereo, 2, axis=0)[: 2 * CLIP], 2 * SR)  # other rate, 2 ch
+    start = 3 * SR
+    write_audio(gen / "loop.wav", np.tile(held[start : start + SR // 2], 10), SR)
+    write_audio(gen / "noise.wav", 0.1 * rng.standard_normal(CLIP), SR)
+    write_audio(gen / "short.wav", held[: SR // 4], SR)
+    (gen / "broken.mp3").write_text("not audio at all")
+    (gen / "empty.wav").write_bytes(b"")
+    silent = music21.stream.Stream([music21.note.Rest(quarterLength=8)])
+    silent.write("midi", fp=str(gen / "rests.mid"))
+
+    out = tmp_path / "results"
+    ev = evaluate([gen], reference=ref_dir, out=out, n_clips=40, seconds=5.0, n_boot=100, train=train_dir)
+
+    (cs,) = ev.sets
+    assert dict(cs.skipped).keys() == {"broken.mp3", "empty.wav"}
+    flags = {c.name: c.flags for c in cs.clips}
+    assert all("copy" in flags[f"copy{i}"] for i in range(4)), flags
+    assert not any(flags[f"held{i}"] for i in range(4)), flags
+    assert flags["stereo-44k"] == [] and "loop" in flags["loop"] and "noise" in flags["noise"]
+    assert "short" in flags["short"] and "silent" in flags["rests"]
+    ratios = {c.name: c.measures["copy_ratio"] for c in cs.clips}
+    assert (
+        max(ratios[f"copy{i}"] for i in range(4)) < det.COPY_RATIO < min(ratios[f"held{i}"] for i in range(4))
+    )
+
+    rows = {r.name: r for r in ev.calibration}
+    floor = rows.pop("real vs real")
+    assert set(rows) == {"white noise", "digital silence", "low-pass 3.5 kHz", "0.5 s loop"}
+    for key in ("kad", "fad"):
+        assert all(floor.distances[key].value < r.distances[key].value for r in rows.values()), key
+    assert {"precision", "recall", "density", "coverage"} <= set(cs.distances)
+    assert rows["white noise"].flag_counts()["noise"] == len(rows["white noise"].clips)
+    assert rows["0.5 s loop"].flag_counts()["loop"] == len(rows["0.5 s loop"].clips)
+
+    payload = json.loads((out / "metrics.json").read_text())
+    assert (
+        payload["feature_version"] == ev.feature_version and "NaN" not in (out / "metrics.json").read_text()
+    )
+    assert (out / "report.html").is_file() and (out / "distances.png").is_file()
+    for clip in cs.clips:
+        assert clip.audio and (out / clip.audio).is_file() and (out / clip.image).is_file()
+        assert all(v is None or math.isfinite(v) for v in clip.measures.values())
+
+
+def test_a_small_reference_gives_per_clip_measures_and_a_note(
+    pieces: dict[str, list[np.ndarray]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ref_dir = _folder(tmp_path / "ref", [pieces["reference"][0][:CLIP]], "only")
+    gen = _folder(tmp_path / "gen", [pieces["held_out"][0][:CLIP]], "g")
+    out = tmp_path / "out"
+    assert main(["evaluate", str(gen), "--reference", str(ref_dir), "--out", str(out), "--n-boot", "10"]) == 0
+    printed = capsys.readouterr().out
+    assert "too few" in printed and "report:" in printed
+    payload = json.loads((out / "metrics.json").read_text())
+    assert payload["calibration"] == [] and payload["sets"][0]["distances"] == {}
+    assert payload["sets"][0]["clips"][0]["measures"]["lufs"] < -10
+
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("hello")
+    assert main(["evaluate", str(gen), "--reference", str(empty), "--out", str(out)]) == 1
+    assert "no usable clip" in capsys.readouterr().err
+    assert main(["evaluate", str(empty), "--reference", str(ref_dir), "--out", str(out)]) == 0
+    assert "no usable clip" in json.loads((out / "metrics.json").read_text())["sets"][0]["note"]
