@@ -132,12 +132,14 @@ def run_demo(
     n_samples: int = 2,
     models: list[str] | None = None,
     eval_bars: int = 2000,
+    eval_clips: int = 20,
 ) -> dict[str, Any]:
     """Run every stage of the demo into ``out``; returns what it wrote.
 
     ``models`` picks jobs by config name (``fft_base-tiny``) or model key (``wavenet``);
     default: one model of each family. ``max_files`` and ``seconds`` override the per-store
-    file counts and the per-model sample lengths.
+    file counts and the per-model sample lengths. ``eval_clips`` clips per model are measured
+    against the held-out music of the model's data (``cadenza evaluate``; 0 skips it).
     """
     from cadenza.data import prepare_corpus
     from cadenza.doctor import check_environment
@@ -201,9 +203,47 @@ def run_demo(
     if gan_runs:
         written["table1"] = _table1(gan_runs, written["stores"]["rolls"].out, out, eval_bars)
 
+    written["evaluations"] = _evaluate(jobs, written, out, eval_clips, seconds) if eval_clips else {}
+
     written["report"] = str(write_report(out, written, seconds=time.perf_counter() - t0))
-    _say(f"done in {time.perf_counter() - t0:.0f} s; report: {written['report']}")
+    html = Path(written["report"]).with_suffix(".html")
+    _say(f"done in {time.perf_counter() - t0:.0f} s; report: {html} (and {written['report']})")
     return written
+
+
+#: The held-out music each store's models are measured against (mu-law audio: the same pieces as floats).
+REFERENCE_OF = {"fft": "fft", "rolls": "rolls", "wave": "wave", "mulaw": "wave"}
+
+
+def _evaluate(
+    jobs: list[Job], written: dict[str, Any], out: Path, n_clips: int, seconds: float | None
+) -> dict:
+    """``cadenza evaluate`` of the demo's models, grouped by the held-out music they are measured against."""
+    from cadenza.evaluation.evaluate import evaluate, format_summary
+
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        if job.config in written["runs"]:
+            groups.setdefault(REFERENCE_OF[job.store], []).append(job)
+    results = {}
+    for key, members in groups.items():
+        if key not in written["stores"]:
+            continue
+        # a GAN writes one 4-bar phrase (8 s at 120 bpm); audio models the length they generated
+        length = 8.0 if key == "rolls" else (seconds or max(j.seconds for j in members))
+        _say(f"evaluating {', '.join(j.config for j in members)} against held-out {STORES[key].what}")
+        ev = evaluate(
+            [written["runs"][j.config] for j in members],
+            reference=written["stores"][key].out,
+            out=out / "evaluation" / key,
+            n_clips=n_clips,
+            seconds=length,
+            seed=7,
+            n_boot=500,
+        )
+        print(format_summary(ev), end="")
+        results[key] = ev
+    return results
 
 
 def _table1(runs: list[Path], store: Path, out: Path, bars: int) -> str | None:
@@ -234,7 +274,40 @@ def _silence_note(path: Path) -> str:
     return f" ({silent:.0%} silent{warn})"
 
 
+def _measured(job: Job, written: dict[str, Any], out: Path) -> list[str]:
+    """Bullet lines: where the model's clips sit between the floor and the garbage, and their flags."""
+    key = REFERENCE_OF[job.store]
+    ev = written.get("evaluations", {}).get(key)
+    if ev is None:
+        return []
+    cs = next((c for c in ev.sets if Path(c.source).name == job.config), None)
+    if cs is None:
+        return []
+    link = f"evaluation/{key}/report.html"
+    kad = cs.distances.get("kad")
+    floor = next((c for c in ev.calibration if c.name == "real vs real"), None)
+    garbage = [c for c in ev.calibration if c is not floor and c.distances.get("kad")]
+    lines = []
+    if kad is not None and kad.value is not None:
+        text = f"- measured against held-out music: KAD {kad.value:.3g}"
+        if kad.low is not None and kad.high is not None:
+            text += f" [{kad.low:.3g}, {kad.high:.3g}]"
+        if floor is not None and floor.distances.get("kad"):
+            text += f" (real vs real: {floor.distances['kad'].value:.3g}"
+            if garbage:
+                nearest = min(garbage, key=lambda c: c.distances["kad"].value)
+                text += f"; nearest garbage, {nearest.name}: {nearest.distances['kad'].value:.3g}"
+            text += ")"
+        lines.append(text)
+    flags = ", ".join(f"{k} {v}/{len(cs.clips)}" for k, v in cs.flag_counts().items() if v)
+    lines.append(f"- flags: {flags or 'none'} ([evaluation report]({link}))")
+    if cs.note:
+        lines.append(f"- note: {cs.note}")
+    return lines
+
+
 def write_report(out: Path, written: dict[str, Any], *, seconds: float) -> Path:
+    """``report.md`` and ``report.html`` (the same content) in ``out``; returns the Markdown path."""
     lines = [
         "# cadenza demo",
         "",
@@ -250,19 +323,113 @@ def write_report(out: Path, written: dict[str, Any], *, seconds: float) -> Path:
         lines += [
             f"## {job.config}: {job.what}",
             f"- run directory: `{run}` (config.yaml, checkpoints, metrics.csv, plots/loss.png, TensorBoard events)",
+            *_measured(job, written, out),
             f"![loss]({Path(run).relative_to(out)}/plots/loss.png)",
             "- generated:",
             *[f"  - `{p}`{_silence_note(Path(p))}" for p in written["samples"].get(job.config, [])],
             "",
         ]
+    if written.get("evaluations"):
+        lines += [
+            "## Evaluation",
+            "",
+            "Each model's clips against held-out music of its data (`cadenza evaluate`): lower KAD and FAD "
+            "are closer to real music; a model should sit near the real-vs-real floor and far from the "
+            "garbage rows (noise, silence, low-pass, loop).",
+            "",
+        ]
+        for key, ev in written["evaluations"].items():
+            lines += [
+                f"### Against {STORES[key].what}",
+                "",
+                f"[full report with players](evaluation/{key}/report.html)",
+                "",
+            ]
+            lines += ["| set | KAD | FAD | clips | flags |", "|---|---|---|---|---|"]
+            for cs in ev.rows():
+                cells = []
+                for metric in ("kad", "fad"):
+                    e = cs.distances.get(metric)
+                    cells.append("—" if e is None or e.value is None else f"{e.value:.3g}")
+                flags = ", ".join(f"{k} {v}" for k, v in cs.flag_counts().items() if v) or "—"
+                lines.append(f"| {cs.name} | {cells[0]} | {cells[1]} | {len(cs.clips)} | {flags} |")
+            lines.append("")
     if written.get("table1"):
         lines += ["## Paper 004's Table 1 for our GAN", "", written["table1"], ""]
     lines += [
         "## Next",
         "- `cadenza train <model>-tiny --data <store>` trains any other model; `cadenza generate RUN` writes more music.",
+        "- `cadenza evaluate RUN... --reference STORE --out results/` measures any runs or folders of audio/MIDI.",
         "- `tensorboard --logdir demo/runs` shows the losses, audio samples and figures.",
         "",
     ]
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    (out / "report.html").write_text(markdown_to_html(text, title="cadenza demo"))
     return path
+
+
+def markdown_to_html(text: str, *, title: str) -> str:
+    """The demo report's small Markdown (headings, bullets, tables, images, links, code) as a page."""
+    import html
+    import re
+
+    def inline(s: str) -> str:
+        s = html.escape(s, quote=False)
+        s = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r'<img alt="\1" src="\2" style="max-width:100%">', s)
+        s = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', s)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+
+    body: list[str] = []
+    table: list[list[str]] = []
+    in_list = 0
+
+    def close() -> None:
+        nonlocal in_list, table
+        body.extend(["</ul>"] * in_list)
+        in_list = 0
+        if table:
+            head, *rows = table
+            body.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr>")
+            body.extend("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rows)
+            body.append("</table>")
+            table = []
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):
+                table.append(cells)
+            continue
+        bullet = re.match(r"( *)- (.*)", line)
+        if bullet:
+            depth = len(bullet.group(1)) // 2 + 1
+            if table:
+                close()
+            while in_list < depth:
+                body.append("<ul>")
+                in_list += 1
+            while in_list > depth:
+                body.append("</ul>")
+                in_list -= 1
+            body.append(f"<li>{inline(bullet.group(2))}</li>")
+            continue
+        close()
+        heading = re.match(r"(#+) (.*)", line)
+        if heading:
+            level = len(heading.group(1))
+            body.append(f"<h{level}>{inline(heading.group(2))}</h{level}>")
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+    close()
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.4}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}code{background:#f4f4f4}"
+    )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<link rel="icon" href="data:,"><style>{style}</style></head><body>\n'
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )

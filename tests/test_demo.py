@@ -37,6 +37,8 @@ def test_demo_trains_and_generates_one_model_of_each_family(tmp_path: Path) -> N
         "1",
         "--bars",
         "32",
+        "--eval-clips",
+        "2",
         *FAST,
     ]
     assert cli(args) == 0
@@ -61,5 +63,11 @@ def test_demo_trains_and_generates_one_model_of_each_family(tmp_path: Path) -> N
     table = (out / "evaluation" / "table1.md").read_text()
     assert "Training data" in table and "bilstm_gan-tiny" in table and "paper 004" in table
     assert "Training data" in report and (out / "plots").is_dir()
+    # the demo ends by evaluating its models against held-out music of their data
+    assert "## Evaluation" in report and "| fft_base-tiny |" in report and (out / "report.html").is_file()
+    for key in ("fft", "rolls", "wave"):
+        metrics = json.loads((out / "evaluation" / key / "metrics.json").read_text())
+        assert metrics["sets"] and all(s["n_clips"] == 2 for s in metrics["sets"]), key
+    assert "evaluation/fft/report.html" in (out / "report.html").read_text()
     # the same command again resumes: every stage finds its work done
     assert cli(args) == 0

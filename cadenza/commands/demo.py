@@ -31,6 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bars", type=int, default=2000, help="generated bars per GAN for Table 1 (default: 2000)"
     )
     p.add_argument("--n", type=int, default=2, help="number of samples to generate")
+    p.add_argument(
+        "--eval-clips",
+        type=int,
+        default=20,
+        help="clips per model measured by cadenza evaluate at the end (default: 20; 0: skip)",
+    )
     p.add_argument("overrides", nargs="*", help="training overrides, e.g. train.max_epochs=5")
     p.set_defaults(func=run)
 
@@ -47,5 +53,6 @@ def run(args: argparse.Namespace) -> int:
         n_samples=args.n,
         models=[m.strip() for m in args.models.split(",") if m.strip()] or None,
         eval_bars=args.bars,
+        eval_clips=args.eval_clips,
     )
     return 0

@@ -27,6 +27,8 @@ seconds for KAD and FAD on two cores).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 from scipy.spatial.distance import cdist
 from threadpoolctl import threadpool_limits
@@ -35,7 +37,9 @@ from cadenza.errors import ParameterError
 from cadenza.evaluation.results import Estimate
 
 __all__ = [
+    "METRICS",
     "MIN_CLIPS",
+    "PRDC_METRICS",
     "PRDC_BOOT_CELLS",
     "bootstrap_counts",
     "fad",
@@ -48,6 +52,10 @@ __all__ = [
 
 #: The fewest clips per set for KAD and FAD (PRDC needs more than ``k``).
 MIN_CLIPS = 2
+#: What :func:`prdc` returns.
+PRDC_METRICS = ("precision", "recall", "density", "coverage")
+#: What :func:`set_distances` can return.
+METRICS = ("kad", "fad", *PRDC_METRICS)
 #: PRDC's bootstrap costs ``n * m`` per draw: it uses at most ``PRDC_BOOT_CELLS // (n * m)`` draws
 #: (all 1000 up to 1000 x 1000 clips, 250 at 2000 x 2000) and none below ``PRDC_MIN_BOOT``.
 PRDC_BOOT_CELLS = 10**9
@@ -170,7 +178,7 @@ def kad(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> floa
     >>> rng = np.random.default_rng(0)
     >>> y = rng.standard_normal((200, 4))
     >>> round(kad(y + 2.0, y), 3)
-    0.654
+    0.704
     >>> abs(kad(rng.standard_normal((200, 4)), y)) < 0.01
     True
     """
@@ -291,7 +299,9 @@ def _second_moments(x0: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ledoit_wolf_from_moments(x0: np.ndarray, w: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ledoit_wolf_from_moments(
+    x0: np.ndarray, w: np.ndarray, second: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Means ``(B, D)`` and Ledoit-Wolf covariances ``(B, D, D)`` of the multisets of rows of ``x0``
     with counts ``w (B, n)``, from their :func:`_second_moments`."""
     d = x0.shape[1]
@@ -433,9 +443,9 @@ def prdc(x: np.ndarray, y: np.ndarray, *, k: int = 5) -> dict[str, float]:
     Examples
     --------
     >>> import numpy as np
-    >>> y = np.arange(10.0)[:, None]
+    >>> y = np.arange(10.0)[:, None]  # radius 1 (2 at the ends): a clip is not inside its neighbour's ball
     >>> prdc(y, y, k=2)
-    {'precision': 1.0, 'recall': 1.0, 'density': 1.0, 'coverage': 1.0}
+    {'precision': 1.0, 'recall': 1.0, 'density': 0.6, 'coverage': 1.0}
     >>> prdc(y + 100.0, y, k=2)
     {'precision': 0.0, 'recall': 0.0, 'density': 0.0, 'coverage': 0.0}
     """
@@ -544,6 +554,7 @@ def set_distances(
     seed: int = 0,
     k: int = 5,
     bandwidth: float | None = None,
+    metrics: Collection[str] | None = None,
 ) -> dict[str, Estimate]:
     """KAD, FAD and PRDC of generated ``x`` against reference ``y``, with bootstrap 95% intervals.
 
@@ -568,12 +579,15 @@ def set_distances(
         (not an error) when a set is smaller.
     bandwidth : float, optional
         KAD's kernel sigma; default :func:`median_bandwidth` of ``y``.
+    metrics : collection of str, optional
+        Only these of :data:`METRICS` (default: all), e.g. ``("kad", "fad")`` to skip PRDC.
 
     Returns
     -------
     dict
         ``kad``, ``fad`` and, when both sets have more than ``k`` clips, ``precision``,
-        ``recall``, ``density``, ``coverage``: :class:`~cadenza.evaluation.results.Estimate` each.
+        ``recall``, ``density``, ``coverage`` (those of them asked for):
+        :class:`~cadenza.evaluation.results.Estimate` each.
 
     Examples
     --------
@@ -589,23 +603,29 @@ def set_distances(
     k = _check_k(k)
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
         raise ParameterError(f"n_boot must be a non-negative integer, got {n_boot!r}")
+    wanted = set(METRICS if metrics is None else [metrics] if isinstance(metrics, str) else metrics)
+    if not wanted <= set(METRICS):
+        raise ParameterError(f"unknown metrics {sorted(wanted - set(METRICS))}; choose among {METRICS}")
     h = _check_bandwidth(bandwidth, y)
     n, m = len(x), len(y)
     rng = np.random.default_rng(seed)
     cx, cy = bootstrap_counts(n, n_boot, rng), bootstrap_counts(m, n_boot, rng)
-    # the first "draw" counts every clip once: the point estimate, from the same kernel matrices
-    kads = _kad_draws(x, y, np.vstack([np.ones(n, np.int64), cx]), np.vstack([np.ones(m, np.int64), cy]), h)
-    out = {
-        "kad": _estimate(kads[0], kads[1:]),
-        "fad": _estimate(fad(x, y), _fad_draws(x, y, cx, cy)),
-    }
-    if min(n, m) > k:
+    out = {}
+    if "kad" in wanted:
+        # the first "draw" counts every clip once: the point estimate, from the same kernel matrices
+        ones_x, ones_y = np.ones((1, n), np.int64), np.ones((1, m), np.int64)
+        kads = _kad_draws(x, y, np.vstack([ones_x, cx]), np.vstack([ones_y, cy]), h)
+        out["kad"] = _estimate(kads[0], kads[1:])
+    if "fad" in wanted:
+        out["fad"] = _estimate(fad(x, y), _fad_draws(x, y, cx, cy))
+    if min(n, m) > k and wanted & set(PRDC_METRICS):
         n_prdc = min(n_boot, PRDC_BOOT_CELLS // (n * m))
         if n_prdc < n_boot and n_prdc < PRDC_MIN_BOOT:
             n_prdc = 0
         metric = _PRDC(x, y, k)
         point = metric.values(np.ones(n, np.int64), np.ones(m, np.int64))
         draws = [metric.values(a, b) for a, b in zip(cx[:n_prdc], cy[:n_prdc])]
-        for key, value in point.items():
-            out[key] = _estimate(value, np.array([d[key] for d in draws]) if draws else None)
+        for key in PRDC_METRICS:
+            if key in wanted:
+                out[key] = _estimate(point[key], np.array([d[key] for d in draws]) if draws else None)
     return out

@@ -35,6 +35,7 @@ from cadenza import __version__
 from cadenza.data.normalize import Normalizer
 from cadenza.data.store import FeatureStore, atomic_write_text
 from cadenza.errors import CadenzaError, ParameterError, StoreError
+from cadenza.evaluation.detectors import SILENCE_THRESHOLD_DB, silent_fraction
 from cadenza.models import DataInfo, GenerationRequest, get_model_spec
 from cadenza.representations import Representation, representation_from_dict
 from cadenza.training.checkpoint import CheckpointError, load_checkpoint
@@ -49,9 +50,7 @@ SEED_SPLITS = ("test", "valid", "train")
 NOISE_SEED_AMPLITUDE = 1e-3
 #: Sample rate of the WAV rendered beside generated MIDI.
 RENDER_SAMPLE_RATE = 16000
-#: Silence: 10 ms frames whose RMS is below -50 dBFS; a sample mostly silent gets a warning.
-SILENCE_FRAME_SECONDS = 0.01
-SILENCE_THRESHOLD_DB = -50.0
+#: A sample more than this share silent (see :func:`cadenza.evaluation.detectors.silent_fraction`) gets a warning.
 SILENCE_WARNING = 0.5
 
 
@@ -296,34 +295,6 @@ def decode_to_audio(rep: Representation, frames: np.ndarray, seconds: float) -> 
     if len(y) < n_samples:
         y = np.pad(y, (0, n_samples - len(y)))
     return y[:n_samples]
-
-
-def silent_fraction(
-    y: np.ndarray,
-    sr: int,
-    *,
-    frame_seconds: float = SILENCE_FRAME_SECONDS,
-    threshold_db: float = SILENCE_THRESHOLD_DB,
-) -> float:
-    """The fraction of ``frame_seconds`` frames of ``y`` whose RMS is below ``threshold_db`` dBFS.
-
-    Frames do not overlap; a last partial frame counts as a frame. Paper 002's WaveNet fell
-    silent after a second; :func:`generate_from_run` records this number for every sample.
-
-    Examples
-    --------
-    >>> sr = 8000
-    >>> tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr)
-    >>> silent_fraction(np.concatenate([tone, np.zeros(3 * sr)]), sr)
-    0.75
-    """
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    if y.size == 0:
-        return 1.0
-    n = max(1, int(round(frame_seconds * sr)))
-    y = np.pad(y, (0, -len(y) % n)).reshape(-1, n)
-    rms = np.sqrt(np.mean(y**2, axis=1))
-    return float(np.mean(rms < 10.0 ** (threshold_db / 20.0)))
 
 
 def write_output(rep: Representation, frames: np.ndarray, stem: Path, seconds: float) -> list[Path]:

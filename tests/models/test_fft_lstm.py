@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 
 from cadenza.cli import main
+from tests.evaluation.helpers import assert_evaluates
 from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest, get_model_spec
 from cadenza.models.fft_lstm import ARCHS, Dropout, FusedLSTMLayer, Model, _recurrent_product, run_lstm
@@ -249,3 +250,4 @@ def test_cli_trains_resumes_and_generates(key: str, store: Path, tmp_path: Path)
         assert sr == SR and y.shape == (SR // 2,) and np.isfinite(y).all()
         meta = json.loads(wavs[0].with_suffix(".json").read_text())
         assert meta["options"] == {"mode": mode} and meta["model"] == key
+    assert_evaluates(run, store, tmp_path / "eval", seconds=1.0)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cadenza.cli import main
+from tests.evaluation.helpers import assert_evaluates
 from cadenza.data import prepare_corpus
 from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest
@@ -284,3 +285,8 @@ def test_cli_trains_resumes_generates_and_evaluates(
     assert {"empty_bar_rate", "used_pitch_classes", "qualified_note_rate"} <= set(rows[1]["metrics"])
     assert (table / "table1.md").read_text().startswith("| | EB (%) | UPC | QN (%) |")
     assert np.isfinite(rows[0]["metrics"]["used_pitch_classes"])
+    payload = assert_evaluates(run, rolls, tmp_path / "eval", seconds=8.0)
+    (model,) = payload["sets"]
+    assert {"empty_bar_rate", "used_pitch_classes", "qualified_note_rate"} <= set(model["symbolic"])
+    assert payload["reference"]["symbolic"]["used_pitch_classes"] > 0
+    assert all(c["midi"] and c["image"].endswith(".png") for c in model["clips"])

@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 
 from cadenza.cli import main
+from tests.evaluation.helpers import assert_evaluates
 from cadenza.data.windows import AudioWindows
 from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest, get_model_spec
@@ -167,6 +168,7 @@ def test_cli_train_resume_generate(store: Path, tmp_path: Path) -> None:
     meta = json.loads((out / "run-seed1-0.json").read_text())
     assert sr == SR and y.shape == (2 * SR,) and meta["model"] == "seq2seq"
     assert meta["seed_source"]["kind"] == "store" and 0.0 <= meta["silent_fraction"] <= 1.0
+    assert_evaluates(run, store, tmp_path / "eval", seconds=1.0)
     shift = tmp_path / "shift"
     assert main(["train", "seq2seq-tiny", "--data", str(store), "--run", str(shift), *TINY, "train.max_steps=5",
                  "model.scheme=shift", "data.options.scheme=shift"]) == 0  # fmt: skip

@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 
 from cadenza.cli import main
+from tests.evaluation.helpers import assert_evaluates
 from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest, get_model_spec
 from cadenza.models.wavenet import Config, Model, draw, receptive_field
@@ -221,6 +222,7 @@ def test_cli_train_resume_generate_with_styles(
     assert 0.0 <= meta["silent_fraction"] <= 1.0 and meta["seed_source"]["kind"] == "store"
     y, sr = sf.read(out / "run-seed3-0.wav")
     assert sr == SR and y.shape == (SR,)
+    assert_evaluates(run, store, tmp_path / "eval", seconds=0.5)
     assert main([*gen, "--style", "beethoven=0.5,mozart=0.5"]) != 0
     assert "unknown style 'beethoven'; this model knows bach, corelli" in capsys.readouterr().err
 
