@@ -11,7 +11,6 @@ import soundfile as sf
 import torch
 
 from cadenza.cli import main
-from tests.evaluation.helpers import assert_evaluates
 from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest, get_model_spec
 from cadenza.models.fft_lstm import ARCHS, Dropout, FusedLSTMLayer, Model, _recurrent_product, run_lstm
@@ -19,6 +18,7 @@ from cadenza.training import load_checkpoint
 from cadenza.training.config import load_config
 from cadenza.training.logs import read_metrics
 from cadenza.training.optim import build_optimizer
+from tests.evaluation.helpers import assert_evaluates
 from tests.training.conftest import SR, TINY, make_store
 
 torch.set_num_threads(1)

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from cadenza.cli import main
-from tests.evaluation.helpers import assert_evaluates
 from cadenza.data import prepare_corpus
 from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest
 from cadenza.models.gan import Config, Model, binarize, gradient_penalty, slerp
 from cadenza.training import load_checkpoint
+from tests.evaluation.helpers import assert_evaluates
 
 torch.set_num_threads(1)
 

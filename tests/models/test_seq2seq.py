@@ -11,12 +11,12 @@ import soundfile as sf
 import torch
 
 from cadenza.cli import main
-from tests.evaluation.helpers import assert_evaluates
 from cadenza.data.windows import AudioWindows
 from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest, get_model_spec
 from cadenza.models.seq2seq import Config, Model
 from cadenza.training import load_checkpoint
+from tests.evaluation.helpers import assert_evaluates
 from tests.models.test_wavenet import SR, make_audio_store
 
 torch.set_num_threads(1)

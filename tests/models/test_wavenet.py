@@ -11,12 +11,12 @@ import soundfile as sf
 import torch
 
 from cadenza.cli import main
-from tests.evaluation.helpers import assert_evaluates
 from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest, get_model_spec
 from cadenza.models.wavenet import Config, Model, draw, receptive_field
 from cadenza.training import load_checkpoint
 from cadenza.training.generation import silent_fraction
+from tests.evaluation.helpers import assert_evaluates
 
 torch.set_num_threads(1)
 
