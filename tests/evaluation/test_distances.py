@@ -263,8 +263,15 @@ def test_set_distances_intervals_are_percentiles_of_the_explicit_resamples():
     assert out["fad"].value == pytest.approx(fad(x, y), rel=1e-12)
     assert {key: out[key].value for key in PRDC_KEYS} == prdc(x, y, k=k)
     for key, values in explicit.items():
-        low, high = np.percentile(values, [2.5, 97.5])
-        assert (out[key].low, out[key].high) == pytest.approx((low, high), rel=1e-9, abs=1e-12), key
+        low, mid, high = np.percentile(values, [2.5, 50, 97.5])
+        shift = out[key].value - mid  # the spread of the draws, centred on the estimate
+        bounds = (0.0, 1.0) if key in ("precision", "recall", "coverage") else (0.0, np.inf)
+        expected = (
+            (low + shift, high + shift)
+            if key == "kad"
+            else tuple(np.clip([low + shift, high + shift], *bounds))
+        )
+        assert (out[key].low, out[key].high) == pytest.approx(expected, rel=1e-9, abs=1e-12), key
 
 
 def test_set_distances_is_seeded():
@@ -281,9 +288,15 @@ def test_set_distances_interval_contains_the_estimate():
     rng = np.random.default_rng(14)
     x, y = rng.standard_normal((300, 4)) + 0.5, rng.standard_normal((300, 4))
     out = set_distances(x, y, n_boot=200)
-    for key in ("kad", "fad", "precision", "density"):
+    for key in ("kad", "fad", "precision", "recall", "density", "coverage"):
         assert out[key].low <= out[key].value <= out[key].high, key
     assert out["kad"].low > 0 and out["fad"].low > 0  # clearly apart
+    # one distribution in many dimensions, where the draws' own percentiles miss the estimate
+    a, b = rng.standard_normal((200, 60)), rng.standard_normal((200, 60))
+    same = set_distances(a, b, n_boot=200)
+    for key, e in same.items():
+        assert e.low <= e.value <= e.high, key
+    assert same["kad"].low < 0 < same["kad"].high and same["fad"].low >= 0
 
 
 def test_set_distances_without_bootstrap():
