@@ -6,8 +6,9 @@ flags by rules stated here, most of them relative to the reference set (so a cor
 field recordings does not flag every clip as noise):
 
 * **silent**: more than half of the clip's 10 ms frames are below -50 dBFS.
-* **noise**: the clip's spectral flatness (mean over its non-silent frames) is above twice
-  that of the flattest reference clip (white noise is about 0.6, music 0.001-0.05).
+* **noise**: the clip's spectral flatness (mean over its non-silent frames, at its own rate) is
+  above ``max(NOISE_FLOOR, twice that of the flattest reference clip)`` (white noise is about
+  0.6, music 0.001-0.05).
 * **clipping**: more than 0.1% of the samples at or above 0.999 of full scale.
 * **loop**: :func:`loop_score` above ``max(LOOP_THRESHOLD, the reference's highest + 0.05)``.
 * **copy**: the clip's nearest-neighbour distance to the training windows is below half the
@@ -62,8 +63,9 @@ LOOP_MIN_LAG = 0.25
 LOOP_FLOOR_DB = 1.0
 #: A clip whose copy distance is below this share of the held-out clips' median is a likely copy.
 COPY_RATIO = 0.5
-#: A flatness above this multiple of the flattest reference clip's is noise.
+#: A flatness above this multiple of the flattest reference clip's, and above NOISE_FLOOR, is noise.
 NOISE_FACTOR = 2.0
+NOISE_FLOOR = 0.1
 
 
 def silent_fraction(
@@ -130,14 +132,34 @@ def loudness_lufs(y: np.ndarray, sr: int) -> float | None:
     return max(value, LUFS_FLOOR) if np.isfinite(value) or value == -np.inf else None
 
 
-def flatness(features: ClipFeatures) -> float | None:
-    """Mean spectral flatness of the clip's frames that are not silent (None when all are).
+def flatness(y: np.ndarray, sr: int) -> float | None:
+    """Mean spectral flatness of the clip's non-silent frames, at the clip's own rate (None if all silent).
 
-    Digital silence is perfectly "flat" to the formula, so silent frames are left out; the
-    silence detector reports them.
+    Measured up to the clip's own Nyquist frequency, so 8 kHz noise reads as noise (about 0.5)
+    and not as the near-zero flatness of a spectrum that is empty above 4 kHz. Frames of about
+    46 ms with a half-frame hop; digital silence, "flat" to the formula, is left out (the
+    silence detector reports it).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> round(flatness(rng.standard_normal(8000) * 0.1, 8000), 1)
+    0.6
+    >>> flatness(np.zeros(8000), 8000) is None
+    True
     """
-    loud = features.rms_db > SILENCE_THRESHOLD_DB
-    return float(features.flatness[loud].mean()) if loud.any() else None
+    import librosa
+
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    n_fft = int(2 ** np.ceil(np.log2(max(0.046 * sr, 64))))
+    if len(y) < n_fft:
+        y = np.pad(y, (0, n_fft - len(y)))
+    mag = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=n_fft // 2, center=False))
+    frames = librosa.util.frame(y, frame_length=n_fft, hop_length=n_fft // 2)
+    loud = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=0)) > 10 ** (SILENCE_THRESHOLD_DB / 20)
+    if not loud.any():
+        return None
+    return float(librosa.feature.spectral_flatness(S=mag[:, loud], amin=1e-10).mean())
 
 
 def loop_score(features: ClipFeatures) -> tuple[float | None, float | None]:

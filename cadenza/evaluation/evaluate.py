@@ -51,7 +51,9 @@ from cadenza.evaluation.clips import (
 from cadenza.evaluation.distances import MIN_CLIPS, set_distances
 from cadenza.evaluation.features import (
     ANALYSIS_SR,
+    CLIP_SCALE_FLOOR,
     FEATURE_VERSION,
+    WINDOW_SCALE_FLOOR,
     ClipFeatures,
     clip_embedding,
     clip_features,
@@ -113,7 +115,7 @@ class _Measured:
                 {
                     "seconds": len(it.y) / it.sr,
                     "silent_fraction": det.silent_fraction(it.y, it.sr),
-                    "flatness": det.flatness(f),
+                    "flatness": det.flatness(it.y, it.sr),
                     "lufs": det.loudness_lufs(y, ANALYSIS_SR),
                     "clipping": det.clipping_rate(it.y),
                     "loop_score": score,
@@ -123,15 +125,16 @@ class _Measured:
 
 
 class _Space:
-    """The reference's standardisation of clip embeddings and of window features."""
+    """The reference's standardisation of clip embeddings and of window features (deviations floored
+    at :data:`~cadenza.evaluation.features.CLIP_SCALE_FLOOR`)."""
 
     def __init__(self, ref: _Measured) -> None:
         emb = ref.embeddings
         self.mean = emb.mean(axis=0)
-        self.scale = _scale(emb.std(axis=0))
+        self.scale = np.maximum(emb.std(axis=0), CLIP_SCALE_FLOOR)
         windows = np.concatenate([f.windows for f in ref.features])
         self.w_mean = windows.mean(axis=0)
-        self.w_scale = _scale(windows.std(axis=0))
+        self.w_scale = np.maximum(windows.std(axis=0), WINDOW_SCALE_FLOOR)
         self.ref = self.z(emb)
 
     def z(self, emb: np.ndarray) -> np.ndarray:
@@ -768,7 +771,7 @@ def _flag(cs: ClipSet, ref: ClipSet) -> None:
     ref_flat = [v for v in ref_flat if v is not None]
     ref_loop = [c.measures.get("loop_score") for c in ref.clips]
     ref_loop = [v for v in ref_loop if v is not None]
-    noise_at = det.NOISE_FACTOR * max(ref_flat) if ref_flat else None
+    noise_at = max(det.NOISE_FLOOR, det.NOISE_FACTOR * max(ref_flat)) if ref_flat else det.NOISE_FLOOR
     loop_at = max(det.LOOP_THRESHOLD, (max(ref_loop) + 0.05) if ref_loop else 0.0)
     for clip in cs.clips:
         m = clip.measures

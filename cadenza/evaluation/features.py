@@ -61,6 +61,8 @@ __all__ = [
     "WINDOW_FEATURE_NAMES",
     "WINDOW_FRAMES",
     "WINDOW_HOP_FRAMES",
+    "CLIP_SCALE_FLOOR",
+    "WINDOW_SCALE_FLOOR",
     "ClipFeatures",
     "clip_embedding",
     "clip_features",
@@ -105,6 +107,24 @@ _MOVING = np.r_[
     2 * N_MELS : 2 * N_MELS + N_MFCC, 2 * N_MELS + 2 * N_MFCC : 2 * N_MELS + 2 * N_MFCC + N_CHROMA
 ]
 N_CLIP_FEATURES = N_WINDOW_FEATURES + len(_MOVING)
+
+
+def _floor(name: str) -> float:
+    """The smallest spread a feature is standardised by: about the smallest change one can hear."""
+    for prefix, floor in (
+        ("logmel", 1.0), ("rms_db", 1.0), ("contrast", 1.0), ("flatness", 1.0), ("mfcc_delta", 0.1),
+        ("mfcc", 1.0), ("chroma", 0.01), ("centroid", 20.0), ("onset", 0.1), ("tempo", 0.01),
+    ):  # fmt: skip
+        if name.startswith(prefix):
+            return floor
+    raise AssertionError(name)
+
+
+#: Floors of the per-feature deviations that standardise window vectors and clip embeddings: a
+#: feature that barely moves in the reference (the empty band above 4 kHz of 8 kHz audio, say)
+#: must not turn a 1 dB change into thousands of deviations.
+WINDOW_SCALE_FLOOR = np.array([_floor(n) for n in WINDOW_FEATURE_NAMES])
+CLIP_SCALE_FLOOR = np.concatenate([WINDOW_SCALE_FLOOR, 0.5 * WINDOW_SCALE_FLOOR[_MOVING]])
 
 _MEL_BASIS = librosa.filters.mel(sr=ANALYSIS_SR, n_fft=N_FFT, n_mels=N_MELS)
 _HANN = librosa.filters.get_window("hann", N_FFT, fftbins=True)

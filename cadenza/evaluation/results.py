@@ -19,7 +19,7 @@ __all__ = ["FLAGS", "Clip", "ClipSet", "Estimate", "Evaluation", "finite_or_none
 #: Per-clip flags and what each one means (the report's legend).
 FLAGS = {
     "silent": "mostly silence: more than half of its 10 ms frames below -50 dBFS",
-    "noise": "noise: spectral flatness above twice that of the flattest reference clip",
+    "noise": "noise: spectral flatness above 0.1 and above twice that of the flattest reference clip",
     "loop": "a loop or a held tone: its frame features repeat at one lag across the whole clip",
     "copy": "a likely copy: closer to the training data than real held-out music is",
     "clipping": "clipped: more than 0.1% of its samples at full scale",

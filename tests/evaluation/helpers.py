@@ -1,13 +1,80 @@
-"""`cadenza evaluate` on a trained run, as the model families' end-to-end tests call it."""
+"""Shared by the evaluation tests: `cadenza evaluate` on a trained run, and a report opened in Chromium."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cadenza.cli import main
+
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    "--allow-file-access-from-files",
+]
+# Waits until the element has decoded data (or failed) after load(); 10 s at most.
+WAIT_FOR_AUDIO = """async (el) => {
+    el.load();
+    const t0 = performance.now();
+    while (el.readyState < 2 && !el.error && performance.now() - t0 < 10000) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return {src: el.currentSrc || el.src, readyState: el.readyState, duration: el.duration,
+            error: el.error ? el.error.code + ": " + el.error.message : null};
+}"""
+
+
+def open_in_chromium(html: Path) -> tuple[list[dict], list[dict], list[str]]:
+    """Open ``html`` from ``file://`` in Debian's headless Chromium (through playwright).
+
+    Returns every ``<audio>`` element's state once it has decoded data (or failed), every
+    image's natural width, and the console errors, page errors and failed requests. Skips the
+    test when Chromium or the playwright package is missing.
+    """
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright python package is not installed"
+    )
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (make system-deps installs it as root)")
+    playwright = sync_api.sync_playwright().start()
+    try:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        # a media request that the player itself cancels (load() again, metadata enough) is
+        # ERR_ABORTED; a missing or unreadable file is another error and counts
+        page.on(
+            "requestfailed",
+            lambda r: (
+                None
+                if "ERR_ABORTED" in str(r.failure)
+                else problems.append(f"request failed: {r.url} {r.failure}")
+            ),
+        )
+        page.goto(Path(html).resolve().as_uri(), wait_until="load")
+        players = [el.evaluate(WAIT_FOR_AUDIO) for el in page.query_selector_all("audio")]
+        images = page.eval_on_selector_all(
+            "img", "els => els.map(e => ({src: e.currentSrc || e.src, width: e.naturalWidth}))"
+        )
+        browser.close()
+    finally:
+        playwright.stop()
+    return players, images, problems
 
 
 def assert_evaluates(

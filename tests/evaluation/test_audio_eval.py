@@ -31,6 +31,7 @@ from cadenza.evaluation.features import (
     clip_features,
     reference_window_features,
 )
+from tests.evaluation.helpers import open_in_chromium
 
 SR = ANALYSIS_SR
 CLIP = 5 * SR  # 5 s clips keep the suite fast
@@ -195,6 +196,10 @@ def test_evaluate_folders_calibration_copies_and_bad_input(
     for clip in cs.clips:
         assert clip.audio and (out / clip.audio).is_file() and (out / clip.image).is_file()
         assert all(v is None or math.isfinite(v) for v in clip.measures.values())
+    players, images, problems = open_in_chromium(out / "report.html")
+    assert problems == [] and len(players) >= len(cs.clips) + len(ev.reference.clips)
+    assert all(p["error"] is None and p["readyState"] >= 2 and p["duration"] > 0.2 for p in players), players
+    assert images and all(i["width"] > 0 for i in images)
 
 
 def test_a_small_reference_gives_per_clip_measures_and_a_note(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -21,32 +20,11 @@ from cadenza.audio import write_audio
 from cadenza.evaluation.report import write_report
 from cadenza.evaluation.results import Clip, ClipSet, Estimate, Evaluation
 from cadenza.plots import plot_spectrogram, save_figure
+from tests.evaluation.helpers import open_in_chromium
 
 SR = 16000
 ODD_FOLDER = "my folder & more"
 SCRIPT_NAME = 'mel-lstm <script>alert("x")</script>'
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--allow-file-access-from-files",
-]
-# Waits until the element has decoded data (or failed) after load(); 10 s at most.
-WAIT_FOR_AUDIO = """async (el) => {
-    el.load();
-    const t0 = performance.now();
-    while (el.readyState < 2 && !el.error && performance.now() - t0 < 10000) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    return {src: el.currentSrc || el.src, readyState: el.readyState, duration: el.duration,
-            error: el.error ? el.error.code + ": " + el.error.message : null};
-}"""
 
 
 def _chord(seconds: float) -> np.ndarray:
@@ -221,32 +199,8 @@ def test_html_is_safe_and_self_contained(built: tuple[Evaluation, Path, dict[str
 
 
 def test_report_in_chromium(built: tuple[Evaluation, Path, dict[str, float]]) -> None:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright python package is not installed"
-    )
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (make system-deps installs it as root)")
     evaluation, out, seconds = built
-    page_url = write_report(evaluation, out)["html"].resolve().as_uri()
-
-    playwright = sync_api.sync_playwright().start()
-    try:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        problems: list[str] = []
-        page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}"))
-        page.goto(page_url, wait_until="load")
-
-        players = [el.evaluate(WAIT_FOR_AUDIO) for el in page.query_selector_all("audio")]
-        images = page.eval_on_selector_all(
-            "img", "els => els.map(e => ({src: e.currentSrc || e.src, width: e.naturalWidth}))"
-        )
-        browser.close()
-    finally:
-        playwright.stop()
+    players, images, problems = open_in_chromium(write_report(evaluation, out)["html"])
 
     assert len(players) == 9
     for player in players:
