@@ -412,12 +412,14 @@ def evaluate(
         ref_items, info = store_clips(reference, n_clips=n_clips, seconds=seconds, seed=seed)
         ref_skipped: list[tuple[str, str]] = []
         ref_rep = info["representation"]
+        score_items = ref_items
         if info["note"]:
             notes.append(info["note"])
     elif reference.exists():
         _say(f"reference: the music in {reference}")
         files, ref_skipped = read_folder(reference)
         ref_items = _cut(files, n_clips=n_clips, seconds=seconds, seed=seed)
+        score_items = files  # scores are measured whole, not cut
     else:
         raise ParameterError(f"--reference {reference}: no such feature store or folder")
     if not ref_items:
@@ -452,11 +454,11 @@ def evaluate(
 
     # --- symbolic reference
     sym_rep = ref_rep if ref_rep is not None and ref_rep.input_kind == "score" else None
-    if sym_rep is None and any(i.midi is not None for i in ref_items):
+    if sym_rep is None and any(i.midi is not None for i in score_items):
         from cadenza.representations import make_representation
 
         sym_rep = make_representation("pianoroll")
-    ref_bars = _symbolic(ref_items, sym_rep) if sym_rep is not None else None
+    ref_bars = _symbolic(score_items, sym_rep) if sym_rep is not None else None
     if ref_bars is not None:
         ref_set.symbolic = _symbolic_row(ref_bars, sym_rep)
 

@@ -222,3 +222,28 @@ def test_a_small_reference_gives_per_clip_measures_and_a_note(
     assert "no usable clip" in capsys.readouterr().err
     assert main(["evaluate", str(empty), "--reference", str(ref_dir), "--out", str(out)]) == 0
     assert "no usable clip" in json.loads((out / "metrics.json").read_text())["sets"][0]["note"]
+
+
+def test_scores_against_a_folder_of_scores(tmp_path: Path) -> None:
+    """MIDI against MIDI: EB, UPC and QN per set and set distances over per-bar features."""
+    ref, gen = tmp_path / "ref", tmp_path / "gen"
+    ref.mkdir()
+    gen.mkdir()
+    chorales = sorted(
+        str(p) for p in music21.corpus.getComposer("bach") if "bwv" in str(p) and str(p).endswith(".mxl")
+    )
+    for i, path in enumerate(chorales[20:28]):
+        read_score(path).write(str(ref / f"c{i}.mid"))
+    for i, path in enumerate(chorales[28:32]):
+        read_score(path).write(str(gen / f"g{i}.mid"))
+    drone = music21.stream.Stream([music21.chord.Chord([48 + k for k in range(0, 24, 2)], quarterLength=32)])
+    drone.write("midi", fp=str(gen / "drone.mid"))
+    ev = evaluate([gen], reference=ref, out=tmp_path / "out", n_clips=30, seconds=10.0, n_boot=50)
+    (cs,) = ev.sets
+    assert ev.reference.symbolic["used_pitch_classes"] > 2
+    assert 0 <= cs.symbolic["empty_bar_rate"] <= 100 and cs.symbolic["qualified_note_rate"] > 50
+    assert {"kad", "fad"} <= set(cs.symbolic_distances)
+    drone_only = evaluate(
+        [gen / "drone.mid"], reference=ref, out=tmp_path / "out2", n_clips=30, seconds=10.0, n_boot=0
+    )
+    assert drone_only.sets[0].symbolic_distances["kad"].value > cs.symbolic_distances["kad"].value

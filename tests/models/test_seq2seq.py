@@ -169,6 +169,8 @@ def test_cli_train_resume_generate(store: Path, tmp_path: Path) -> None:
     assert sr == SR and y.shape == (2 * SR,) and meta["model"] == "seq2seq"
     assert meta["seed_source"]["kind"] == "store" and 0.0 <= meta["silent_fraction"] <= 1.0
     assert_evaluates(run, store, tmp_path / "eval", seconds=1.0)
+    assert main(["export", str(run), str(tmp_path / "bundle.pt")]) == 0  # a bundle evaluates like its run
+    assert_evaluates(tmp_path / "bundle.pt", store, tmp_path / "eval-bundle", seconds=1.0)
     shift = tmp_path / "shift"
     assert main(["train", "seq2seq-tiny", "--data", str(store), "--run", str(shift), *TINY, "train.max_steps=5",
                  "model.scheme=shift", "data.options.scheme=shift"]) == 0  # fmt: skip
