@@ -81,8 +81,8 @@ STORES = {
 JOBS = (
     Job("fft_base-tiny", "fft", "the GRUV LSTM over FFT frames (paper 000)", 8.0),
     Job("fft_bilinear-tiny", "fft", "the bilinear LSTM, paper 000's best model", 8.0),
-    Job("bilstm_gan-tiny", "rolls", "the bi-LSTM GAN over piano rolls (paper 004)", 16.0),
-    Job("cnn_lstm_gan-tiny", "rolls", "the CNN generator / bi-LSTM discriminator GAN (paper 004)", 16.0),
+    Job("bilstm_gan-tiny", "rolls", "the bi-LSTM GAN over piano rolls (paper 004)", 8.0),
+    Job("cnn_lstm_gan-tiny", "rolls", "the CNN generator / bi-LSTM discriminator GAN (paper 004)", 8.0),
     Job("seq2seq-tiny", "wave", "the Seq2Seq LSTM over raw audio (paper 002)", 5.0),
     Job("wavenet-tiny", "mulaw", "the WaveNet over mu-law audio, composer-conditioned (paper 002)", 3.0),
 )
@@ -181,8 +181,8 @@ def run_demo(
     written["plot"] = str(plot_one_piece(written["stores"]["rolls"].out, out))
     print(written["plot"])
 
+    from cadenza.generation import generate_from_run
     from cadenza.training import train
-    from cadenza.training.generation import generate_from_run
 
     for job in jobs:
         name = job.config
@@ -229,8 +229,7 @@ def _evaluate(
     for key, members in groups.items():
         if key not in written["stores"]:
             continue
-        # a GAN writes one 4-bar phrase (8 s at 120 bpm); audio models the length they generated
-        length = 8.0 if key == "rolls" else (seconds or max(j.seconds for j in members))
+        length = seconds or max(j.seconds for j in members)
         _say(f"evaluating {', '.join(j.config for j in members)} against held-out {STORES[key].what}")
         ev = evaluate(
             [written["runs"][j.config] for j in members],

@@ -1,6 +1,14 @@
 """Audio in and out: decoding any audio file, writing WAV/FLAC, and rendering scores to sound."""
 
-from cadenza.audio.io import AUDIO_EXTENSIONS, audio_info, is_silent, read_audio, write_audio
+from cadenza.audio.io import (
+    AUDIO_EXTENSIONS,
+    DECODABLE_EXTENSIONS,
+    PartialAudioWarning,
+    audio_info,
+    is_silent,
+    read_audio,
+    write_audio,
+)
 from cadenza.audio.render import (
     RenderFallbackWarning,
     find_soundfont,
@@ -13,6 +21,8 @@ from cadenza.audio.synth import synthesize
 
 __all__ = [
     "AUDIO_EXTENSIONS",
+    "DECODABLE_EXTENSIONS",
+    "PartialAudioWarning",
     "RenderFallbackWarning",
     "audio_info",
     "find_soundfont",

@@ -7,6 +7,10 @@ a few stable ``reason`` strings, suitable for a corpus manifest:
 
 ``"missing file"``, ``"unreadable file"``, ``"empty file"``, ``"not an audio file"``,
 ``"corrupt or truncated audio"``, ``"no audio samples"``, ``"unsupported format"``.
+
+A file cut short whose first part still decodes (an Ogg stream without its last page, a WAV
+whose data chunk promises more than the file holds, an MP3 shorter than its Xing header says)
+is returned as far as it decodes, with a :class:`PartialAudioWarning` that says so.
 """
 
 from __future__ import annotations
@@ -25,7 +29,15 @@ import soxr
 from cadenza._fs import fsync_dir
 from cadenza.errors import DecodeError, ParameterError
 
-__all__ = ["AUDIO_EXTENSIONS", "audio_info", "is_silent", "read_audio", "write_audio"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "DECODABLE_EXTENSIONS",
+    "PartialAudioWarning",
+    "audio_info",
+    "is_silent",
+    "read_audio",
+    "write_audio",
+]
 
 #: ``res_type`` names (librosa's) -> soxr quality recipes.
 RES_TYPES = {"soxr_vhq": "VHQ", "soxr_hq": "HQ", "soxr_mq": "MQ", "soxr_lq": "LQ", "soxr_qq": "QQ"}
@@ -73,7 +85,13 @@ def _import_audioread() -> Any:
     return audioread
 
 
-def _supported_extensions() -> frozenset[str]:
+#: Lower-case extensions (with the dot) of the audio files cadenza knows, whether or not this
+#: environment decodes them: a corpus lists every one of them, so that a file it cannot read
+#: shows up in the manifest with its reason ("unsupported format") instead of being passed over.
+AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus")
+
+
+def _decodable_extensions() -> frozenset[str]:
     ext = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au"}
     if _soundfile_reads_mp3() or _import_audioread() is not None:
         ext.add(".mp3")
@@ -82,8 +100,37 @@ def _supported_extensions() -> frozenset[str]:
     return frozenset(ext)
 
 
-#: Lower-case file extensions (with the dot) that :func:`read_audio` decodes in this environment.
-AUDIO_EXTENSIONS: frozenset[str] = _supported_extensions()
+#: The subset of :data:`AUDIO_EXTENSIONS` that :func:`read_audio` decodes in this environment
+#: (MP3 needs libsndfile >= 1.1 or audioread; Opus needs a libsndfile built with it).
+DECODABLE_EXTENSIONS: frozenset[str] = _decodable_extensions()
+
+
+class PartialAudioWarning(UserWarning):
+    """An audio file that breaks off before its stream ends: only its first part decodes.
+
+    :func:`read_audio` returns the samples that decode and warns with this category; a corpus
+    job records :attr:`note` in its manifest.
+
+    Attributes
+    ----------
+    path : str
+        The file.
+    seconds : float
+        The audio that decoded, in seconds.
+    detail : str
+        How the cut shows (which header promises more than the file holds).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], seconds: float, detail: str) -> None:
+        self.path = str(path)
+        self.seconds = float(seconds)
+        self.detail = detail
+        super().__init__(f"{self.path}: {self.note} ({detail})")
+
+    @property
+    def note(self) -> str:
+        """One line for a manifest: ``"kept in part: decoded 1.2 s"``."""
+        return f"kept in part: decoded {self.seconds:.1f} s"
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,6 +196,68 @@ def _open_error(path: Path, kind: str, name: str, error: Exception) -> DecodeErr
     if kind == "sndfile":
         return DecodeError(path, "corrupt or truncated audio", f"{name} header, but libsndfile says: {error}")
     return DecodeError(path, "not an audio file", f"no known audio header; libsndfile says: {error}")
+
+
+def _ogg_cut(path: Path) -> str | None:
+    """How an Ogg file shows it was cut short, or None when its last page ends the stream.
+
+    An Ogg stream ends with a page flagged end-of-stream; libsndfile decodes a file that
+    breaks off before it without a word, up to the last whole page.
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        pos, last_flags = 0, None
+        while pos + 27 <= size:
+            fh.seek(pos)
+            head = fh.read(27)  # capture pattern, version, flags, granule, serial, sequence, CRC, n_segments
+            if head[:4] != b"OggS":
+                break  # bytes after the last page (a tag a tool appended) are not part of the stream
+            table = fh.read(head[26])
+            end = pos + 27 + len(table) + sum(table)
+            if len(table) < head[26] or end > size:
+                return f"the Ogg page at byte {pos} breaks off at the end of the file"
+            last_flags, pos = head[5], end
+        else:
+            if pos < size:
+                return f"the file ends {size - pos} bytes into an Ogg page header"
+    if last_flags is not None and not last_flags & 0x04:
+        return "the last Ogg page does not end the stream"
+    return None
+
+
+def _wav_cut(path: Path) -> str | None:
+    """How a RIFF WAV file shows it was cut short: a data chunk longer than what follows it."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None  # RIFX, RF64 and W64 keep their sizes elsewhere; not checked
+        pos = 12
+        while pos + 8 <= size:
+            fh.seek(pos)
+            chunk = fh.read(8)
+            n_bytes = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                # 0 and 0xFFFFFFFF: a streaming writer that never came back to fill the size in.
+                if n_bytes not in (0, 0xFFFFFFFF) and size - pos - 8 < n_bytes:
+                    return f"the WAV data chunk promises {n_bytes} bytes, the file holds {size - pos - 8}"
+                return None
+            pos += 8 + n_bytes + (n_bytes & 1)
+    return None
+
+
+def _cut_short(path: Path, name: str, f: sf.SoundFile, end: int) -> str | None:
+    """How a file that decoded up to frame ``end`` shows it was cut short, or None."""
+    if name == "OGG":
+        return _ogg_cut(path)
+    if name == "WAV":
+        return _wav_cut(path)
+    # Formats whose header counts the frames (FLAC's STREAMINFO, MP3's Xing header): compare.
+    # MP3 lengths without a Xing header are estimates from the file size, hence the slack.
+    missing = f.frames - end
+    if missing > max(0.01 * f.frames, 0.1 * f.samplerate):
+        return f"the {name} header promises {f.frames / f.samplerate:.2f} s"
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,12 +335,16 @@ def _decode_soundfile(
             y = _read_frames(f, n_frames, mono=mono)
         except (sf.SoundFileError, RuntimeError) as e:
             raise DecodeError(path, "corrupt or truncated audio", f"decoding failed: {e}") from e
-    if len(y) == 0:
-        raise DecodeError(
-            path,
-            "corrupt or truncated audio",
-            f"the {name or 'audio'} header promises audio but none decodes",
-        )
+        if len(y) == 0:
+            raise DecodeError(
+                path,
+                "corrupt or truncated audio",
+                f"the {name or 'audio'} header promises audio but none decodes",
+            )
+        cut = _cut_short(path, name, f, start + len(y)) if n_frames < 0 or len(y) < n_frames else None
+    if cut is not None:
+        # stacklevel 4: the caller of read_audio (through _load and this function).
+        warnings.warn(PartialAudioWarning(path, len(y) / orig_sr, cut), stacklevel=4)
     return y, orig_sr
 
 
@@ -344,8 +457,13 @@ def read_audio(
     cadenza.errors.DecodeError
         With ``reason`` one of "missing file", "unreadable file", "empty file", "not an audio
         file", "corrupt or truncated audio", "no audio samples", "unsupported format".
-        A WAV cut short decodes to the samples that are there (as libsndfile does); a
-        compressed stream that breaks off mid-frame is "corrupt or truncated audio".
+        A FLAC stream that breaks off mid-frame is "corrupt or truncated audio".
+
+    Warns
+    -----
+    PartialAudioWarning
+        When the file was cut short but its first part decodes (a WAV, an Ogg Vorbis/Opus
+        file, an MP3 with a Xing header): the samples that decode are returned.
 
     Examples
     --------
@@ -438,6 +556,21 @@ def is_silent(y: np.ndarray, *, threshold_db: float = -60.0) -> bool:
         Samples in [-1, 1], any shape.
     threshold_db : float
         Peak level in dBFS under which the signal counts as silent.
+
+    See Also
+    --------
+    cadenza.evaluation.detectors.silent_fraction : the share of 100 ms frames whose RMS is
+        below -50 dBFS.
+
+    Notes
+    -----
+    The two answer different questions, so they measure differently. ``is_silent`` decides
+    whether a source file holds any signal at all before a corpus keeps it: one peak above
+    -60 dBFS is enough, so a recording of a quiet passage with a few soft notes is never thrown
+    away. ``silent_fraction`` measures how much of a *generated* clip has gone dead, frame by
+    frame, where a sustained low RMS is the failure to catch and a lone click should not hide
+    it. Deriving one from the other (``silent_fraction(y, sr) == 1.0``) would drop recordings
+    whose RMS stays below -50 dBFS though they clearly sound, which prepare keeps today.
 
     Examples
     --------

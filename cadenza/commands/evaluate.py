@@ -74,8 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _is_pianoroll_run(source: str) -> bool:
     from cadenza.errors import CadenzaError
     from cadenza.evaluation.clips import is_run
+    from cadenza.generation import find_checkpoint
     from cadenza.training.checkpoint import load_checkpoint
-    from cadenza.training.generation import find_checkpoint
 
     if not is_run(source):
         return False
@@ -89,8 +89,8 @@ def _is_pianoroll_run(source: str) -> bool:
 def _run_store(source: str) -> str | None:
     from cadenza.errors import CadenzaError
     from cadenza.evaluation.clips import is_run, is_store
+    from cadenza.generation import find_checkpoint
     from cadenza.training.checkpoint import load_checkpoint
-    from cadenza.training.generation import find_checkpoint
 
     if not is_run(source):
         return None

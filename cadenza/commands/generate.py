@@ -1,4 +1,8 @@
-"""`cadenza generate RUN_OR_BUNDLE --seconds 10 --n 3 --seed 7 --out samples/`: new music from a model."""
+"""`cadenza generate RUN_OR_BUNDLE --seconds 10 --n 3 --seed 7 --out samples/`: new music from a model.
+
+The length is ``--seconds`` for every model (a score at its tempo), or ``--beats``/``--bars`` for
+symbolic models.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +22,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("source", metavar="RUN_OR_BUNDLE", help="a run directory, a bundle or a checkpoint file")
-    p.add_argument("--seconds", type=float, default=10.0, help="length of each sample (default: 10)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--seconds", type=float, default=None, help="length of each sample (default: 10)")
+    length.add_argument("--beats", type=float, help="symbolic models: length in beats instead of seconds")
+    length.add_argument("--bars", type=float, help="symbolic models: length in bars instead of seconds")
     p.add_argument("--n", type=int, default=1, help="number of samples (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", default="samples", help="output folder (default: samples)")
     p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint to use instead of best.pt")
     p.add_argument(
-        "--seed-file", metavar="AUDIO", help="an audio file to start from (models that continue music)"
+        "--seed-file",
+        metavar="FILE",
+        help="an audio file (or score) to start from (models that continue music)",
     )
     p.add_argument("--device", default="cpu", help="cpu (default, reproducible), auto, cuda or mps")
     p.add_argument(
@@ -79,14 +88,17 @@ def parse_style(text: str) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cadenza.training.generation import generate_from_run
+    from cadenza.generation import generate_from_run
 
     options = parse_options(args.option)
     if args.style:
         options["style"] = parse_style(args.style)
+    seconds = args.seconds if args.seconds is not None or args.beats or args.bars else 10.0
     paths = generate_from_run(
         args.source,
-        seconds=args.seconds,
+        seconds=seconds,
+        beats=args.beats,
+        bars=args.bars,
         n=args.n,
         seed=args.seed,
         out=args.out,

@@ -34,6 +34,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from cadenza.audio.io import AUDIO_EXTENSIONS
 from cadenza.data.items import SourceItem, safe_id
 from cadenza.errors import DecodeError, ParameterError, SourceError
 
@@ -53,7 +54,8 @@ __all__ = [
     "open_source",
 ]
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus")
+# AUDIO_EXTENSIONS (from cadenza.audio.io) lists every audio extension, decodable here or not:
+# a file this environment cannot decode is listed and then recorded as skipped with its reason.
 SCORE_EXTENSIONS = (".mid", ".midi", ".kar", ".xml", ".musicxml", ".mxl", ".krn", ".abc")
 ROLL_EXTENSIONS = (".npz",)
 #: What a caller may ask for; "score" and "roll" both mean "something symbolic".

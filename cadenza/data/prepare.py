@@ -1,8 +1,10 @@
 """``prepare``: decode, resample and encode a corpus into a feature store, in parallel and resumably.
 
 Every source file ends as one manifest line: ``ok`` with its shard, or ``skipped`` with the
-reason. Finished lines are appended to ``manifest.jsonl`` as they come in, so a run that is
-killed and started again only does the files that are not there yet.
+reason; an ``ok`` line may carry a ``warning`` (``"kept in part: decoded 1.2 s"`` for a file cut
+short), which the closing summary repeats. Finished lines are appended to ``manifest.jsonl`` as
+they come in, so a run that is killed and started again only does the files that are not there
+yet. Worker processes exit when the process that started them dies, even by ``kill -9``.
 """
 
 from __future__ import annotations
@@ -10,14 +12,18 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import contextlib
+import ctypes
 import dataclasses
 import json
 import logging
 import multiprocessing
 import os
 import random
+import signal
 import sys
+import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,15 +55,34 @@ class PrepareSummary:
     hours: float
     seconds: float
     n_done_before: int = 0
+    #: The ``warning`` of each prepared file that has one, by id (``"kept in part: decoded 1.2 s"``).
+    warnings: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
         text = f"{self.n_ok} of {self.n_files} files prepared, {self.n_skipped} skipped"
         if self.reasons:
             text += " (" + ", ".join(f"{n} {reason}" for reason, n in sorted(self.reasons.items())) + ")"
+        for line in self._warning_lines():
+            text += f"; {line}"
         text += f"; {self.hours:.2f} h of material in {self.out}"
         if self.n_done_before:
             text += f" ({self.n_done_before} already done by an earlier run)"
         return text
+
+    def _warning_lines(self, n_shown: int = 3) -> list[str]:
+        """``"1 file kept in part: decoded 1.2 s (jazz__a.ogg)"``, one line per kind of warning."""
+        by_kind: dict[str, list[str]] = collections.defaultdict(list)
+        for item_id, warning in sorted(self.warnings.items()):
+            kind, _, detail = warning.partition(": ")
+            by_kind[kind].append(f"{detail} ({item_id})" if detail else item_id)
+        lines = []
+        for kind, entries in by_kind.items():
+            n = len(entries)
+            line = f"{n} file{'' if n == 1 else 's'} {kind}: " + ", ".join(entries[:n_shown])
+            if n > n_shown:
+                line += f" and {n - n_shown} more (see manifest.jsonl)"
+            lines.append(line)
+        return lines
 
 
 # ------------------------------------------------------------------ choosing files
@@ -212,7 +237,9 @@ def _encode_item(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dic
         info["duration"] = float(midi.get_end_time())
         return frames, info
     sr = int(rep.sample_rate)  # type: ignore[attr-defined]
-    y = load_audio_item(item, sr)
+    y, warning = _load_audio_noting_cuts(item, sr)
+    if warning:
+        info["warning"] = warning
     if y.size == 0:
         raise DecodeError(item.path, "no audio samples")
     from cadenza.audio import is_silent
@@ -224,6 +251,25 @@ def _encode_item(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dic
         raise DecodeError(item.path, "too short", f"{y.size} samples give no frame")
     info["duration"] = float(y.size / sr)
     return frames, info
+
+
+def _load_audio_noting_cuts(item: SourceItem, sr: int) -> tuple[np.ndarray, str]:
+    """:func:`load_audio_item`, and the note of a :class:`PartialAudioWarning` ("" when whole).
+
+    Other warnings are shown as they would have been.
+    """
+    from cadenza.audio import PartialAudioWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PartialAudioWarning)
+        y = load_audio_item(item, sr)
+    note = ""
+    for w in caught:
+        if isinstance(w.message, PartialAudioWarning):
+            note = w.message.note
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return y, note
 
 
 def prepare_one(item: SourceItem, rep_dict: dict[str, Any], out: str, split: str) -> dict[str, Any]:
@@ -265,7 +311,54 @@ _WORKER_FN: Any = None
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
-def _worker_init() -> None:
+#: How often a worker's watchdog looks for its parent, in seconds.
+_WATCHDOG_SECONDS = 1.0
+
+#: ``PR_SET_PDEATHSIG`` from ``<linux/prctl.h>``.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this process when ``parent_pid`` dies, however it dies (``kill -9`` included).
+
+    A pool worker blocks on its task queue forever once the parent is gone (it holds the
+    queue's write end itself, so it never reads an end of file), keeping a few hundred MB.
+    On Linux the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``); the
+    signal comes when the parent *thread* that started the worker ends, which is the thread
+    that runs ``prepare_corpus``, alive until the pool is shut down. Elsewhere, or if prctl
+    is refused, a daemon thread checks once a second that the parent is still ours.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+        if armed:
+            if os.getppid() != parent_pid:  # the parent died before the signal was armed
+                os._exit(1)
+            return
+    _start_parent_watchdog(parent_pid)
+
+
+def _start_parent_watchdog(parent_pid: int, interval: float = _WATCHDOG_SECONDS) -> threading.Thread:
+    """A daemon thread that ends this process once its parent is no longer ``parent_pid``.
+
+    An orphan is re-parented (to init or a subreaper), so ``os.getppid()`` changes.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="cadenza-parent-watchdog", daemon=True)
+    thread.start()
+    return thread
+
+
+def _worker_init(parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)  # for libraries loaded before the environment took effect
@@ -453,6 +546,7 @@ def prepare_corpus(
         hours=sum(float(r.get("duration", 0.0)) for r in ok) / 3600.0,
         seconds=time.perf_counter() - t_start,
         n_done_before=n_done_before,
+        warnings={r["id"]: r["warning"] for r in ok if r.get("warning")},
     )
     if not ok:
         raise StoreError(f"none of the {len(items)} files of {source} could be prepared: {summary}")
@@ -490,7 +584,9 @@ def _run_pool(
         suspects = []
         if not queue:
             break
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        with cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+        ) as pool:
             in_flight: dict[cf.Future, SourceItem] = {}
             try:
                 while queue or in_flight:
@@ -511,7 +607,9 @@ def _run_pool(
 def _isolated(
     fn: Any, item: SourceItem, rep_dict: dict[str, Any], out: str, split: str, ctx: Any
 ) -> dict[str, Any]:
-    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_worker_init) as pool:
+    with cf.ProcessPoolExecutor(
+        max_workers=1, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+    ) as pool:
         try:
             return pool.submit(fn, item, rep_dict, out, split).result()
         except cf.process.BrokenProcessPool:
@@ -527,12 +625,12 @@ def _isolated(
 
 
 class _progress_bar:
-    """tqdm over files, with hours of material done and files skipped."""
+    """Progress over files (:func:`cadenza.progress.progress`), with hours of material done and files skipped."""
 
     def __init__(self, total: int, initial: int, enabled: bool, seconds_before: float) -> None:
-        from tqdm.auto import tqdm
+        from cadenza.progress import progress
 
-        self.bar = tqdm(total=total, initial=initial, unit="file", disable=not enabled, desc="prepare")
+        self.bar = progress(total=total, initial=initial, unit="file", enabled=enabled, desc="prepare")
         self.seconds = seconds_before
         self.skipped = 0
 
@@ -541,7 +639,7 @@ class _progress_bar:
             self.seconds += float(record.get("duration", 0.0))
         else:
             self.skipped += 1
-        self.bar.set_postfix(hours=f"{self.seconds / 3600:.2f}", skipped=self.skipped, refresh=False)
+        self.bar.set_postfix(hours=f"{self.seconds / 3600:.2f}", skipped=self.skipped)
         self.bar.update(1)
 
     def close(self) -> None:

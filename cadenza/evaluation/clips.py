@@ -138,15 +138,10 @@ def read_folder(
     return items, skipped
 
 
-def _decode_frames(rep: Any, frames: np.ndarray) -> tuple[np.ndarray, int, Any]:
-    """Frames of a store -> (audio, rate, score or None)."""
-    if rep.input_kind == "score":
-        from cadenza.audio import render_midi
-
-        midi = rep.decode(frames)
-        y = render_midi(midi, sr=RENDER_SR) if any(i.notes for i in midi.instruments) else np.zeros(0)
-        return np.asarray(y, np.float32), RENDER_SR, midi
-    return np.asarray(rep.decode(frames), np.float32).reshape(-1), int(rep.sample_rate), None
+def _decode_frames(rep: Any, frames: np.ndarray, seconds: float | None = None) -> tuple[np.ndarray, int, Any]:
+    """Frames of a store -> (audio, rate, score or None), through the representation."""
+    y, sr = rep.to_audio(frames, seconds=seconds)
+    return np.asarray(y, np.float32), int(sr), rep.to_score(frames)
 
 
 def store_clips(
@@ -157,7 +152,7 @@ def store_clips(
     The ``test`` split (``valid`` when there is no test split, with a note; never ``train``).
     Files are taken in a seeded order, each cut into consecutive clips of ``seconds`` (a file
     shorter than that is one shorter clip), clips dealt round-robin over files so that many
-    pieces are represented. Scores (piano rolls) are cut at whole bars and rendered.
+    pieces are represented. Scores (piano rolls) are cut at their tempo and rendered.
 
     Returns
     -------
@@ -184,28 +179,21 @@ def store_clips(
     per_file: list[list[Item]] = []
     for item_id in order:
         frames = np.asarray(store.load(item_id))
-        if rep.input_kind == "score":
-            spb = int(rep.steps_per_bar)
-            bars = max(1, int(round(seconds * rep.tempo / 60.0 / rep.beats_per_bar)))
-            step = bars * spb
-            cuts = [frames[a : a + step] for a in range(0, max(len(frames) - step, 0) + 1, step)]
-        else:
-            step = max(1, int(round(seconds * rep.frame_rate)))
-            cuts = [frames[a : a + step] for a in range(0, max(len(frames) - step, 0) + 1, step)]
+        step = rep.frames_for(seconds=seconds)
+        cuts = [frames[a : a + step] for a in range(0, max(len(frames) - step, 0) + 1, step)]
         clips = []
         for k, cut in enumerate(cuts):
             try:
-                y, sr, midi = _decode_frames(rep, cut)
+                y, sr, midi = _decode_frames(rep, cut, seconds if len(cut) == step else None)
             except CadenzaError as exc:
                 log.warning("skipping a clip of %s: %s", item_id, exc)
                 continue
             if len(y) == 0:
                 y = np.zeros(int(seconds * sr), np.float32)
-            n = int(round(seconds * sr))
             clips.append(
                 Item(
                     name=f"{item_id.split('__')[-1]}-{k}",
-                    y=y[:n] if rep.input_kind != "score" else y,
+                    y=y,
                     sr=sr,
                     midi=midi,
                     origin=f"{store.path.name}/{item_id}@{k * seconds:g}s",

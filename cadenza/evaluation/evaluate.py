@@ -213,17 +213,10 @@ def _generate(
     import pretty_midi
 
     from cadenza.audio import read_audio
-    from cadenza.training.generation import generate_from_run, load_generator
+    from cadenza.generation import generate_from_run
 
-    gen = load_generator(run, device=device)
-    rep = gen.representation
-    length = seconds
-    if rep.input_kind == "score":  # one phrase each; ``seconds`` counts beats for a piano roll
-        per_sample = int(getattr(getattr(gen.model, "config", None), "n_bars", 4) or 4)
-        length = per_sample * int(rep.beats_per_bar)
-    del gen
     paths = generate_from_run(
-        run, seconds=length, n=n_clips, seed=seed, out=folder, device=device, options=options
+        run, seconds=seconds, n=n_clips, seed=seed, out=folder, device=device, options=options
     )
     items = []
     for i, path in enumerate(paths):
@@ -240,14 +233,14 @@ def _generate(
         )
     store = None
     try:
+        from cadenza.generation import find_checkpoint
         from cadenza.training.checkpoint import load_checkpoint
-        from cadenza.training.generation import find_checkpoint
 
         state = load_checkpoint(find_checkpoint(run))
         store = (state.get("config") or {}).get("data", {}).get("store")
     except CadenzaError:
         pass
-    return items, {"store": store, "kind": rep.input_kind}
+    return items, {"store": store}
 
 
 class _TrainingWindows:
@@ -453,7 +446,7 @@ def evaluate(
     calibration = _calibration(ref, space, out, clips_dir, n_boot=n_boot, seed=seed)
 
     # --- symbolic reference
-    sym_rep = ref_rep if ref_rep is not None and ref_rep.input_kind == "score" else None
+    sym_rep = ref_rep if ref_rep is not None and ref_items[0].midi is not None else None
     if sym_rep is None and any(i.midi is not None for i in score_items):
         from cadenza.representations import make_representation
 

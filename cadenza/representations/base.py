@@ -4,6 +4,22 @@ A representation is a frozen dataclass of its parameters with ``encode`` and ``d
 beside each other. Audio representations take mono float32 samples at ``sample_rate``;
 the symbolic one (``pianoroll``) takes a score. Frames are always ``(n_frames, n_features)``.
 
+Consumers (generation, evaluation, training) never ask which kind a representation is: they
+call the few methods every representation answers, whose base versions here are those of
+audio and which a score representation overrides:
+
+``frames_for(seconds=, beats=, bars=)``
+    How many frames a duration takes (audio counts seconds; a score also beats and bars).
+``read(path)``
+    The frames of a file: audio decoded and resampled, or a score parsed.
+``quiet_frames(n_frames, rng)``
+    A near-silent start for a model that continues music when no real music is at hand.
+``to_audio(frames)`` and ``to_score(frames)``
+    Sound (a score is rendered with FluidSynth), and the score when there is one (else None).
+``write(frames, stem, seconds=)``
+    The files of one result: ``stem.wav``, or ``stem.mid`` with a rendered ``stem.wav``, and a
+    ``stem.png`` of the :meth:`picture` when the representation draws one (a piano roll does).
+
 Constructing one checks every field against its type hint (``int`` fields refuse floats and
 bools; ``float`` fields take ints and store them as floats, so ``to_dict`` is stable through
 YAML) and then calls the subclass's ``_validate`` for ranges; both raise
@@ -22,7 +38,10 @@ import numpy as np
 
 from cadenza.errors import ParameterError
 
-__all__ = ["Representation", "as_mono"]
+__all__ = ["RENDER_SAMPLE_RATE", "Representation", "as_mono"]
+
+#: The rate at which a score is rendered to sound (``to_audio``, ``write``).
+RENDER_SAMPLE_RATE = 16000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +89,98 @@ class Representation:
     def to_dict(self) -> dict[str, Any]:
         """Parameters as plain data, with ``name`` first; ``from_dict`` turns it back."""
         return {"name": self.name, **dataclasses.asdict(self)}
+
+    # --- what consumers call, without asking for the kind (audio here; scores override)
+    def frames_for(
+        self, *, seconds: float | None = None, beats: float | None = None, bars: float | None = None
+    ) -> int:
+        """Frames of a result lasting ``seconds`` (an audio representation counts nothing else).
+
+        Examples
+        --------
+        >>> from cadenza.representations import make_representation
+        >>> make_representation("fft", sample_rate=8000, block_size=80).frames_for(seconds=1.5)
+        150
+        """
+        if beats is not None or bars is not None:
+            raise ParameterError(f"a {self.name} representation counts seconds, not beats or bars")
+        if seconds is None or not seconds > 0:
+            raise ParameterError(f"seconds must be positive, got {seconds}")
+        return max(1, int(math.ceil(seconds * self.frame_rate - 1e-9)))
+
+    def read(self, path: Any) -> np.ndarray:
+        """Frames of an audio file, decoded to mono at ``sample_rate`` (any format, rate, channels)."""
+        from cadenza.audio import read_audio
+
+        y, _ = read_audio(path, sr=int(self.sample_rate))  # type: ignore[attr-defined]
+        return np.asarray(self.encode(y), dtype=np.float32)
+
+    def quiet_frames(self, n_frames: int, rng: np.random.Generator, *, amplitude: float = 1e-3) -> np.ndarray:
+        """``n_frames`` frames of noise at ``amplitude`` (about -60 dBFS), encoded."""
+        sr = float(self.sample_rate)  # type: ignore[attr-defined]
+        n_samples = int(math.ceil((n_frames + 1) * sr / self.frame_rate))
+        y = (amplitude * rng.standard_normal(n_samples)).astype(np.float32)
+        return np.asarray(self.encode(y), dtype=np.float32)[:n_frames]
+
+    def to_audio(self, frames: np.ndarray, *, seconds: float | None = None) -> tuple[np.ndarray, int]:
+        """``(samples, sample_rate)`` of decoded frames, cut or padded to ``seconds`` when given."""
+        y = np.asarray(self.decode(frames), dtype=np.float32).reshape(-1)
+        sr = int(self.sample_rate)  # type: ignore[attr-defined]
+        if seconds is not None:
+            n = int(round(seconds * sr))
+            y = np.pad(y, (0, max(0, n - len(y))))[:n]
+        return y, sr
+
+    def to_score(self, frames: np.ndarray) -> Any:
+        """The score of the frames (a ``pretty_midi.PrettyMIDI``), or None: audio has none."""
+        return None
+
+    def picture(self, frames: np.ndarray, *, title: str = "") -> Any:
+        """A matplotlib ``Axes`` that shows the frames, written beside a result; None: none is."""
+        return None
+
+    def write(
+        self,
+        frames: np.ndarray,
+        stem: Any,
+        *,
+        seconds: float | None = None,
+        audio: tuple[np.ndarray, int] | None = None,
+    ) -> list[Any]:
+        """The files of one result, the result itself first: ``stem.mid`` when the frames are a score,
+        ``stem.wav`` (``audio`` when the caller already has it) and ``stem.png`` when there is a
+        :meth:`picture`. A score that cannot be rendered is still written, with a warning."""
+        import logging
+        import os
+        from pathlib import Path
+
+        from cadenza.audio import write_audio
+        from cadenza.errors import CadenzaError
+
+        stem = Path(stem)
+        files: list[Any] = []
+        score = self.to_score(frames)
+        if score is not None:
+            path = stem.with_suffix(".mid")
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            score.write(str(tmp))
+            os.replace(tmp, path)
+            files.append(path)
+        try:
+            y, sr = audio if audio is not None else self.to_audio(frames, seconds=seconds)
+        except (ImportError, CadenzaError) as exc:
+            if score is None:
+                raise
+            logging.getLogger(__name__).warning("could not render %s to audio (%s)", files[0], exc)
+        else:
+            write_audio(stem.with_suffix(".wav"), y, sr)
+            files.append(stem.with_suffix(".wav"))
+        ax = self.picture(frames, title=stem.name)
+        if ax is not None:
+            from cadenza.plots import save_figure
+
+            files.append(save_figure(ax.figure, stem.with_suffix(".png")))
+        return files
 
 
 def _check_type(owner: str, name: str, value: Any, hint: Any) -> Any:

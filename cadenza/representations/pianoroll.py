@@ -21,13 +21,14 @@ note any step. ``decode`` turns each run of on-steps into one note, so
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+import math
+from typing import Any, ClassVar
 
 import numpy as np
 import pretty_midi
 
 from cadenza.errors import ParameterError
-from cadenza.representations.base import Representation
+from cadenza.representations.base import RENDER_SAMPLE_RATE, Representation
 
 __all__ = ["PianoRoll"]
 
@@ -37,6 +38,36 @@ DECODE_VELOCITY = 100
 DECODE_PROGRAM = 0
 #: Text of the event that marks the end of a decoded roll, so that trailing empty bars survive.
 END_MARKER = "cadenza:end"
+
+
+def _tempo_map(midi: pretty_midi.PrettyMIDI) -> np.ndarray | None:
+    """pretty_midi's tempo map, ``(n_changes, 2)`` rows of (tick, seconds per tick); None if it changed.
+
+    ``PrettyMIDI._tick_scales`` is private: a list of ``(tick, seconds_per_tick)`` pairs starting
+    at tick 0, in tick order, that ``time_to_tick`` reads. Reading it lets
+    :meth:`PianoRoll.encode` convert every note time at once; if a pretty_midi release renames
+    it or changes its shape, this returns None and the encoder falls back to the public
+    ``midi.time_to_tick`` per value (slower, same steps). ``tests/representations/test_pianoroll.py``
+    fails loudly when the installed pretty_midi no longer takes the fast path.
+
+    Examples
+    --------
+    >>> _tempo_map(pretty_midi.PrettyMIDI(resolution=480, initial_tempo=120.0))
+    array([[0.        , 0.00104167]])
+    """
+    raw = getattr(midi, "_tick_scales", None)
+    if not isinstance(raw, list | tuple) or not raw:
+        return None
+    try:
+        scales = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if scales.ndim != 2 or scales.shape[1] != 2 or not np.all(np.isfinite(scales)):
+        return None
+    change_tick, seconds_per_tick = scales[:, 0], scales[:, 1]
+    if change_tick[0] != 0 or np.any(np.diff(change_tick) < 0) or np.any(seconds_per_tick <= 0):
+        return None
+    return scales
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,12 +216,18 @@ class PianoRoll(Representation):
 
     def _seconds_to_steps(self, midi: pretty_midi.PrettyMIDI, seconds: np.ndarray) -> np.ndarray:
         """Times in seconds -> steps, through the file's ticks (``midi.time_to_tick``, vectorised)."""
-        scales = np.asarray(midi._tick_scales, dtype=np.float64).reshape(-1, 2)  # (tick, seconds per tick)
-        change_tick, seconds_per_tick = scales[:, 0], scales[:, 1]
-        change_time = np.concatenate([[0.0], np.cumsum(np.diff(change_tick) * seconds_per_tick[:-1])])
-        segment = np.clip(np.searchsorted(change_time, seconds, side="right") - 1, 0, None)
-        ticks = np.rint(change_tick[segment] + (seconds - change_time[segment]) / seconds_per_tick[segment])
-        ticks = np.maximum(ticks.astype(np.int64), 0)
+        scales = _tempo_map(midi)
+        if scales is None:  # pretty_midi changed its private tempo map: the public call, per value
+            ticks = np.array([midi.time_to_tick(t) for t in seconds], dtype=np.int64).reshape(-1)
+        else:
+            change_tick, seconds_per_tick = scales[:, 0], scales[:, 1]
+            change_time = np.concatenate([[0.0], np.cumsum(np.diff(change_tick) * seconds_per_tick[:-1])])
+            segment = np.clip(np.searchsorted(change_time, seconds, side="right") - 1, 0, None)
+            ticks = np.rint(
+                change_tick[segment] + (seconds - change_time[segment]) / seconds_per_tick[segment]
+            )
+            ticks = ticks.astype(np.int64)
+        ticks = np.maximum(ticks, 0)
         # round(tick * resolution / ticks_per_beat) with halves up, in exact integer arithmetic.
         tpb = int(midi.resolution)
         return (2 * ticks * self.resolution + tpb) // (2 * tpb)
@@ -218,3 +255,60 @@ class PianoRoll(Representation):
         end = len(roll) * 60.0 / (self.tempo * self.resolution)
         midi.text_events.append(pretty_midi.Text(END_MARKER, end))
         return midi
+
+    # --- what consumers call, without asking for the kind (see representations.base)
+    def frames_for(
+        self, *, seconds: float | None = None, beats: float | None = None, bars: float | None = None
+    ) -> int:
+        """Steps of a score lasting ``bars``, ``beats`` or ``seconds`` (at ``tempo``), in whole steps.
+
+        Examples
+        --------
+        >>> rep = PianoRoll(resolution=4)
+        >>> rep.frames_for(bars=2), rep.frames_for(beats=3), rep.frames_for(seconds=8.0)
+        (32, 12, 64)
+        """
+        given = [(k, v) for k, v in (("seconds", seconds), ("beats", beats), ("bars", bars)) if v is not None]
+        if len(given) != 1:
+            raise ParameterError("give one of seconds, beats or bars")
+        kind, value = given[0]
+        if not value > 0:
+            raise ParameterError(f"{kind} must be positive, got {value}")
+        n_beats = {"seconds": value * self.tempo / 60.0, "beats": value, "bars": value * self.beats_per_bar}[
+            kind
+        ]
+        return max(1, int(math.ceil(n_beats * self.resolution - 1e-9)))
+
+    def read(self, path: Any) -> np.ndarray:
+        """The roll of a MIDI file or any score music21 parses."""
+        from cadenza.data.scores import read_score
+
+        return self.encode(read_score(path))
+
+    def quiet_frames(self, n_frames: int, rng: np.random.Generator, *, amplitude: float = 0.0) -> np.ndarray:
+        """``n_frames`` empty steps."""
+        return np.zeros((n_frames, self.n_features), np.float32)
+
+    def to_score(self, frames: np.ndarray) -> pretty_midi.PrettyMIDI:
+        return self.decode(frames)
+
+    def to_audio(self, frames: np.ndarray, *, seconds: float | None = None) -> tuple[np.ndarray, int]:
+        """The decoded score rendered (FluidSynth, else the built-in synthesiser) at 16 kHz.
+
+        A score sounds as long as its notes (and their release): ``seconds`` is not applied.
+        """
+        from cadenza.audio import render_midi
+
+        return render_midi(self.decode(frames), sr=RENDER_SAMPLE_RATE), RENDER_SAMPLE_RATE
+
+    def picture(self, frames: np.ndarray, *, title: str = "") -> Any:
+        """The roll drawn with bar lines (``plot_pianoroll``)."""
+        from cadenza.plots import plot_pianoroll
+
+        return plot_pianoroll(
+            frames,
+            resolution=self.resolution,
+            lowest_pitch=self.lowest_pitch,
+            beats_per_bar=self.beats_per_bar,
+            title=title,
+        )

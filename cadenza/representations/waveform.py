@@ -72,6 +72,7 @@ def mu_law_encode(x: ArrayT, *, n_classes: int = 256) -> ArrayT:
 
     Examples
     --------
+    >>> import numpy as np, torch
     >>> mu_law_encode(np.array([-1.0, 0.0, 1.0]))
     array([  0, 128, 255], dtype=uint8)
     >>> mu_law_encode(torch.tensor([-1.0, 0.0, 1.0]))

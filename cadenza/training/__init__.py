@@ -17,7 +17,7 @@ module                 what it holds
 Examples
 --------
 >>> from cadenza.training import train                                         # doctest: +SKIP
->>> from cadenza.training.generation import generate_from_run                   # doctest: +SKIP
+>>> from cadenza.generation import generate_from_run                            # doctest: +SKIP
 >>> train("fft_base-tiny", data="data/bach-fft", run="runs/tiny")              # doctest: +SKIP
 >>> generate_from_run("runs/tiny", seconds=10, n=3, seed=7, out="samples")     # doctest: +SKIP
 """

@@ -23,8 +23,8 @@ import torch
 
 from cadenza.data.store import FeatureStore, atomic_write_text
 from cadenza.errors import StoreError
+from cadenza.generation import held_out_clips, load_generator
 from cadenza.training.checkpoint import save_checkpoint
-from cadenza.training.generation import held_out_clips, load_generator
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cadenza.audio import AUDIO_EXTENSIONS, audio_info, io, is_silent, read_audio, write_audio
+from cadenza.audio import (
+    AUDIO_EXTENSIONS,
+    DECODABLE_EXTENSIONS,
+    PartialAudioWarning,
+    audio_info,
+    io,
+    is_silent,
+    read_audio,
+    write_audio,
+)
 from cadenza.errors import DecodeError, ParameterError
 
 FREQ = 440.0
@@ -148,9 +157,83 @@ def test_truncated_wav_decodes_the_samples_that_are_there(tmp_path):
     data = (tmp_path / "full.wav").read_bytes()
     (tmp_path / "half.wav").write_bytes(data[: len(data) // 2])
     full, _ = read_audio(tmp_path / "full.wav")
-    half, _ = read_audio(tmp_path / "half.wav")
+    with pytest.warns(PartialAudioWarning, match="kept in part: decoded 0.5 s") as caught:
+        half, _ = read_audio(tmp_path / "half.wav")
     assert abs(len(half) - (len(data) // 2 - 44) // 2) <= 1
     np.testing.assert_array_equal(half, full[: len(half)])
+    assert "data chunk promises 32000 bytes" in caught[0].message.detail
+
+
+def _noise(sr: int, seconds: float) -> np.ndarray:
+    """Noise, which compresses badly: a cut at a fraction of the bytes lands in the middle of the audio."""
+    return 0.3 * np.random.default_rng(7).standard_normal(round(sr * seconds))
+
+
+def _cut(path, fraction: float):
+    data = path.read_bytes()
+    cut = path.with_name("cut" + path.suffix)
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    return cut
+
+
+@pytest.mark.parametrize(
+    ("ext", "file_format", "subtype", "file_sr"),
+    [
+        pytest.param("ogg", "OGG", "VORBIS", 22050, id="ogg-vorbis"),
+        pytest.param(
+            "opus",
+            "OGG",
+            "OPUS",
+            48000,
+            id="ogg-opus",
+            marks=pytest.mark.skipif(".opus" not in DECODABLE_EXTENSIONS, reason="no Opus here"),
+        ),
+        pytest.param(
+            "mp3",
+            "MP3",
+            "MPEG_LAYER_III",
+            22050,
+            id="mp3",
+            marks=pytest.mark.skipif(not mp3_writable(), reason="this libsndfile cannot write MP3"),
+        ),
+    ],
+)
+def test_truncated_compressed_file_keeps_what_decodes_and_warns(tmp_path, ext, file_format, subtype, file_sr):
+    full_path = tmp_path / f"full.{ext}"
+    sf.write(full_path, _noise(file_sr, 5.0), file_sr, format=file_format, subtype=subtype)
+    cut = _cut(full_path, 0.6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PartialAudioWarning)
+        full, _ = read_audio(full_path)  # the whole file: no warning
+    with pytest.warns(PartialAudioWarning) as caught:
+        part, sr = read_audio(cut)
+    assert sr == file_sr and 0.5 * file_sr < len(part) < len(full) - 0.5 * file_sr
+    np.testing.assert_allclose(part[: file_sr // 2], full[: file_sr // 2], atol=1e-6)
+    warning = caught[0].message
+    assert warning.path == str(cut) and warning.seconds == pytest.approx(len(part) / file_sr)
+    assert warning.note == f"kept in part: decoded {len(part) / file_sr:.1f} s"
+    assert str(cut) in str(warning)
+    # A read that stops before the cut has nothing to warn about.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PartialAudioWarning)
+        assert len(read_audio(cut, duration=0.25)[0]) == round(0.25 * file_sr)
+
+
+def test_whole_files_and_streaming_wavs_do_not_warn(tmp_path):
+    x = sine(8000)
+    sf.write(tmp_path / "a.wav", x, 8000)
+    sf.write(tmp_path / "a.flac", x, 8000)
+    sf.write(tmp_path / "a.ogg", _noise(8000, 1.0), 8000)
+    # A WAV written by a streaming tool that never filled its data size in (0xFFFFFFFF).
+    data = bytearray((tmp_path / "a.wav").read_bytes())
+    at = data.index(b"data") + 4
+    data[at : at + 4] = b"\xff\xff\xff\xff"
+    (tmp_path / "stream.wav").write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PartialAudioWarning)
+        for name in ("a.wav", "a.flac", "a.ogg", "stream.wav"):
+            y, _ = read_audio(tmp_path / name)
+            assert len(y) == 8000, name
 
 
 def _write_malformed(tmp_path, kind):
@@ -296,9 +379,13 @@ def test_is_silent():
 
 
 def test_audio_extensions():
-    assert {".wav", ".flac", ".ogg", ".aiff"} <= AUDIO_EXTENSIONS
+    from cadenza.data import corpora
+
+    assert corpora.AUDIO_EXTENSIONS is AUDIO_EXTENSIONS  # one list, that corpora import
+    assert {".wav", ".flac", ".ogg", ".aiff", ".mp3", ".opus"} <= set(AUDIO_EXTENSIONS)
     assert all(ext.startswith(".") and ext == ext.lower() for ext in AUDIO_EXTENSIONS)
-    assert (".mp3" in AUDIO_EXTENSIONS) == (
+    assert {".wav", ".flac", ".ogg", ".aiff"} <= DECODABLE_EXTENSIONS <= set(AUDIO_EXTENSIONS)
+    assert (".mp3" in DECODABLE_EXTENSIONS) == (
         "MP3" in sf.available_formats() or io._import_audioread() is not None
     )
 

@@ -256,3 +256,196 @@ def test_cli_prepares_with_one_worker_per_core_by_default(monkeypatch: pytest.Mo
     assert seen["workers"] == 8
     assert cli(["prepare", "some/folder", "out", "--no-progress", "--workers", "3"]) == 0
     assert seen["workers"] == 3
+
+
+# ------------------------------------------------------------------ a file cut short
+def test_truncated_ogg_is_kept_in_part_with_a_warning(tmp_path, capsys):
+    from cadenza.audio import PartialAudioWarning, read_audio
+
+    root = tmp_path / "music"
+    root.mkdir()
+    sf.write(root / "whole.wav", _tone(1.0, 16000), 16000)
+    noise = 0.3 * np.random.default_rng(0).standard_normal(3 * 22050)
+    sf.write(tmp_path / "full.ogg", noise, 22050, format="OGG", subtype="VORBIS")
+    data = (tmp_path / "full.ogg").read_bytes()
+    (root / "cut.ogg").write_bytes(data[: int(0.45 * len(data))])  # a download that broke off
+    with pytest.warns(PartialAudioWarning):
+        decoded = len(read_audio(root / "cut.ogg")[0]) / 22050
+    assert 0.5 < decoded < 2.5
+    note = f"kept in part: decoded {decoded:.1f} s"
+
+    out = tmp_path / "store"
+    assert cli(["prepare", str(root), str(out), "--param", "block_size=400", "--workers", "1"]) == 0
+    captured = capsys.readouterr()
+    manifest = _manifest(out)
+    assert manifest["cut.ogg"]["status"] == "ok" and manifest["cut.ogg"]["warning"] == note
+    assert manifest["cut.ogg"]["duration"] == pytest.approx(decoded, abs=1e-3)
+    assert "warning" not in manifest["whole.wav"]
+    assert f"2 of 2 files prepared, 0 skipped; 1 file {note} (cut.ogg); " in captured.out
+    # Not a terminal: the progress is a plain line, not a redrawn bar.
+    assert "prepare: 2/2 files (100%)" in captured.err and "\r" not in captured.err
+    # The summary of a resumed run still names it.
+    summary = prepare_corpus(str(root), out, representation="fft", rep_params=SMALL_FFT, progress=False)
+    assert summary.n_done_before == 2 and summary.warnings == {"cut.ogg": note}
+
+
+def test_summary_names_a_few_files_kept_in_part_and_counts_the_rest(tmp_path):
+    from cadenza.data.prepare import PrepareSummary
+
+    summary = PrepareSummary(
+        out=tmp_path,
+        n_files=6,
+        n_ok=6,
+        n_skipped=0,
+        reasons={},
+        hours=0.5,
+        seconds=1.0,
+        warnings={f"f{i}.ogg": f"kept in part: decoded {i}.0 s" for i in range(5)},
+    )
+    assert str(summary) == (
+        "6 of 6 files prepared, 0 skipped; 5 files kept in part: decoded 0.0 s (f0.ogg), "
+        "decoded 1.0 s (f1.ogg), decoded 2.0 s (f2.ogg) and 2 more (see manifest.jsonl); "
+        f"0.50 h of material in {tmp_path}"
+    )
+
+
+# ------------------------------------------------------------------ workers die with their parent
+_SLOW_WORKER = '''
+import os, sys, time
+from pathlib import Path
+
+
+def slow(item, *args):
+    """Stands in for a long file: says which process took it, then works for a minute."""
+    (Path(os.environ["CADENZA_TEST_MARKS"]) / f"{os.getpid()}").touch()
+    time.sleep(60)
+
+
+if __name__ == "__main__":
+    import cadenza.data.prepare as prep
+    from cadenza.cli import main
+
+    prep._WORKER_FN = slow
+    sys.exit(main(sys.argv[1:]))
+'''
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped has ended)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def _wait_until(condition, seconds: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds processes through /proc")
+def test_kill_9_of_prepare_takes_its_workers_along(music_folder, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "slow_worker.py").write_text(_SLOW_WORKER)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "CADENZA_TEST_MARKS": str(marks)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    argv = ["prepare", str(music_folder), str(tmp_path / "store"), "--workers", "2", "--no-progress"]
+    parent = subprocess.Popen(
+        [sys.executable, str(tmp_path / "slow_worker.py"), *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    workers: set[int] = set()
+    try:
+        busy = _wait_until(lambda: len(os.listdir(marks)) >= 2 or parent.poll() is not None, 60)
+        workers = {int(name) for name in os.listdir(marks)}
+        assert busy and len(workers) == 2, parent.stderr.read().decode() if parent.poll() is not None else ""
+        family = _children(parent.pid)  # the two workers and multiprocessing's resource tracker
+        assert workers <= family
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        assert _wait_until(lambda: not any(_alive(pid) for pid in family), 10), [
+            pid for pid in family if _alive(pid)
+        ]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for pid in workers:  # leave nothing behind should the test fail
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        parent.stderr.close()
+
+
+_WATCHDOG_PARENT = """
+import os, sys, time
+import multiprocessing
+
+
+def child(parent_pid, mark):
+    from cadenza.data.prepare import _start_parent_watchdog
+
+    _start_parent_watchdog(parent_pid, interval=0.1)
+    open(mark, "w").close()
+    time.sleep(60)
+
+
+if __name__ == "__main__":
+    process = multiprocessing.get_context("spawn").Process(target=child, args=(os.getpid(), sys.argv[1]))
+    process.start()
+    print(process.pid, flush=True)
+    process.join()
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds processes through /proc")
+def test_watchdog_ends_a_worker_whose_parent_died(tmp_path):
+    """The fallback where prctl is not available: a thread notices the parent is gone."""
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "parent.py").write_text(_WATCHDOG_PARENT)
+    mark = tmp_path / "started"
+    parent = subprocess.Popen(
+        [sys.executable, str(tmp_path / "parent.py"), str(mark)], stdout=subprocess.PIPE, text=True
+    )
+    child = int(parent.stdout.readline())
+    try:
+        assert _wait_until(mark.exists, 60)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        assert _wait_until(lambda: not _alive(child), 10)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+        parent.stdout.close()

@@ -85,6 +85,55 @@ def test_step_conversion_matches_time_to_tick():
     np.testing.assert_array_equal(rep._seconds_to_steps(midi, times), expected)
 
 
+def test_installed_pretty_midi_takes_the_fast_path():
+    """Fails loudly when a pretty_midi release renames or reshapes its private ``_tick_scales``."""
+    from cadenza.representations import pianoroll
+
+    midi = _tempo_change_file()
+    scales = pianoroll._tempo_map(midi)
+    assert scales is not None, (
+        f"pretty_midi {pretty_midi.__version__} changed PrettyMIDI._tick_scales "
+        f"({type(getattr(midi, '_tick_scales', None)).__name__}); PianoRoll.encode now converts "
+        "note times one by one through midi.time_to_tick: update _tempo_map in pianoroll.py"
+    )
+    # 120 bpm from tick 0, 60 bpm from beat 2, at 480 ticks per beat.
+    np.testing.assert_allclose(scales, [[0, 0.5 / 480], [960, 1.0 / 480]])
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [None, "missing", [], [(0.0, 0.001, 1.0)], [(5, 0.001)], [(0, 0.001), (0, -1.0)], [(0, float("nan"))]],
+)
+def test_tempo_map_refuses_what_it_does_not_expect(broken):
+    from types import SimpleNamespace
+
+    from cadenza.representations import pianoroll
+
+    midi = SimpleNamespace() if broken == "missing" else SimpleNamespace(_tick_scales=broken)
+    assert pianoroll._tempo_map(midi) is None
+
+
+def test_fallback_through_time_to_tick_gives_the_same_steps(monkeypatch):
+    from cadenza.representations import pianoroll
+
+    midi = _tempo_change_file()
+    rep = PianoRoll()
+    times = np.random.default_rng(0).uniform(0.0, 6.0, 500)
+    times = np.concatenate(
+        [times, [0.0, 1.0, 1.0 + 1e-9, 2.5, 7.5], [n.end for n in midi.instruments[0].notes]]
+    )
+    fast = rep._seconds_to_steps(midi, times)
+    roll = rep.encode(midi)
+
+    calls = []
+    real_time_to_tick = midi.time_to_tick
+    monkeypatch.setattr(midi, "time_to_tick", lambda t: (calls.append(t), real_time_to_tick(t))[1])
+    monkeypatch.setattr(pianoroll, "_tempo_map", lambda midi: None)  # as if pretty_midi had changed
+    np.testing.assert_array_equal(rep._seconds_to_steps(midi, times), fast)
+    assert len(calls) == len(times)
+    np.testing.assert_array_equal(rep.encode(midi), roll)
+
+
 def test_lpd_crop_drops_and_counts_out_of_range_notes():
     rep = PianoRoll(lowest_pitch=24, n_pitches=84)
     roll, info = rep.encode_with_info(_score([(10, 0, 1), (60, 0, 1), (107, 1, 2), (108, 1, 2)]))

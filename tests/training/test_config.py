@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 from cadenza.cli import main
 from cadenza.models import MODELS, DataInfo, get_model_spec
+from cadenza.representations import make_representation
 from cadenza.training.config import (
     ConfigError,
     ExperimentConfig,
+    _plain,
     build_config,
     load_config,
     packaged_configs,
@@ -18,21 +22,48 @@ from cadenza.training.config import (
 )
 
 
-def test_every_packaged_config_loads_and_its_tiny_model_builds() -> None:
+def _data_info(cfg: ExperimentConfig) -> DataInfo:
+    """A DataInfo of the kind the config's dataset gives, small but with the facts each family reads."""
+    spec = get_model_spec(cfg.model_name)
+    dataset = cfg.data.dataset or spec.dataset
+    if dataset == "phrases":
+        rep = make_representation("pianoroll", lowest_pitch=24, n_pitches=84)
+        steps = cfg.model.n_bars * rep.beats_per_bar * int(cfg.data.options.get("resolution", rep.resolution))
+        return DataInfo(n_features=84, seq_len=steps, representation=rep.to_dict(), frame_rate=rep.frame_rate)
+    if dataset == "audio":
+        encoding = "mulaw" if cfg.model_name == "wavenet" else "float"
+        rep = make_representation("waveform", encoding=encoding, sample_rate=8000)
+        labels = ("bach", "corelli") if cfg.data.label_key else ()
+        return DataInfo(n_features=1, representation=rep.to_dict(), frame_rate=rep.frame_rate, labels=labels)
+    return DataInfo(n_features=6, seq_len=3)
+
+
+def test_every_packaged_config_loads_and_builds_its_model() -> None:
     names = packaged_configs()
     assert {"fft_base-paper", "fft_base-tiny"} <= set(names)
     assert {name.rsplit("-", 1)[0] for name in names if name.endswith(("-paper", "-tiny"))} >= set(MODELS)
+    sizes = {}
     for name in names:
         cfg = load_config(name)  # every field checked against its type
         assert cfg.model_name in MODELS, name
+        assert name == f"{cfg.model_name}-{cfg.model_preset}"
+        with torch.device("meta"):  # paper sizes too, without allocating their weights
+            model = get_model_spec(cfg.model_name).build(cfg.model, _data_info(cfg))
+        sizes[name] = sum(p.numel() for p in model.parameters())
+    for key in MODELS:
+        assert 0 < sizes[f"{key}-tiny"] < sizes[f"{key}-paper"], key
+
+
+def test_tiny_configs_hold_only_what_differs_from_the_preset() -> None:
+    for name in packaged_configs():
         if not name.endswith("-tiny"):
             continue
-        assert name == f"{cfg.model_name}-tiny" and cfg.model_preset == "tiny"
-        spec = get_model_spec(cfg.model_name)
-        if spec.dataset != "sequence":
-            continue  # the piano-roll and raw-audio families build their tiny models in tests/models
-        model = spec.build(cfg.model, DataInfo(n_features=6, seq_len=3))
-        assert sum(p.numel() for p in model.parameters()) > 0
+        raw = yaml.safe_load(resolve_config_path(name).read_text())["model"]
+        preset = get_model_spec(raw["name"]).preset("tiny")
+        restated = [
+            k for k, v in raw.items() if k not in ("name", "preset") and _plain(getattr(preset, k)) == v
+        ]
+        assert restated == [], f"{name} restates the tiny preset's {restated}"
 
 
 def test_paper_config_has_the_papers_values() -> None:

@@ -1,0 +1,392 @@
+"""Generation from a run, a checkpoint or an exported bundle.
+
+:func:`generate_from_run` loads ``checkpoints/best.pt`` (else ``last.pt``), rebuilds the model
+from the configuration saved inside, asks the family's ``generate`` for frames, undoes the
+normalisation, decodes them through the run's representation and writes one WAV (or MIDI for
+a symbolic representation) per sample with a JSON sidecar of every parameter used. All
+randomness comes from ``seed``, so the same call writes the same bytes.
+
+Models that continue real music (``model.n_seed_frames > 0``, e.g. the FFT LSTMs' sliding
+window) start from a seed clip: ``seed_file`` when given, else one of the clips an exported
+bundle carries, else a random window of a held-out file of the run's feature store (test,
+else valid, else train split), else quiet noise.
+
+Examples
+--------
+>>> paths = generate_from_run("runs/bach-base", seconds=10, n=3, seed=7, out="samples")  # doctest: +SKIP
+>>> [p.name for p in paths]                                                              # doctest: +SKIP
+['bach-base-seed7-0.wav', 'bach-base-seed7-1.wav', 'bach-base-seed7-2.wav']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cadenza import __version__
+from cadenza.data.normalize import Normalizer
+from cadenza.data.store import FeatureStore, atomic_write_text
+from cadenza.errors import CadenzaError, ParameterError, StoreError
+from cadenza.evaluation.detectors import SILENCE_THRESHOLD_DB, silent_fraction
+from cadenza.models import DataInfo, GenerationRequest, get_model_spec
+from cadenza.representations import Representation, representation_from_dict
+from cadenza.representations.base import RENDER_SAMPLE_RATE  # noqa: F401 - re-exported
+from cadenza.training.checkpoint import CheckpointError, load_checkpoint
+from cadenza.training.config import ExperimentConfig
+from cadenza.training.distributed import resolve_device
+
+log = logging.getLogger(__name__)
+
+#: Split preference for seed clips: held-out music first.
+SEED_SPLITS = ("test", "valid", "train")
+#: Amplitude of the noise seed used when no real music is at hand.
+NOISE_SEED_AMPLITUDE = 1e-3
+#: A sample more than this share silent (see :func:`cadenza.evaluation.detectors.silent_fraction`) gets a warning.
+SILENCE_WARNING = 0.5
+
+
+@dataclasses.dataclass
+class Generator:
+    """A model ready to generate, with everything needed to turn its output into sound."""
+
+    model: torch.nn.Module
+    config: ExperimentConfig
+    representation: Representation
+    normalizer: Normalizer
+    info: DataInfo
+    checkpoint: Path
+    state: dict[str, Any]
+    name: str
+
+    @property
+    def n_seed_frames(self) -> int:
+        return int(getattr(self.model, "n_seed_frames", 0) or 0)
+
+
+# ----------------------------------------------------------------------------- loading
+def find_checkpoint(source: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Path:
+    """The checkpoint to generate from: ``checkpoint``, a ``.pt`` file, a bundle folder or a run."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    source = Path(source)
+    if source.is_file():
+        return source
+    if not source.is_dir():
+        raise CheckpointError(f"{source}: no such run, bundle or checkpoint")
+    for candidate in (
+        source / "bundle.pt",
+        source / "checkpoints" / "best.pt",
+        source / "checkpoints" / "last.pt",
+    ):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(
+        f"{source}: no checkpoint (neither checkpoints/best.pt nor checkpoints/last.pt, nor bundle.pt); "
+        "train first with `cadenza train CONFIG --run " + str(source) + "`"
+    )
+
+
+def normalizer_from_state(state: dict[str, Any]) -> Normalizer:
+    norm = state.get("normalization") or {"kind": "none"}
+    if norm["kind"] == "none":
+        return Normalizer("none", np.zeros(1, np.float32), np.ones(1, np.float32))
+    return Normalizer(
+        norm["kind"], np.asarray(norm["shift"], dtype=np.float32), np.asarray(norm["scale"], dtype=np.float32)
+    )
+
+
+def load_generator(
+    source: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None, device: str = "cpu"
+) -> Generator:
+    """The model of a run, checkpoint or bundle, in eval mode on ``device``."""
+    path = find_checkpoint(source, checkpoint)
+    state = load_checkpoint(path)
+    config = ExperimentConfig.from_dict(state["config"], source=f"{path} (saved config)")
+    spec = get_model_spec(state["model"])
+    info = DataInfo.from_dict(state["data_info"])
+    model = spec.build(config.model, info)
+    model.load_state_dict(state["weights"])
+    model.to(resolve_device(device)).eval()
+    source = Path(source)
+    if source.is_dir():
+        name = source.name
+    else:
+        name = source.parent.parent.name if source.parent.name == "checkpoints" else source.stem
+    return Generator(
+        model=model,
+        config=config,
+        representation=representation_from_dict(dict(state["representation"])),
+        normalizer=normalizer_from_state(state),
+        info=info,
+        checkpoint=path,
+        state=state,
+        name=name,
+    )
+
+
+# ----------------------------------------------------------------------------- seeds
+def held_out_clips(
+    store: FeatureStore, n_frames: int, n: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """``n`` random windows of ``n_frames`` raw frames from the store's held-out files."""
+    for split in SEED_SPLITS:
+        records = [r for r in store.records_of(split) if int(r["n_frames"]) >= n_frames]
+        if records:
+            break
+    else:
+        raise StoreError(f"{store.path}: no file has the {n_frames} frames a seed needs")
+    out = []
+    for _ in range(n):
+        record = records[int(rng.integers(len(records)))]
+        start = int(rng.integers(int(record["n_frames"]) - n_frames + 1))
+        frames = np.array(store.load(record["id"])[start : start + n_frames], dtype=np.float32)
+        out.append(
+            (
+                frames,
+                {
+                    "kind": "store",
+                    "store": str(store.path),
+                    "split": split,
+                    "id": record["id"],
+                    "start": start,
+                },
+            )
+        )
+    return out
+
+
+def file_clips(
+    path: str | os.PathLike, rep: Representation, n_frames: int, n: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """``n`` random windows of ``n_frames`` frames of a file (audio or score, as ``rep`` reads it)."""
+    frames = rep.read(path)
+    if len(frames) < n_frames:
+        raise ParameterError(
+            f"{path}: {len(frames)} frames, but the model starts from {n_frames} frames; use a longer seed file"
+        )
+    out = []
+    for _ in range(n):
+        start = int(rng.integers(len(frames) - n_frames + 1))
+        out.append((frames[start : start + n_frames], {"kind": "file", "path": str(path), "start": start}))
+    return out
+
+
+def bundle_clips(
+    clips: list[torch.Tensor], n_frames: int, n: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    usable = [i for i, c in enumerate(clips) if len(c) >= n_frames]
+    out = []
+    for _ in range(n):
+        i = usable[int(rng.integers(len(usable)))]
+        start = int(rng.integers(len(clips[i]) - n_frames + 1))
+        out.append(
+            (clips[i][start : start + n_frames].numpy(), {"kind": "bundle", "clip": i, "start": start})
+        )
+    return out
+
+
+def noise_clips(
+    rep: Representation, n_frames: int, n: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """The representation's quiet start (noise at about -60 dBFS for audio, empty steps for scores)."""
+    return [
+        (
+            rep.quiet_frames(n_frames, rng, amplitude=NOISE_SEED_AMPLITUDE),
+            {"kind": "noise", "amplitude": NOISE_SEED_AMPLITUDE},
+        )
+        for _ in range(n)
+    ]
+
+
+def seed_clips(
+    gen: Generator, n: int, rng: np.random.Generator, *, seed_file: str | os.PathLike | None = None
+) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """Raw (not normalised) seed frames for ``n`` samples, by the preference the module states."""
+    n_frames = gen.n_seed_frames
+    if seed_file is not None:
+        return file_clips(seed_file, gen.representation, n_frames, n, rng)
+    clips = gen.state.get("seed_clips") or []
+    if clips and any(len(c) >= n_frames for c in clips):
+        return bundle_clips(list(clips), n_frames, n, rng)
+    store_path = gen.config.data.store
+    if store_path and (Path(store_path) / "meta.yaml").exists():
+        try:
+            return held_out_clips(FeatureStore(store_path), n_frames, n, rng)
+        except StoreError as exc:
+            log.warning("cannot take seeds from the run's store (%s); trying other seeds", exc)
+    log.warning(
+        "no feature store or seed clips at hand: starting from quiet noise (give --seed-file for real music)"
+    )
+    return noise_clips(gen.representation, n_frames, n, rng)
+
+
+# ----------------------------------------------------------------------------- generating
+def synthesize(
+    gen: Generator,
+    *,
+    n: int,
+    seconds: float | None = None,
+    beats: float | None = None,
+    bars: float | None = None,
+    seed: int,
+    seed_file: str | os.PathLike | None = None,
+    options: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Raw frames ``(n, n_frames, n_features)`` of new music and where each sample's seed came from.
+
+    The length is ``seconds`` (any representation) or, for scores, ``beats`` or ``bars``.
+    """
+    if n < 1:
+        raise ParameterError(f"n must be at least 1, got {n}")
+    rep = gen.representation
+    n_frames = rep.frames_for(seconds=seconds, beats=beats, bars=bars)
+    rng = np.random.default_rng(seed)
+    device = next(gen.model.parameters()).device
+    seed_tensor, sources = None, [{"kind": "none"}] * n
+    if gen.n_seed_frames > 0:
+        clips = seed_clips(gen, n, rng, seed_file=seed_file)
+        sources = [info for _, info in clips]
+        raw = np.stack([frames for frames, _ in clips]).astype(np.float32)  # (n, T, F)
+        seed_tensor = torch.from_numpy(np.asarray(gen.normalizer.apply(raw), dtype=np.float32)).to(device)
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    request = GenerationRequest(
+        n=n, n_frames=n_frames, generator=generator, seed=seed_tensor, options=dict(options or {})
+    )
+    was_training = gen.model.training
+    gen.model.eval()
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(int(seed))
+        with torch.no_grad():
+            frames = gen.model.generate(request)  # (n, n_frames, F), normalised
+    gen.model.train(was_training)
+    frames = frames.detach().float().cpu().numpy()
+    if frames.shape[:2] != (n, n_frames):
+        raise CadenzaError(
+            f"model {gen.config.model_name} generated frames of shape {frames.shape}, expected ({n}, {n_frames}, F)"
+        )
+    raw = np.asarray(gen.normalizer.invert(frames), dtype=np.float32)
+    if not np.all(np.isfinite(raw)):
+        raise CadenzaError(
+            f"model {gen.config.model_name} generated non-finite values from {gen.checkpoint}; "
+            "the checkpoint may come from a diverged run: try an earlier one with --checkpoint"
+        )
+    return raw, sources
+
+
+def decode_to_audio(rep: Representation, frames: np.ndarray, seconds: float | None = None) -> np.ndarray:
+    """Frames -> samples (audio cut or padded to ``seconds``, a score rendered whole); the rate is
+    what ``rep.to_audio`` gives with them."""
+    return rep.to_audio(frames, seconds=seconds)[0]
+
+
+def write_output(
+    rep: Representation, frames: np.ndarray, stem: Path, seconds: float | None = None, *, audio: Any = None
+) -> list[Path]:
+    """One sample's files through its representation: ``stem.wav``, or MIDI with a rendering and a PNG."""
+    return rep.write(frames, stem, seconds=seconds, audio=audio)
+
+
+def generate_from_run(
+    source: str | os.PathLike,
+    *,
+    seconds: float | None = 10.0,
+    beats: float | None = None,
+    bars: float | None = None,
+    n: int = 1,
+    seed: int = 0,
+    out: str | os.PathLike = "samples",
+    checkpoint: str | os.PathLike | None = None,
+    seed_file: str | os.PathLike | None = None,
+    device: str = "cpu",
+    options: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Generate ``n`` samples of ``seconds`` from a run, checkpoint or bundle; return the files written.
+
+    Parameters
+    ----------
+    source : path
+        A run directory (``runs/<name>``), an exported bundle (folder or ``.pt``) or a checkpoint.
+    seconds : float
+        Length of each sample (None when ``beats`` or ``bars`` give it).
+    beats, bars : float, optional
+        For scores: the length in beats or bars instead of seconds.
+    n : int
+        Number of samples.
+    seed : int
+        Seeds every random choice (seed clips and the model's sampling): the same seed writes
+        the same bytes on the same machine.
+    out : path
+        Folder for ``<name>-seed<seed>-<i>.wav`` and its ``.json`` sidecar.
+    checkpoint : path, optional
+        A checkpoint to use instead of ``best.pt`` (or ``last.pt``).
+    seed_file : path, optional
+        An audio file to take seed clips from.
+    device : str
+        ``cpu`` (the default, reproducible across machines), ``cuda``, ``mps`` or ``auto``.
+    options : dict, optional
+        Family-specific generation options, recorded in the sidecars.
+
+    Returns
+    -------
+    list of Path
+        The audio (or MIDI) files, in sample order; each has a ``.json`` sidecar beside it.
+    """
+    gen = load_generator(source, checkpoint=checkpoint, device=device)
+    frames, sources = synthesize(
+        gen, n=n, seconds=seconds, beats=beats, bars=bars, seed=seed, seed_file=seed_file, options=options
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for i in range(n):
+        stem = out / f"{gen.name}-seed{seed}-{i}"
+        silent = None
+        try:
+            audio = gen.representation.to_audio(frames[i], seconds=seconds)
+        except (ImportError, CadenzaError) as exc:  # a score that cannot be rendered is still written
+            log.warning("could not turn %s into sound (%s)", stem.name, exc)
+            audio = None
+        else:
+            silent = silent_fraction(*audio)
+            if silent > SILENCE_WARNING:
+                log.warning(
+                    "%s is %.0f%% silence (10 ms frames below %g dBFS): the model may have collapsed",
+                    stem.name,
+                    100 * silent,
+                    SILENCE_THRESHOLD_DB,
+                )
+        files = write_output(gen.representation, frames[i], stem, seconds, audio=audio)
+        sidecar = {
+            "silent_fraction": silent,
+            "files": [p.name for p in files],
+            "index": i,
+            "n": n,
+            "seconds": seconds,
+            "beats": beats,
+            "bars": bars,
+            "seed": seed,
+            "seed_source": sources[i],
+            "options": dict(options or {}),
+            "source": str(source),
+            "checkpoint": str(gen.checkpoint),
+            "checkpoint_kind": gen.state.get("kind"),
+            "step": int(gen.state.get("step", 0)),
+            "epoch": int(gen.state.get("epoch", 0)),
+            "model": gen.config.model_name,
+            "config": gen.config.to_dict(),
+            "representation": dict(gen.state["representation"]),
+            "sample_rate": int(getattr(gen.representation, "sample_rate", 0) or 0),
+            "n_frames": int(frames.shape[1]),
+            "device": device,
+            "cadenza_version": __version__,
+        }
+        atomic_write_text(stem.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+        written.append(files[0])
+    return written
