@@ -223,19 +223,20 @@ def load_score_item(item: SourceItem) -> Any:
     raise DecodeError(item.path, "not a score", "piano rolls need MIDI, MusicXML or pianoroll .npz files")
 
 
-def _encode_item(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dict[str, Any]]:
+def _encode_score(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dict[str, Any]]:
+    """A score (MIDI, MusicXML, LPD roll) encoded by a score representation."""
+    midi = load_score_item(item)
+    frames, enc_info = rep.encode_with_info(midi)  # type: ignore[attr-defined]
+    info: dict[str, Any] = {k: v for k, v in enc_info.items() if isinstance(v, int | float | str)}
+    if not np.any(frames):
+        raise DecodeError(item.path, "no notes", "no note falls in the pitch range")
+    info["duration"] = float(midi.get_end_time())
+    return frames, info
+
+
+def _encode_audio(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dict[str, Any]]:
+    """Any item as sound (a score rendered), resampled and encoded by an audio representation."""
     info: dict[str, Any] = {}
-    if rep.input_kind == "score":
-        midi = load_score_item(item)
-        if hasattr(rep, "encode_with_info"):
-            frames, enc_info = rep.encode_with_info(midi)
-            info.update({k: v for k, v in enc_info.items() if isinstance(v, int | float | str)})
-        else:
-            frames = rep.encode(midi)
-        if not np.any(frames):
-            raise DecodeError(item.path, "no notes", "no note falls in the pitch range")
-        info["duration"] = float(midi.get_end_time())
-        return frames, info
     sr = int(rep.sample_rate)  # type: ignore[attr-defined]
     y, warning = _load_audio_noting_cuts(item, sr)
     if warning:
@@ -251,6 +252,10 @@ def _encode_item(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dic
         raise DecodeError(item.path, "too short", f"{y.size} samples give no frame")
     info["duration"] = float(y.size / sr)
     return frames, info
+
+
+def _encode_item(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dict[str, Any]]:
+    return rep.by_kind(audio=_encode_audio, score=_encode_score)(item, rep)
 
 
 def _load_audio_noting_cuts(item: SourceItem, sr: int) -> tuple[np.ndarray, str]:
@@ -474,8 +479,8 @@ def prepare_corpus(
     if max_files is not None and max_files < 1:
         raise ParameterError(f"--max-files must be at least 1, got {max_files}")
 
-    src = open_source(source, kind="score" if rep.input_kind == "score" else "audio")
-    usable = ("score", "roll") if rep.input_kind == "score" else ("audio", "score", "roll")
+    src = open_source(source, kind=rep.by_kind(audio="audio", score="score"))
+    usable = rep.by_kind(audio=("audio", "score", "roll"), score=("score", "roll"))
     all_items = [it for it in src.items() if it.kind in usable]
     if not all_items:
         raise SourceError(f"{source} has no file that the {rep.name!r} representation can use")

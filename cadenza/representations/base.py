@@ -90,6 +90,18 @@ class Representation:
         """Parameters as plain data, with ``name`` first; ``from_dict`` turns it back."""
         return {"name": self.name, **dataclasses.asdict(self)}
 
+    def by_kind(self, *, audio: Any, score: Any) -> Any:
+        """``audio`` or ``score``, whichever this representation is: a consumer hands both
+        alternatives (two loaders, two lists) instead of testing the kind itself.
+
+        Examples
+        --------
+        >>> from cadenza.representations import make_representation
+        >>> make_representation("pianoroll").by_kind(audio="a WAV", score="a MIDI file")
+        'a MIDI file'
+        """
+        return {"audio": audio, "score": score}[self.input_kind]
+
     # --- what consumers call, without asking for the kind (audio here; scores override)
     def frames_for(
         self, *, seconds: float | None = None, beats: float | None = None, bars: float | None = None
