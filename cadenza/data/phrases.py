@@ -28,6 +28,7 @@ its open maps (``num_workers > 0``, DDP).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -166,6 +167,14 @@ class PianorollPhrases(_StoreWindows):
         self.lowest_pitch = int(rep.lowest_pitch)
         # Rolls are 0/1 already: the identity, so that generation and samples need no statistics.
         self.normalizer = Normalizer.from_stats("none", None)
+
+    def window_facts(self) -> dict[str, Any]:
+        return {
+            "n_bars": self.n_bars,
+            "resolution": self.resolution,
+            "resolution_factor": self.factor,
+            "steps_per_bar": self.steps_per_bar,
+        }
 
     def _shift(self, roll: np.ndarray) -> int:
         """A random transposition that keeps every note of ``roll`` in range."""

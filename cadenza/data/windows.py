@@ -100,6 +100,24 @@ class _StoreWindows(Dataset):
             return {}
         return {"label": torch.tensor(self._label_ids[f])}
 
+    def window_facts(self) -> dict[str, Any]:
+        """What this windowing decided that a model must agree with (see ``DataInfo.window``)."""
+        return {}
+
+    def data_info(self) -> Any:
+        """The :class:`~cadenza.models.DataInfo` a model is built from: everything it may know of the data."""
+        from cadenza.models import DataInfo
+
+        rep = self.store.representation
+        return DataInfo(
+            n_features=self.store.n_features,
+            seq_len=getattr(self, "seq_len", None),
+            labels=tuple(self.labels or ()),
+            representation=rep.to_dict(),
+            frame_rate=float(rep.frame_rate),
+            window=self.window_facts(),
+        )
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_maps"] = OrderedDict()
@@ -213,6 +231,7 @@ class AudioWindows(_StoreWindows):
         for key, value in (("n_input", n_input), ("n_output", n_output), ("shift", shift), ("hop", hop)):
             if value is not None:
                 p[key] = value
+        self.scheme = scheme
         self.n_input, self.n_output, self.shift = p["n_input"], p["n_output"], p["shift"]
         span = max(self.n_input, self.shift + self.n_output)
         store_obj = store if isinstance(store, FeatureStore) else FeatureStore(store)
@@ -222,6 +241,9 @@ class AudioWindows(_StoreWindows):
                 f"{store_obj.representation.name} frames with {store_obj.n_features} features"
             )
         super().__init__(store_obj, split, span=span, hop=p["hop"], label_key=label_key, labels=labels)
+
+    def window_facts(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, "n_input": self.n_input, "n_output": self.n_output, "shift": self.shift}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         w, f = self.window(index)

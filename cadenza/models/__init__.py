@@ -14,11 +14,21 @@ nothing else:
     An ``nn.Module`` built from its ``Config`` and a :class:`DataInfo` (feature count,
     window length, label vocabulary, representation parameters), with:
 
-    ``losses(batch) -> dict[str, Tensor]``
+    ``losses(batch, *, step: str | None = None) -> dict[str, Tensor]``
         Scalar losses of one batch (``batch`` is what the dataset yields, collated and on the
-        model's device). One entry per optimiser: ``{"loss": ...}`` for a model with a single
-        optimiser, ``{"generator": ..., "discriminator": ...}`` for a GAN. Further entries
-        are logged as metrics and never back-propagated.
+        model's device). ``step`` names the optimiser the trainer is about to step (``"loss"``
+        for a model with a single optimiser, ``"discriminator"`` or ``"generator"`` for a GAN),
+        so that a model computes only what that step needs and returns at least that entry:
+        a GAN's discriminator step makes its fakes without a graph, its generator step leaves
+        the discriminator's weights out of the graph. ``step=None`` (validation) asks for every
+        entry. A model with one optimiser may leave ``step`` out of its signature
+        (``fft_lstm``, ``seq2seq``, ``wavenet`` do): the trainer then calls ``losses(batch)``
+        and expects ``{"loss": ...}``. Entries that name no optimiser are logged as metrics
+        (detach them) and never back-propagated; the entry of another optimiser is ignored.
+    ``n_steps_trained: int`` (set by the trainer)
+        Training steps (batches) done before the current one; the trainer sets it before every
+        batch and a resumed run carries on from its checkpoint, so a schedule inside a model
+        (a GAN's pre-training) follows the trainer's count instead of counting its own calls.
     ``configure_optimizers(optim) -> dict[str, Optimizer]`` (optional)
         Only for models with several optimisers: one per loss name, built with
         :func:`cadenza.training.optim.build_optimizer` so that ``optim`` (the experiment's
@@ -27,7 +37,7 @@ nothing else:
         order, each ``optim.ratio[name]`` times per batch (default once).
     ``generate(request: GenerationRequest) -> Tensor``
         ``(n, n_frames, n_features)`` frames in the normalised feature space the model was
-        trained on; :mod:`cadenza.training.generation` denormalises them and decodes them
+        trained on; :mod:`cadenza.generation` denormalises them and decodes them
         through the run's representation. All randomness comes from ``request.generator``.
     ``n_seed_frames: int``
         Frames of real music that ``generate`` starts from (0 when it needs none).
@@ -75,6 +85,10 @@ class DataInfo:
     #: The representation's parameters (``rep.to_dict()``).
     representation: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     frame_rate: float = 0.0
+    #: What the windowing decided, for the model to read instead of restating it: raw-audio
+    #: windows give ``scheme``, ``n_input``, ``n_output``, ``shift``; piano-roll phrases
+    #: ``n_bars``, ``resolution``, ``resolution_factor``, ``steps_per_bar``.
+    window: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +97,7 @@ class DataInfo:
             "labels": list(self.labels),
             "representation": dict(self.representation),
             "frame_rate": self.frame_rate,
+            "window": dict(self.window),
         }
 
     @classmethod
@@ -93,6 +108,7 @@ class DataInfo:
             labels=tuple(d.get("labels", ())),
             representation=dict(d.get("representation", {})),
             frame_rate=float(d.get("frame_rate", 0.0)),
+            window=dict(d.get("window", {})),  # absent from checkpoints written before it existed
         )
 
 

@@ -483,6 +483,12 @@ def build_config(raw: dict[str, Any], *, source: str = "config") -> ExperimentCo
     cfg = ExperimentConfig(model_name=spec.key, model=model_cfg, model_preset=preset, **sections)
     if not cfg.data.dataset:
         cfg.data.dataset = spec.dataset
+    from cadenza.training.data import check_options  # the typed options of the dataset chosen
+
+    try:
+        cfg.data.options = check_options(cfg.data, source=source)
+    except ParameterError as exc:
+        raise ConfigError(str(exc)) from None
     return cfg
 
 

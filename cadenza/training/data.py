@@ -24,47 +24,86 @@ from torch.utils.data import Dataset, Sampler
 
 from cadenza.data.phrases import PianorollPhrases
 from cadenza.data.store import FeatureStore
-from cadenza.data.windows import AudioWindows, SequenceWindows
+from cadenza.data.windows import SEQ2SEQ_SCHEMES, AudioWindows, SequenceWindows
 from cadenza.errors import ParameterError, StoreError
 from cadenza.training.config import DataConfig
 
 
+@dataclasses.dataclass
+class NoOptions:
+    """A windowing that takes no ``data.options``."""
+
+
+@dataclasses.dataclass
+class AudioOptions:
+    """``data.options`` of raw-audio windows (paper 002): a scheme, or its sizes one by one."""
+
+    scheme: str = dataclasses.field(default="split", metadata={"choices": tuple(SEQ2SEQ_SCHEMES)})
+    n_input: int | None = dataclasses.field(default=None, metadata={"min": 1})
+    n_output: int | None = dataclasses.field(default=None, metadata={"min": 1})
+    shift: int | None = dataclasses.field(default=None, metadata={"min": 1})
+    hop: int | None = dataclasses.field(default=None, metadata={"min": 1})  # overrides data.hop
+
+
+@dataclasses.dataclass
+class PhraseOptions:
+    """``data.options`` of piano-roll phrases (paper 004)."""
+
+    n_bars: int = dataclasses.field(default=4, metadata={"min": 1})
+    hop_bars: int = dataclasses.field(default=1, metadata={"min": 1})
+    resolution: int | None = dataclasses.field(default=None, metadata={"min": 1})
+    transpose: int = dataclasses.field(default=0, metadata={"min": 0})
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset class and the ``data`` fields passed to it as keyword arguments."""
+    """A dataset class, the ``data`` fields passed to it, and the typed ``data.options`` it takes."""
 
     cls: type
     fields: tuple[str, ...]
+    options: type = NoOptions
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "sequence": DatasetSpec(SequenceWindows, ("seq_len", "hop", "normalization", "label_key")),
-    "audio": DatasetSpec(AudioWindows, ("hop", "label_key")),
-    # --- piano-roll phrases of paper 004 (GANs) ---
-    "phrases": DatasetSpec(PianorollPhrases, ("label_key",)),
     # --- raw-audio windows of paper 002 (Seq2Seq, WaveNet) ---
+    "audio": DatasetSpec(AudioWindows, ("hop", "label_key"), AudioOptions),
+    # --- piano-roll phrases of paper 004 (GANs) ---
+    "phrases": DatasetSpec(PianorollPhrases, ("label_key",), PhraseOptions),
 }
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    spec = DATASETS.get(name)
+    if spec is None:
+        raise ParameterError(f"data.dataset: unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    return spec
+
+
+def check_options(data: DataConfig, *, source: str = "config") -> dict[str, Any]:
+    """``data.options`` checked against the typed options of ``data.dataset``: only the keys given, coerced."""
+    from cadenza.training.config import build_section
+
+    spec = dataset_spec(data.dataset)
+    checked = build_section(spec.options, dict(data.options), section="data.options", source=source)
+    return {k: getattr(checked, k) for k in data.options}
 
 
 def build_dataset(
     data: DataConfig, store: FeatureStore, split: str, *, labels: list[str] | None = None
 ) -> Dataset:
     """The ``split`` of ``store`` windowed as ``data`` says."""
-    spec = DATASETS.get(data.dataset)
-    if spec is None:
-        raise ParameterError(
-            f"data.dataset: unknown dataset {data.dataset!r}; expected one of {sorted(DATASETS)}"
-        )
+    spec = dataset_spec(data.dataset)
     kwargs: dict[str, Any] = {f: getattr(data, f) for f in spec.fields}
-    kwargs.update(data.options)
+    kwargs.update(check_options(data))
     if data.label_key:
         kwargs["labels"] = labels
-    try:
-        return spec.cls(store, split, **kwargs)
-    except TypeError as exc:
-        raise ParameterError(
-            f"data.options: {spec.cls.__name__} does not take these arguments ({exc})"
-        ) from None
+    return spec.cls(store, split, **kwargs)
+
+
+def data_info_of(dataset: Dataset) -> Any:
+    """The :class:`~cadenza.models.DataInfo` the dataset gives its model (facts flow data -> model)."""
+    return dataset.data_info()  # type: ignore[attr-defined]
 
 
 def normalizer_of(dataset: Dataset) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -97,13 +98,31 @@ def test_overrides_are_read_by_field_type() -> None:
             "data.label_key=007",
             "optim.betas=[0.5, 0.9]",
             "optim.ratio.generator=2",
-            "data.options.scheme=shift",
         ],
     )
     assert cfg.model.hidden_size == 512 and cfg.optim.lr == 3e-4 and cfg.train.max_epochs == 50
     assert cfg.train.tensorboard is False and cfg.data.hop is None and cfg.data.label_key == "007"
     assert cfg.optim.betas == (0.5, 0.9) and cfg.optim.ratio == {"generator": 2}
-    assert cfg.data.options == {"scheme": "shift"}
+    assert load_config("seq2seq-tiny", ["data.options.scheme=shift"]).data.options == {"scheme": "shift"}
+    assert load_config("bilstm_gan-tiny", ["data.options.n_bars=2"]).data.options["n_bars"] == 2
+
+
+@pytest.mark.parametrize(
+    ("config", "override", "expected"),
+    [
+        ("fft_base-tiny", "data.options.scheme=shift", "unknown key 'scheme' in section 'data.options'"),
+        (
+            "seq2seq-tiny",
+            "data.options.scheme=bogus",
+            "data.options.scheme: 'bogus' is not one of split, shift",
+        ),
+        ("bilstm_gan-tiny", "data.options.n_bars=zero", "data.options.n_bars: expected"),
+        ("bilstm_gan-tiny", "data.options.n_bars=0", "data.options.n_bars: 0 is below the minimum 1"),
+    ],
+)
+def test_dataset_options_are_typed_by_the_dataset(config: str, override: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(config, [override])
 
 
 def test_resolved_config_round_trips() -> None:
