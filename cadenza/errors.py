@@ -11,6 +11,10 @@ class ParameterError(CadenzaError, ValueError):
     """A bad argument: an unknown name, a value out of range, a wrong type."""
 
 
+class ConfigError(ParameterError):
+    """A config file, override or parameter that does not fit its schema."""
+
+
 class DecodeError(CadenzaError):
     """A file that cannot be turned into audio or a score (corrupt, empty, foreign, silent...).
 

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing
 from typing import Any, ClassVar
 
 import numpy as np
 
 from cadenza.errors import ParameterError
+from cadenza.validation import coerce
 
 __all__ = ["RENDER_SAMPLE_RATE", "Representation", "as_mono"]
 
@@ -62,7 +62,8 @@ class Representation:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for field in dataclasses.fields(self):
-            value = _check_type(type(self).__name__, field.name, getattr(self, field.name), hints[field.name])
+            where = f"{type(self).__name__}.{field.name}"
+            value = coerce(getattr(self, field.name), hints[field.name], where, strict=True)
             object.__setattr__(self, field.name, value)
         self._validate()
 
@@ -193,25 +194,6 @@ class Representation:
 
             files.append(save_figure(ax.figure, stem.with_suffix(".png")))
         return files
-
-
-def _check_type(owner: str, name: str, value: Any, hint: Any) -> Any:
-    """``value`` as the plain Python type of ``hint`` (int, float, str, bool, or one of them | None)."""
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None and type(None) in allowed:
-        return None
-    for kind in allowed:
-        if kind is bool and isinstance(value, (bool, np.bool_)):
-            return bool(value)
-        if kind is int and isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-            return int(value)
-        if kind is float and isinstance(value, (int, float, np.integer, np.floating)):
-            if not isinstance(value, (bool, np.bool_)) and math.isfinite(value):
-                return float(value)
-        if kind is str and isinstance(value, str):
-            return value
-    expected = " or ".join("None" if k is type(None) else k.__name__ for k in allowed)
-    raise ParameterError(f"{owner}.{name} must be {expected} (finite for numbers), got {value!r}")
 
 
 def as_mono(y: Any) -> np.ndarray:

@@ -38,18 +38,16 @@ from typing import Any, Union
 
 import yaml
 
-from cadenza.errors import ParameterError
+from cadenza.errors import ConfigError, ParameterError
 from cadenza.models import PRESETS, get_model_spec
+from cadenza.validation import _parse_text, _type_name, coerce
+from cadenza.validation import check_limits as _check_limits
 
 SECTIONS = ("model", "data", "optim", "schedule", "train")
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
 SCHEDULES = ("none", "plateau", "step", "exponential", "cosine")
 NORMALIZATIONS = ("standard", "minmax", "none")
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-class ConfigError(ParameterError):
-    """A config file or override that does not fit the schema."""
 
 
 def _f(default: Any, **metadata: Any) -> Any:
@@ -198,136 +196,6 @@ def resolve_config_path(name: str | os.PathLike) -> Path:
         f"no config {str(name)!r}: not a file, and not one of the packaged configs "
         f"({', '.join(packaged_configs()) or 'none'})"
     )
-
-
-# ----------------------------------------------------------------------------- values
-def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in args) + " or null"
-    if origin is not None:
-        return str(hint).replace("typing.", "")
-    return getattr(hint, "__name__", str(hint))
-
-
-def _bad(where: str, hint: Any, value: Any) -> ConfigError:
-    return ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
-
-
-def coerce(value: Any, hint: Any, where: str) -> Any:
-    """``value`` (from YAML, or an override's text) as type ``hint``, or a ConfigError."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
-            if type(None) in args:
-                return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise _bad(where, hint, value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in (
-            "true",
-            "yes",
-            "on",
-            "1",
-            "false",
-            "no",
-            "off",
-            "0",
-        ):
-            return value.strip().lower() in ("true", "yes", "on", "1")
-        raise _bad(where, hint, value)
-    if hint is int:
-        if isinstance(value, bool):
-            raise _bad(where, hint, value)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                try:
-                    as_float = float(value)
-                except ValueError:
-                    raise _bad(where, hint, value) from None
-                if as_float.is_integer():
-                    return int(as_float)
-        raise _bad(where, hint, value)
-    if hint is float:
-        if isinstance(value, bool):
-            raise _bad(where, hint, value)
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                raise _bad(where, hint, value) from None
-        raise _bad(where, hint, value)
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise _bad(where, hint, value)
-    if origin in (tuple, list):
-        if isinstance(value, str):
-            value = _parse_text(value)
-            if isinstance(value, str):
-                value = [v for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise _bad(where, hint, value)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)} ({value!r})")
-            return tuple(coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        items = [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if isinstance(value, str):
-            value = _parse_text(value)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise _bad(where, hint, value)
-        value_hint = args[1] if len(args) == 2 else Any
-        return {str(k): coerce(v, value_hint, f"{where}.{k}") for k, v in value.items()}
-    raise ConfigError(f"{where}: cannot read a value of type {_type_name(hint)}")
-
-
-def _parse_text(text: str) -> Any:
-    """An override's right-hand side as YAML (``[0.9, 0.99]``, ``{a: 1}``, ``3``), else the text."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _check_limits(field: dataclasses.Field, value: Any, where: str) -> None:
-    meta = field.metadata
-    if value is None:
-        return
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
-    lo, hi = meta.get("min"), meta.get("max")
-    if lo is not None and value < lo:
-        raise ConfigError(f"{where}: {value!r} is below the minimum {lo}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{where}: {value!r} is above the maximum {hi}")
 
 
 def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
