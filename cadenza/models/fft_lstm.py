@@ -53,13 +53,10 @@ Generation (``cadenza generate RUN --option mode=...``):
     The paper's rejected variant: read the seed once, then feed one frame at a time and keep
     the LSTM state.
 
-On the CPU, the LSTMs run through :class:`FusedLSTMLayer`, which computes the input
-projections and all weight gradients as single matrix products over the B x T rows;
-PyTorch's own CPU LSTM reaches about half the matrix-multiply rate at paper size. The
-step-by-step product ``h W_hh^T`` goes through oneDNN with ``W_hh`` packed once per call where
-PyTorch has oneDNN (about 1.3x MKL for 16 rows), and dropout draws its mask from one
-``torch.rand`` (half the time of ``bernoulli_``). CUDA uses cuDNN through ``nn.LSTM``; the
-parameters are ``nn.LSTM``'s either way.
+The model is plain PyTorch (``nn.LSTM``, ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d``). On the CPU
+its LSTMs, their dropout and the generation step go through :mod:`cadenza.kernels.lstm`
+(about twice PyTorch's CPU LSTM at paper size; CUDA keeps cuDNN); ``CADENZA_KERNELS=off`` runs
+``nn.LSTM`` and ``nn.Dropout`` themselves. The parameters are ``nn.LSTM``'s either way.
 """
 
 from __future__ import annotations
@@ -72,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cadenza.errors import ParameterError
+from cadenza.kernels.lstm import Dropout, lstm_forward, lstm_stepper
 from cadenza.models import DataInfo, GenerationRequest
 
 ARCHS = ("base", "fc", "conv1d", "conv2d", "bilinear", "stacked")
@@ -117,205 +115,6 @@ class Config:
         )
 
 
-# ----------------------------------------------------------------------------- the LSTM
-class FusedLSTMLayer(torch.autograd.Function):
-    """One LSTM layer over ``x`` (B, T, I) with PyTorch's gate order (i, f, g, o).
-
-    The input projection ``x W_ih^T + b`` and, in the backward pass, ``dW_ih``, ``dW_hh``
-    and ``dx`` are one matrix product each over all B x T rows; only ``h W_hh^T`` and its
-    gradient are computed step by step.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x, w_ih, w_hh, b, h0, c0):  # type: ignore[override]
-        n_batch, n_steps, _ = x.shape
-        hidden = w_hh.shape[1]
-        gates = torch.addmm(b, x.reshape(n_batch * n_steps, -1), w_ih.t()).view(n_batch, n_steps, 4 * hidden)
-        hs = x.new_empty(n_batch, n_steps + 1, hidden)  # hs[:, t + 1] = h_t, hs[:, 0] = h0
-        cs = x.new_empty(n_batch, n_steps + 1, hidden)
-        hs[:, 0], cs[:, 0] = h0, c0
-        recurrent = _recurrent_product(w_hh, n_batch)
-        for t in range(n_steps):
-            g = gates[:, t]  # (B, 4H), becomes the activations (kept for the backward pass)
-            g.add_(recurrent(hs[:, t]))
-            g[:, : 2 * hidden].sigmoid_()
-            g[:, 2 * hidden : 3 * hidden].tanh_()
-            g[:, 3 * hidden :].sigmoid_()
-            i, f, gg, o = g.chunk(4, 1)
-            c = cs[:, t + 1]
-            torch.mul(f, cs[:, t], out=c)
-            c.addcmul_(i, gg)
-            torch.mul(o, torch.tanh(c), out=hs[:, t + 1])
-        ctx.save_for_backward(x, w_ih, w_hh, gates, hs, cs)
-        return hs[:, 1:], hs[:, n_steps].clone(), cs[:, n_steps].clone()
-
-    @staticmethod
-    def backward(ctx: Any, dy, dh_n, dc_n):  # type: ignore[override]
-        x, w_ih, w_hh, acts, hs, cs = ctx.saved_tensors
-        n_batch, n_steps, _ = x.shape
-        hidden = w_hh.shape[1]
-        dgates = torch.empty_like(acts)  # (B, T, 4H)
-        dh = dh_n.clone() if dh_n is not None else x.new_zeros(n_batch, hidden)
-        dc = dc_n.clone() if dc_n is not None else x.new_zeros(n_batch, hidden)
-        w_hh_t = w_hh.t().contiguous()  # (H, 4H)
-        for t in range(n_steps - 1, -1, -1):
-            if dy is not None:
-                dh = dh + dy[:, t]
-            i, f, gg, o = acts[:, t].chunk(4, 1)
-            tanh_c = torch.tanh(cs[:, t + 1])
-            di, df, dg, do = dgates[:, t].chunk(4, 1)
-            torch.mul(dh, tanh_c, out=do).mul_(o * (1 - o))
-            dc = dc + dh * o * (1 - tanh_c * tanh_c)
-            torch.mul(dc, gg, out=di).mul_(i * (1 - i))
-            torch.mul(dc, cs[:, t], out=df).mul_(f * (1 - f))
-            torch.mul(dc, i, out=dg).mul_(1 - gg * gg)
-            dc = dc * f
-            dh = torch.mm(w_hh_t, dgates[:, t].t()).t()  # (B, H)
-        d_all = dgates.view(n_batch * n_steps, 4 * hidden)
-        dx = dw_ih = dw_hh = db = None
-        if ctx.needs_input_grad[0]:
-            dx = (d_all @ w_ih).view_as(x)
-        if ctx.needs_input_grad[1]:
-            dw_ih = d_all.t() @ x.reshape(n_batch * n_steps, -1)
-        if ctx.needs_input_grad[2]:
-            dw_hh = d_all.t() @ hs[:, :n_steps].reshape(n_batch * n_steps, hidden)
-        if ctx.needs_input_grad[3]:
-            db = d_all.sum(0)
-        return dx, dw_ih, dw_hh, db, dh, dc
-
-
-def _recurrent_product(w: torch.Tensor, n_rows: int):
-    """``h -> h W^T`` for ``n_rows`` rows at a time, with ``w`` packed once for oneDNN where it can."""
-    if w.dtype == torch.float32 and w.device.type == "cpu" and torch.backends.mkldnn.is_available():
-        try:
-            packed = torch.ops.mkldnn._reorder_linear_weight(w, n_rows)
-        except (AttributeError, RuntimeError):
-            pass
-        else:
-            return lambda h: torch.ops.mkldnn._linear_pointwise(h, packed, None, "none", [], "")
-    return lambda h: torch.mm(w, h.t()).t()  # MKL is faster this way round for few rows
-
-
-def _weights(lstm: nn.LSTM, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(W_ih, W_hh, b_ih + b_hh)`` of one layer."""
-    b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
-    return getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}"), b
-
-
-def run_lstm(lstm: nn.LSTM, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
-    """``lstm(x, state)``: cuDNN on CUDA, :class:`FusedLSTMLayer` elsewhere. ``x`` (B, T, I)."""
-    if x.device.type == "cuda":
-        return lstm(x, state)
-    n_batch = x.shape[0]
-    zeros = x.new_zeros(lstm.num_layers, n_batch, lstm.hidden_size)
-    h0, c0 = state if state is not None else (zeros, zeros)
-    hs, cs = [], []
-    for layer in range(lstm.num_layers):
-        if layer and lstm.dropout and lstm.training:
-            x = _CPUDropout.apply(x, lstm.dropout) if lstm.dropout < 1 else torch.zeros_like(x)
-        x, h, c = FusedLSTMLayer.apply(x, *_weights(lstm, layer), h0[layer], c0[layer])
-        hs.append(h)
-        cs.append(c)
-    return x, (torch.stack(hs), torch.stack(cs))
-
-
-def lstm_step(lstm: nn.LSTM, xw: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """One step of ``lstm`` for W windows that share their first layer's input.
-
-    ``xw`` (n, 4H) is the first layer's input projection; ``h``, ``c`` (layers, W, n, H).
-    Returns the new ``h``, ``c``.
-    """
-    n_layers, n_windows, n, hidden = h.shape
-    h_new, c_new = torch.empty_like(h), torch.empty_like(c)
-    inp = None
-    for layer in range(n_layers):
-        w_ih, w_hh, b = _weights(lstm, layer)
-        g = torch.mm(w_hh, h[layer].reshape(n_windows * n, hidden).t()).t().reshape(n_windows, n, 4 * hidden)
-        if layer == 0:
-            g += xw
-        else:
-            g += torch.addmm(b, inp.reshape(n_windows * n, hidden), w_ih.t()).view_as(g)
-        i, f, gg, o = g.chunk(4, -1)
-        c_new[layer] = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(gg)
-        h_new[layer] = torch.sigmoid(o) * torch.tanh(c_new[layer])
-        inp = h_new[layer]
-    return h_new, c_new
-
-
-class _CPUDropout(torch.autograd.Function):
-    """Inverted dropout from one ``torch.rand`` draw: twice as fast as ``bernoulli_`` on the CPU."""
-
-    @staticmethod
-    def forward(ctx: Any, x, p):  # type: ignore[override]
-        keep = torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))  # 0 or 1 / (1 - p)
-        ctx.save_for_backward(keep)
-        return x * keep
-
-    @staticmethod
-    def backward(ctx: Any, dy):  # type: ignore[override]
-        (keep,) = ctx.saved_tensors
-        return dy * keep, None
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout``; in training on the CPU, drawn by :class:`_CPUDropout`."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and 0.0 < self.p < 1.0 and x.device.type == "cpu" and not self.inplace:
-            return _CPUDropout.apply(x, self.p)
-        return super().forward(x)
-
-
-# ----------------------------------------------------------------------------- input layers
-class FrameConv1d(nn.Module):
-    """(B, T, 2N) -> (B, T, filters * (N // pool)): a 1D CNN along frequency at every step."""
-
-    def __init__(self, n_features: int, filters: int, kernel: int, pool: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(2, filters, kernel, padding=kernel // 2)
-        self.pool = nn.MaxPool1d(pool)
-        n_bins = n_features // 2
-        self.n_out = filters * ((n_bins + 2 * (kernel // 2) - kernel + 1) // pool)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n_batch, n_steps, n_features = x.shape
-        z = x.reshape(n_batch * n_steps, 2, n_features // 2)  # (BT, re/im, N)
-        z = self.pool(F.relu(self.conv(z)))  # (BT, filters, N / pool)
-        return z.reshape(n_batch, n_steps, -1)
-
-
-class StackCNN(nn.Module):
-    """(B, T + K - 1, 2N) frames -> (B, T, fc_size): a CNN over K-frame stacks, then a dense layer."""
-
-    def __init__(
-        self, n_features: int, k_blocks: int, channels: tuple[int, ...], pool: int, n_out: int
-    ) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        width, c_in = n_features // 2, 2
-        for c_out in channels:
-            pad = (CNN_KERNEL[0] // 2, CNN_KERNEL[1] // 2)
-            layers += [
-                nn.Conv2d(c_in, c_out, CNN_KERNEL, padding=pad),
-                nn.ReLU(),
-                nn.MaxPool2d((1, pool), ceil_mode=True),
-            ]
-            width, c_in = -(-width // pool), c_out
-        self.cnn = nn.Sequential(*layers)
-        self.k_blocks = k_blocks
-        self.dense = nn.Linear(c_in * k_blocks * width, n_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n_batch = x.shape[0]
-        k = self.k_blocks
-        n_steps = x.shape[1] - k + 1
-        stacks = x.unfold(1, k, 1)  # (B, T, 2N, K)
-        stacks = stacks.reshape(n_batch * n_steps, 2, -1, k).transpose(2, 3)  # (BT, re/im, K, N)
-        z = self.cnn(stacks).reshape(n_batch, n_steps, -1)
-        return F.relu(self.dense(z))  # (B, T, fc_size)
-
-
-# ----------------------------------------------------------------------------- the model
 class Model(nn.Module):
     """Next-frame predictor over FFT frames.
 
@@ -368,7 +167,7 @@ class Model(nn.Module):
         else:
             self.encoder = nn.Identity()
             n_inputs = n_features
-        self.drop = Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)  # nn.Dropout; on the CPU its mask is one torch.rand draw
 
         def lstm() -> nn.LSTM:
             return nn.LSTM(
@@ -395,12 +194,13 @@ class Model(nn.Module):
         ``n_context`` leading frames only feed conv2d's first stacks (at most K - 1).
         """
         z = self.drop(self.encode(x, n_context))  # (B, T, D)
+        # lstm_forward(lstm, z, state) is lstm(z, state), fused on the CPU (cadenza.kernels.lstm)
         if self.lstm2 is None:
-            h, state = run_lstm(self.lstm, z, state)  # (B, T, H)
-        else:
+            h, state = lstm_forward(self.lstm, z, state)  # (B, T, H)
+        else:  # bilinear: two LSTMs read the same inputs, their outputs are summed
             s1, s2 = state if state is not None else (None, None)
-            h1, s1 = run_lstm(self.lstm, z, s1)
-            h2, s2 = run_lstm(self.lstm2, z, s2)
+            h1, s1 = lstm_forward(self.lstm, z, s1)  # (B, T, H)
+            h2, s2 = lstm_forward(self.lstm2, z, s2)  # (B, T, H)
             h, state = h1 + h2, (s1, s2)
         return self.head(self.drop(h)), state  # (B, T, F)
 
@@ -430,42 +230,90 @@ class Model(nn.Module):
     def _generate(self, seed: torch.Tensor, n_frames: int, *, sliding: bool) -> torch.Tensor:
         """The generation loop of both modes, one frame per iteration.
 
-        Windows are LSTM states of shape (layers, W, n, H), oldest first. Every frame from the
-        first whole stack on is read by all open windows; a window that has read T frames
-        predicts the next frame and closes (sliding). Stateful keeps a single window open.
+        Windows are LSTM states, oldest first: per LSTM, ``h`` and ``c`` as one (W, n, H) tensor
+        per layer. Every frame from the first whole stack on is read by all open windows; a
+        window that has read T frames predicts the next frame and closes (sliding). Stateful
+        keeps a single window open. A frame is one step of every window
+        (:func:`~cadenza.kernels.lstm.lstm_stepper`): one matrix product of W x n rows per
+        weight, the same arithmetic as ``forward`` over every window from a zero state.
         """
         n, n_seed, _ = seed.shape
         lstms = [m for m in (self.lstm, self.lstm2) if m is not None]
+        steps = [lstm_stepper(m) for m in lstms]
         k = self.n_context + 1
         frames = seed  # the last k frames are all that the next input needs
-        states = [
-            (
-                seed.new_zeros(m.num_layers, 0, n, m.hidden_size),
-                seed.new_zeros(m.num_layers, 0, n, m.hidden_size),
-            )
-            for m in lstms
-        ]
+        no_window = seed.new_zeros(0, n, self.config.hidden_size)  # (W = 0, n, H)
+        new_window = seed.new_zeros(1, n, self.config.hidden_size)  # a zero state, (1, n, H)
+        states = [([no_window] * m.num_layers, [no_window] * m.num_layers) for m in lstms]
         out = seed.new_empty(n, n_frames, seed.shape[2])
         j, n_out = self.n_context, 0  # j: index in ``frames`` of the frame being read
         is_seed_read = False
         while n_out < n_frames:
             z = self.encode(frames[:, j - self.n_context : j + 1], self.n_context)[:, 0]  # (n, D)
-            for s, (m, (h, c)) in enumerate(zip(lstms, states)):
-                if sliding or h.shape[1] == 0:  # open a window at this frame
-                    zero = h.new_zeros(h.shape[0], 1, n, h.shape[3])
-                    h, c = torch.cat([h, zero], 1), torch.cat([c, zero], 1)
-                w_ih, _, b = _weights(m, 0)
-                states[s] = lstm_step(m, torch.addmm(b, z, w_ih.t()), h, c)
+            for s, (h, c) in enumerate(states):
+                if sliding or h[0].shape[0] == 0:  # open a window at this frame
+                    h = [torch.cat([x, new_window]) for x in h]
+                    c = [torch.cat([x, new_window]) for x in c]
+                states[s] = steps[s](z, h, c)
             is_seed_read = is_seed_read or j == n_seed - 1
             if is_seed_read:  # the oldest window has read T frames (sliding) or the whole seed
-                h_top = torch.stack([h[-1, 0] for h, _ in states]).sum(0)  # (n, H)
+                h_top = torch.stack([h[-1][0] for h, _ in states]).sum(0)  # (n, H): its top layer
                 y = self.head(h_top)  # (n, F)
                 out[:, n_out] = y
                 n_out += 1
                 frames = torch.cat([frames[:, -(k - 1) :] if k > 1 else frames[:, :0], y[:, None]], 1)
-                if sliding:
-                    states = [(h[:, 1:], c[:, 1:]) for h, c in states]
+                if sliding:  # close the oldest window
+                    states = [([x[1:] for x in h], [x[1:] for x in c]) for h, c in states]
                 j = frames.shape[1] - 1
             else:
                 j += 1
         return out
+
+
+# ----------------------------------------------------------------------------- input layers
+class FrameConv1d(nn.Module):
+    """(B, T, 2N) -> (B, T, filters * (N // pool)): a 1D CNN along frequency at every step."""
+
+    def __init__(self, n_features: int, filters: int, kernel: int, pool: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, filters, kernel, padding=kernel // 2)
+        self.pool = nn.MaxPool1d(pool)
+        n_bins = n_features // 2
+        self.n_out = filters * ((n_bins + 2 * (kernel // 2) - kernel + 1) // pool)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n_batch, n_steps, n_features = x.shape
+        z = x.reshape(n_batch * n_steps, 2, n_features // 2)  # (BT, re/im, N)
+        z = self.pool(F.relu(self.conv(z)))  # (BT, filters, N / pool)
+        return z.reshape(n_batch, n_steps, -1)
+
+
+class StackCNN(nn.Module):
+    """(B, T + K - 1, 2N) frames -> (B, T, fc_size): a CNN over K-frame stacks, then a dense layer."""
+
+    def __init__(
+        self, n_features: int, k_blocks: int, channels: tuple[int, ...], pool: int, n_out: int
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width, c_in = n_features // 2, 2
+        for c_out in channels:
+            pad = (CNN_KERNEL[0] // 2, CNN_KERNEL[1] // 2)
+            layers += [
+                nn.Conv2d(c_in, c_out, CNN_KERNEL, padding=pad),
+                nn.ReLU(),
+                nn.MaxPool2d((1, pool), ceil_mode=True),
+            ]
+            width, c_in = -(-width // pool), c_out
+        self.cnn = nn.Sequential(*layers)
+        self.k_blocks = k_blocks
+        self.dense = nn.Linear(c_in * k_blocks * width, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n_batch = x.shape[0]
+        k = self.k_blocks
+        n_steps = x.shape[1] - k + 1
+        stacks = x.unfold(1, k, 1)  # (B, T, 2N, K)
+        stacks = stacks.reshape(n_batch * n_steps, 2, -1, k).transpose(2, 3)  # (BT, re/im, K, N)
+        z = self.cnn(stacks).reshape(n_batch, n_steps, -1)
+        return F.relu(self.dense(z))  # (B, T, fc_size)

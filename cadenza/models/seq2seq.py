@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cadenza.errors import ParameterError
+from cadenza.kernels.lstm import lstm_stepper
 from cadenza.models import DataInfo, GenerationRequest
 
 SCHEMES = {"split": 128, "shift": 1}  # scheme -> new samples per window (target shift past the input)
@@ -199,30 +200,17 @@ class Model(nn.Module):
     ) -> torch.Tensor:
         """``n_steps`` samples from the decoder fed its own predictions, starting with ``y`` ``(n,)``.
 
-        The LSTM step is written out (the same gates as ``nn.LSTM``: i, f, g, o) to avoid the cost
-        of calling the module once per sample.
+        Each step is ``self.decoder`` over one input ``(y, 0)`` and ``self.head``, written out
+        (:func:`~cadenza.kernels.lstm.lstm_stepper`; module calls per sample cost more than the step).
         """
-        h, c = list(state[0].unbind(0)), list(state[1].unbind(0))  # per layer (n, H)
-        weights = [
-            (getattr(self.decoder, f"weight_ih_l{k}"), getattr(self.decoder, f"weight_hh_l{k}").t(),
-             getattr(self.decoder, f"bias_ih_l{k}") + getattr(self.decoder, f"bias_hh_l{k}"))
-            for k in range(self.config.n_layers)
-        ]  # fmt: skip
+        step = lstm_stepper(self.decoder)
         w_head, b_head = self.head.weight.t(), self.head.bias
-        H = self.config.hidden_size
+        h, c = state[0].unbind(0), state[1].unbind(0)  # per layer (n, H)
         out = y.new_empty(y.shape[0], n_steps)
         out[:, 0] = y
-        for step in range(1, n_steps):
-            x = None
-            for k, (w_ih, w_hh, b) in enumerate(weights):
-                if k == 0:  # the input (y, 0): only the first column of W_ih sees it
-                    gates = torch.addcmul(torch.addmm(b, h[0], w_hh), y[:, None], w_ih[:, 0])
-                else:
-                    gates = torch.addmm(torch.addmm(b, x, w_ih.t()), h[k], w_hh)
-                act = torch.sigmoid(gates)
-                g = torch.tanh(gates[:, 2 * H : 3 * H])
-                c[k] = torch.addcmul(act[:, H : 2 * H] * c[k], act[:, :H], g)
-                h[k] = x = act[:, 3 * H :] * torch.tanh(c[k])
-            y = torch.addmm(b_head, x, w_head)[:, 0]
-            out[:, step] = y
+        zero = torch.zeros_like(y)
+        for t in range(1, n_steps):
+            h, c = step(torch.stack([y, zero], 1), h, c)  # input (y, 0): (n, 2)
+            y = torch.addmm(b_head, h[-1], w_head)[:, 0]  # (n,)
+            out[:, t] = y
         return out

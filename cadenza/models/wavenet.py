@@ -27,9 +27,9 @@ samples from the same logits. Modes:
     buffer of ``dilation`` entries), so a new sample costs one step per layer; batched over
     streams, plain torch (any device).
 ``fast`` (the default on CPU)
-    The cached step compiled with numba (a dependency of librosa) as one loop over all
-    samples and layers with preallocated buffers, removing the per-sample Python overhead;
-    falls back to ``cached`` when numba is missing or the model is not on the CPU.
+    The cached step compiled with numba (:mod:`cadenza.kernels.wavenet_step`) as one loop over
+    all samples and layers, removing the per-sample Python overhead; runs as ``cached`` off
+    the CPU or with the kernels off (``CADENZA_KERNELS=off``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cadenza.errors import ParameterError
+from cadenza.kernels import wavenet_step
 from cadenza.models import DataInfo, GenerationRequest
 
 MODES = ("fast", "cached", "naive")
@@ -286,7 +287,7 @@ class Model(nn.Module):
         logits = (
             seed.new_zeros((B, n_new, self.config.n_classes), dtype=torch.float32) if return_logits else None
         )
-        if mode == "fast" and (_kernel() is None or classes.device.type != "cpu"):
+        if mode == "fast" and not wavenet_step.available(classes.device):
             mode = "cached"
         if mode == "naive":
             for j, t in enumerate(range(T0 - 1, T0 + n_new - 1)):
@@ -298,14 +299,10 @@ class Model(nn.Module):
             return classes, logits
         ring = self._prime(classes[:, : T0 - 1], cond)
         w = self._step_weights(cond, B)
-        if mode == "fast":
-            _kernel()(  # type: ignore[misc]
-                classes.numpy(), T0, ring.numpy(), np.array(self.dilations, np.int64),
-                *[a.numpy() for a in w], u.cpu().contiguous().numpy(), float(temperature),
-                logits.numpy() if logits is not None else np.zeros((0, 0, 0), np.float32),
-            )  # fmt: skip
-            return classes, logits
-        self._cached_loop(classes, T0, ring, w, u, temperature, logits)
+        if mode == "fast":  # the same step, compiled
+            wavenet_step.run(classes, T0, ring, self.dilations, w, u, temperature, logits)
+        else:
+            self._cached_loop(classes, T0, ring, w, u, temperature, logits)
         return classes, logits
 
     def _prime(self, history: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -395,147 +392,3 @@ def draw(logits: torch.Tensor, temperature: float, u: torch.Tensor) -> torch.Ten
     cdf = torch.cumsum(torch.exp(lg - lg.max(dim=1, keepdim=True).values), dim=1)
     k = torch.searchsorted(cdf, (u.to(cdf.device) * cdf[:, -1])[:, None], right=True)[:, 0]
     return k.clamp(max=logits.shape[1] - 1)
-
-
-# ---------------------------------------------------------------------- the compiled step
-_KERNEL: list[Any] = []
-
-
-def _kernel() -> Any:
-    """The numba-compiled generation loop, compiled (and cached on disk) on first use; None without numba."""
-    if not _KERNEL:
-        try:
-            import numba
-        except ImportError:  # pragma: no cover - numba comes with librosa
-            _KERNEL.append(None)
-        else:
-            _KERNEL.append(numba.njit(cache=True, fastmath=True)(_fast_loop))
-    return _KERNEL[0]
-
-
-def _fast_loop(
-    classes,
-    T0,
-    ring,
-    dilations,
-    e0,
-    e1,
-    b_in,
-    dil,
-    bias,
-    res,
-    res_b,
-    skip,
-    skip_b,
-    h1,
-    hb1,
-    h2,
-    hb2,
-    u,
-    temperature,
-    logits,
-):  # type: ignore[no-untyped-def]
-    """The cached step of :meth:`Model._cached_loop` as explicit loops (numba compiles it).
-
-    Matrix-vector products are written as ``y += x[k] * W[k, :]`` over rows of ``W`` laid out
-    ``(in, out)``, which the compiler vectorises; each weight row is read once per step for
-    every stream of the batch.
-    """
-    B, T = classes.shape
-    L = dilations.shape[0]
-    R = e0.shape[1]
-    D = dil.shape[2] // 2
-    S = skip.shape[1]
-    C = h2.shape[1]
-    want_logits = logits.shape[0] > 0
-    x = np.empty((B, R), np.float32)
-    h = np.empty((B, 2 * D), np.float32)
-    zs = np.empty((B, L * D), np.float32)
-    s = np.empty((B, S), np.float32)
-    a = np.empty((B, S), np.float32)
-    lg = np.empty((B, C), np.float32)
-    cdf = np.empty(C, np.float64)
-    one = np.float32(1.0)
-    zero = np.float32(0.0)
-    offsets = np.zeros(L, np.int64)
-    for i in range(1, L):
-        offsets[i] = offsets[i - 1] + dilations[i - 1]
-    for t in range(T0 - 1, T - 1):
-        for b in range(B):
-            for r in range(R):
-                x[b, r] = e1[classes[b, t], r] + b_in[r]
-                if t > 0:
-                    x[b, r] += e0[classes[b, t - 1], r]
-        for i in range(L):
-            slot = offsets[i] + t % dilations[i]
-            for b in range(B):
-                for j in range(2 * D):
-                    h[b, j] = bias[i, b, j]
-            for k in range(R):  # past tap (ring) and current tap (x)
-                for b in range(B):
-                    xp = ring[slot, b, k]
-                    xc = x[b, k]
-                    for j in range(2 * D):
-                        h[b, j] += xp * dil[i, k, j] + xc * dil[i, R + k, j]
-            for b in range(B):
-                for r in range(R):
-                    ring[slot, b, r] = x[b, r]
-                for j in range(D):
-                    zs[b, i * D + j] = np.tanh(h[b, j]) / (one + np.exp(-h[b, D + j]))
-            if i < L - 1:
-                for b in range(B):
-                    for r in range(R):
-                        x[b, r] += res_b[i, r]
-                for k in range(D):
-                    for b in range(B):
-                        zk = zs[b, i * D + k]
-                        for r in range(R):
-                            x[b, r] += zk * res[i, k, r]
-        for b in range(B):
-            for j in range(S):
-                s[b, j] = skip_b[j]
-        for k in range(L * D):
-            for b in range(B):
-                zk = zs[b, k]
-                for j in range(S):
-                    s[b, j] += zk * skip[k, j]
-        for b in range(B):
-            for j in range(S):
-                a[b, j] = hb1[j]
-        for k in range(S):
-            for b in range(B):
-                sk = max(s[b, k], zero)
-                for j in range(S):
-                    a[b, j] += sk * h1[k, j]
-        for b in range(B):
-            for j in range(C):
-                lg[b, j] = hb2[j]
-        for k in range(S):
-            for b in range(B):
-                ak = max(a[b, k], zero)
-                for j in range(C):
-                    lg[b, j] += ak * h2[k, j]
-        n = t + 1 - T0
-        for b in range(B):
-            if want_logits:
-                for j in range(C):
-                    logits[b, n, j] = lg[b, j]
-            best = 0
-            for j in range(C):
-                if lg[b, j] > lg[b, best]:
-                    best = j
-            if temperature == 0:
-                classes[b, t + 1] = best
-                continue
-            top = np.float64(lg[b, best]) / temperature
-            acc = 0.0
-            for j in range(C):  # a running sum, in the order of torch.cumsum
-                acc += np.exp(np.float64(lg[b, j]) / temperature - top)
-                cdf[j] = acc
-            target = u[b, n] * cdf[C - 1]
-            k = C - 1
-            for j in range(C):
-                if cdf[j] > target:
-                    k = j
-                    break
-            classes[b, t + 1] = k

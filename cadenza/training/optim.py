@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from cadenza.kernels.rmsprop import RMSprop
 from cadenza.training.config import ConfigError, OptimConfig, ScheduleConfig, TrainConfig, build_section
-from cadenza.training.rmsprop import RMSprop
 
 
 def optim_for(cfg: OptimConfig, name: str | None = None) -> OptimConfig:

@@ -57,6 +57,22 @@ def test_shapes_and_teacher_forcing() -> None:
     assert torch.equal(model(x, y)[:, :51], model(x, y2)[:, :51])
 
 
+def test_checkpoint_weight_names_are_unchanged() -> None:
+    """``state_dict`` keys as of the commit before the kernels moved out (8e0acde)."""
+    keys = [
+        f"{m}.{w}_l{k}"
+        for m in ("encoder", "decoder")
+        for k in (0, 1)
+        for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    ]
+    assert list(tiny_model(n_layers=2).state_dict()) == [*keys, "head.weight", "head.bias"]
+    assert list(tiny_model().state_dict()) == [
+        *[k for k in keys if k.endswith("_l0")],
+        "head.weight",
+        "head.bias",
+    ]
+
+
 def test_loss_decreases_on_a_small_batch() -> None:
     model = tiny_model()
     t = torch.arange(256, dtype=torch.float32)

@@ -1,11 +1,11 @@
-"""The fused CPU RMSprop against torch.optim.RMSprop: same updates, same state, fallbacks."""
+"""The fused CPU RMSprop against torch.optim.RMSprop: same updates, same state, fallbacks, the switch."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from cadenza.training.rmsprop import RMSprop
+from cadenza.kernels.rmsprop import RMSprop
 
 
 def params(seed: int = 0) -> list[torch.nn.Parameter]:
@@ -34,7 +34,7 @@ def run(
 def test_fused_update_matches_torch(weight_decay: float) -> None:
     kwargs = {"lr": 1e-2, "alpha": 0.9, "eps": 1e-7, "weight_decay": weight_decay}
     ours, opt = run(RMSprop, kwargs)
-    assert opt._fast()
+    assert opt._fast()  # the fused path ran: fails without numba (a declared dependency)
     theirs, ref = run(torch.optim.RMSprop, kwargs)
     for a, b in zip(ours, theirs):  # float32 rounding; a wrong formula is off by ~lr = 1e-2
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
@@ -84,3 +84,13 @@ def test_build_optimizer_gives_the_fused_rmsprop() -> None:
 
     opt = build_optimizer(torch.nn.Linear(3, 2).parameters(), OptimConfig(name="rmsprop", lr=1e-3))
     assert isinstance(opt, RMSprop) and isinstance(opt, torch.optim.RMSprop)
+
+
+def test_switched_off_it_is_torchs_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CADENZA_KERNELS", "off")
+    kwargs = {"lr": 1e-2, "alpha": 0.9, "weight_decay": 1e-2}
+    ours, opt = run(RMSprop, kwargs)
+    assert not opt._fast()
+    theirs, _ = run(torch.optim.RMSprop, kwargs)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)

@@ -1,0 +1,73 @@
+"""Fast paths beside the readable models: each computes what a plain PyTorch reference computes.
+
+The model files of :mod:`cadenza.models` read as plain PyTorch (``nn.LSTM``, ``nn.Conv1d``,
+``nn.Linear``); where that is slow on a CPU, they call one of these kernels, which falls back to
+the reference whenever it does not apply (another device, dtype or option) or is switched off.
+
+==========================  ==============================================  =============================
+kernel                      replaces                                        used by
+==========================  ==============================================  =============================
+:mod:`.lstm`                ``nn.LSTM`` on the CPU: one autograd function   the ``fft_*`` models (training),
+                            per layer (input projections and weight         ``fft_*`` generation and
+                            gradients as single matrix products, ``h W^T``  seq2seq's free-running decoder
+                            through oneDNN with ``W`` packed once), a
+                            dropout mask from one ``torch.rand``, and one
+                            LSTM step shared by many windows
+:mod:`.wavenet_step`        WaveNet's cached generation step in torch       ``wavenet`` ``mode=fast``
+                            (``mode=cached``), compiled with numba
+:mod:`.rmsprop`             ``torch.optim.RMSprop.step``: the plain CPU     ``optim.name=rmsprop``
+                            update as one compiled pass over memory
+==========================  ==============================================  =============================
+
+Each kernel has a test in ``tests/kernels/`` that compares it with its reference (forward and
+gradients for the LSTM, logits within 1e-4 for WaveNet, parameters and state for RMSprop).
+
+The switch
+----------
+``CADENZA_KERNELS=off`` in the environment turns every kernel off: the models, the optimiser
+and generation then run through the plain PyTorch references (``on``, the default, turns them
+on). It is read at every call, so ``os.environ["CADENZA_KERNELS"] = "off"`` also works from
+Python at any time. Results agree with the kernels' within float rounding; dropout draws its
+masks differently, so training with dropout follows another (equally valid) random path.
+
+Private APIs
+------------
+Two kernels lean on what their libraries do not promise: the LSTM on oneDNN's packed linear
+(``torch.ops.mkldnn._reorder_linear_weight``, ``_linear_pointwise``), WaveNet's step and RMSprop
+on numba. :mod:`.guards` checks each once per process on a tiny known case; when one fails, it
+logs a warning and the kernel takes the public path. ``tests/kernels/test_guards.py`` asserts
+that every guard passes on the installed versions, so an upgrade that breaks one fails there.
+
+Examples
+--------
+>>> from cadenza import kernels
+>>> kernels.ENV_VAR
+'CADENZA_KERNELS'
+>>> kernels.enabled() in (True, False)
+True
+"""
+
+from __future__ import annotations
+
+import os
+
+from cadenza.errors import ParameterError
+
+__all__ = ["ENV_VAR", "enabled"]
+
+#: The environment variable that switches the kernels: ``on`` (default) or ``off``.
+ENV_VAR = "CADENZA_KERNELS"
+_VALUES = {"on": True, "off": False, "": True}
+
+
+def enabled() -> bool:
+    """Whether the kernels are on (:data:`ENV_VAR` unset, empty or ``on``); ``off`` turns them off.
+
+    Any other value is a :class:`~cadenza.errors.ParameterError`: a typo must not silently
+    leave the kernels on.
+    """
+    value = os.environ.get(ENV_VAR, "").strip().lower()
+    try:
+        return _VALUES[value]
+    except KeyError:
+        raise ParameterError(f"{ENV_VAR}={os.environ[ENV_VAR]!r}: expected 'on' or 'off'") from None

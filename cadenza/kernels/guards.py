@@ -1,0 +1,84 @@
+"""Guards for the private or optional APIs that the kernels use.
+
+A guard checks, once per process, that an API exists and computes a tiny known case right.
+:func:`passes` runs it: on failure it logs one warning that names the API and the reason, and
+returns False, so the kernel takes its public path instead. ``tests/kernels/test_guards.py``
+runs every check of :data:`CHECKS` directly and fails with the reason when one no longer
+holds on the installed versions: an upgrade that changes a private API fails a test loudly
+rather than silently slowing down.
+
+Examples
+--------
+>>> passes("numba")
+True
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def mkldnn_linear(w: torch.Tensor, n_rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``h -> h @ w.T`` for ``n_rows`` rows through oneDNN, ``w`` (out, in) packed once (private API)."""
+    packed = torch.ops.mkldnn._reorder_linear_weight(w, n_rows)
+    return lambda h: torch.ops.mkldnn._linear_pointwise(h, packed, None, "none", [], "")
+
+
+def _check_mkldnn_linear() -> None:
+    """oneDNN's packed linear (``torch.ops.mkldnn._reorder_linear_weight`` and
+    ``_linear_pointwise``) gives ``h @ w.T`` for a small float32 product."""
+    if not torch.backends.mkldnn.is_available():
+        raise RuntimeError("this PyTorch has no oneDNN (torch.backends.mkldnn.is_available() is False)")
+    g = torch.Generator().manual_seed(0)
+    w, h = torch.randn(16, 8, generator=g), torch.randn(3, 8, generator=g)
+    got = mkldnn_linear(w, 3)(h)
+    if got.shape != (3, 16) or not torch.allclose(got, h @ w.t(), atol=1e-5, rtol=1e-5):
+        raise RuntimeError(f"oneDNN's packed linear gave a wrong product (shape {tuple(got.shape)})")
+
+
+def _check_numba() -> None:
+    """numba (a declared dependency) imports and offers ``njit``."""
+    import numba
+
+    if not callable(getattr(numba, "njit", None)):
+        raise RuntimeError(f"numba {numba.__version__} has no njit")
+
+
+#: Guard name -> check; a check raises with the reason when its API does not hold.
+CHECKS: dict[str, Callable[[], None]] = {
+    "mkldnn_linear": _check_mkldnn_linear,
+    "numba": _check_numba,
+}
+
+#: What each guard's failure costs, for its warning.
+_FALLBACKS = {
+    "mkldnn_linear": "the fused CPU LSTM multiplies h W_hh^T with torch.mm instead (about 1.3x slower)",
+    "numba": "wavenet mode=fast runs as mode=cached and RMSprop as torch.optim.RMSprop (both slower)",
+}
+
+
+@functools.cache
+def passes(name: str) -> bool:
+    """Whether guard ``name`` of :data:`CHECKS` holds; checked once, a warning logged once if not."""
+    try:
+        CHECKS[name]()
+    except Exception as exc:  # any failure of a private API means: take the public path
+        log.warning("kernel guard %r failed (%s: %s); %s", name, type(exc).__name__, exc, _FALLBACKS[name])
+        return False
+    return True
+
+
+def load_numba() -> Any:
+    """The ``numba`` module when its guard passes, else None."""
+    if not passes("numba"):
+        return None
+    import numba as module
+
+    return module

@@ -1,0 +1,222 @@
+"""The LSTM on the CPU: a fused layer for training, one step shared by many windows, cheap dropout.
+
+Reference: ``nn.LSTM`` (batch first, gates in PyTorch's order i, f, g, o) and ``nn.Dropout``.
+
+:func:`lstm_forward`
+    ``lstm(x, state)`` through :class:`FusedLSTMLayer` on the CPU: the input projection
+    ``x W_ih^T + b`` and, in the backward pass, ``dW_ih``, ``dW_hh`` and ``dx`` are one matrix
+    product each over all B x T rows; only ``h W_hh^T`` and its gradient run step by step.
+    PyTorch's own CPU LSTM reaches about half the matrix-multiply rate at paper 000's size.
+    ``h W_hh^T`` goes through oneDNN with ``W_hh`` packed once per call (about 1.3x MKL for 16
+    rows) while its guard (:mod:`cadenza.kernels.guards`) passes. CUDA keeps cuDNN.
+:func:`lstm_stepper`
+    One time step of a multi-layer LSTM for W windows that read the same input: the first
+    layer's input projection is computed once, not W times (the pipelined sliding window of the
+    ``fft_*`` models), and the step is written out with its weights gathered once rather than
+    a module call per step (seq2seq's free-running decoder, W = 1).
+:class:`Dropout`
+    ``nn.Dropout`` whose CPU training mask comes from one ``torch.rand`` draw (half the time of
+    ``bernoulli_``); the fused LSTM drops between layers the same way.
+
+With the kernels off (``CADENZA_KERNELS=off``, see :mod:`cadenza.kernels`) each is its reference.
+
+Examples
+--------
+>>> import torch
+>>> from torch import nn
+>>> lstm = nn.LSTM(3, 4, batch_first=True)
+>>> y, (h, c) = lstm_forward(lstm, torch.zeros(2, 5, 3))
+>>> y.shape, h.shape
+(torch.Size([2, 5, 4]), torch.Size([1, 2, 4]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from cadenza.kernels import enabled, guards
+
+__all__ = ["Dropout", "FusedLSTMLayer", "lstm_forward", "lstm_stepper"]
+
+State = tuple[torch.Tensor, torch.Tensor]
+#: One tensor per layer: a stepper's states.
+Layers = Sequence[torch.Tensor]
+
+
+def lstm_forward(lstm: nn.LSTM, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    """``lstm(x, state)`` for a batch-first ``x`` (B, T, I): :class:`FusedLSTMLayer` per layer
+    off CUDA, the module itself on CUDA, for options the kernel does not cover, or when off."""
+    if not _is_fusable(lstm, x):
+        return lstm(x, state)
+    n_batch = x.shape[0]
+    zeros = x.new_zeros(lstm.num_layers, n_batch, lstm.hidden_size)
+    h0, c0 = state if state is not None else (zeros, zeros)
+    hs, cs = [], []
+    for layer in range(lstm.num_layers):
+        if layer and lstm.dropout and lstm.training:
+            x = _CPUDropout.apply(x, lstm.dropout) if lstm.dropout < 1 else torch.zeros_like(x)
+        x, h, c = FusedLSTMLayer.apply(x, *_weights(lstm, layer), h0[layer], c0[layer])
+        hs.append(h)
+        cs.append(c)
+    return x, (torch.stack(hs), torch.stack(cs))
+
+
+def _is_fusable(lstm: nn.LSTM, x: Any) -> bool:
+    plain = lstm.batch_first and lstm.bias and not lstm.bidirectional and not lstm.proj_size
+    return plain and isinstance(x, torch.Tensor) and x.dim() == 3 and x.device.type != "cuda" and enabled()
+
+
+def lstm_stepper(lstm: nn.LSTM) -> Callable[[torch.Tensor, Layers, Layers], tuple[Layers, Layers]]:
+    """``step(z, h, c) -> (h, c)``: one time step of ``lstm`` for W windows whose first layer
+    reads the same input, with the weights gathered once.
+
+    ``z`` (n, I) is that input; ``h``, ``c`` hold one state per layer, (W, n, H) or (n, H),
+    and come back as new lists of the same shapes. The weights are read when the stepper is
+    made: make a new one after changing them.
+    """
+    if not enabled():
+        return lambda z, h, c: _module_step(lstm, z, h, c)
+    weights = []  # per layer: W_ih^T, W_hh and W_hh^T (views), b_ih + b_hh
+    for layer in range(lstm.num_layers):
+        w_ih, w_hh, b = _weights(lstm, layer)
+        weights.append((w_ih.t(), w_hh, w_hh.t(), b))
+    hidden = lstm.hidden_size
+
+    def step(z: torch.Tensor, h: Layers, c: Layers) -> tuple[Layers, Layers]:
+        n, shape = z.shape[0], h[0].shape  # h[layer]: (W, n, H) or (n, H)
+        if len(shape) > 2:
+            h, c = [s.reshape(-1, hidden) for s in h], [s.reshape(-1, hidden) for s in c]  # (rows, H)
+        n_rows = h[0].shape[0]
+        hs, cs = [], []
+        x = z
+        for (w_ih_t, w_hh, w_hh_t, b), h_layer, c_layer in zip(weights, h, c):
+            xw = torch.addmm(b, x, w_ih_t)  # (n, 4H) in the first layer: once for all W windows
+            if n_rows == n:  # one window: as few operations as possible
+                g = torch.addmm(xw, h_layer, w_hh_t)  # (n, 4H)
+            else:  # W windows: MKL is faster this way round for many rows
+                g = torch.mm(w_hh, h_layer.t()).t().reshape(-1, xw.shape[0], 4 * hidden)
+                g = (g + xw).view(n_rows, 4 * hidden)  # (rows, 4H)
+            i, f, _, o = torch.sigmoid(g).chunk(4, 1)  # g's own slice takes tanh instead
+            c_layer = torch.addcmul(f * c_layer, i, torch.tanh(g[:, 2 * hidden : 3 * hidden]))
+            x = o * torch.tanh(c_layer)  # (rows, H), the next layer's input
+            hs.append(x)
+            cs.append(c_layer)
+        if len(shape) > 2:
+            return [s.view(shape) for s in hs], [s.view(shape) for s in cs]
+        return hs, cs
+
+    return step
+
+
+def _module_step(lstm: nn.LSTM, z: torch.Tensor, h: Layers, c: Layers) -> tuple[Layers, Layers]:
+    """The reference of a stepper's step: ``lstm`` over every window's copy of ``z``."""
+    shape, hidden = h[0].shape, h[0].shape[-1]
+    n_rows = h[0].numel() // hidden
+    x = z.expand(n_rows // z.shape[0], *z.shape).reshape(n_rows, 1, z.shape[1])  # (rows, T = 1, I)
+    state = (torch.stack(list(h)).view(-1, n_rows, hidden), torch.stack(list(c)).view(-1, n_rows, hidden))
+    _, (h_new, c_new) = lstm(x if lstm.batch_first else x.transpose(0, 1), state)
+    return [s.view(shape) for s in h_new], [s.view(shape) for s in c_new]
+
+
+class FusedLSTMLayer(torch.autograd.Function):
+    """One LSTM layer over ``x`` (B, T, I) from state ``h0``, ``c0`` (B, H): returns the outputs
+    (B, T, H) and the final ``h``, ``c``; ``b`` is ``b_ih + b_hh``."""
+
+    @staticmethod
+    def forward(ctx: Any, x, w_ih, w_hh, b, h0, c0):  # type: ignore[override]
+        n_batch, n_steps, _ = x.shape
+        hidden = w_hh.shape[1]
+        gates = torch.addmm(b, x.reshape(n_batch * n_steps, -1), w_ih.t()).view(n_batch, n_steps, 4 * hidden)
+        hs = x.new_empty(n_batch, n_steps + 1, hidden)  # hs[:, t + 1] = h_t, hs[:, 0] = h0
+        cs = x.new_empty(n_batch, n_steps + 1, hidden)
+        hs[:, 0], cs[:, 0] = h0, c0
+        recurrent = _recurrent_product(w_hh, n_batch)
+        for t in range(n_steps):
+            g = gates[:, t]  # (B, 4H), becomes the activations (kept for the backward pass)
+            g.add_(recurrent(hs[:, t]))
+            g[:, : 2 * hidden].sigmoid_()
+            g[:, 2 * hidden : 3 * hidden].tanh_()
+            g[:, 3 * hidden :].sigmoid_()
+            i, f, gg, o = g.chunk(4, 1)
+            c = cs[:, t + 1]
+            torch.mul(f, cs[:, t], out=c)
+            c.addcmul_(i, gg)
+            torch.mul(o, torch.tanh(c), out=hs[:, t + 1])
+        ctx.save_for_backward(x, w_ih, w_hh, gates, hs, cs)
+        return hs[:, 1:], hs[:, n_steps].clone(), cs[:, n_steps].clone()
+
+    @staticmethod
+    def backward(ctx: Any, dy, dh_n, dc_n):  # type: ignore[override]
+        x, w_ih, w_hh, acts, hs, cs = ctx.saved_tensors
+        n_batch, n_steps, _ = x.shape
+        hidden = w_hh.shape[1]
+        dgates = torch.empty_like(acts)  # (B, T, 4H)
+        dh = dh_n.clone() if dh_n is not None else x.new_zeros(n_batch, hidden)
+        dc = dc_n.clone() if dc_n is not None else x.new_zeros(n_batch, hidden)
+        w_hh_t = w_hh.t().contiguous()  # (H, 4H)
+        for t in range(n_steps - 1, -1, -1):
+            if dy is not None:
+                dh = dh + dy[:, t]
+            i, f, gg, o = acts[:, t].chunk(4, 1)
+            tanh_c = torch.tanh(cs[:, t + 1])
+            di, df, dg, do = dgates[:, t].chunk(4, 1)
+            torch.mul(dh, tanh_c, out=do).mul_(o * (1 - o))
+            dc = dc + dh * o * (1 - tanh_c * tanh_c)
+            torch.mul(dc, gg, out=di).mul_(i * (1 - i))
+            torch.mul(dc, cs[:, t], out=df).mul_(f * (1 - f))
+            torch.mul(dc, i, out=dg).mul_(1 - gg * gg)
+            dc = dc * f
+            dh = torch.mm(w_hh_t, dgates[:, t].t()).t()  # (B, H)
+        d_all = dgates.view(n_batch * n_steps, 4 * hidden)
+        dx = dw_ih = dw_hh = db = None
+        if ctx.needs_input_grad[0]:
+            dx = (d_all @ w_ih).view_as(x)
+        if ctx.needs_input_grad[1]:
+            dw_ih = d_all.t() @ x.reshape(n_batch * n_steps, -1)
+        if ctx.needs_input_grad[2]:
+            dw_hh = d_all.t() @ hs[:, :n_steps].reshape(n_batch * n_steps, hidden)
+        if ctx.needs_input_grad[3]:
+            db = d_all.sum(0)
+        return dx, dw_ih, dw_hh, db, dh, dc
+
+
+def _recurrent_product(w: torch.Tensor, n_rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``h -> h W^T`` for ``n_rows`` rows at a time: oneDNN with ``w`` packed once where its
+    guard passes, else ``torch.mm``."""
+    if w.dtype == torch.float32 and w.device.type == "cpu" and guards.passes("mkldnn_linear"):
+        return guards.mkldnn_linear(w, n_rows)
+    return lambda h: torch.mm(w, h.t()).t()  # MKL is faster this way round for few rows
+
+
+def _weights(lstm: nn.LSTM, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(W_ih, W_hh, b_ih + b_hh)`` of one layer."""
+    b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+    return getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}"), b
+
+
+class _CPUDropout(torch.autograd.Function):
+    """Inverted dropout from one ``torch.rand`` draw: twice as fast as ``bernoulli_`` on the CPU."""
+
+    @staticmethod
+    def forward(ctx: Any, x, p):  # type: ignore[override]
+        keep = torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))  # 0 or 1 / (1 - p)
+        ctx.save_for_backward(keep)
+        return x * keep
+
+    @staticmethod
+    def backward(ctx: Any, dy):  # type: ignore[override]
+        (keep,) = ctx.saved_tensors
+        return dy * keep, None
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout``; in training on the CPU (kernels on), its mask is drawn by one ``torch.rand``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and 0.0 < self.p < 1.0 and x.device.type == "cpu" and not self.inplace and enabled():
+            return _CPUDropout.apply(x, self.p)
+        return super().forward(x)

@@ -1,0 +1,125 @@
+"""The LSTM kernels against nn.LSTM and nn.Dropout: outputs, states and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cadenza.kernels import guards, lstm
+from cadenza.kernels.lstm import Dropout, FusedLSTMLayer, lstm_forward, lstm_stepper
+from cadenza.models import DataInfo
+from cadenza.models.fft_lstm import ARCHS, Config, Model
+
+torch.set_num_threads(1)
+
+
+def test_fused_lstm_matches_torch_lstm_with_gradients() -> None:
+    torch.manual_seed(0)
+    module = nn.LSTM(5, 7, num_layers=2, batch_first=True).double()
+    x = torch.randn(3, 6, 5, dtype=torch.double, requires_grad=True)
+    h0 = torch.randn(2, 3, 7, dtype=torch.double, requires_grad=True)
+    c0 = torch.randn(2, 3, 7, dtype=torch.double, requires_grad=True)
+
+    def loss(y: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return (y**2).sum() + 3 * state[0].sum() + (state[1] ** 3).sum()
+
+    inputs = [x, h0, c0, *module.parameters()]
+    expected = torch.autograd.grad(loss(*module(x, (h0, c0))), inputs)
+    got = torch.autograd.grad(loss(*lstm_forward(module, x, (h0, c0))), inputs)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+    shapes = [(3, 3, 5), (8, 5), (8, 2), (8,), (3, 2), (3, 2)]  # x, W_ih, W_hh, b, h0, c0 of H = 2
+    args = [torch.randn(s, dtype=torch.double, requires_grad=True) for s in shapes]
+    assert torch.autograd.gradcheck(lambda *a: FusedLSTMLayer.apply(*a)[0], args)
+
+
+@pytest.mark.parametrize("n_batch", [1, 16])
+def test_fused_lstm_in_float32_matches_torch_lstm(n_batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float32 path, through oneDNN's packed recurrent product (checked to be taken)."""
+    assert guards.passes("mkldnn_linear")
+    packed, pack = [], guards.mkldnn_linear
+    monkeypatch.setattr(guards, "mkldnn_linear", lambda w, n: packed.append(n) or pack(w, n))
+    torch.manual_seed(0)
+    module = nn.LSTM(40, 64, batch_first=True)
+    x = torch.randn(n_batch, 9, 40, requires_grad=True)
+    expected_y, _ = module(x)
+    got_y, _ = lstm_forward(module, x)
+    assert packed == [n_batch]
+    torch.testing.assert_close(got_y, expected_y, atol=1e-5, rtol=1e-4)
+    weights = torch.randn_like(expected_y)
+    expected = torch.autograd.grad((expected_y * weights).sum(), [x, *module.parameters()])
+    got = torch.autograd.grad((got_y * weights).sum(), [x, *module.parameters()])
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_recurrent_product_is_h_times_w_transposed() -> None:
+    torch.manual_seed(0)
+    w, h = torch.randn(96, 24), torch.randn(5, 24)
+    torch.testing.assert_close(lstm._recurrent_product(w, 5)(h), h @ w.t(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        lstm._recurrent_product(w.double(), 5)(h.double()), h.double() @ w.double().t()
+    )
+
+
+@pytest.mark.parametrize("shape", [(3, 7), (1, 3, 7), (4, 3, 7)])  # per layer (n, H) or (W, n, H)
+def test_lstm_stepper_is_one_step_of_the_module_for_every_window(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    module = nn.LSTM(5, 7, num_layers=2, batch_first=True).double()
+    n_windows = shape[0] if len(shape) == 3 else 1
+    z = torch.randn(3, 5, dtype=torch.double)  # one input, read by every window
+    h = [torch.randn(shape, dtype=torch.double) for _ in range(2)]
+    c = [torch.randn(shape, dtype=torch.double) for _ in range(2)]
+    got_h, got_c = lstm_stepper(module)(z, h, c)
+    x = z.repeat(n_windows, 1)[:, None]  # (W n, T = 1, I), window-major like the states
+    _, (ref_h, ref_c) = module(x, (torch.stack(h).view(2, -1, 7), torch.stack(c).view(2, -1, 7)))
+    for got, ref in ((got_h, ref_h), (got_c, ref_c)):
+        assert [s.shape for s in got] == [shape, shape]
+        torch.testing.assert_close(torch.stack(got).view(2, -1, 7), ref)
+
+
+def test_cpu_dropout_keeps_1_minus_p_scaled_and_passes_gradients_through_the_mask() -> None:
+    torch.manual_seed(0)
+    drop = Dropout(0.3)
+    x = torch.ones(200, 500, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.01
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    (grad,) = torch.autograd.grad((y * 2).sum(), x)
+    torch.testing.assert_close(grad, 2 * y.detach())  # x is all ones: the gradient is 2 x the mask
+    torch.manual_seed(1)
+    a = drop(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(drop(x), a)  # seeded like every other draw
+    assert torch.equal(drop.eval()(x), x)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_fft_model_with_kernels_equals_it_without(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole models (dropout 0) in float32: loss, every gradient and both generation modes."""
+    from cadenza.models import GenerationRequest
+
+    torch.manual_seed(0)
+    config = Config.tiny(arch=arch, hidden_size=24, dropout=0.0, fc_dropout=0.0, cnn_channels=(2, 3))
+    config.n_layers = 2 if arch == "stacked" else 1
+    model = Model(config, DataInfo(n_features=32, seq_len=6)).train()
+    frames = torch.randn(4, 7, 32, generator=torch.Generator().manual_seed(1))
+    seed = torch.randn(2, model.n_seed_frames, 32, generator=torch.Generator().manual_seed(2))
+    results = {}
+    for switch in ("on", "off"):
+        monkeypatch.setenv("CADENZA_KERNELS", switch)
+        model.zero_grad()
+        loss = model.losses({"x": frames[:, :-1], "y": frames[:, 1:]})["loss"]
+        loss.backward()
+        outs = [
+            model.eval().generate(
+                GenerationRequest(n=2, n_frames=5, generator=None, seed=seed, options={"mode": m})
+            )
+            for m in ("sliding", "stateful")
+        ]
+        model.train()
+        results[switch] = [loss.detach(), *[p.grad.clone() for p in model.parameters()], *outs]
+    for a, b in zip(results["on"], results["off"]):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
