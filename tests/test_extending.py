@@ -117,7 +117,9 @@ train:
 @pytest.fixture()
 def registered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(REPRESENTATIONS, "blocks", Blocks)
-    monkeypatch.setitem(MODELS, "toy_gru", ModelSpec(key="toy_gru", module=__name__, summary="a GRU over frames"))
+    monkeypatch.setitem(
+        MODELS, "toy_gru", ModelSpec(key="toy_gru", module=__name__, summary="a GRU over frames")
+    )
 
 
 def test_a_family_and_a_representation_from_one_file_each(registered: None, tmp_path: Path) -> None:
@@ -125,7 +127,9 @@ def test_a_family_and_a_representation_from_one_file_each(registered: None, tmp_
     music.mkdir()
     t = np.arange(3 * SR) / SR
     for i, f0 in enumerate((220.0, 262.0, 330.0, 392.0, 440.0, 494.0)):
-        write_audio(music / f"tone{i}.wav", 0.3 * np.sin(2 * np.pi * f0 * t) * (1 + np.sin(2 * np.pi * t)) / 2, SR)
+        write_audio(
+            music / f"tone{i}.wav", 0.3 * np.sin(2 * np.pi * f0 * t) * (1 + np.sin(2 * np.pi * t)) / 2, SR
+        )
     store = tmp_path / "store"
     prepare = ["prepare", str(music), str(store), "--representation", "blocks", "--workers", "1"]
     assert main([*prepare, "--sample-rate", str(SR), "--split", "0.5,0.17,0.33"]) == 0
@@ -153,5 +157,13 @@ def test_a_family_and_a_representation_from_one_file_each(registered: None, tmp_
 
 def test_the_guide_names_what_the_test_uses() -> None:
     guide = (Path(__file__).parents[1] / "docs" / "extending.md").read_text()
-    for name in ("MODELS", "REPRESENTATIONS", "DataInfo", "losses(batch, *, step)", "frames_for", "to_audio", "write"):
+    for name in (
+        "MODELS",
+        "REPRESENTATIONS",
+        "DataInfo",
+        "losses(batch, *, step)",
+        "frames_for",
+        "to_audio",
+        "write",
+    ):
         assert name in guide, name

@@ -243,7 +243,12 @@ class AudioWindows(_StoreWindows):
         super().__init__(store_obj, split, span=span, hop=p["hop"], label_key=label_key, labels=labels)
 
     def window_facts(self) -> dict[str, Any]:
-        return {"scheme": self.scheme, "n_input": self.n_input, "n_output": self.n_output, "shift": self.shift}
+        return {
+            "scheme": self.scheme,
+            "n_input": self.n_input,
+            "n_output": self.n_output,
+            "shift": self.shift,
+        }
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         w, f = self.window(index)

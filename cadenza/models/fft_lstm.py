@@ -144,7 +144,11 @@ class Model(nn.Module):
             raise ParameterError(f"fft_stacked needs n_layers >= 2, got {config.n_layers}")
         self.config = config
         self.n_features = n_features
-        self.seq_len = int(info.seq_len or 40)
+        if not info.seq_len:
+            raise ParameterError(
+                "the fft LSTMs are built from windows of seq_len frames (the sequence dataset)"
+            )
+        self.seq_len = int(info.seq_len)
         #: Frames before a window that conv2d's first stack reads (K - 1), 0 for the others.
         self.n_context = config.k_blocks - 1 if config.arch == "conv2d" else 0
         self.n_seed_frames = self.seq_len + self.n_context

@@ -42,13 +42,19 @@ Losses (``Config.loss``):
     ``D(G(z)) - D(x) + gp_weight * (||grad D(x_hat)|| - 1)^2`` at random points ``x_hat`` between
     real and fake rolls; the generator minimises ``-D(G(z))``.
 
+Each optimiser step computes what it needs and no more (``losses(batch, step=...)``): the
+discriminator's step makes its fakes without a graph (no gradient reaches the generator) and alone
+pays for WGAN-GP's gradient penalty; the generator's step reads its fakes through the discriminator
+with the discriminator's weights frozen (no gradient for them, no second pass over real rolls).
+
 The paper's remedies for an over-strong discriminator: several generator updates per
 discriminator update (``optim.ratio.generator``), and **generator pre-training** ("pretraining
 the generator model with unsupervised learning", details not given). Here, during the first
-``pretrain_steps`` training evaluations of the losses (the trainer makes ``ratio.generator +
-ratio.discriminator`` of them per batch), the generator alone learns by cross-entropy to put out
-the real phrases of the batch from its noise (it learns the data's note density and pitch range,
-no adversary), and the discriminator's loss is zero, so it stays at its initial weights.
+``pretrain_steps`` training steps (batches, as the trainer counts them: it sets
+``n_steps_trained`` before each one, so a resumed run goes on where it stopped), the generator
+alone learns by cross-entropy to put out the real phrases of the batch from its noise (it learns
+the data's note density and pitch range, no adversary), and the discriminator's loss is zero, so
+it stays at its initial weights.
 
 Generation binarises the probabilities (``binarize``: ``threshold`` at ``threshold``, or
 ``bernoulli`` draws), repeats each step back to the store's resolution when the phrases were
@@ -60,8 +66,10 @@ which keeps the norm a Gaussian ``z`` is likely to have) or linearly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -76,6 +84,8 @@ ARCHS = ("bilstm", "cnn")
 LOSSES = ("bce", "wgan-gp")
 BINARIZE = ("threshold", "bernoulli")
 OPTIONS = ("binarize", "threshold", "interpolate")
+#: The optimiser steps, in the order the trainer takes them.
+STEPS = ("discriminator", "generator")
 
 
 @dataclasses.dataclass
@@ -83,7 +93,9 @@ class Config:
     """Hyper-parameters; the defaults are paper 004's sizes."""
 
     arch: str = dataclasses.field(default="bilstm", metadata={"choices": ARCHS})
-    n_bars: int = dataclasses.field(default=4, metadata={"min": 1})  # bars per phrase: data.options.n_bars
+    #: Bars per phrase: the data's (``data.options.n_bars``, read from ``DataInfo.window``); set
+    #: only to pin it, and then it must agree with the data.
+    n_bars: int | None = dataclasses.field(default=None, metadata={"min": 1})
     noise_dim: int = dataclasses.field(default=100, metadata={"min": 1})
     #: bilstm: fresh noise values per time step, read beside z at every step (the paper's
     #: generator reads its noise as a sequence, one value per step). With 0, z alone is
@@ -279,6 +291,8 @@ class Model(nn.Module):
     """
 
     n_seed_frames = 0
+    #: Training steps done before the current one; the trainer sets it (pre-training reads it).
+    n_steps_trained = 0
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__()
@@ -288,13 +302,12 @@ class Model(nn.Module):
             raise ParameterError("a phrase GAN needs phrases of a fixed length (data.dataset: phrases)")
         self.config = config
         self.n_steps, self.n_pitches = int(info.seq_len), int(info.n_features)
-        self.factor = _resolution_factor(config, info)
+        self.n_bars, self.factor = _phrase_shape(config, info)
         widths = _widths(config)
         make = BiLSTMGenerator if config.arch == "bilstm" else CNNGenerator
         self.generator = make(self.n_steps, self.n_pitches, widths)
         self.discriminator = Discriminator(self.n_pitches, widths)
-        # Training evaluations of the losses so far (pre-training counts them; resumes with the weights).
-        self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
+        self.register_load_state_dict_pre_hook(_drop_call_counter)
 
     @property
     def noise_size(self) -> int:
@@ -305,36 +318,81 @@ class Model(nn.Module):
     def sample_noise(self, n: int, *, device: Any = None, generator: Any = None) -> torch.Tensor:
         return torch.randn(n, self.noise_size, device=device, generator=generator)
 
-    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        cfg = self.config
+    def losses(self, batch: dict[str, torch.Tensor], *, step: str | None = None) -> dict[str, torch.Tensor]:
+        """The loss of optimiser ``step`` (``discriminator`` or ``generator``) and the metrics at hand.
+
+        ``step=None`` (validation) gives the value of every entry from one pass: one draw of fakes,
+        the discriminator once on real and once on fake rolls.
+        """
+        if step not in (None, *STEPS):
+            raise ParameterError(f"unknown GAN step {step!r}; expected one of {STEPS}")
         real = batch["x"].float()  # (B, T, P) of 0/1
-        logits = self.generator(self.sample_noise(real.shape[0], device=real.device))  # (B, T, P)
+        z = self.sample_noise(real.shape[0], device=real.device)
+        pretraining = self.training and self.n_steps_trained < self.config.pretrain_steps
+        if step == "discriminator":
+            with torch.no_grad():
+                fake = torch.sigmoid(self.generator(z))  # (B, T, P), no graph: nothing reaches G
+            if pretraining:
+                return self._resting_discriminator(real, fake)
+            return self._discriminator_losses(real, fake)
+        logits = self.generator(z)  # (B, T, P)
         fake = torch.sigmoid(logits)
+        if step == "generator":
+            out = self._pretraining_loss(logits, real) if pretraining else self._generator_losses(fake)
+            return {**out, "density_gap": density_gap(fake, real)}
+        if pretraining:
+            return {
+                **self._resting_discriminator(real, fake.detach()),
+                **self._pretraining_loss(logits, real),
+            }
+        return self._discriminator_losses(real, fake.detach())
+
+    def _discriminator_losses(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The discriminator's loss on real rolls and fakes ``(B, T, P)``, its scores, and the
+        generator's loss on the same fakes (a value to log: no gradient reaches the generator)."""
+        cfg = self.config
         d_real, d_fake = self.discriminator(real), self.discriminator(fake)  # (B,) logits
         if cfg.loss == "bce":
-            d_loss = F.binary_cross_entropy_with_logits(
+            loss = F.binary_cross_entropy_with_logits(
                 d_real, torch.ones_like(d_real)
             ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-            g_loss = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
             scores = torch.sigmoid(d_real).mean(), torch.sigmoid(d_fake).mean()
         else:
             penalty = gradient_penalty(self.discriminator, real, fake)
-            d_loss = d_fake.mean() - d_real.mean() + cfg.gp_weight * penalty
-            g_loss = -d_fake.mean()
+            loss = d_fake.mean() - d_real.mean() + cfg.gp_weight * penalty
             scores = d_real.mean(), d_fake.mean()
-        if self.training:
-            self.n_updates += 1
-            if int(self.n_updates) <= cfg.pretrain_steps:
-                g_loss = F.binary_cross_entropy_with_logits(logits, real)
-                d_loss = 0.0 * d_loss
         return {
-            "generator": g_loss,
-            "discriminator": d_loss,
+            "discriminator": loss,
+            "generator": self._fooling_loss(d_fake).detach(),
             "d_real": scores[0].detach(),
             "d_fake": scores[1].detach(),
-            # How far the fakes' note density is from the real one: a crude monitor for best.pt.
-            "density_gap": (fake.mean() - real.mean()).abs().detach(),
+            "density_gap": density_gap(fake, real),
         }
+
+    def _resting_discriminator(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pre-training: the scores alone, and a zero loss that leaves every weight where it is."""
+        with torch.no_grad():
+            out = self._discriminator_losses(real, fake)
+        out["discriminator"] = 0.0 * sum(p.sum() for p in self.discriminator.parameters())
+        return out
+
+    def _generator_losses(self, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The generator's adversarial loss on its fakes ``(B, T, P)``, read by a frozen discriminator."""
+        with _frozen(self.discriminator):
+            d_fake = self.discriminator(fake)  # (B,) logits
+        score = torch.sigmoid(d_fake).mean() if self.config.loss == "bce" else d_fake.mean()
+        return {"generator": self._fooling_loss(d_fake), "d_fake": score.detach()}
+
+    def _fooling_loss(self, d_fake: torch.Tensor) -> torch.Tensor:
+        """The generator's loss from the discriminator's logits ``(B,)`` on its fakes."""
+        if self.config.loss == "bce":
+            return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+        return -d_fake.mean()
+
+    @staticmethod
+    def _pretraining_loss(logits: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pre-training: the generator learns to put out the batch's real phrases, no adversary."""
+        return {"generator": F.binary_cross_entropy_with_logits(logits, real)}
 
     def configure_optimizers(self, optim: Any) -> dict[str, torch.optim.Optimizer]:
         """The discriminator's optimiser first: the trainer steps them in this order."""
@@ -376,6 +434,29 @@ class Model(nn.Module):
         return roll.reshape(n, n_phrases * phrase, self.n_pitches)[:, : request.n_frames]
 
 
+def density_gap(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """How far the fakes' note density is from the real one: a crude monitor for best.pt."""
+    return (fake.mean() - real.mean()).abs().detach()
+
+
+@contextlib.contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """``module``'s weights out of the autograd graph: gradients flow through it, not into it."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _drop_call_counter(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Checkpoints written before the trainer counted steps carry the model's own call counter."""
+    state_dict.pop(prefix + "n_updates", None)
+
+
 def _widths(config: Config) -> Config:
     """``config`` with every layer width set to ``hidden_size`` when that is positive."""
     h = config.hidden_size
@@ -393,16 +474,27 @@ def _widths(config: Config) -> Config:
     )
 
 
-def _resolution_factor(config: Config, info: DataInfo) -> int:
-    """Store steps per phrase step, from the store's representation and ``n_bars``."""
+def _phrase_shape(config: Config, info: DataInfo) -> tuple[int, int]:
+    """``(bars per phrase, store steps per phrase step)``: the phrase dataset's facts
+    (``DataInfo.window``); for a checkpoint saved before the data carried them, worked out from
+    the store's representation and ``model.n_bars`` (4 when unset)."""
+    window = dict(info.window)
+    if window:
+        n_bars = int(window["n_bars"])
+        if config.n_bars is not None and config.n_bars != n_bars:
+            raise ParameterError(
+                f"model.n_bars={config.n_bars} but the data's phrases have {n_bars} bars; leave model.n_bars "
+                "unset (the model follows data.options.n_bars)"
+            )
+        return n_bars, int(window["resolution_factor"])
+    n_bars = config.n_bars or 4
     rep = info.representation
-    if rep.get("name") != "pianoroll":
-        return 1
-    store_steps = config.n_bars * int(rep["resolution"]) * int(rep["beats_per_bar"])
+    if not rep.get("resolution"):
+        return n_bars, 1
+    store_steps = n_bars * int(rep["resolution"]) * int(rep["beats_per_bar"])
     factor = store_steps // int(info.seq_len or 1)
     if factor < 1 or factor * info.seq_len != store_steps or int(rep["resolution"]) % factor:
         raise ParameterError(
-            f"phrases of {info.seq_len} steps do not fit model.n_bars={config.n_bars} bars of "
-            f"{rep['resolution']} steps per beat; set model.n_bars to data.options.n_bars"
+            f"phrases of {info.seq_len} steps do not fit n_bars={n_bars} bars of {rep['resolution']} steps per beat"
         )
-    return factor
+    return n_bars, factor

@@ -16,8 +16,8 @@ round after round: the tiny demo model was 99.8% silent after half a second.
 Each decoder input is two numbers, ``(sample, is_start)``: the start token is ``(0, 1)`` and a
 sample ``y`` is ``(y, 0)``, so that the start is never mistaken for a silent sample.
 
-Windowings (``Config.scheme``, which must match the dataset's ``data.options.scheme``; the
-first batch is checked):
+Windowings (``data.options.scheme`` of the raw-audio dataset; the model reads the one the data
+used from ``DataInfo.window``, so the two cannot disagree):
 
 ``split``
     256-sample windows, input the first 128, target the next 128, hop 128. Generation encodes
@@ -38,23 +38,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cadenza.data.windows import SEQ2SEQ_SCHEMES
 from cadenza.errors import ParameterError
 from cadenza.kernels.lstm import lstm_stepper
 from cadenza.models import DataInfo, GenerationRequest
 
-SCHEMES = {"split": 128, "shift": 1}  # scheme -> new samples per window (target shift past the input)
 #: ``normalize``: windows quieter than this RMS (-60 dBFS) are scaled as if they were this loud.
 MIN_RMS = 1e-3
 #: ``normalize``: the loudness (RMS, -20 dBFS) of music generated from a silent seed.
 SILENCE_LEVEL = 0.1
 
 
+#: Fields of earlier releases that the data now decides (``DataInfo.window``); a saved config
+#: that still has them loads without them.
+RETIRED_FIELDS = ("n_input",)
+
+
 @dataclasses.dataclass
 class Config:
     """Hyper-parameters; the paper gives no sizes, so the defaults are a Keras seq2seq's."""
 
-    scheme: str = dataclasses.field(default="split", metadata={"choices": tuple(SCHEMES)})
-    n_input: int = dataclasses.field(default=128, metadata={"min": 1})  # samples per window
+    #: The windowing, read from the data (``DataInfo.window``); set only to pin it (a run saved
+    #: before the data carried it, a model built by hand), and then it must agree with the data.
+    scheme: str | None = dataclasses.field(default=None, metadata={"choices": (None, *SEQ2SEQ_SCHEMES)})
     hidden_size: int = dataclasses.field(default=256, metadata={"min": 1})
     n_layers: int = dataclasses.field(default=1, metadata={"min": 1})
     #: Scale each input window to unit RMS (its target by the same factor) and generate at the
@@ -86,23 +92,28 @@ class Model(nn.Module):
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__()
-        if config.scheme not in SCHEMES:
-            raise ParameterError(
-                f"unknown seq2seq scheme {config.scheme!r}; expected one of {sorted(SCHEMES)}"
-            )
         rep = dict(info.representation)
         if rep and (rep.get("name") != "waveform" or rep.get("encoding") != "float"):
             raise ParameterError(
                 "seq2seq predicts raw float samples: prepare the store with --representation waveform "
                 f"(encoding float); this one holds {rep.get('name')} frames (encoding {rep.get('encoding', '-')})"
             )
+        window = dict(info.window) or dict(
+            SEQ2SEQ_SCHEMES[config.scheme or "split"], scheme=config.scheme or "split"
+        )
+        if config.scheme is not None and config.scheme != window["scheme"]:
+            raise ParameterError(
+                f"model.scheme={config.scheme!r} but the data is windowed {window['scheme']!r}; "
+                "leave model.scheme unset (the model follows data.options.scheme)"
+            )
         self.config = config
-        self.n_seed_frames = config.n_input
-        self.advance = min(SCHEMES[config.scheme], config.n_input)
+        self.scheme = str(window["scheme"])
+        self.n_input = int(window["n_input"])
+        self.n_seed_frames = self.n_input
+        self.advance = min(int(window["shift"]), self.n_input)  # new samples per window
         self.encoder = nn.LSTM(1, config.hidden_size, num_layers=config.n_layers, batch_first=True)
         self.decoder = nn.LSTM(2, config.hidden_size, num_layers=config.n_layers, batch_first=True)
         self.head = nn.Linear(config.hidden_size, 1)
-        self._checked = False
 
     @staticmethod
     def decoder_inputs(y: torch.Tensor) -> torch.Tensor:
@@ -129,27 +140,10 @@ class Model(nn.Module):
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x, y = batch["x"].float(), batch["y"].float()
-        if not self._checked:
-            self._check_scheme(batch["x"], batch["y"])
         if self.config.normalize:
             scale = self.loudness(x)
             x, y = x / scale, y / scale
         return {"loss": F.mse_loss(self(x, y), y)}
-
-    def _check_scheme(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        if not x.is_floating_point():
-            raise ParameterError("seq2seq predicts float samples; this store holds mu-law classes")
-        if x.shape[1] != self.config.n_input:
-            raise ParameterError(
-                f"model.n_input={self.config.n_input} but the windows hold {x.shape[1]} samples"
-            )
-        shifted = torch.equal(x[:, 1:], y[:, : x.shape[1] - 1])  # the "shift" windows' overlap
-        if x.abs().max() > 0 and shifted != (self.config.scheme == "shift"):
-            raise ParameterError(
-                f"model.scheme={self.config.scheme!r} does not match the windows "
-                "(set data.options.scheme to the same value)"
-            )
-        self._checked = True
 
     @torch.no_grad()
     def generate(self, request: GenerationRequest) -> torch.Tensor:
@@ -165,7 +159,7 @@ class Model(nn.Module):
         if opts or seed_kind not in ("real", "silence"):
             raise ParameterError(f"seq2seq generation options: seed=real|silence; got {request.options}")
         device = self.head.weight.device
-        T = self.config.n_input
+        T = self.n_input
         if request.seed is None or seed_kind == "silence":
             window = torch.zeros(request.n, T, device=device)
         else:

@@ -47,6 +47,7 @@ from torch import nn
 from cadenza.errors import ParameterError
 from cadenza.kernels import wavenet_step
 from cadenza.models import DataInfo, GenerationRequest
+from cadenza.representations.waveform import mu_law_decode, mu_law_encode
 
 MODES = ("fast", "cached", "naive")
 
@@ -70,7 +71,9 @@ class Config:
     residual_channels: int = dataclasses.field(default=32, metadata={"min": 1})
     dilation_channels: int = dataclasses.field(default=32, metadata={"min": 1})
     skip_channels: int = dataclasses.field(default=512, metadata={"min": 1})
-    n_classes: int = dataclasses.field(default=256, metadata={"min": 2})
+    #: Mu-law classes: a mu-law store's own count (leave unset); for a float store, the
+    #: quantisation the model encodes its input with on the fly (default 256).
+    n_classes: int | None = dataclasses.field(default=None, metadata={"min": 2})
     label_channels: int = dataclasses.field(default=32, metadata={"min": 0})  # 0: no conditioning
     # The loss only at positions that see a whole receptive field (as tensorflow-wavenet);
     # training windows must then be longer than the receptive field.
@@ -105,23 +108,26 @@ class Model(nn.Module):
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__()
         rep = dict(info.representation)
-        if rep and (rep.get("name") != "waveform" or rep.get("encoding") != "mulaw"):
+        if rep and rep.get("name") != "waveform":
             raise ParameterError(
-                "wavenet needs a mu-law waveform store (cadenza prepare ... --representation waveform "
-                f"--param encoding=mulaw); this store holds {rep.get('name')} frames "
-                f"(encoding {rep.get('encoding', '-')})"
+                "wavenet needs a waveform store (cadenza prepare ... --representation waveform, mu-law "
+                f"with --param encoding=mulaw or float, encoded on the fly); this store holds {rep.get('name')} frames"
             )
-        if rep and int(rep.get("n_classes", config.n_classes)) != config.n_classes:
+        # a float store is mu-law encoded on the fly; a mu-law store says how many classes it has
+        self.encodes_input = rep.get("encoding") == "float"
+        stored = None if self.encodes_input or not rep else int(rep.get("n_classes", 256))
+        if config.n_classes is not None and stored is not None and config.n_classes != stored:
             raise ParameterError(
-                f"model.n_classes={config.n_classes} but the store's mu-law has {rep['n_classes']} classes"
+                f"model.n_classes={config.n_classes} but the store's mu-law has {stored} classes"
             )
+        self.n_classes = int(stored or config.n_classes or 256)
         self.config = config
         self.labels = tuple(info.labels)
         self.dilations = [2**i for _ in range(config.n_stacks) for i in range(config.n_layers)]
         self.receptive_field = receptive_field(config.n_stacks, config.n_layers)
         self.n_seed_frames = self.receptive_field
         C, R, D, S = (
-            config.n_classes,
+            self.n_classes,
             config.residual_channels,
             config.dilation_channels,
             config.skip_channels,
@@ -179,10 +185,13 @@ class Model(nn.Module):
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x, y = batch["x"], batch["y"]
-        if x.is_floating_point():
-            raise ParameterError(
-                "wavenet trains on mu-law classes: prepare the store with --param encoding=mulaw"
+        if self.encodes_input:  # float samples -> mu-law classes, as the store would have held them
+            x, y = (
+                mu_law_encode(x.float(), n_classes=self.n_classes),
+                mu_law_encode(y.float(), n_classes=self.n_classes),
             )
+        elif x.is_floating_point():
+            raise ParameterError("wavenet was built for a mu-law store but got float samples")
         cond = self.label_vector(batch["label"]) if "label" in batch else None
         logits = self(x, cond)  # (B, C, T)
         if self.config.use_full_context_only:
@@ -245,7 +254,11 @@ class Model(nn.Module):
                 (request.n, self.receptive_field), self.silence_class, dtype=torch.long, device=device
             )
         else:
-            seed = request.seed[..., 0].round().long().clamp(0, self.config.n_classes - 1)
+            seed = request.seed[..., 0]
+            seed = (
+                mu_law_encode(seed, n_classes=self.n_classes) if self.encodes_input else seed.round().long()
+            )
+            seed = seed.clamp(0, self.n_classes - 1)
         weights = self.style_weights(style)
         cond = None if weights is None else self.label_vector(weights.to(device).expand(request.n, -1))
         u = torch.rand(
@@ -254,11 +267,12 @@ class Model(nn.Module):
         classes, _ = self.sample(
             seed, request.n_frames, cond=cond, temperature=temperature, uniforms=u, mode=mode
         )
-        return classes[:, seed.shape[1] :, None].float()
+        new = classes[:, seed.shape[1] :, None]
+        return mu_law_decode(new, n_classes=self.n_classes) if self.encodes_input else new.float()
 
     @property
     def silence_class(self) -> int:
-        return self.config.n_classes // 2  # mu-law of 0.0 (half-to-even rounding of mu / 2)
+        return self.n_classes // 2  # mu-law of 0.0 (half-to-even rounding of mu / 2)
 
     @torch.no_grad()
     def sample(
@@ -284,9 +298,7 @@ class Model(nn.Module):
             raise ParameterError("wavenet generation needs a seed of at least one sample")
         classes = torch.cat([seed, seed.new_zeros(B, n_new)], dim=1)
         u = uniforms if uniforms is not None else torch.rand(B, n_new, dtype=torch.float64)
-        logits = (
-            seed.new_zeros((B, n_new, self.config.n_classes), dtype=torch.float32) if return_logits else None
-        )
+        logits = seed.new_zeros((B, n_new, self.n_classes), dtype=torch.float32) if return_logits else None
         if mode == "fast" and not wavenet_step.available(classes.device):
             mode = "cached"
         if mode == "naive":

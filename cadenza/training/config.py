@@ -335,7 +335,8 @@ def build_config(raw: dict[str, Any], *, source: str = "config") -> ExperimentCo
     preset = str(model_raw.get("preset", "paper"))
     if preset not in PRESETS:
         raise ConfigError(f"{source}: model.preset: {preset!r} is not one of {', '.join(PRESETS)}")
-    fields = {k: v for k, v in model_raw.items() if k not in MODEL_KEYS}
+    retired = getattr(spec.family, "RETIRED_FIELDS", ())  # decided by the data now; old runs still load
+    fields = {k: v for k, v in model_raw.items() if k not in MODEL_KEYS and k not in retired}
     for key, value in spec.fixed.items():
         if key in fields and coerce(fields[key], type(value), f"{source}: model.{key}") != value:
             raise ConfigError(

@@ -1,19 +1,19 @@
 """The one trainer: every model family trains through :class:`Trainer`.
 
-The trainer calls a model's ``losses(batch)``, ``configure_optimizers(optim)`` (optional)
-and ``generate(request)`` and nothing else model-specific (see :mod:`cadenza.models`). It
-owns the loop and everything around it:
+The trainer calls a model's ``losses(batch, step=name)``, ``configure_optimizers(optim)``
+(optional) and ``generate(request)`` and nothing else model-specific (see
+:mod:`cadenza.models`). It owns the loop and everything around it:
 
 * **Optimisers** from the ``optim`` section; a model with several (a GAN) has them stepped
-  in order, each ``optim.ratio[name]`` times per batch. Gradient clipping by global norm;
+  in order, each ``optim.ratio[name]`` times per batch, and before each the model computes
+  the losses of that step alone (``step=name``). The trainer counts the steps and tells the
+  model (``model.n_steps_trained``). Gradient clipping by global norm;
   a schedule per optimiser, stepped each epoch (``plateau`` on the monitored validation
   loss); early stopping.
-* **Non-finite guard**: a step whose loss or gradient norm is NaN or infinite is not
-  applied, so it never reaches the weights (they are reloaded from ``last.pt`` in the rare
-  case that they hold non-finite values themselves); that optimiser's learning rate is
-  multiplied by ``train.nonfinite_lr_factor`` and the step and batch are logged. After
-  ``train.max_nonfinite`` such steps in a row, training stops with a :class:`TrainingDiverged`
-  that says what to try.
+* **Non-finite guard** (:mod:`cadenza.training.guard`): a step whose loss or gradient norm
+  is NaN or infinite is not applied, so it never reaches the weights; that optimiser's
+  learning rate is lowered, and after ``train.max_nonfinite`` such steps in a row training
+  stops with a :class:`TrainingDiverged` that says what to try.
 * **Checkpoints** (:mod:`cadenza.training.checkpoint`): ``last.pt`` every ``save_every``
   epochs, every ``save_every_steps`` steps and whenever training stops; ``best.pt`` when the
   monitored loss improves. Running the same command again resumes exactly: the data order is
@@ -25,12 +25,14 @@ owns the loop and everything around it:
   across processes (so the result does not depend on their number; models with dropout or
   batch norm draw different masks or statistics per process, and match in distribution only).
   Rank 0 alone writes.
-* **Logging**: a tqdm progress bar (epoch, step, loss, learning rate, time left),
-  ``metrics.csv``, TensorBoard scalars, audio samples and figures, ``plots/loss.png`` each
-  epoch, and samples in ``samples/`` every ``train.sample_every`` epochs.
+* **Logging** (:mod:`cadenza.training.tracking`): progress (epoch, step, loss, learning
+  rate, time left), ``metrics.csv``, TensorBoard scalars, audio samples and figures,
+  ``plots/loss.png`` each epoch, and samples in ``samples/`` every ``train.sample_every``
+  epochs, for every model family.
 
-A run directory holds ``config.yaml``, ``checkpoints/{last,best}.pt``, ``metrics.csv``,
-TensorBoard events, ``plots/`` and ``samples/``.
+Where training stands is one :class:`~cadenza.training.state.TrainState`, saved into every
+checkpoint. A run directory holds ``config.yaml``, ``checkpoints/{last,best}.pt``,
+``metrics.csv``, TensorBoard events, ``plots/`` and ``samples/``.
 
 Examples
 --------
@@ -43,10 +45,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import math
 import os
-import shutil
 import signal
 import threading
 import time
@@ -54,11 +56,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cadenza.data.normalize import Normalizer
 from cadenza.data.store import FeatureStore, atomic_write_text
 from cadenza.errors import CadenzaError, ParameterError
 from cadenza.models import DataInfo, get_model_spec
@@ -84,12 +86,15 @@ from cadenza.training.data import (
     EpochBatchSampler,
     batch_size_of,
     build_dataset,
+    data_info_of,
     normalizer_of,
     require_batches,
     to_device,
 )
-from cadenza.training.logs import Board, MetricsLog, loss_figure, read_metrics, save_figure
-from cadenza.training.optim import build_optimizer, build_scheduler, current_lr, scale_lr, update_plan
+from cadenza.training.guard import NonfiniteGuard, TrainingDiverged
+from cadenza.training.optim import build_optimizer, build_scheduler, current_lr, update_plan
+from cadenza.training.state import TrainState
+from cadenza.training.tracking import Tracker, advise_allocator
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +117,6 @@ RESUMABLE_CHANGES = (
 )
 
 
-class TrainingDiverged(CadenzaError):
-    """The loss or the gradients stayed non-finite for ``train.max_nonfinite`` steps in a row."""
-
-
 @dataclasses.dataclass
 class TrainResult:
     """Where a call to :meth:`Trainer.fit` left the run."""
@@ -132,18 +133,30 @@ class TrainResult:
 
 
 class _Losses(nn.Module):
-    """``forward`` = the model's ``losses``, so that DDP sees every call."""
+    """``forward(batch, step)`` = the model's ``losses``, so that DDP sees every call.
+
+    ``step`` reaches a model whose ``losses`` takes it; one that does not (a single optimiser
+    needs no telling) is called as ``losses(batch)``.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.takes_step = "step" in inspect.signature(model.losses).parameters
 
-    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Any, step: str | None = None) -> dict[str, torch.Tensor]:
+        if self.takes_step:
+            return self.model.losses(batch, step=step)
         return self.model.losses(batch)
 
 
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
+def _in_state(name: str) -> property:
+    """``Trainer.<name>``: the field of :attr:`Trainer.state`, read and written through."""
+    return property(
+        lambda self: getattr(self.state, name),
+        lambda self, value: setattr(self.state, name, value),
+        doc=f"``state.{name}``",
+    )
 
 
 class Trainer:
@@ -160,6 +173,12 @@ class Trainer:
     restart : bool
         Delete the run's checkpoints, metrics, events, plots and samples and start again.
     """
+
+    step = _in_state("step")
+    epoch = _in_state("epoch")
+    batch_in_epoch = _in_state("batch_in_epoch")
+    best_value = _in_state("best_value")
+    n_nonfinite = _in_state("n_nonfinite")
 
     def __init__(
         self,
@@ -181,15 +200,18 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.last_path = self.ckpt_dir / "last.pt"
         self.best_path = self.ckpt_dir / "best.pt"
-        self.metrics_path = self.run_dir / "metrics.csv"
+        self.tracker = Tracker(
+            self.run_dir, title=f"{self.run_dir.name} ({cfg.model_name})", is_main=self.dist.is_main
+        )
+        self.metrics_path = self.tracker.metrics_path
         if restart and self.dist.is_main:
-            self._clear_run()
+            self.tracker.clear()
         distributed.barrier(self.dist)
 
         # data
         self.train_set = build_dataset(cfg.data, self.store, "train")
         require_batches(self.train_set, cfg.data.batch_size, "train")
-        labels = list(getattr(self.train_set, "labels", []) or [])
+        labels = list(self.train_set.labels or [])  # type: ignore[attr-defined]
         valid = build_dataset(cfg.data, self.store, cfg.data.valid_split, labels=labels or None)
         self.valid_set = valid if len(valid) else None  # type: ignore[arg-type]
         if self.valid_set is None:
@@ -197,15 +219,10 @@ class Trainer:
                 "the %r split has no windows: best.pt and the schedule follow the training loss",
                 cfg.data.valid_split,
             )
-        self.normalizer = normalizer_of(self.train_set)
-        rep = self.store.representation
-        self.info = DataInfo(
-            n_features=self.store.n_features,
-            seq_len=getattr(self.train_set, "seq_len", None),
-            labels=tuple(labels),
-            representation=rep.to_dict(),
-            frame_rate=float(rep.frame_rate),
-        )
+        # Windows without a normaliser (raw audio) are on their own scale: the identity.
+        self.normalizer: Normalizer = normalizer_of(self.train_set) or Normalizer.from_stats("none", None)
+        # facts flow one way: the dataset tells the model what it needs (DataInfo), never the reverse
+        self.info: DataInfo = data_info_of(self.train_set)
         self.sampler = EpochBatchSampler(
             len(self.train_set),  # type: ignore[arg-type]
             cfg.data.batch_size,
@@ -217,10 +234,9 @@ class Trainer:
         # model and optimisers
         seed_everything(cfg.train.seed)
         self.model: nn.Module = self.spec.build(cfg.model, self.info).to(self.device)
-        if hasattr(self.model, "configure_optimizers"):
-            self.optimizers: dict[str, torch.optim.Optimizer] = dict(
-                self.model.configure_optimizers(cfg.optim)
-            )
+        configure = getattr(self.model, "configure_optimizers", None)
+        if configure is not None:
+            self.optimizers: dict[str, torch.optim.Optimizer] = dict(configure(cfg.optim))
         else:
             self.optimizers = {"loss": build_optimizer(self.model.parameters(), cfg.optim)}
         self.plan = update_plan(list(self.optimizers), cfg.optim)
@@ -232,23 +248,20 @@ class Trainer:
             cfg.train.precision == "auto" and self.device.type == "cuda"
         )
 
+        self.guard = NonfiniteGuard(
+            self.model,
+            self.optimizers,
+            self.last_path,
+            cfg.train,
+            device=self.device,
+            is_main=self.dist.is_main,
+        )
+
         # where training stands (all of it goes into last.pt)
-        self.step = 0
-        self.epoch = 0  # epochs done
-        self.batch_in_epoch = 0  # batches of the current epoch done
-        self.best_value = math.inf
-        self.bad_validations = 0
-        self.n_nonfinite = 0
-        self.consecutive_nonfinite = 0
-        self.epoch_sums: dict[str, float] = {}
-        self.epoch_count = 0
-        self.interval_sums: dict[str, float] = {}
-        self.interval_count = 0
-        self.interval_seconds = 0.0
-        self.stopped = ""
+        self.state = TrainState()
         self._stop_requested = False
         self._resumed_rng: dict[str, Any] | None = None
-        self._loss_names: list[str] = []
+        self._loss_names: list[str] = []  # every entry the model's losses returned in training
 
         if self.last_path.exists():
             self._resume()
@@ -258,24 +271,16 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
         distributed.barrier(self.dist)
 
-        self.forward: nn.Module = _Losses(self.model)
+        self._losses = _Losses(self.model)
+        self.forward: nn.Module = self._losses
         if self.dist.is_distributed:
             self.forward = nn.parallel.DistributedDataParallel(
-                self.forward,
+                self._losses,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=len(self.optimizers) > 1,
             )
-        self.metrics: MetricsLog | None = None
-        self.board: Board | None = None
-        self.bar: Any = None
 
-    # ------------------------------------------------------------------ run directory
-    def _clear_run(self) -> None:
-        for sub in ("checkpoints", "plots", "samples"):
-            shutil.rmtree(self.run_dir / sub, ignore_errors=True)
-        for path in [self.metrics_path, *self.run_dir.glob("events.out.tfevents.*")]:
-            path.unlink(missing_ok=True)
-
+    # ------------------------------------------------------------------ resuming
     def _check_resumable(self, saved: dict[str, Any]) -> None:
         changes = [c for c in diff_configs(saved, self.config.to_dict()) if c[0] not in RESUMABLE_CHANGES]
         if changes:
@@ -299,18 +304,7 @@ class Trainer:
         for name, sched in self.schedulers.items():
             if sched is not None and state["schedulers"].get(name) is not None:
                 sched.load_state_dict(state["schedulers"][name])
-        self.step = int(state["step"])
-        self.epoch = int(state["epoch"])
-        self.batch_in_epoch = int(state["batch_in_epoch"])
-        progress = state["progress"]
-        self.best_value = float(progress["best_value"])
-        self.bad_validations = int(progress["bad_validations"])
-        self.n_nonfinite = int(progress["n_nonfinite"])
-        self.epoch_sums = {k: float(v) for k, v in progress["epoch_sums"].items()}
-        self.epoch_count = int(progress["epoch_count"])
-        self.interval_sums = {k: float(v) for k, v in progress["interval_sums"].items()}
-        self.interval_count = int(progress["interval_count"])
-        self.stopped = str(progress.get("stopped", ""))
+        self.state = TrainState.from_checkpoint(state)
         rngs = state["rng"]
         if len(rngs) != self.dist.world_size:
             log.warning(
@@ -324,9 +318,9 @@ class Trainer:
             log.info(
                 "resuming %s at step %d (epoch %d, batch %d)",
                 self.run_dir,
-                self.step,
-                self.epoch + 1,
-                self.batch_in_epoch,
+                self.state.step,
+                self.state.epoch + 1,
+                self.state.batch_in_epoch,
             )
 
     # ------------------------------------------------------------------ checkpoints
@@ -337,27 +331,13 @@ class Trainer:
             "config": self.config.to_dict(),
             "representation": self.store.representation.to_dict(),
             "normalization": {
-                "kind": norm.kind if norm is not None else "none",
-                "shift": torch.as_tensor(norm.shift) if norm is not None else torch.zeros(1),
-                "scale": torch.as_tensor(norm.scale) if norm is not None else torch.ones(1),
+                "kind": norm.kind,
+                "shift": torch.as_tensor(norm.shift),
+                "scale": torch.as_tensor(norm.scale),
             },
             "data_info": self.info.to_dict(),
             "weights": self.model.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-        }
-
-    def _progress_state(self) -> dict[str, Any]:
-        return {
-            "best_value": self.best_value,
-            "bad_validations": self.bad_validations,
-            "n_nonfinite": self.n_nonfinite,
-            "epoch_sums": dict(self.epoch_sums),
-            "epoch_count": self.epoch_count,
-            "interval_sums": dict(self.interval_sums),
-            "interval_count": self.interval_count,
-            "stopped": self.stopped,
+            **self.state.to_checkpoint(),  # step, epoch, batch_in_epoch and the progress
         }
 
     def save_last(self) -> Path:
@@ -371,7 +351,6 @@ class Trainer:
                 schedulers={
                     n: (s.state_dict() if s is not None else None) for n, s in self.schedulers.items()
                 },
-                progress=self._progress_state(),
                 rng=rngs,
             )
             save_checkpoint(self.last_path, state)
@@ -381,24 +360,10 @@ class Trainer:
     def save_best(self) -> Path:
         if self.dist.is_main:
             state = self._common_state()
-            state.update(kind="best", progress=self._progress_state())
+            state.update(kind="best")
             save_checkpoint(self.best_path, state)
         distributed.barrier(self.dist)
         return self.best_path
-
-    def _reload_weights(self) -> None:
-        """Weights and optimiser states back from ``last.pt`` (when the live ones went bad)."""
-        if not self.last_path.exists():
-            raise TrainingDiverged(
-                f"the weights became non-finite before any checkpoint was written; {self._remedies()}"
-            )
-        state = load_checkpoint(self.last_path, map_location=self.device)
-        self.model.load_state_dict(state["weights"])
-        for name, opt in self.optimizers.items():
-            lrs = [g["lr"] for g in opt.param_groups]
-            opt.load_state_dict(state["optimizers"][name])
-            for g, lr in zip(opt.param_groups, lrs):
-                g["lr"] = lr  # keep the lowered rate
 
     # ------------------------------------------------------------------ one step
     def _autocast(self) -> Any:
@@ -409,6 +374,7 @@ class Trainer:
     def train_step(self, batch: Any) -> dict[str, float]:
         """One batch: every optimiser updated as ``optim.ratio`` says. Returns the losses as floats."""
         batch = to_device(batch, self.device)
+        self.model.n_steps_trained = self.state.step  # a model's own schedules follow this count
         values: dict[str, float] = {}
         for name, count in self.plan:
             for _ in range(count):
@@ -416,90 +382,43 @@ class Trainer:
         return values
 
     def _update(self, name: str, batch: Any, values: dict[str, float]) -> None:
-        self.model.zero_grad(set_to_none=True)  # a GAN's generator loss also reaches the discriminator
+        """One step of optimiser ``name``: its losses alone, backward, the guard, the update."""
+        self.model.zero_grad(set_to_none=True)  # another optimiser's loss may have reached these weights
         with self._autocast():
-            losses = self.forward(batch)
+            losses = self.forward(batch, name)
         if name not in losses:
             raise CadenzaError(
-                f"model {self.config.model_name} returned losses {sorted(losses)} but has an optimiser {name!r}; "
-                "losses() must return one entry per optimiser"
+                f"model {self.config.model_name} returned losses {sorted(losses)} for its {name!r} step; "
+                "losses() must return the entry of the optimiser it is asked for"
             )
+        self._loss_names += [k for k in losses if k not in self._loss_names]
         loss = losses[name]
         loss.backward()
         grads = [p.grad for p in self.params[name] if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-        others = [k for k in losses if k != name]
-        if not self._loss_names:
-            self._loss_names = list(losses)
-        parts = [loss.detach().float(), norm.float(), *(losses[k].detach().float() for k in others)]
+        metrics = [k for k in losses if k not in self.optimizers]
+        parts = [loss.detach().float(), norm.float(), *(losses[k].detach().float() for k in metrics)]
         vec = torch.stack([p.reshape(()) for p in parts])
         if self.dist.is_distributed:
             flag = torch.tensor([float(self._stop_requested)], device=vec.device)
             vec = distributed.all_reduce_sum(torch.cat([vec, flag]), self.dist)
             self._stop_requested = bool(vec[-1].item() > 0)
             vec = vec[:-1] / self.dist.world_size
-        loss_value, norm_value, *other_values = vec.tolist()
-        if _finite(loss_value) and _finite(norm_value):
+        loss_value, norm_value, *metric_values = vec.tolist()
+        if math.isfinite(loss_value) and math.isfinite(norm_value):
             if self.config.train.grad_clip > 0:
                 torch.nn.utils.clip_grads_with_norm_(self.params[name], self.config.train.grad_clip, norm)
             self.optimizers[name].step()
-            self.consecutive_nonfinite = 0
+            self.state.consecutive_nonfinite = 0
         else:
-            self._nonfinite(name, loss_value, norm_value)
+            st = self.state
+            st.n_nonfinite += 1
+            st.consecutive_nonfinite += 1
+            self.tracker.nonfinite(st.n_nonfinite, st.step + 1)
+            self.guard.skip(name, loss_value, norm_value, st, self.sampler.batch(st.epoch, st.batch_in_epoch))
         values[name] = loss_value
         values[f"grad_norm/{name}" if len(self.plan) > 1 else "grad_norm"] = norm_value
-        for k, v in zip(others, other_values):
-            if k not in self.optimizers:
-                values[k] = v
-
-    def _remedies(self) -> str:
-        return (
-            "try a lower learning rate (optim.lr=...), gradient clipping (train.grad_clip=1.0), "
-            "normalised features (data.normalization=standard), fp32 (train.precision=fp32), "
-            "or a smaller model"
-        )
-
-    def _nonfinite(self, name: str, loss_value: float, norm_value: float) -> None:
-        self.model.zero_grad(set_to_none=True)
-        self.n_nonfinite += 1
-        self.consecutive_nonfinite += 1
-        opt = self.optimizers[name]
-        scale_lr(opt, self.config.train.nonfinite_lr_factor)
-        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            self._reload_weights()
-        what = "loss" if not _finite(loss_value) else "gradient norm"
-        indices = self.sampler.batch(self.epoch, self.batch_in_epoch)
-        shown = ", ".join(map(str, indices[:8])) + (", ..." if len(indices) > 8 else "")
-        limit = self.config.train.max_nonfinite
-        if self.dist.is_main:
-            log.warning(
-                "non-finite %s (%s, gradient norm %s) at step %d, epoch %d, batch %d of the epoch "
-                "(windows %s): update of %r skipped, its learning rate lowered to %.3g (%d of %d in a row)",
-                what,
-                loss_value,
-                norm_value,
-                self.step + 1,
-                self.epoch + 1,
-                self.batch_in_epoch,
-                shown,
-                name,
-                current_lr(opt),
-                self.consecutive_nonfinite,
-                limit,
-            )
-        if self.board is not None:
-            self.board.scalars({"nonfinite": float(self.n_nonfinite)}, self.step + 1, "train")
-        if self.consecutive_nonfinite >= limit:
-            last = (
-                f"the last good checkpoint is {self.last_path}"
-                if self.last_path.exists()
-                else "no checkpoint was written yet"
-            )
-            raise TrainingDiverged(
-                f"training diverged: the {what} was not finite for {limit} steps in a row "
-                f"(last at step {self.step + 1}, epoch {self.epoch + 1}, even with the learning rate of {name!r} "
-                f"lowered to {current_lr(opt):.3g}); {last}. To fix it, {self._remedies()}"
-            )
+        values.update(zip(metrics, metric_values))
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
@@ -517,7 +436,7 @@ class Trainer:
         )
         loader = self._loader(self.valid_set, sampler, epoch=0)
         self.model.eval()
-        names = self._loss_names or []
+        names = list(self._loss_names)
         sums: torch.Tensor | None = None
         count = 0
         with self._fork_rng():
@@ -525,7 +444,7 @@ class Trainer:
             for batch in loader:
                 batch = to_device(batch, self.device)
                 with self._autocast():
-                    losses = self.model.losses(batch)
+                    losses = self._losses(batch, None)  # every entry, not one step's
                 if not names:
                     names = list(losses)
                 n = batch_size_of(batch)
@@ -591,46 +510,34 @@ class Trainer:
         total = cfg.max_epochs * self.sampler.n_batches
         return min(total, cfg.max_steps) if cfg.max_steps else total
 
-    def open_logs(self) -> None:
-        """Open metrics.csv, TensorBoard and the progress bar (rank 0); :meth:`fit` calls it."""
-        cfg = self.config.train
-        if self.dist.is_main:
-            self.metrics = MetricsLog(self.metrics_path, keep_until_step=self.step)
-            self.board = Board(self.run_dir, enabled=cfg.tensorboard, purge_step=self.step)
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # pragma: no cover - tqdm is a dependency
-            tqdm = None
-        enabled = self.dist.is_main and cfg.progress and tqdm is not None
-        if enabled:
-            self.bar = tqdm(
-                total=self._total_steps(),
-                initial=self.step,
-                unit="step",
-                dynamic_ncols=True,
-                desc=self._bar_desc(),
-            )
+    def _epoch_desc(self) -> str:
+        return (
+            f"epoch {min(self.state.epoch + 1, self.config.train.max_epochs)}/{self.config.train.max_epochs}"
+        )
 
-    def _bar_desc(self) -> str:
-        return f"epoch {min(self.epoch + 1, self.config.train.max_epochs)}/{self.config.train.max_epochs}"
+    def open_logs(self) -> None:
+        """Open metrics.csv, TensorBoard and the progress display (rank 0); :meth:`fit` calls it."""
+        cfg = self.config.train
+        self.tracker.open(
+            step=self.state.step,
+            total_steps=self._total_steps(),
+            desc=self._epoch_desc(),
+            tensorboard=cfg.tensorboard,
+            progress=cfg.progress,
+        )
 
     def close(self) -> None:
         """Close the logs and leave the DDP group (when this trainer joined it)."""
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self.board is not None:
-            self.board.close()
-            self.board = None
+        self.tracker.close()
         distributed.teardown(self.dist)
 
     def _finished(self) -> str:
-        cfg = self.config.train
-        if self.stopped == "early_stopping":
+        cfg, st = self.config.train, self.state
+        if st.stopped == "early_stopping":
             return "early_stopping"
-        if cfg.max_steps and self.step >= cfg.max_steps:
+        if cfg.max_steps and st.step >= cfg.max_steps:
             return "max_steps"
-        if self.epoch >= cfg.max_epochs:
+        if st.epoch >= cfg.max_epochs:
             return "finished"
         return ""
 
@@ -643,12 +550,13 @@ class Trainer:
                     "%s is already done (%s at step %d, epoch %d); raise train.max_epochs or train.max_steps to go on",
                     self.run_dir,
                     already,
-                    self.step,
-                    self.epoch,
+                    self.state.step,
+                    self.state.epoch,
                 )
             return self._result("already finished")
         self.open_logs()
-        self._advise_allocator()
+        if self.dist.is_main:
+            advise_allocator(self.model, self.device)
         if self._resumed_rng is not None:
             set_rng_state(self._resumed_rng)  # last, after everything that draws at start-up
         self.model.train()
@@ -659,78 +567,51 @@ class Trainer:
                 if stopped:
                     break
                 stopped = self._end_epoch()
-        self.stopped = stopped
+        self.state.stopped = stopped
         if stopped in ("max_steps", "interrupted"):
-            if self.dist.is_main:
-                self._plot()
+            self.tracker.plot(self._loss_names or ["loss"], self.state.step)
             self.save_last()  # _end_epoch wrote it and the plot for the other reasons
-        if self.board is not None:
-            self.board.flush()
+        self.tracker.flush()
         return self._result(stopped)
 
-    def _advise_allocator(self) -> None:
-        """Say once when a large CPU model trains without tcmalloc (see :mod:`cadenza._malloc`)."""
-        from cadenza import _malloc
-
-        n_params = sum(p.numel() for p in self.model.parameters())
-        if self.device.type != "cpu" or not self.dist.is_main or n_params < 5_000_000:
-            return
-        if _malloc.wanted() and _malloc.active_allocator() != "tcmalloc":
-            how = (
-                "run it as `cadenza train` (the command line re-runs itself under tcmalloc)"
-                if _malloc.find_tcmalloc()
-                else "apt-get install libtcmalloc-minimal4"
-            )
-            log.info(
-                "training %.0f M parameters on the CPU with the system allocator, which page-faults every "
-                "large gradient in again at each step; for faster steps, %s",
-                n_params / 1e6,
-                how,
-            )
-
     def _result(self, stopped: str) -> TrainResult:
+        st = self.state
         return TrainResult(
             run_dir=self.run_dir,
-            step=self.step,
-            epoch=self.epoch,
+            step=st.step,
+            epoch=st.epoch,
             stopped=stopped,
             last=self.last_path if self.last_path.exists() else None,
             best=self.best_path if self.best_path.exists() else None,
-            best_value=self.best_value if math.isfinite(self.best_value) else None,
+            best_value=st.best_value if math.isfinite(st.best_value) else None,
             metrics=self.metrics_path,
         )
 
     def train_epoch(self) -> str:
         """The rest of the current epoch; returns "max_steps" or "interrupted" when it stopped early."""
-        cfg = self.config.train
-        self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
-        loader = self._loader(self.train_set, self.sampler, epoch=self.epoch)
-        if self.bar is not None:
-            self.bar.set_description(self._bar_desc(), refresh=False)
+        cfg, st = self.config.train, self.state
+        self.sampler.set_epoch(st.epoch, st.batch_in_epoch)
+        loader = self._loader(self.train_set, self.sampler, epoch=st.epoch)
+        self.tracker.new_epoch(self._epoch_desc())
         tic = time.perf_counter()
         for batch in loader:
             values = self.train_step(batch)
-            self.step += 1
-            self.batch_in_epoch += 1
-            for k, v in values.items():
-                self.interval_sums[k] = self.interval_sums.get(k, 0.0) + v
-                self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
-            self.interval_count += 1
-            self.epoch_count += 1
-            if self.bar is not None:
-                self.bar.update(1)
-            if self.step % cfg.log_every == 0:
+            st.step += 1
+            st.batch_in_epoch += 1
+            st.add(values)
+            self.tracker.advance()
+            if st.step % cfg.log_every == 0:
                 toc = time.perf_counter()
-                self.interval_seconds += toc - tic
+                st.interval_seconds += toc - tic
                 tic = toc
                 self._log_interval()
-            if cfg.save_every_steps and self.step % cfg.save_every_steps == 0:
+            if cfg.save_every_steps and st.step % cfg.save_every_steps == 0:
                 self.save_last()
-            if cfg.max_steps and self.step >= cfg.max_steps:
+            if cfg.max_steps and st.step >= cfg.max_steps:
                 return "max_steps"
             if self._stop_requested:
                 return "interrupted"
-        self.interval_seconds += time.perf_counter() - tic
+        st.interval_seconds += time.perf_counter() - tic
         return ""
 
     def _lrs(self) -> dict[str, float]:
@@ -739,46 +620,35 @@ class Trainer:
         return {f"lr/{n}": current_lr(o) for n, o in self.optimizers.items()}
 
     def _log_interval(self) -> None:
-        if not self.interval_count:
+        st = self.state
+        if not st.interval_count:
             return
-        means = {k: v / self.interval_count for k, v in self.interval_sums.items()}
+        means, seconds_per_step = st.take_interval()
+        lrs = self._lrs()
         row = {
-            "epoch": self.epoch + 1,
-            "step": self.step,
+            "epoch": st.epoch + 1,
+            "step": st.step,
             "split": "train",
             **means,
-            **self._lrs(),
-            "n_nonfinite": self.n_nonfinite,
-            "seconds_per_step": self.interval_seconds / self.interval_count,
+            **lrs,
+            "n_nonfinite": st.n_nonfinite,
+            "seconds_per_step": seconds_per_step,
         }
-        self.interval_sums, self.interval_count, self.interval_seconds = {}, 0, 0.0
-        if self.metrics is not None:
-            self.metrics.write(row)
-        if self.board is not None:
-            self.board.scalars(
-                {k: v for k, v in row.items() if k not in ("epoch", "step", "split")}, self.step, "train"
-            )
-        if self.bar is not None:
-            shown = {k: f"{means[k]:.4g}" for k in self.optimizers if k in means}
-            shown.update({k: f"{v:.2g}" for k, v in self._lrs().items()})
-            self.bar.set_postfix(shown, refresh=False)
+        shown = {k: f"{means[k]:.4g}" for k in self.optimizers if k in means}
+        shown.update({k: f"{v:.2g}" for k, v in lrs.items()})
+        self.tracker.train_row(row, shown)
 
     def _end_epoch(self) -> str:
-        cfg, sched_cfg = self.config.train, self.config.schedule
-        self.epoch += 1
-        self.batch_in_epoch = 0
-        if self.interval_count:
-            self._log_interval()
-        train_means = {k: v / max(self.epoch_count, 1) for k, v in self.epoch_sums.items()}
-        self.epoch_sums, self.epoch_count = {}, 0
-        last_epoch = self.epoch >= cfg.max_epochs
+        cfg, sched_cfg, st = self.config.train, self.config.schedule, self.state
+        self._log_interval()  # the epoch's last steps, still labelled with it
+        st.epoch += 1
+        st.batch_in_epoch = 0
+        train_means = st.take_epoch()
+        last_epoch = st.epoch >= cfg.max_epochs
         valid: dict[str, float] = {}
-        if self.valid_set is not None and (self.epoch % cfg.valid_every == 0 or last_epoch):
+        if self.valid_set is not None and (st.epoch % cfg.valid_every == 0 or last_epoch):
             valid = self.validate()
-            if self.metrics is not None:
-                self.metrics.write({"epoch": self.epoch, "step": self.step, "split": "valid", **valid})
-            if self.board is not None:
-                self.board.scalars(valid, self.step, "valid")
+            self.tracker.valid_row({"epoch": st.epoch, "step": st.step, "split": "valid", **valid})
         source = valid if self.valid_set is not None else train_means
         stopped = ""
         if source:
@@ -787,53 +657,41 @@ class Trainer:
                     f"train.monitor: the model has no loss {cfg.monitor!r}; it has {sorted(source)}"
                 )
             value = source[cfg.monitor]
-            if math.isfinite(value) and value < self.best_value - sched_cfg.min_delta:
-                self.best_value = value
-                self.bad_validations = 0
+            if math.isfinite(value) and value < st.best_value - sched_cfg.min_delta:
+                st.best_value = value
+                st.bad_validations = 0
                 self.save_best()
             else:
-                self.bad_validations += 1
+                st.bad_validations += 1
             for sched in self.schedulers.values():
                 if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     sched.step(value)
-            if sched_cfg.early_stopping and self.bad_validations >= sched_cfg.early_stopping:
+            if sched_cfg.early_stopping and st.bad_validations >= sched_cfg.early_stopping:
                 stopped = "early_stopping"
                 if self.dist.is_main:
                     log.info(
                         "early stopping: no improvement of %s for %d validations (best %.6g)",
                         cfg.monitor,
-                        self.bad_validations,
-                        self.best_value,
+                        st.bad_validations,
+                        st.best_value,
                     )
         for sched in self.schedulers.values():
             if sched is not None and not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 sched.step()
-        if cfg.sample_every and self.epoch % cfg.sample_every == 0:
-            self._write_samples()
-        if self.dist.is_main:
-            self._plot()
+        if cfg.sample_every and st.epoch % cfg.sample_every == 0:
+            self.write_samples()
+        self.tracker.plot(self._loss_names or ["loss"], st.step)
         if last_epoch and not stopped:
             stopped = "finished"
-        self.stopped = stopped
-        if self.epoch % cfg.save_every == 0 or stopped:
+        st.stopped = stopped
+        if st.epoch % cfg.save_every == 0 or stopped:
             self.save_last()
         return stopped
 
-    # ------------------------------------------------------------------ artefacts
-    def _plot(self) -> None:
-        rows = read_metrics(self.metrics_path)
-        names = [n for n in (self._loss_names or ["loss"]) if any(n in r for r in rows)]
-        fig = loss_figure(rows, names, title=f"{self.run_dir.name} ({self.config.model_name})")
-        save_figure(fig, self.run_dir / "plots" / "loss.png")
-        if self.board is not None:
-            self.board.figure("loss", fig, self.step)
+    def write_samples(self) -> list[Path]:
+        """A sample of ``train.sample_seconds`` from the current weights into ``samples/`` (rank 0)."""
+        from cadenza.generation import Generator
 
-    def _write_samples(self) -> None:
-        """A sample of ``train.sample_seconds`` from the current weights into ``samples/``."""
-        from cadenza.training.generation import Generator, decode_to_audio, synthesize, write_output
-
-        if not self.dist.is_main or self.normalizer is None:
-            return
         gen = Generator(
             model=self.model,
             config=self.config,
@@ -844,35 +702,15 @@ class Trainer:
             state={},
             name=self.run_dir.name,
         )
-        seed = self.config.train.seed + self.epoch
+        cfg = self.config.train
         with self._fork_rng():
-            try:
-                frames, _ = synthesize(gen, n=1, seconds=self.config.train.sample_seconds, seed=seed)
-            except CadenzaError as exc:
-                log.warning("no sample at epoch %d: %s", self.epoch, exc)
-                return
-        rep = self.store.representation
-        out = self.run_dir / "samples"
-        out.mkdir(parents=True, exist_ok=True)
-        files = write_output(rep, frames[0], out / f"epoch{self.epoch:05d}", self.config.train.sample_seconds)
-        if self.board is not None and rep.input_kind == "audio":
-            y = decode_to_audio(rep, frames[0], self.config.train.sample_seconds)
-            self.board.audio("sample", y, int(rep.sample_rate), self.step)
-            self.board.figure("sample_frames", _frames_figure(frames[0], rep), self.step)
-        log.debug("wrote %s", files)
-
-
-def _frames_figure(frames: np.ndarray, rep: Any) -> Any:
-    """Magnitudes of generated frames in dB, as a figure for TensorBoard."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 3), dpi=90)
-    ax = fig.add_subplot(1, 1, 1)
-    mags = 20 * np.log10(np.abs(frames.T) + 1e-6)
-    ax.imshow(mags, origin="lower", aspect="auto", cmap="magma", vmin=mags.max() - 80, vmax=mags.max())
-    ax.set(xlabel="frame", ylabel="feature", title=f"generated {rep.name} frames (dB)")
-    fig.tight_layout()
-    return fig
+            return self.tracker.write_sample(
+                gen,
+                epoch=self.state.epoch,
+                step=self.state.step,
+                seconds=cfg.sample_seconds,
+                seed=cfg.seed + self.state.epoch,
+            )
 
 
 def train(

@@ -1,4 +1,5 @@
-"""Paper 004's GANs: shapes, losses by hand, WGAN-GP, binarisation, interpolation, and the CLI end to end."""
+"""Paper 004's GANs: shapes, losses by hand and per optimiser step, WGAN-GP, binarisation, interpolation,
+and the CLI end to end."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest
 from cadenza.models.gan import Config, Model, binarize, gradient_penalty, slerp
 from cadenza.training import load_checkpoint
+from cadenza.training.logs import read_metrics
 from tests.evaluation.helpers import assert_evaluates
 
 torch.set_num_threads(1)
@@ -53,6 +55,10 @@ def test_shapes_and_bce_losses_match_a_hand_computation(arch: str) -> None:
     assert model.discriminator(real).shape == (6,)
     torch.manual_seed(5)
     losses = model.losses({"x": real})
+    steps = {}
+    for step in ("discriminator", "generator"):
+        torch.manual_seed(5)
+        steps[step] = model.losses({"x": real}, step=step)[step]
     torch.manual_seed(5)
     z = torch.randn(6, 8)
     fake = torch.sigmoid(model.generator(z))
@@ -64,7 +70,61 @@ def test_shapes_and_bce_losses_match_a_hand_computation(arch: str) -> None:
     assert losses["generator"].item() == pytest.approx(g_loss.item(), rel=1e-5)
     assert losses["d_real"].item() == pytest.approx(p_real.mean().item(), rel=1e-5)
     assert losses["density_gap"].item() == pytest.approx(abs(fake.mean() - real.mean()).item(), rel=1e-5)
-    assert int(model.n_updates) == 0  # evaluation does not count towards pre-training
+    assert steps["discriminator"].item() == losses["discriminator"].item()  # each step: the same value
+    assert steps["generator"].item() == losses["generator"].item()
+    with pytest.raises(ParameterError, match="unknown GAN step"):
+        model.losses({"x": real}, step="loss")
+
+
+def one_forward_losses(model: Model, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Both losses from one forward, as cadenza computed them for every optimiser step before."""
+    logits = model.generator(model.sample_noise(real.shape[0]))
+    fake = torch.sigmoid(logits)  # not detached: the discriminator's loss reached the generator
+    d_real, d_fake = model.discriminator(real), model.discriminator(fake)
+    if model.config.loss == "bce":
+        ones, zeros = torch.ones_like(d_real), torch.zeros_like(d_real)
+        d_loss = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(
+            d_fake, zeros
+        )
+        return {"discriminator": d_loss, "generator": F.binary_cross_entropy_with_logits(d_fake, ones)}
+    penalty = gradient_penalty(model.discriminator, real, fake)
+    d_loss = d_fake.mean() - d_real.mean() + model.config.gp_weight * penalty
+    return {"discriminator": d_loss, "generator": -d_fake.mean()}
+
+
+@pytest.mark.parametrize("loss", ["bce", "wgan-gp"])
+@pytest.mark.parametrize("arch", ["bilstm", "cnn"])
+def test_each_step_computes_its_own_loss_and_gradients_as_one_forward_did(
+    arch: str, loss: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _model(arch, loss=loss).train()  # batch norm on batch statistics; no dropout (SIZES)
+    real = _real()
+    penalties = []
+    grad = torch.autograd.grad
+
+    def counted(*args: object, **kwargs: object) -> object:
+        penalties.append(kwargs.get("create_graph"))
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counted)
+    for step, other in (("discriminator", "generator"), ("generator", "discriminator")):
+        model.zero_grad(set_to_none=True)
+        penalties.clear()
+        torch.manual_seed(5)
+        losses = model.losses({"x": real}, step=step)
+        losses[step].backward()
+        # the discriminator's step reaches no generator weight, the generator's no discriminator weight
+        assert all(p.grad is None for p in getattr(model, other).parameters())
+        assert penalties == ([True] if step == "discriminator" and loss == "wgan-gp" else [])
+        grads = [p.grad.clone() for p in getattr(model, step).parameters()]
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(5)
+        before = one_forward_losses(model, real)
+        before[step].backward()
+        assert losses[step].item() == before[step].item()  # the same draws, the same value
+        for new, old in zip(grads, (p.grad for p in getattr(model, step).parameters())):
+            torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-8)
+    assert all(p.requires_grad for p in model.parameters())  # the generator's step unfroze them
 
 
 def test_the_discriminator_alone_learns_real_from_fixed_fakes() -> None:
@@ -103,30 +163,39 @@ def test_gradient_penalty_of_a_linear_critic_is_known() -> None:
 @pytest.mark.parametrize("arch", ["bilstm", "cnn"])
 def test_wgan_gp_losses_train_both_networks(arch: str) -> None:
     model = _model(arch, loss="wgan-gp").train()
-    losses = model.losses({"x": _real()})
-    assert all(torch.isfinite(v) for v in losses.values())
-    losses["discriminator"].backward()  # through the penalty's double backward of the LSTMs
+    assert all(torch.isfinite(v) for v in model.losses({"x": _real()}).values())
+    model.losses({"x": _real()}, step="discriminator")[
+        "discriminator"
+    ].backward()  # the penalty's double backward
     assert all(p.grad is not None for p in model.discriminator.parameters())
     model.zero_grad()
-    losses = model.losses({"x": _real()})
-    losses["generator"].backward()
+    model.losses({"x": _real()}, step="generator")["generator"].backward()
     assert all(p.grad is not None for p in model.generator.parameters())
 
 
-def test_pretraining_teaches_the_generator_alone_first() -> None:
+def test_pretraining_teaches_the_generator_alone_for_the_trainers_first_steps() -> None:
     model = _model("cnn", pretrain_steps=2).train()
     real = _real()
-    for call in (1, 2):
-        torch.manual_seed(call)
-        losses = model.losses({"x": real})
-        torch.manual_seed(call)
+    for trained in (0, 1, 1, 0):  # set by the trainer; calls are not counted
+        model.n_steps_trained = trained
+        torch.manual_seed(trained)
+        losses = model.losses({"x": real}, step="generator")
+        torch.manual_seed(trained)
         logits = model.generator(torch.randn(6, 8))
-        assert losses["discriminator"].item() == 0.0
         assert losses["generator"].item() == pytest.approx(
             F.binary_cross_entropy_with_logits(logits, real).item(), rel=1e-4
         )
-    assert model.losses({"x": real})["discriminator"].item() > 0.0  # adversarial from call 3 on
-    assert int(model.state_dict()["n_updates"]) == 3  # saved with the weights, so resume keeps it
+        model.zero_grad(set_to_none=True)
+        d_loss = model.losses({"x": real}, step="discriminator")["discriminator"]
+        d_loss.backward()
+        assert d_loss.item() == 0.0
+        assert all(not p.grad.any() for p in model.discriminator.parameters())  # it keeps its weights
+    model.n_steps_trained = 2
+    assert model.losses({"x": real}, step="discriminator")["discriminator"].item() > 0.0  # adversarial
+    assert model.eval().losses({"x": real})["discriminator"].item() > 0.0  # validation: never pre-training
+    assert "n_updates" not in model.state_dict()
+    old = {**model.state_dict(), "n_updates": torch.tensor(7)}  # a checkpoint from before loads
+    _model("cnn", pretrain_steps=2).load_state_dict(old)
 
 
 def test_binarisation_modes() -> None:
@@ -246,11 +315,17 @@ def test_cli_trains_resumes_generates_and_evaluates(
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 2 * step and state["model"] == key
     assert set(state["optimizers"]) == {"discriminator", "generator"}
-    calls_per_batch = 3 if key == "bilstm_gan" else 2  # optim.ratio: 1 + 2 (bilstm_gan-tiny), 1 + 1
-    assert int(state["weights"]["n_updates"]) == 2 * step * calls_per_batch
+    train_rows = [r for r in read_metrics(run / "metrics.csv") if r["split"] == "train"]
+    assert set(train_rows[0]) == {
+        *("epoch", "step", "split", "discriminator", "generator", "d_real", "d_fake", "density_gap"),
+        *("grad_norm/discriminator", "grad_norm/generator", "lr/discriminator", "lr/generator"),
+        *("n_nonfinite", "seconds_per_step"),
+    }
+    # pre-training for the trainer's first 2 steps (model.pretrain_steps=2), not again after the resume
+    assert [r["discriminator"] == 0.0 for r in train_rows] == [r["step"] <= 2 for r in train_rows]
 
     out = tmp_path / "samples"
-    assert main(["generate", str(run), "--seconds", "8", "--n", "2", "--seed", "3", "--out", str(out)]) == 0
+    assert main(["generate", str(run), "--beats", "8", "--n", "2", "--seed", "3", "--out", str(out)]) == 0
     for i in range(2):
         for suffix in (".mid", ".wav", ".png", ".json"):
             assert (out / f"{key}-seed3-{i}{suffix}").is_file(), suffix
@@ -290,3 +365,13 @@ def test_cli_trains_resumes_generates_and_evaluates(
     assert {"empty_bar_rate", "used_pitch_classes", "qualified_note_rate"} <= set(model["symbolic"])
     assert payload["reference"]["symbolic"]["used_pitch_classes"] > 0
     assert all(c["midi"] and c["image"].endswith(".png") for c in model["clips"])
+
+
+def test_the_phrase_length_comes_from_the_data() -> None:
+    rep = {"name": "pianoroll", "resolution": 4, "beats_per_bar": 4, "lowest_pitch": 0, "n_pitches": P}
+    window = {"n_bars": 2, "resolution": 2, "resolution_factor": 2, "steps_per_bar": 8}
+    info = DataInfo(n_features=P, seq_len=16, representation=rep, window=window)
+    model = Model(Config.tiny(arch="cnn", **SIZES), info)
+    assert (model.n_bars, model.factor) == (2, 2)
+    with pytest.raises(ParameterError, match="the data's phrases have 2 bars"):
+        Model(Config.tiny(arch="cnn", n_bars=4, **SIZES), info)

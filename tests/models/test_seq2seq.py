@@ -97,11 +97,13 @@ def test_both_windowings_of_the_paper(store: Path) -> None:
     assert torch.equal(split[0]["y"], a["x"])  # hop 128: the next window's input is this one's target
     assert torch.equal(b["x"][1:], b["y"][:-1]) and torch.equal(shift[0]["x"][64:], b["x"][:64])  # hop 64
     batch = {"x": torch.stack([b["x"]]), "y": torch.stack([b["y"]])}
-    assert torch.isfinite(tiny_model(scheme="shift").losses(batch)["loss"])
-    with pytest.raises(ParameterError, match="does not match the windows"):
-        tiny_model(scheme="split").losses(batch)
-    with pytest.raises(ParameterError, match="does not match the windows"):
-        tiny_model(scheme="shift").losses({"x": a["x"][None], "y": a["y"][None]})
+    # the model takes the windowing from the data: no copy of it to keep in step
+    model = Model(Config.tiny(hidden_size=16), shift.data_info())
+    assert (model.scheme, model.n_input, model.advance) == ("shift", 128, 1)
+    assert torch.isfinite(model.losses(batch)["loss"])
+    assert Model(Config.tiny(hidden_size=16), split.data_info()).advance == 128
+    with pytest.raises(ParameterError, match="the data is windowed 'shift'"):
+        Model(Config.tiny(hidden_size=16, scheme="split"), shift.data_info())
 
 
 def test_free_running_decoder_equals_the_lstm_module() -> None:
@@ -189,13 +191,18 @@ def test_cli_train_resume_generate(store: Path, tmp_path: Path) -> None:
     assert_evaluates(tmp_path / "bundle.pt", store, tmp_path / "eval-bundle", seconds=1.0)
     shift = tmp_path / "shift"
     assert main(["train", "seq2seq-tiny", "--data", str(store), "--run", str(shift), *TINY, "train.max_steps=5",
-                 "model.scheme=shift", "data.options.scheme=shift"]) == 0  # fmt: skip
+                 "data.options.scheme=shift"]) == 0  # fmt: skip
+    saved = load_checkpoint(shift / "checkpoints" / "last.pt")["data_info"]["window"]
+    assert saved == {"scheme": "shift", "n_input": 128, "n_output": 128, "shift": 1}  # the model's only copy
 
 
 def test_registered_with_paper_and_tiny_configs() -> None:
-    from cadenza.training.config import load_config
+    from cadenza.training.config import build_config, load_config
 
     assert get_model_spec("seq2seq").dataset == "audio"
     for preset in ("paper", "tiny"):
         cfg = load_config(f"seq2seq-{preset}")
-        assert cfg.model.scheme == cfg.data.options["scheme"] and cfg.optim.name == "adam"
+        assert cfg.model.scheme is None and cfg.data.options["scheme"] == "split" and cfg.optim.name == "adam"
+    old = load_config("seq2seq-paper").to_dict()
+    old["model"].update(scheme="split", n_input=128)  # a config saved by an earlier release
+    assert build_config(old).model.scheme == "split"

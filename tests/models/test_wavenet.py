@@ -285,3 +285,23 @@ def test_registered_with_paper_and_tiny_configs() -> None:
     assert paper.data.options["n_input"] > 5117 and paper.data.options["shift"] == 1
     tiny = load_config("wavenet-tiny")
     assert tiny.data.options["n_input"] > receptive_field(tiny.model.n_stacks, tiny.model.n_layers)
+
+
+def test_a_float_store_is_mu_law_encoded_on_the_fly() -> None:
+    """The model derives its input from a float waveform store instead of refusing it."""
+    float_rep = {"name": "waveform", "encoding": "float", "n_classes": 256, "sample_rate": SR}
+    torch.manual_seed(0)
+    model = Model(
+        Config.tiny(n_stacks=1, n_layers=3, use_full_context_only=False),
+        DataInfo(n_features=1, representation=float_rep),
+    )
+    assert model.encodes_input and model.n_classes == 256
+    x = 0.3 * torch.sin(torch.arange(2 * 64, dtype=torch.float32) / 5).reshape(2, 64)
+    assert torch.isfinite(model.losses({"x": x, "y": x.roll(-1, 1)})["loss"])
+    seed = x[:, :, None]
+    out = model.generate(
+        GenerationRequest(n=2, n_frames=10, generator=torch.Generator().manual_seed(0), seed=seed)
+    )
+    assert out.shape == (2, 10, 1) and out.dtype == torch.float32 and out.abs().max() <= 1.0
+    with pytest.raises(ParameterError, match="model.n_classes=128 but the store's mu-law has 256"):
+        Model(Config.tiny(n_classes=128), DataInfo(n_features=1, representation=MULAW))

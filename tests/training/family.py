@@ -1,8 +1,10 @@
 """A tiny model family for trainer tests, with faults to inject.
 
-Registered into ``cadenza.models.MODELS`` by the tests (``register``). Calls of ``losses`` in
-training mode are counted, so a test can make a chosen step's loss or gradient NaN, send
-the process a SIGTERM, or give the model two optimisers.
+Registered into ``cadenza.models.MODELS`` by the tests (``register``). Its faults happen at
+training steps as the trainer counts them (``n_steps_trained``, set before every batch), so a
+test can make a chosen step's loss or gradient NaN, send the process a SIGTERM, or give the
+model two optimisers; every call of ``losses`` is recorded in ``calls`` as ``(step,
+n_steps_trained, training)``.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ KEY = "test_family"
 class Config:
     hidden_size: int = 8
     dropout: float = 0.0
-    nan_steps: tuple[int, ...] = ()  # training calls (1-based) whose loss is NaN
-    nan_from: int = 0  # every training call from this one on is NaN; 0: never
+    nan_steps: tuple[int, ...] = ()  # training steps (1-based) whose loss is NaN
+    nan_from: int = 0  # every training step from this one on is NaN; 0: never
     nan_in_grad: bool = False  # inject through the gradient (finite loss) instead of the loss
-    sigterm_at: int = 0  # send SIGTERM to this process during this training call; 0: never
+    sigterm_at: int = 0  # send SIGTERM to this process during this training step; 0: never
     constant_loss: bool = False  # a loss that never improves
     two_optimizers: bool = False  # losses {"a", "b"} with one optimiser each
 
@@ -50,16 +52,16 @@ class Model(nn.Module):
         self.a = nn.Linear(info.n_features, config.hidden_size)
         self.b = nn.Linear(config.hidden_size, info.n_features)
         self.drop = nn.Dropout(config.dropout)
-        self.calls = 0
+        self.n_steps_trained = 0
+        self.calls: list[tuple[str | None, int, bool]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.b(self.drop(torch.tanh(self.a(x))))
 
-    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def losses(self, batch: dict[str, torch.Tensor], *, step: str | None = None) -> dict[str, torch.Tensor]:
         cfg = self.config
-        if self.training:
-            self.calls += 1
-        call = self.calls if self.training else 0
+        self.calls.append((step, self.n_steps_trained, self.training))
+        call = self.n_steps_trained + 1 if self.training else 0  # this training step, 1-based
         if cfg.constant_loss:
             return {"loss": 1.0 + 0.0 * self(batch["x"]).sum()}
         loss = F.mse_loss(self(batch["x"]), batch["y"])

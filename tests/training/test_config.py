@@ -29,8 +29,22 @@ def _data_info(cfg: ExperimentConfig) -> DataInfo:
     dataset = cfg.data.dataset or spec.dataset
     if dataset == "phrases":
         rep = make_representation("pianoroll", lowest_pitch=24, n_pitches=84)
-        steps = cfg.model.n_bars * rep.beats_per_bar * int(cfg.data.options.get("resolution", rep.resolution))
-        return DataInfo(n_features=84, seq_len=steps, representation=rep.to_dict(), frame_rate=rep.frame_rate)
+        n_bars = int(cfg.data.options.get("n_bars", 4))
+        resolution = int(cfg.data.options.get("resolution") or rep.resolution)
+        window = {
+            "n_bars": n_bars,
+            "resolution": resolution,
+            "resolution_factor": rep.resolution // resolution,
+            "steps_per_bar": rep.beats_per_bar * resolution,
+        }
+        steps = n_bars * rep.beats_per_bar * resolution
+        return DataInfo(
+            n_features=84,
+            seq_len=steps,
+            representation=rep.to_dict(),
+            frame_rate=rep.frame_rate,
+            window=window,
+        )
     if dataset == "audio":
         encoding = "mulaw" if cfg.model_name == "wavenet" else "float"
         rep = make_representation("waveform", encoding=encoding, sample_rate=8000)

@@ -1,7 +1,9 @@
-"""The trainer: exact resume, the non-finite guard, several optimisers, schedules, checkpoints."""
+"""The trainer: exact resume (a GAN's too), the non-finite guard, several optimisers and their own losses,
+schedules, checkpoints and their state, samples for every family."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -17,8 +19,9 @@ from cadenza.training.checkpoint import CheckpointError, rng_state, set_rng_stat
 from cadenza.training.config import ConfigError, build_config
 from cadenza.training.data import EpochBatchSampler
 from cadenza.training.logs import read_metrics
+from cadenza.training.state import TrainState
 from tests.training import family
-from tests.training.conftest import TINY
+from tests.training.conftest import SR, TINY, tone
 
 STEPS_PER_EPOCH = 7  # 4 training tones of 2 s -> 15 windows of 8+1 frames each -> 60 windows, batch 8
 
@@ -76,7 +79,7 @@ def test_sigterm_stops_after_the_step_and_resume_is_exact(
     )
     assert (killed.stopped, killed.step) == ("interrupted", 10)
     assert load_checkpoint(killed.last)["step"] == 10
-    # Same run, the model rebuilt in a "new process": its call counter restarts, so no signal before step 20.
+    # Same run, the model rebuilt in a "new process": the trainer's step goes on from 10, so no second signal.
     cfg = family_config(store, model={"dropout": 0.2, "sigterm_at": 10}, max_steps=16, max_epochs=3)
     resumed = train(cfg, run=tmp_path / "b")
     assert resumed.step == 16
@@ -216,6 +219,30 @@ def test_several_optimisers_are_stepped_in_the_configured_ratio(
         )
 
 
+def test_each_optimiser_step_asks_for_its_own_losses_and_the_trainer_counts_the_steps(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    family.register(monkeypatch)
+    cfg = family_config(
+        store,
+        model={"two_optimizers": True},
+        optim={"ratio": {"a": 1, "b": 2}},
+        max_epochs=1,
+        monitor="metric",
+    )
+    trainer = Trainer(cfg, tmp_path / "run", device="cpu")
+    try:
+        trainer.fit()
+        calls = trainer.model.calls
+    finally:
+        trainer.close()
+    training = [(step, n) for step, n, is_training in calls if is_training]
+    assert training == [(name, n) for n in range(STEPS_PER_EPOCH) for name in ("a", "b", "b")]
+    assert {step for step, _, is_training in calls if not is_training} == {None}  # validation: every entry
+    valid = [r for r in read_metrics(tmp_path / "run" / "metrics.csv") if r["split"] == "valid"]
+    assert {"a", "b", "metric"} <= set(valid[0])
+
+
 def test_plateau_lowers_the_rate_and_early_stopping_ends_the_run(
     store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -249,6 +276,116 @@ def test_checkpoint_is_self_describing_and_loads_weights_only(store: Path, tmp_p
     assert set(state["rng"][0]) >= {"python", "numpy", "torch"} and set(state["optimizers"]) == {"loss"}
     assert (tmp_path / "run" / "config.yaml").read_text().startswith("model:\n  name: fft_base\n")
     assert (tmp_path / "run" / "plots" / "loss.png").is_file()  # drawn when training stops, even mid-epoch
+
+
+def test_train_state_round_trips_through_a_checkpoint_and_reads_older_ones() -> None:
+    state = TrainState(
+        step=12, epoch=1, batch_in_epoch=5, best_value=0.5, n_nonfinite=2, consecutive_nonfinite=1
+    )
+    state.add({"loss": 1.0, "grad_norm": 3.0})
+    state.interval_seconds = 4.0  # wall time: not saved
+    saved = state.to_checkpoint()
+    assert (saved["step"], saved["epoch"], saved["batch_in_epoch"]) == (12, 1, 5)
+    assert saved["progress"]["epoch_sums"] == {"loss": 1.0, "grad_norm": 3.0}
+    again = TrainState.from_checkpoint(saved)
+    assert again == dataclasses.replace(state, interval_seconds=0.0)
+    older = {"step": 3, "epoch": 0, "batch_in_epoch": 3, "progress": {"best_value": math.inf, "stopped": ""}}
+    assert TrainState.from_checkpoint(older) == TrainState(step=3, batch_in_epoch=3)
+
+
+def _audio_store(path: Path, encoding: str) -> Path:
+    from cadenza.data.store import create_store
+    from cadenza.representations import make_representation
+
+    rep = make_representation("waveform", sample_rate=SR, encoding=encoding)
+    plan = [("train", 220.0), ("train", 330.0), ("valid", 294.0)]
+    items = {
+        f"tone{i}": (rep.encode(tone(1.0, f0, seed=i)), split, {"composer": "synth"})
+        for i, (split, f0) in enumerate(plan)
+    }
+    create_store(path, rep, items)
+    return path
+
+
+def _roll_store(path: Path) -> Path:
+    from cadenza.data.store import create_store
+    from cadenza.representations import make_representation
+
+    rep = make_representation("pianoroll", resolution=4, lowest_pitch=48, n_pitches=24)
+    rng = np.random.default_rng(0)
+    items = {
+        f"piece{i}": ((rng.random((8 * 16, 24)) < 0.1).astype(np.uint8), split, {"composer": "synth"})
+        for i, split in enumerate(["train", "train", "valid"])
+    }
+    create_store(path, rep, items)
+    return path
+
+
+#: One epoch of each family at a size that trains in a second or two.
+SAMPLED = {
+    "fft_base": (None, ["model.hidden_size=8", "data.seq_len=8", "data.hop=8", "data.batch_size=8"]),
+    "seq2seq": ("float", ["model.hidden_size=8", "data.batch_size=8"]),
+    "wavenet": (
+        "mulaw",
+        [
+            *(
+                "model.n_stacks=1",
+                "model.n_layers=3",
+                "model.residual_channels=4",
+                "model.dilation_channels=4",
+            ),
+            *("model.skip_channels=8", "model.label_channels=2", "data.batch_size=8"),
+            *("data.options.n_input=64", "data.options.n_output=64", "data.options.hop=256"),
+        ],
+    ),
+    "cnn_lstm_gan": (
+        "rolls",
+        [
+            *("model.hidden_size=8", "model.noise_dim=4", "model.n_bars=2", "data.batch_size=4"),
+            "data.options={n_bars: 2, hop_bars: 2, resolution: 2, transpose: 0}",
+        ],
+    ),
+}
+SAMPLED["bilstm_gan"] = ("rolls", [*SAMPLED["cnn_lstm_gan"][1], "model.step_noise=1"])
+
+
+@pytest.mark.parametrize("key", sorted(SAMPLED))
+def test_sample_every_writes_samples_for_every_family(key: str, store: Path, tmp_path: Path) -> None:
+    kind, overrides = SAMPLED[key]
+    if kind == "rolls":
+        data = _roll_store(tmp_path / "rolls")
+    elif kind is not None:
+        data = _audio_store(tmp_path / kind, kind)
+    else:
+        data = store
+    common = ["train.max_epochs=1", "train.sample_every=1", "train.sample_seconds=0.25", "train.log_every=1"]
+    common += ["train.tensorboard=true", "train.progress=false", "schedule.name=none", "train.max_steps=0"]
+    train(f"{key}-tiny", data=data, run=tmp_path / "run", overrides=[*overrides, *common])
+    files = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
+    assert files and all(name.startswith("epoch00001.") for name in files), files
+    assert any(name.endswith((".wav", ".mid")) for name in files)
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+
+
+def test_a_gan_resumed_inside_its_pretraining_gives_bitwise_equal_losses(tmp_path: Path) -> None:
+    rolls = _roll_store(tmp_path / "rolls")
+    overrides = [
+        *SAMPLED["bilstm_gan"][1],
+        *("model.dropout=0.2", "model.pretrain_steps=4", "train.max_epochs=3", "train.log_every=1"),
+        *("train.tensorboard=false", "train.progress=false", "train.sample_every=0"),
+    ]
+    train("bilstm_gan-tiny", data=rolls, run=tmp_path / "a", overrides=[*overrides, "train.max_steps=8"])
+    first = train(
+        "bilstm_gan-tiny", data=rolls, run=tmp_path / "b", overrides=[*overrides, "train.max_steps=3"]
+    )
+    assert first.step == 3
+    train("bilstm_gan-tiny", data=rolls, run=tmp_path / "b", overrides=[*overrides, "train.max_steps=8"])
+    columns = ("discriminator", "generator", "d_real", "d_fake", "density_gap")
+    a, b = losses_of(tmp_path / "a", *columns), losses_of(tmp_path / "b", *columns)
+    assert len(a) > 8 and a == b
+    assert [row[2] == 0.0 for row in a if row[1] == "train"] == [
+        row[0] <= 4 for row in a if row[1] == "train"
+    ]
 
 
 def test_rng_state_round_trips() -> None:
