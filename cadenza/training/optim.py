@@ -17,7 +17,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -36,59 +36,58 @@ def optim_for(cfg: OptimConfig, name: str | None = None) -> OptimConfig:
     return build_section(OptimConfig, changes, section=f"optim.groups.{name}", source="config", base=cfg)
 
 
+#: Optimiser name -> how to build it from ``(params, cfg)``; ``optim.name`` picks one.
+OPTIMIZER_BUILDERS: dict[str, Callable[[Any, OptimConfig], torch.optim.Optimizer]] = {
+    # paper 000's RMSprop: torch's, with a fused CPU update
+    "rmsprop": lambda p, c: RMSprop(
+        p, lr=c.lr, alpha=c.alpha, eps=c.eps, weight_decay=c.weight_decay, momentum=c.momentum
+    ),
+    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay),
+    "adamw": lambda p, c: torch.optim.AdamW(
+        p, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay
+    ),
+    "sgd": lambda p, c: torch.optim.SGD(
+        p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov
+    ),
+}
+
+_sched = torch.optim.lr_scheduler
+#: Schedule name -> how to build it from ``(optimizer, cfg, train)``, stepped once per epoch
+#: (``plateau``: per validation); ``none`` gives no schedule.
+SCHEDULE_BUILDERS: dict[str, Callable[[Any, ScheduleConfig, TrainConfig], Any]] = {
+    "none": lambda o, c, t: None,
+    "plateau": lambda o, c, t: _sched.ReduceLROnPlateau(  # paper 003's ReduceLROnPlateau
+        o,
+        mode="min",
+        factor=c.factor,
+        patience=c.patience,
+        threshold=c.min_delta,
+        threshold_mode="abs",
+        min_lr=c.min_lr,
+    ),
+    "step": lambda o, c, t: _sched.StepLR(o, step_size=c.step_size, gamma=c.factor),
+    "exponential": lambda o, c, t: _sched.ExponentialLR(o, gamma=c.gamma),
+    "cosine": lambda o, c, t: _sched.CosineAnnealingLR(o, T_max=t.max_epochs, eta_min=c.min_lr),
+}
+
+
 def build_optimizer(
     params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], cfg: OptimConfig, name: str | None = None
 ) -> torch.optim.Optimizer:
     """The optimiser ``cfg`` describes (with ``cfg.groups[name]`` applied) over ``params``."""
     cfg = optim_for(cfg, name)
-    if cfg.name == "rmsprop":
-        return RMSprop(  # torch's, with a fused CPU update
-            params,
-            lr=cfg.lr,
-            alpha=cfg.alpha,
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-            momentum=cfg.momentum,
-        )
-    if cfg.name == "adam":
-        return torch.optim.Adam(
-            params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-        )
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(
-            params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-        )
-    if cfg.name == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
-        )
-    raise ConfigError(f"optim.name: unknown optimiser {cfg.name!r}")
+    if cfg.name not in OPTIMIZER_BUILDERS:
+        raise ConfigError(f"optim.name: unknown optimiser {cfg.name!r}")
+    return OPTIMIZER_BUILDERS[cfg.name](params, cfg)
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, train: TrainConfig
 ) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
     """The schedule ``cfg`` describes, stepped once per epoch (``plateau``: per validation)."""
-    sched = torch.optim.lr_scheduler
-    if cfg.name == "none":
-        return None
-    if cfg.name == "plateau":
-        return sched.ReduceLROnPlateau(
-            optimizer,
-            mode="min",
-            factor=cfg.factor,
-            patience=cfg.patience,
-            threshold=cfg.min_delta,
-            threshold_mode="abs",
-            min_lr=cfg.min_lr,
-        )
-    if cfg.name == "step":
-        return sched.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.factor)
-    if cfg.name == "exponential":
-        return sched.ExponentialLR(optimizer, gamma=cfg.gamma)
-    if cfg.name == "cosine":
-        return sched.CosineAnnealingLR(optimizer, T_max=train.max_epochs, eta_min=cfg.min_lr)
-    raise ConfigError(f"schedule.name: unknown schedule {cfg.name!r}")
+    if cfg.name not in SCHEDULE_BUILDERS:
+        raise ConfigError(f"schedule.name: unknown schedule {cfg.name!r}")
+    return SCHEDULE_BUILDERS[cfg.name](optimizer, cfg, train)
 
 
 def update_plan(names: list[str], cfg: OptimConfig) -> list[tuple[str, int]]:

@@ -221,3 +221,19 @@ def test_cli_reports_a_bad_override_in_one_line(
     assert code == 1
     assert len(err) == 1 and "unknown key 'hidden_sise'" in err[0] and "hidden_size" in err[0]
     assert not (tmp_path / "r").exists()  # nothing started
+
+
+def test_every_optimiser_and_schedule_a_config_may_name_is_built() -> None:
+    from cadenza.training.config import OPTIMIZERS, SCHEDULES
+    from cadenza.training.optim import OPTIMIZER_BUILDERS, SCHEDULE_BUILDERS, build_optimizer, build_scheduler
+
+    assert set(OPTIMIZERS) == set(OPTIMIZER_BUILDERS) and set(SCHEDULES) == set(SCHEDULE_BUILDERS)
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    for name in OPTIMIZERS:
+        cfg = load_config("fft_base-tiny", [f"optim.name={name}"])
+        opt = build_optimizer(params, cfg.optim)
+        assert opt.param_groups[0]["lr"] == cfg.optim.lr
+        for schedule in SCHEDULES:
+            cfg = load_config("fft_base-tiny", [f"schedule.name={schedule}"])
+            built = build_scheduler(opt, cfg.schedule, cfg.train)
+            assert (built is None) == (schedule == "none")
