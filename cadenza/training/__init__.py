@@ -1,16 +1,20 @@
-"""The one trainer of cadenza, its configs, checkpoints and generation.
+"""The one trainer of cadenza, its configs and checkpoints (generation is :mod:`cadenza.generation`).
 
 =====================  ==================================================================
 module                 what it holds
 =====================  ==================================================================
 ``config``             typed experiment sections, YAML files, ``key=value`` overrides
-``data``               the ``DATASETS`` table and the resumable, DDP-aware batch sampler
-``optim``              optimisers and learning-rate schedules from the config
-``trainer``            :class:`Trainer` and :func:`train`: the loop, guard, logs, DDP
+``data``               the ``DATASETS`` table (typed ``data.options``), the DataInfo a dataset
+                       gives, and the resumable, DDP-aware batch sampler
+``optim``              the tables of optimisers and learning-rate schedules
+``trainer``            :class:`Trainer` and :func:`train`: the loop, validation, checkpoints
+``state``              :class:`TrainState`: every counter of a run, saved and resumed as one
+``tracking``           progress, ``metrics.csv``, TensorBoard, the loss plot, samples
+``guard``              the non-finite guard and :class:`TrainingDiverged`
 ``checkpoint``         atomic, self-describing checkpoints loaded with ``weights_only=True``
 ``distributed``        devices and the DDP process group under ``torchrun``
 ``logs``               ``metrics.csv``, TensorBoard, the loss plot
-``generation``         :func:`generate_from_run`: checkpoint -> WAV/MIDI + JSON sidecars
+``generation``         moved to :mod:`cadenza.generation` (still importable from here)
 ``export``             :func:`export_bundle`: a run as one self-contained file
 =====================  ==================================================================
 
