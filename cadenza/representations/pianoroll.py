@@ -30,7 +30,7 @@ import pretty_midi
 from cadenza.errors import ParameterError
 from cadenza.representations.base import RENDER_SAMPLE_RATE, Representation
 
-__all__ = ["PianoRoll"]
+__all__ = ["PianoRoll", "pianoroll_to_midi"]
 
 #: Velocity of the notes that ``decode`` writes.
 DECODE_VELOCITY = 100
@@ -238,8 +238,6 @@ class PianoRoll(Representation):
         The score also holds a time signature of ``beats_per_bar`` / 4 and a text event at the
         roll's end, so that trailing empty bars survive ``encode(decode(roll))``.
         """
-        from cadenza.audio.render import pianoroll_to_midi
-
         roll = np.asarray(roll)
         if roll.ndim != 2 or roll.shape[1] != self.n_pitches:
             raise ParameterError(f"piano roll must have shape (n_steps, {self.n_pitches}), got {roll.shape}")
@@ -312,3 +310,93 @@ class PianoRoll(Representation):
             beats_per_bar=self.beats_per_bar,
             title=title,
         )
+
+
+def pianoroll_to_midi(
+    roll: np.ndarray,
+    *,
+    resolution: int,
+    tempo: float = 120.0,
+    lowest_pitch: int = 0,
+    program: int = 0,
+    velocity: int = 100,
+) -> pretty_midi.PrettyMIDI:
+    """Turn a many-hot piano roll into a one-instrument score.
+
+    Each run of consecutive on-steps of a pitch becomes one note, so a held note and repeated
+    notes of one pitch are told apart only by an off-step between them.
+
+    Parameters
+    ----------
+    roll : np.ndarray
+        Shape ``(n_steps, n_pitches)``; nonzero entries are on. Column ``j`` is MIDI pitch
+        ``lowest_pitch + j``.
+    resolution : int
+        Time steps per beat (quarter note).
+    tempo : float
+        Beats per minute; a step lasts ``60 / (tempo * resolution)`` seconds.
+    lowest_pitch : int
+        MIDI pitch of column 0.
+    program : int
+        General MIDI program (0-127) of the instrument.
+    velocity : int
+        Velocity (1-127) of every note.
+
+    Returns
+    -------
+    pretty_midi.PrettyMIDI
+        One instrument with the notes sorted by start, then pitch; ticks per beat are a
+        multiple of ``resolution`` so that writing the file keeps every step exact.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cadenza.audio import pianoroll_to_midi
+    >>> roll = np.zeros((8, 128), dtype=bool)
+    >>> roll[0:4, 60] = True  # C4 for steps 0-3
+    >>> roll[4:8, 64] = True  # then E4
+    >>> pm = pianoroll_to_midi(roll, resolution=4, tempo=120.0)
+    >>> [(n.pitch, n.start, n.end) for n in pm.instruments[0].notes]
+    [(60, 0.0, 0.5), (64, 0.5, 1.0)]
+    """
+    roll = np.asarray(roll)
+    if roll.ndim != 2:
+        raise ParameterError(f"roll must have shape (n_steps, n_pitches), got {roll.shape}")
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution <= 0:
+        raise ParameterError(f"resolution must be a positive number of steps per beat, got {resolution!r}")
+    if not np.isfinite(tempo) or tempo <= 0:
+        raise ParameterError(f"tempo must be a positive number of beats per minute, got {tempo!r}")
+    if not 0 <= lowest_pitch or lowest_pitch + roll.shape[1] > 128:
+        raise ParameterError(
+            f"pitches {lowest_pitch}..{lowest_pitch + roll.shape[1] - 1} fall outside MIDI's 0..127"
+        )
+    if not 0 <= program <= 127:
+        raise ParameterError(f"program must be 0-127, got {program!r}")
+    if not 1 <= velocity <= 127:
+        raise ParameterError(f"velocity must be 1-127, got {velocity!r}")
+
+    # int8, not uint8: diff must see -1 at note offs. Pad a silent step on both sides so that
+    # notes sounding at the first or last step still have an on and an off.
+    on = np.pad((roll != 0).astype(np.int8), ((1, 1), (0, 0)))  # (n_steps + 2, n_pitches)
+    edges = np.diff(on, axis=0).T  # (n_pitches, n_steps + 1): +1 at onsets, -1 after the last on-step
+    pitch_on, step_on = np.nonzero(edges == 1)  # row-major over pitches: per pitch, in time order
+    _, step_off = np.nonzero(edges == -1)  # each pitch's offs pair one to one with its ons
+    order = np.lexsort((pitch_on, step_on))  # sort by start, then pitch
+    seconds_per_step = 60.0 / (float(tempo) * int(resolution))
+
+    ticks_per_beat = int(resolution) * max(1, round(480 / int(resolution)))
+    midi = pretty_midi.PrettyMIDI(resolution=ticks_per_beat, initial_tempo=float(tempo))
+    instrument = pretty_midi.Instrument(program=int(program))
+    instrument.notes = [
+        pretty_midi.Note(
+            velocity=int(velocity),
+            pitch=int(pitch) + int(lowest_pitch),
+            start=start * seconds_per_step,
+            end=end * seconds_per_step,
+        )
+        for pitch, start, end in zip(
+            pitch_on[order].tolist(), step_on[order].tolist(), step_off[order].tolist()
+        )
+    ]
+    midi.instruments.append(instrument)
+    return midi
