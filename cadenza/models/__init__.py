@@ -143,6 +143,12 @@ class ModelSpec:
     summary: str
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     dataset: str = "sequence"
+    #: What the family needs of the store's representation: parameter -> accepted values
+    #: (``{"name": ("waveform",), "encoding": ("float",)}``), checked by :meth:`check` before
+    #: the model is built, with ``prepare`` (the ``cadenza prepare`` options that give such a
+    #: store) in the message.
+    requires: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    prepare: str = ""
 
     @property
     def family(self) -> ModuleType:
@@ -158,8 +164,22 @@ class ModelSpec:
             raise ParameterError(f"unknown preset {name!r} for model {self.key}; expected one of {PRESETS}")
         return getattr(self.config_class, name)(**dict(self.fixed))
 
+    def check(self, info: DataInfo) -> None:
+        """A clear error when the data's representation is not one this family trains on."""
+        rep = dict(info.representation)
+        if not rep:  # a DataInfo built by hand, without a store
+            return
+        for key, accepted in self.requires.items():
+            if rep.get(key) not in accepted:
+                held = ", ".join(f"{k}={rep.get(k)!r}" for k in self.requires)
+                raise ParameterError(
+                    f"model {self.key} trains on stores with {key} in {list(accepted)}, but this store holds "
+                    f"{held}; prepare one with `cadenza prepare SOURCE OUT {self.prepare}`".rstrip()
+                )
+
     def build(self, config: Any, info: DataInfo) -> Any:
-        """The family's ``Model(config, info)``."""
+        """The family's ``Model(config, info)``, once :meth:`check` accepts the data."""
+        self.check(info)
         return self.family.Model(config, info)
 
 
@@ -208,6 +228,8 @@ MODELS: dict[str, ModelSpec] = {
         summary="bi-LSTM GAN (paper 004): noise -> LSTM, 2 bi-LSTMs, dense -> 4-bar piano roll; bi-LSTM critic",
         fixed=MappingProxyType({"arch": "bilstm"}),
         dataset="phrases",
+        requires=MappingProxyType({"name": ("pianoroll",)}),
+        prepare="--representation pianoroll",
     ),
     "cnn_lstm_gan": ModelSpec(
         key="cnn_lstm_gan",
@@ -215,6 +237,8 @@ MODELS: dict[str, ModelSpec] = {
         summary="CNN-LSTM GAN (paper 004): DCGAN-style generator of 4-bar piano rolls, bi-LSTM discriminator",
         fixed=MappingProxyType({"arch": "cnn"}),
         dataset="phrases",
+        requires=MappingProxyType({"name": ("pianoroll",)}),
+        prepare="--representation pianoroll",
     ),
     # --- raw-audio models of paper 002 (cadenza.models.seq2seq, cadenza.models.wavenet) ---
     "seq2seq": ModelSpec(
@@ -222,12 +246,16 @@ MODELS: dict[str, ModelSpec] = {
         module="cadenza.models.seq2seq",
         summary="Seq2Seq (paper 002): LSTM encoder over 128 samples -> LSTM decoder -> next 128, MSE",
         dataset="audio",
+        requires=MappingProxyType({"name": ("waveform",), "encoding": ("float",)}),
+        prepare="--representation waveform",
     ),
     "wavenet": ModelSpec(
         key="wavenet",
         module="cadenza.models.wavenet",
         summary="WaveNet (paper 002): dilated causal convolutions over mu-law samples, label-conditioned",
         dataset="audio",
+        requires=MappingProxyType({"name": ("waveform",)}),  # float stores are mu-law encoded on the fly
+        prepare="--representation waveform --param encoding=mulaw",
     ),
 }
 

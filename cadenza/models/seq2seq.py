@@ -92,12 +92,6 @@ class Model(nn.Module):
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__()
-        rep = dict(info.representation)
-        if rep and (rep.get("name") != "waveform" or rep.get("encoding") != "float"):
-            raise ParameterError(
-                "seq2seq predicts raw float samples: prepare the store with --representation waveform "
-                f"(encoding float); this one holds {rep.get('name')} frames (encoding {rep.get('encoding', '-')})"
-            )
         window = dict(info.window) or dict(
             SEQ2SEQ_SCHEMES[config.scheme or "split"], scheme=config.scheme or "split"
         )

@@ -107,12 +107,7 @@ class Model(nn.Module):
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__()
-        rep = dict(info.representation)
-        if rep and rep.get("name") != "waveform":
-            raise ParameterError(
-                "wavenet needs a waveform store (cadenza prepare ... --representation waveform, mu-law "
-                f"with --param encoding=mulaw or float, encoded on the fly); this store holds {rep.get('name')} frames"
-            )
+        rep = dict(info.representation)  # a waveform (ModelSpec.requires)
         # a float store is mu-law encoded on the fly; a mu-law store says how many classes it has
         self.encodes_input = rep.get("encoding") == "float"
         stored = None if self.encodes_input or not rep else int(rep.get("n_classes", 256))

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from cadenza.cli import main
+from cadenza.errors import ParameterError
 from cadenza.models import MODELS, DataInfo, get_model_spec
 from cadenza.representations import make_representation
 from cadenza.training.config import (
@@ -237,3 +238,20 @@ def test_every_optimiser_and_schedule_a_config_may_name_is_built() -> None:
             cfg = load_config("fft_base-tiny", [f"schedule.name={schedule}"])
             built = build_scheduler(opt, cfg.schedule, cfg.train)
             assert (built is None) == (schedule == "none")
+
+
+@pytest.mark.parametrize(
+    ("model", "rep", "expected"),
+    [
+        ("seq2seq", {"name": "waveform", "encoding": "mulaw"}, "encoding in ['float']"),
+        ("wavenet", {"name": "fft"}, "--representation waveform --param encoding=mulaw"),
+        ("bilstm_gan", {"name": "waveform"}, "name in ['pianoroll']"),
+    ],
+)
+def test_what_a_family_needs_of_the_data_is_checked_in_one_place(
+    model: str, rep: dict, expected: str
+) -> None:
+    spec = get_model_spec(model)
+    info = DataInfo(n_features=1, seq_len=16, representation=rep)
+    with pytest.raises(ParameterError, match=re.escape(expected)):
+        spec.build(spec.preset("tiny"), info)
