@@ -251,13 +251,18 @@ class _TrainingWindows:
         self.seed = seed
         self.cache: dict[str, np.ndarray | None] = {}
 
-    def get(self, store: str | None) -> np.ndarray | None:
-        if not store or not is_store(store):
+    def get(self, source: str | os.PathLike | None) -> np.ndarray | None:
+        """The windows of a store's train split or of a folder of music; None when there is none."""
+        if not source or not Path(source).exists():
             return None
-        key = str(Path(store).resolve())
+        key = str(Path(source).resolve())
         if key not in self.cache:
-            _say(f"copy check: reading the training split of {store}")
-            audio = store_training_audio(store, seed=self.seed)
+            if is_store(source):
+                _say(f"copy check: reading the training split of {source}")
+                audio = store_training_audio(source, seed=self.seed)
+            else:
+                _say(f"copy check: reading the training music in {source}")
+                audio = [(item.y, item.sr) for item in read_folder(source)[0]]
             windows = [_dense_windows(_to_analysis(y, sr)) for y, sr in audio if len(y)]
             self.cache[key] = self.space.zw(np.concatenate(windows)) if windows else None
         return self.cache[key]
@@ -434,13 +439,8 @@ def evaluate(
         skipped=ref_skipped,
     )
     training = _TrainingWindows(space, seed)
+    # the training music of the copy check: --train, else each run's own store, else the reference store's
     default_train = str(train) if train else (str(reference) if is_store(reference) else None)
-    if train and not is_store(train):
-        items, _ = read_folder(train)
-        windows = [_dense_windows(_to_analysis(i.y, i.sr)) for i in items]
-        training.cache[str(Path(train).resolve())] = space.zw(np.concatenate(windows)) if windows else None
-        default_train = str(Path(train).resolve())
-        training.get = _cached_getter(training)  # type: ignore[method-assign]
 
     # --- calibration rows
     calibration = _calibration(ref, space, out, clips_dir, n_boot=n_boot, seed=seed)
@@ -461,7 +461,7 @@ def evaluate(
     def copy_check(
         measured: _Measured, store: str | None
     ) -> tuple[list[float | None], list[float | None], str | None]:
-        src = store if store and (is_store(store) or str(store) in training.cache) else default_train
+        src = default_train if train else (store if store and is_store(store) else default_train)
         train_windows = training.get(src) if src else None
         if train_windows is None:
             return (
@@ -589,18 +589,6 @@ def evaluate(
     evaluation = Evaluation(FEATURE_VERSION, settings, ref_set, calibration, sets, notes)
     write_report(evaluation, out)
     return evaluation
-
-
-def _cached_getter(training: _TrainingWindows) -> Any:
-    def get(store: str | None) -> np.ndarray | None:
-        if store is None:
-            return None
-        key = str(Path(store).resolve())
-        if key in training.cache:
-            return training.cache[key]
-        return _TrainingWindows.get(training, store)
-
-    return get
 
 
 def _standardise(x: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
