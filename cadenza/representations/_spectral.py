@@ -18,6 +18,7 @@ fixed seed, so that decoding is reproducible).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Iterator
@@ -30,9 +31,11 @@ if TYPE_CHECKING:  # torch is imported where the inverses need it: encoding work
     import torch
 
 from cadenza.errors import ParameterError
+from cadenza.representations.base import Representation
 
 __all__ = [
     "PAD_MODES",
+    "MelFields",
     "check_mel_fields",
     "check_mel_params",
     "db_to_power",
@@ -456,3 +459,23 @@ def spectral_distance(
     a = log_mel_spectrogram(np.asarray(y_ref[:n], dtype=np.float32), **kwargs)
     b = log_mel_spectrogram(np.asarray(y_test[:n], dtype=np.float32), **kwargs)
     return float(np.mean(np.abs(a.astype(np.float64) - b)))
+
+
+@dataclasses.dataclass(frozen=True)
+class MelFields(Representation):
+    """The STFT, mel filters, floor and Griffin-Lim fields that ``mel`` and ``mfcc`` share (librosa's defaults)."""
+
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    win_length: int | None = None
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+    htk: bool = False
+    amin: float = 1e-10
+    n_iter: int = 32
+
+    def mel_fields(self) -> dict[str, Any]:
+        """These fields as keyword arguments (to build the ``Mel`` under an ``MFCC``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(MelFields)}

@@ -25,7 +25,7 @@ import numpy as np
 
 from cadenza.errors import ParameterError
 from cadenza.representations import _spectral
-from cadenza.representations.base import Representation, as_mono
+from cadenza.representations.base import as_mono
 
 __all__ = ["MEL_NORMS", "Mel"]
 
@@ -34,7 +34,7 @@ MEL_NORMS = ("slaney", None)
 
 
 @dataclasses.dataclass(frozen=True)
-class Mel(Representation):
+class Mel(_spectral.MelFields):
     """Log-mel spectrogram frames ``(n_frames, n_mels)`` in dB, ``n_frames = 1 + n // hop_length``.
 
     Lossy: ``decode`` estimates the phase with Griffin-Lim. Measured at the default parameters
@@ -86,21 +86,11 @@ class Mel(Representation):
     name: ClassVar[str] = "mel"
     round_trip_tolerance: ClassVar[float] = 4.0
 
-    sample_rate: int = 22050
-    n_fft: int = 2048
-    hop_length: int = 512
-    win_length: int | None = None
-    n_mels: int = 128
-    fmin: float = 0.0
-    fmax: float | None = None
     power: float = 2.0
     center: bool = True
     pad_mode: str = "constant"
-    htk: bool = False
     norm: str | None = "slaney"
-    amin: float = 1e-10
     top_db: float | None = None
-    n_iter: int = 32
 
     def _validate(self) -> None:
         _spectral.check_mel_fields(self)

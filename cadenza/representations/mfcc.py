@@ -19,7 +19,7 @@ import scipy.fft
 
 from cadenza.errors import ParameterError
 from cadenza.representations import _spectral
-from cadenza.representations.base import Representation, as_mono
+from cadenza.representations.base import as_mono
 from cadenza.representations.mel import Mel
 
 __all__ = ["DCT_NORMS", "DCT_TYPES", "MFCC"]
@@ -31,7 +31,7 @@ DCT_NORMS = ("ortho", None)
 
 
 @dataclasses.dataclass(frozen=True)
-class MFCC(Representation):
+class MFCC(_spectral.MelFields):
     """Mel-frequency cepstral coefficients, frames ``(1 + n // hop_length, n_mfcc)``.
 
     Lossy twice: 20 of 128 cepstral coefficients keep only the spectral envelope (not the
@@ -74,21 +74,11 @@ class MFCC(Representation):
     name: ClassVar[str] = "mfcc"
     round_trip_tolerance: ClassVar[float] = 12.0
 
-    sample_rate: int = 22050
     n_mfcc: int = 20
-    n_fft: int = 2048
-    hop_length: int = 512
-    win_length: int | None = None
-    n_mels: int = 128
-    fmin: float = 0.0
-    fmax: float | None = None
-    htk: bool = False
     dct_type: int = 2
     norm: str | None = "ortho"
     lifter: float = 0.0
-    amin: float = 1e-10
     top_db: float | None = 80.0
-    n_iter: int = 32
 
     def _validate(self) -> None:
         _spectral.check_mel_fields(self)
@@ -120,19 +110,7 @@ class MFCC(Representation):
     @property
     def mel(self) -> Mel:
         """The mel representation under these MFCCs (same STFT, filters, floor and Griffin-Lim)."""
-        return Mel(
-            sample_rate=self.sample_rate,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            win_length=self.win_length,
-            n_mels=self.n_mels,
-            fmin=self.fmin,
-            fmax=self.fmax,
-            htk=self.htk,
-            amin=self.amin,
-            top_db=self.top_db,
-            n_iter=self.n_iter,
-        )
+        return Mel(**self.mel_fields(), top_db=self.top_db)
 
     def encode(self, y: Any) -> np.ndarray:
         """Samples ``(n,)`` -> float32 coefficients ``(1 + n // hop_length, n_mfcc)``."""
