@@ -178,7 +178,7 @@ def bench_train(keys: list[str], steps: int) -> tuple[list[dict], list[float]]:
 
 def bench_optimizer(repeats: int = 5) -> dict:
     """One RMSprop update of fft_base's paper-size parameters: torch's against cadenza's fused one."""
-    from cadenza.training.rmsprop import RMSprop
+    from cadenza.kernels.rmsprop import RMSprop
 
     model, cfg = build("fft_base")
     params = list(model.parameters())

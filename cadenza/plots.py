@@ -181,23 +181,9 @@ def plot_store_item(store: Any, item_id: str | None = None, out: str | os.PathLi
     frames = np.asarray(store.load(item_id))
     rep = store.representation
     out = Path(out) if out else store.path / "plots" / f"{item_id}.png"
-    if rep.input_kind == "score":
-        return plot_piece(
-            out,
-            roll=frames,
-            resolution=rep.resolution,
-            lowest_pitch=rep.lowest_pitch,
-            title=item_id,  # type: ignore[attr-defined]
-        )
-    if rep.name in ("mel", "mfcc"):
-        fig, ax = _plt().subplots(figsize=(11, 3.5))
-        plot_db_frames(
-            frames,
-            frame_rate=rep.frame_rate,
-            is_db=rep.name == "mel",
-            ax=ax,
-            title=f"{item_id} {rep.name}",
-            ylabel=rep.name,
-        )
-        return save_figure(fig, out)
-    return plot_piece(out, y=rep.decode(frames), sr=rep.sample_rate, title=item_id)  # type: ignore[attr-defined]
+    ax = rep.picture(frames, title=item_id)  # a piano roll, a mel or MFCC image; None: draw the sound
+    if ax is not None:
+        ax.figure.set_size_inches(11, 3.5)
+        return save_figure(ax.figure, out)
+    y, sr = rep.to_audio(frames)
+    return plot_piece(out, y=y, sr=sr, title=item_id)
