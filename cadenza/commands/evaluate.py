@@ -71,33 +71,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _is_pianoroll_run(source: str) -> bool:
+def _saved_state(source: str) -> dict:
+    """The checkpoint of a run or bundle (``{}`` for a folder or an unreadable checkpoint)."""
     from cadenza.errors import CadenzaError
     from cadenza.evaluation.clips import is_run
     from cadenza.generation import find_checkpoint
     from cadenza.training.checkpoint import load_checkpoint
 
     if not is_run(source):
-        return False
+        return {}
     try:
-        state = load_checkpoint(find_checkpoint(source))
+        return load_checkpoint(find_checkpoint(source))
     except CadenzaError:
-        return False
-    return (state.get("representation") or {}).get("name") == "pianoroll"
+        return {}
+
+
+def _is_pianoroll_run(source: str) -> bool:
+    return (_saved_state(source).get("representation") or {}).get("name") == "pianoroll"
 
 
 def _run_store(source: str) -> str | None:
-    from cadenza.errors import CadenzaError
-    from cadenza.evaluation.clips import is_run, is_store
-    from cadenza.generation import find_checkpoint
-    from cadenza.training.checkpoint import load_checkpoint
+    from cadenza.evaluation.clips import is_store
 
-    if not is_run(source):
-        return None
-    try:
-        store = load_checkpoint(find_checkpoint(source))["config"]["data"]["store"]
-    except (CadenzaError, KeyError, TypeError):
-        return None
+    store = ((_saved_state(source).get("config") or {}).get("data") or {}).get("store")
     return store if store and is_store(store) else None
 
 
