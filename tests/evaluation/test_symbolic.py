@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import inspect
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from cadenza.errors import ParameterError
 from cadenza.evaluation import symbolic
 from cadenza.evaluation.symbolic import (
+    TABLE_1,
     empty_bar_rate,
     empty_bars,
     empty_beat_rate,
@@ -423,6 +425,110 @@ def test_report_equals_the_single_functions() -> None:
         "groove_consistency": groove_consistency(bars, **kwargs),
         "empty_beat_rate": empty_beat_rate(bars, resolution=4, **kwargs),
     }
+
+
+REPORT_KEYS = [  # callers and written reports depend on this order
+    "empty_bar_rate",
+    "used_pitch_classes",
+    "qualified_note_rate",
+    "pitch_class_entropy",
+    "n_pitches_used",
+    "pitch_range",
+    "polyphony",
+    "polyphony_rate",
+    "scale_consistency",
+    "groove_consistency",
+    "empty_beat_rate",
+]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"bars_per_piece": 2, "legacy": True, "min_pitches": 3, "threshold": 0.2},
+        {"bars_per_piece": 4, "cut_at_bars": False, "min_length": 2},
+        {"steps_per_bar": 16, "bars_per_piece": 1, "cut_at_bars": False},
+    ],
+)
+def test_the_report_is_the_table_of_metrics(settings: dict) -> None:
+    bars = random_bars(9, n_bars=8) * np.float32(0.7)
+    if "steps_per_bar" in settings:
+        bars = bars.reshape(-1, bars.shape[-1])
+    arguments = {"lowest_pitch": LOWEST, "resolution": 4, **settings}
+    report = symbolic_report(bars, **arguments)
+    assert list(report) == list(symbolic._METRICS) == REPORT_KEYS
+    assert TABLE_1 == {
+        "empty_bar_rate": "EB (%)",
+        "used_pitch_classes": "UPC",
+        "qualified_note_rate": "QN (%)",
+    }
+    for name, metric in symbolic._METRICS.items():
+        assert metric.function is getattr(symbolic, name)
+        accepted = inspect.signature(metric.function).parameters
+        alone = metric.function(bars, **{k: v for k, v in arguments.items() if k in accepted})
+        assert report[name] == alone or (math.isnan(report[name]) and math.isnan(alone)), name
+
+
+def test_a_registered_metric_joins_the_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(symbolic, "_METRICS", dict(symbolic._METRICS))  # restored after the test
+
+    @symbolic._metric(heading="toy", need_bars=False)
+    def toy_metric(
+        bars: np.ndarray,
+        *,
+        resolution: int,
+        bars_per_piece: int | None = None,
+        steps_per_bar: int | None = None,
+        threshold: float = 0.5,
+    ) -> float:
+        """Beats per piece.
+
+        Examples
+        --------
+        >>> toy_metric(np.zeros((8, 4)), resolution=2)
+        4.0
+        """
+        roll = symbolic._Roll.of(bars, steps_per_bar, threshold, need_bars=False)
+        return float(roll.pieces(bars_per_piece)[1] * roll.n_steps // resolution)
+
+    assert toy_metric(np.zeros((8, 4)), resolution=2) == 4.0
+    doc = inspect.getdoc(toy_metric)
+    assert (
+        "\nbars_per_piece : int or None\n    Bars per piece; default the whole input is one piece.\n" in doc
+    )
+    assert doc.endswith(
+        "\nReturns\n-------\nfloat\n\nExamples\n--------\n>>> toy_metric(np.zeros((8, 4)), resolution=2)\n4.0"
+    )
+    report = symbolic_report(random_bars(10), lowest_pitch=LOWEST, resolution=4, bars_per_piece=2)
+    assert list(report) == [*REPORT_KEYS, "toy_metric"] and report["toy_metric"] == 8.0
+    with pytest.raises(TypeError, match="symbolic_report does not take"):
+
+        @symbolic._metric()
+        def unknown_option(bars: np.ndarray, *, octave: int) -> float:
+            """Not a report option."""
+            return 0.0
+
+    with pytest.raises(TypeError, match="does not describe 'min_length'"):
+
+        @symbolic._metric()
+        def undocumented(bars: np.ndarray, *, min_length: int = 1) -> float:
+            """A parameter with no shared description."""
+            return 0.0
+
+    assert list(symbolic._METRICS) == [*REPORT_KEYS, "toy_metric"]  # the failed ones are not registered
+
+
+def test_docstrings_describe_every_parameter_in_order() -> None:
+    for name in symbolic.__all__:
+        function = getattr(symbolic, name)
+        if not callable(function):
+            continue
+        doc = inspect.getdoc(function)
+        section = doc[doc.index("Parameters\n----------\n") :].split("\n\n")[0].splitlines()[2:]
+        described = [line.split(" : ")[0] for line in section if not line.startswith(" ")]
+        assert described == list(inspect.signature(function).parameters), name
+        assert "\nReturns\n-------\n" in doc and "\nExamples\n--------\n" in doc, name
 
 
 def test_popcount_table_matches_numpy() -> None:
