@@ -1,15 +1,19 @@
 """Windowed datasets that stream from a feature store.
 
-Each dataset keeps only the file ids and a cumulative count of windows per file, so
-its memory does not grow with the length of the corpus; frames are read from the
-memory-mapped shards when an item is asked for. The datasets pickle without their open
-maps, so ``DataLoader(num_workers > 0)`` and DDP work.
+Each dataset keeps only numpy arrays of the file ids and a cumulative count of windows per
+file, so its memory does not grow with the length of the corpus. A window's frames are read
+from its shard with ``os.pread`` when the item is asked for: they pass through the page
+cache, which the kernel may drop, and never become resident pages of the process, as the
+touched pages of a memory map would (an epoch over a memory-mapped corpus of 4x the size
+holds 4x the pages). The datasets pickle without their open files, so
+``DataLoader(num_workers > 0)`` and DDP work.
 """
 
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +24,46 @@ from cadenza.data.normalize import Normalizer
 from cadenza.data.store import FeatureStore
 from cadenza.errors import ParameterError, StoreError
 
-_MAX_OPEN = 256  # memory maps kept open per process
+_MAX_OPEN = 256  # shard files kept open per process
+
+
+class ShardReader:
+    """Rows ``[start, stop)`` of one ``.npy`` shard, read with ``os.pread`` (no memory map).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "a.npy"
+    >>> np.save(path, np.arange(12, dtype=np.float32).reshape(6, 2))
+    >>> reader = ShardReader(path)
+    >>> reader.shape, reader.read(4, 6).tolist()
+    ((6, 2), [[8.0, 9.0], [10.0, 11.0]])
+    >>> reader.close()
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        header = np.load(self.path, mmap_mode="r", allow_pickle=False)  # reads the header; no data page
+        if not isinstance(header, np.memmap) or header.ndim != 2 or not header.flags.c_contiguous:
+            raise StoreError(f"{self.path}: a shard must be a C-ordered 2-D array, got shape {header.shape}")
+        self.shape: tuple[int, int] = (int(header.shape[0]), int(header.shape[1]))
+        self.dtype = header.dtype
+        self.offset = int(header.offset)
+        del header
+        self.row_bytes = self.shape[1] * self.dtype.itemsize
+        self.fd = os.open(self.path, os.O_RDONLY)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` (clipped to the shard), a read-only ``(n, n_features)`` array."""
+        start, stop = max(0, start), min(stop, self.shape[0])
+        n_bytes = max(0, stop - start) * self.row_bytes
+        data = os.pread(self.fd, n_bytes, self.offset + start * self.row_bytes)
+        if len(data) != n_bytes:
+            raise StoreError(f"{self.path} is shorter than its header says; prepare the store again")
+        return np.frombuffer(data, dtype=self.dtype).reshape(-1, self.shape[1])
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class _StoreWindows(Dataset):
@@ -45,7 +88,7 @@ class _StoreWindows(Dataset):
         records = self.store.records_of(split)
         counts = np.array([max(0, (int(r["n_frames"]) - span) // hop + 1) for r in records], dtype=np.int64)
         keep = counts > 0
-        self.ids = [r["id"] for r, k in zip(records, keep) if k]
+        self.ids = np.array([r["id"] for r, k in zip(records, keep) if k], dtype=str)
         self.n_too_short = int((~keep).sum())
         self._cum = np.concatenate([[0], np.cumsum(counts[keep])])
         self.label_key = label_key
@@ -57,7 +100,7 @@ class _StoreWindows(Dataset):
             self._label_ids = np.array(
                 [index.get(self.store.record(i)["labels"].get(label_key, ""), -1) for i in self.ids], np.int64
             )
-        self._maps: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._readers: OrderedDict[str, ShardReader] = OrderedDict()
 
     def __len__(self) -> int:
         return int(self._cum[-1])
@@ -79,21 +122,23 @@ class _StoreWindows(Dataset):
         f = int(np.searchsorted(self._cum, index, side="right") - 1)
         return f, int(index - self._cum[f]) * self.hop
 
-    def frames(self, f: int) -> np.ndarray:
-        item_id = self.ids[f]
-        arr = self._maps.get(item_id)
-        if arr is None:
-            arr = self.store.load(item_id)
-            self._maps[item_id] = arr
-            if len(self._maps) > _MAX_OPEN:
-                self._maps.popitem(last=False)
+    def reader(self, f: int) -> ShardReader:
+        """The open shard of file position ``f`` (at most ``_MAX_OPEN`` stay open)."""
+        item_id = str(self.ids[f])
+        reader = self._readers.get(item_id)
+        if reader is None:
+            reader = ShardReader(self.store.shard_path(item_id))
+            self._readers[item_id] = reader
+            if len(self._readers) > _MAX_OPEN:
+                self._readers.popitem(last=False)[1].close()
         else:
-            self._maps.move_to_end(item_id)
-        return arr
+            self._readers.move_to_end(item_id)
+        return reader
 
     def window(self, index: int) -> tuple[np.ndarray, int]:
+        """The frames of window ``index`` (read-only) and its file position."""
         f, start = self.locate(index)
-        return np.asarray(self.frames(f)[start : start + self.span]), f
+        return self.reader(f).read(start, start + self.span), f
 
     def _extras(self, f: int) -> dict[str, torch.Tensor]:
         if not self.label_key:
@@ -120,8 +165,12 @@ class _StoreWindows(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_maps"] = OrderedDict()
+        state["_readers"] = OrderedDict()
         return state
+
+    def __del__(self) -> None:
+        for reader in getattr(self, "_readers", {}).values():
+            reader.close()
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
@@ -131,11 +180,13 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
 
 
 class SequenceWindows(_StoreWindows):
-    """Sequences of ``seq_len`` frames with next-frame targets (paper 000: T = 40).
+    """Sequences of ``seq_len`` frames with targets ``shift`` frames later (paper 000: T = 40, next frame).
 
-    Item ``i`` is ``{"x": frames[s : s+T], "y": frames[s+1 : s+T+1]}``, both ``(T, F)``
-    float32 and normalised with the store's training statistics, plus ``"label"`` (int64,
-    -1 when the file has none) when ``label_key`` is given.
+    Item ``i`` is ``{"x": frames[s : s+T], "y": frames[s+k : s+k+T]}`` with ``k = shift``, both
+    ``(T, F)`` float32 and normalised with the store's training statistics, plus ``"label"``
+    (int64, -1 when the file has none) when ``label_key`` is given. ``shift=1`` predicts the
+    next frame (paper 000), ``shift=seq_len`` the next clip (paper 003's MFCC LSTM) and
+    ``shift=0`` gives ``y = x`` (an autoencoder: paper 003's VAE).
 
     Parameters
     ----------
@@ -149,6 +200,8 @@ class SequenceWindows(_StoreWindows):
     normalization : {"standard", "minmax", "none"}
     label_key : str, optional
         A label of the manifest to return as an integer class (e.g. "composer").
+    shift : int
+        Frames between an input and its target (``data.options.shift``).
 
     Examples
     --------
@@ -167,18 +220,27 @@ class SequenceWindows(_StoreWindows):
         normalization: str = "standard",
         label_key: str | None = None,
         labels: list[str] | None = None,
+        shift: int = 1,
     ) -> None:
+        if shift < 0:
+            raise ParameterError(f"shift must be 0 or more frames, got {shift}")
         super().__init__(
-            store, split, span=seq_len + 1, hop=hop or seq_len, label_key=label_key, labels=labels
+            store, split, span=seq_len + shift, hop=hop or seq_len, label_key=label_key, labels=labels
         )
         self.seq_len = seq_len
+        self.shift = shift
         stats = self.store.stats if normalization != "none" else None
         self.normalizer = Normalizer.from_stats(normalization, stats)
+
+    def window_facts(self) -> dict[str, Any]:
+        return {"shift": self.shift}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         w, f = self.window(index)
         w = self.normalizer.apply(w.astype(np.float32)).astype(np.float32)
-        return {"x": torch.from_numpy(w[:-1]), "y": torch.from_numpy(w[1:]), **self._extras(f)}
+        x = torch.from_numpy(w[: self.seq_len])
+        y = torch.from_numpy(w[self.shift : self.shift + self.seq_len]) if self.shift else x
+        return {"x": x, "y": y, **self._extras(f)}
 
 
 #: Paper 002's two raw-audio windowings: 256 samples split 128 in / 128 out with hop 128,

@@ -257,7 +257,12 @@ def synthesize(
         seed_tensor = torch.from_numpy(np.asarray(gen.normalizer.apply(raw), dtype=np.float32)).to(device)
     generator = torch.Generator(device=device).manual_seed(int(seed))
     request = GenerationRequest(
-        n=n, n_frames=n_frames, generator=generator, seed=seed_tensor, options=dict(options or {})
+        n=n,
+        n_frames=n_frames,
+        generator=generator,
+        seed=seed_tensor,
+        options=dict(options or {}),
+        normalizer=gen.normalizer,
     )
     was_training = gen.model.training
     gen.model.eval()

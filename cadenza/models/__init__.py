@@ -127,6 +127,9 @@ class GenerationRequest:
     generator: Any  # torch.Generator on the model's device
     seed: Any = None  # torch.Tensor (n, T, F) or None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The run's :class:`~cadenza.data.normalize.Normalizer`, for a family that reads real music
+    #: named in its options (``mfcc_vae``'s ``interpolate=A,B``).
+    normalizer: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +251,28 @@ MODELS: dict[str, ModelSpec] = {
         dataset="audio",
         requires=MappingProxyType({"name": ("waveform",), "encoding": ("float",)}),
         prepare="--representation waveform",
+    ),
+    # --- spectral models of papers 001 and 003 (cadenza.models.mel_rnn, mfcc_lstm, mfcc_vae) ---
+    "mel_rnn": ModelSpec(
+        key="mel_rnn",
+        module="cadenza.models.mel_rnn",
+        summary="paper 001: log-mel frames -> RNN/GRU/LSTM -> a sampled mixture over the next frames",
+        requires=MappingProxyType({"name": ("mel",)}),
+        prepare="--representation mel",
+    ),
+    "mfcc_lstm": ModelSpec(
+        key="mfcc_lstm",
+        module="cadenza.models.mfcc_lstm",
+        summary="paper 003: a clip of 20 MFCCs -> 2 LSTM layers (recurrent dropout) -> linear -> the next clip",
+        requires=MappingProxyType({"name": ("mfcc",)}),
+        prepare="--representation mfcc",
+    ),
+    "mfcc_vae": ModelSpec(
+        key="mfcc_vae",
+        module="cadenza.models.mfcc_vae",
+        summary="VAE (paper 003): 20 MFCCs x T frames flattened -> dense 2580 -> 128 latents -> dense -> the clip, made stable",
+        requires=MappingProxyType({"name": ("mfcc",)}),
+        prepare="--representation mfcc",
     ),
     "wavenet": ModelSpec(
         key="wavenet",

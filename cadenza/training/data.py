@@ -35,6 +35,15 @@ class NoOptions:
 
 
 @dataclasses.dataclass
+class SequenceOptions:
+    """``data.options`` of frame sequences: how far the target lies after the input."""
+
+    shift: int = dataclasses.field(
+        default=1, metadata={"min": 0}
+    )  # 1 next frame, seq_len next clip, 0 itself
+
+
+@dataclasses.dataclass
 class AudioOptions:
     """``data.options`` of raw-audio windows (paper 002): a scheme, or its sizes one by one."""
 
@@ -65,7 +74,9 @@ class DatasetSpec:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "sequence": DatasetSpec(SequenceWindows, ("seq_len", "hop", "normalization", "label_key")),
+    "sequence": DatasetSpec(
+        SequenceWindows, ("seq_len", "hop", "normalization", "label_key"), SequenceOptions
+    ),
     # --- raw-audio windows of paper 002 (Seq2Seq, WaveNet) ---
     "audio": DatasetSpec(AudioWindows, ("hop", "label_key"), AudioOptions),
     # --- piano-roll phrases of paper 004 (GANs) ---

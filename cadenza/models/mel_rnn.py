@@ -1,0 +1,197 @@
+"""Mel-spectrogram RNN, GRU or LSTM of paper 001: log-mel frames in, the next frames out.
+
+Paper 001 plans sequence models (RNN, GRU, LSTM) over log-mel spectrograms of MusicNet,
+streamed from disk, and turns the generated spectrograms back into sound. It gives no sizes;
+cadenza's paper preset is two layers of 512 units over 128 mel bands.
+
+A model reads a window of T normalised log-mel frames and predicts, at every step, the next
+``k`` frames (``k`` = the dataset's ``data.options.shift``: 1 by default; with ``k > 1`` the
+frames are read and predicted in groups of ``k``, so the recurrence runs T / k steps).
+
+A plain regressor trained with the mean squared error predicts the mean of what may come
+next; running free on its own predictions it drifts to a blurred average frame: a steady
+tone or a wash. ``head`` chooses what the network predicts:
+
+``mdn`` (default)
+    A mixture of ``n_mixtures`` diagonal Gaussians over the next frames, trained by negative
+    log-likelihood and *sampled* at generation (Graves 2013), so a generated frame is one of
+    the futures the model finds likely, not their average; ``temperature`` scales the
+    standard deviations. Inputs get Gaussian noise of ``input_noise`` (normalised units) in
+    training, so that the model learns to read frames as imperfect as its own samples.
+``mse``
+    The plain regressor (the obvious reading of the paper), kept for comparison.
+
+Generation (``cadenza generate RUN --option temperature=0.8``): the recurrence reads a real
+seed of T frames, then runs free for ``n_frames``, feeding each sampled group back in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cadenza.errors import ParameterError
+from cadenza.models import DataInfo, GenerationRequest
+
+CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+HEADS = ("mdn", "mse")
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclasses.dataclass
+class Config:
+    """Hyper-parameters; paper 001 names the cells, not the sizes (two layers of 512 here)."""
+
+    cell: str = dataclasses.field(default="lstm", metadata={"choices": tuple(CELLS)})
+    hidden_size: int = dataclasses.field(default=512, metadata={"min": 1})
+    n_layers: int = dataclasses.field(default=2, metadata={"min": 1})
+    dropout: float = dataclasses.field(default=0.1, metadata={"min": 0.0, "max": 1.0})
+    head: str = dataclasses.field(default="mdn", metadata={"choices": HEADS})
+    n_mixtures: int = dataclasses.field(default=4, metadata={"min": 1})
+    #: Smallest standard deviation of a mixture component (normalised units).
+    min_std: float = dataclasses.field(default=0.01, metadata={"min": 1e-6})
+    #: Standard deviation of the noise added to the inputs in training (normalised units).
+    input_noise: float = dataclasses.field(default=0.1, metadata={"min": 0.0})
+
+    @classmethod
+    def paper(cls, **changes: Any) -> Config:
+        return cls(**changes)
+
+    @classmethod
+    def tiny(cls, **changes: Any) -> Config:
+        """A size that trains on two CPU cores in a minute or two."""
+        return cls(**{"hidden_size": 128, "n_layers": 2, "dropout": 0.0, **changes})
+
+
+class Model(nn.Module):
+    """Next-frames predictor over log-mel (or any) frames.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from cadenza.models import DataInfo
+    >>> model = Model(Config.tiny(hidden_size=8), DataInfo(n_features=16, seq_len=4))
+    >>> model(torch.zeros(2, 4, 16))[0].shape  # mixture logits: (B, T / k, n_mixtures)
+    torch.Size([2, 4, 4])
+    """
+
+    def __init__(self, config: Config, info: DataInfo) -> None:
+        super().__init__()
+        if not info.seq_len:
+            raise ParameterError("mel_rnn is built from windows of seq_len frames (the sequence dataset)")
+        self.config = config
+        self.n_features = info.n_features
+        self.k = int(dict(info.window).get("shift", 1))  # frames per step, from the dataset
+        if self.k < 1 or info.seq_len % self.k:
+            raise ParameterError(
+                f"mel_rnn predicts the next data.options.shift={self.k} frames at each step, which must "
+                f"be at least 1 and divide data.seq_len={info.seq_len}"
+            )
+        self.n_seed_frames = int(info.seq_len)
+        width = self.k * self.n_features  # one step: k frames side by side
+        self.rnn = CELLS[config.cell](
+            width,
+            config.hidden_size,
+            num_layers=config.n_layers,
+            batch_first=True,
+            dropout=config.dropout if config.n_layers > 1 else 0.0,
+        )
+        n_out = config.n_mixtures * (1 + 2 * width) if config.head == "mdn" else width
+        self.out = nn.Linear(config.hidden_size, n_out)
+
+    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, ...]:
+        """Frames (B, T, F) -> the head's parameters for the next k frames at each of S = T / k steps.
+
+        ``mdn``: (logits (B, S, M), means (B, S, M, kF), log std (B, S, M, kF), state);
+        ``mse``: (prediction (B, S, kF), state).
+        """
+        b, t, f = x.shape
+        steps = x.reshape(b, t // self.k, self.k * f)  # (B, S, kF): k frames per step
+        h, state = self.rnn(steps, state)  # (B, S, H)
+        z = self.out(h)  # (B, S, n_out)
+        if self.config.head == "mse":
+            return z, state
+        m, width = self.config.n_mixtures, self.k * f
+        logits, params = z[..., :m], z[..., m:].reshape(b, -1, m, 2, width)
+        log_std = params[..., 1, :].clamp(min=math.log(self.config.min_std))
+        return logits, params[..., 0, :], log_std, state
+
+    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x, y = batch["x"].float(), batch["y"].float()
+        if self.training and self.config.input_noise > 0:
+            x = x + self.config.input_noise * torch.randn_like(x)
+        target = y.reshape(y.shape[0], -1, self.k * y.shape[2])  # (B, S, kF)
+        if self.config.head == "mse":
+            prediction, _ = self(x)
+            return {"loss": F.mse_loss(prediction, target)}
+        logits, mean, log_std, _ = self(x)
+        return {
+            "loss": mixture_nll(logits, mean, log_std, target),
+            "mse": F.mse_loss(mixture_mean(logits, mean), target).detach(),
+        }
+
+    @torch.no_grad()
+    def generate(self, request: GenerationRequest) -> torch.Tensor:
+        """``request.seed`` (n, T, F) -> (n, n_frames, F): read the seed, then run free, sampling."""
+        options = dict(request.options)
+        temperature = float(options.pop("temperature", 1.0))
+        if options:
+            raise ParameterError(
+                f"mel_rnn takes the generation option temperature only, got {sorted(options)}"
+            )
+        if temperature < 0:
+            raise ParameterError(f"temperature must be 0 or more, got {temperature}")
+        seed = request.seed
+        if seed is None or seed.shape[1] != self.n_seed_frames:
+            got = None if seed is None else tuple(seed.shape)
+            raise ParameterError(f"mel_rnn starts from (n, {self.n_seed_frames}, F) seed frames, got {got}")
+        n, _, f = seed.shape
+        n_steps = -(-request.n_frames // self.k)
+        out = seed.new_empty(n, n_steps, self.k * f)
+        *head, state = self(seed)
+        for s in range(n_steps):
+            step = self._draw([p[:, -1:] for p in head], temperature, request.generator)  # (n, 1, kF)
+            out[:, s] = step[:, 0]
+            *head, state = self(step.reshape(n, self.k, f), state)
+        return out.reshape(n, n_steps * self.k, f)[:, : request.n_frames]
+
+    def _draw(self, head: list[torch.Tensor], temperature: float, generator: torch.Generator) -> torch.Tensor:
+        """One step's frames (n, 1, kF) from the head's parameters at that step."""
+        if self.config.head == "mse":
+            return head[0]
+        logits, mean, log_std = head  # (n, 1, M), (n, 1, M, kF), (n, 1, M, kF)
+        if temperature == 0:
+            return mixture_mean(logits, mean)
+        probs = F.softmax(logits[:, 0], dim=-1)  # (n, M)
+        pick = torch.multinomial(probs, 1, generator=generator)[:, 0]  # (n,)
+        rows = torch.arange(len(pick), device=pick.device)
+        mu, std = mean[rows, 0, pick], log_std[rows, 0, pick].exp()  # (n, kF)
+        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return (mu + temperature * std * noise)[:, None]
+
+
+def mixture_nll(
+    logits: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """Negative log-likelihood of ``y`` (B, S, D) under diagonal Gaussian mixtures, per value (nats).
+
+    >>> import torch
+    >>> y = torch.zeros(1, 1, 2)
+    >>> nll = mixture_nll(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1, 2), torch.zeros(1, 1, 1, 2), y)
+    >>> round(nll.item(), 4)  # one standard normal: 0.5 log(2 pi)
+    0.9189
+    """
+    z = (y[..., None, :] - mean) / log_std.exp()  # (B, S, M, D)
+    log_density = -0.5 * z.square() - log_std - 0.5 * _LOG_2PI  # (B, S, M, D)
+    log_joint = F.log_softmax(logits, dim=-1) + log_density.sum(-1)  # (B, S, M)
+    return -torch.logsumexp(log_joint, dim=-1).mean() / y.shape[-1]
+
+
+def mixture_mean(logits: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """The mixture's expectation (B, S, D): what a regressor would predict."""
+    return (F.softmax(logits, dim=-1)[..., None] * mean).sum(-2)
