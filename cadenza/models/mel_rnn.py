@@ -16,8 +16,10 @@ tone or a wash. ``head`` chooses what the network predicts:
     A mixture of ``n_mixtures`` diagonal Gaussians over the next frames, trained by negative
     log-likelihood and *sampled* at generation (Graves 2013), so a generated frame is one of
     the futures the model finds likely, not their average; ``temperature`` scales the
-    standard deviations. Inputs get Gaussian noise of ``input_noise`` (normalised units) in
-    training, so that the model learns to read frames as imperfect as its own samples.
+    standard deviations. ``input_noise`` adds Gaussian noise (normalised units) to the inputs
+    in training, so that the model learns to read frames as imperfect as its own samples; it
+    is off by default: on the rendered chorales a tiny model trained with 0.1 ran free with
+    per-band temporal spread 0.5-0.9x that of real music, and 0.6-1.0x without.
 ``mse``
     The plain regressor (the obvious reading of the paper), kept for comparison.
 
@@ -56,7 +58,7 @@ class Config:
     #: Smallest standard deviation of a mixture component (normalised units).
     min_std: float = dataclasses.field(default=0.01, metadata={"min": 1e-6})
     #: Standard deviation of the noise added to the inputs in training (normalised units).
-    input_noise: float = dataclasses.field(default=0.1, metadata={"min": 0.0})
+    input_noise: float = dataclasses.field(default=0.0, metadata={"min": 0.0})
 
     @classmethod
     def paper(cls, **changes: Any) -> Config:
