@@ -17,6 +17,9 @@ kernel                      replaces                                        used
                             (``mode=cached``), compiled with numba
 :mod:`.rmsprop`             ``torch.optim.RMSprop.step``: the plain CPU     ``optim.name=rmsprop``
                             update as one compiled pass over memory
+:mod:`.spectral`            the mel projection (thread-independent bits),   ``mel``/``mfcc`` encode and
+                            PGHI's heap integration, the Griffin-Lim        decode (invert)
+                            update and the joint mel correction, compiled
 ==========================  ==============================================  =============================
 
 Each kernel has a test in ``tests/kernels/`` that compares it with its reference (forward and
@@ -32,10 +35,10 @@ masks differently, so training with dropout follows another (equally valid) rand
 
 Private APIs
 ------------
-Two kernels lean on what their libraries do not promise: the LSTM on oneDNN's packed linear
-(``torch.ops.mkldnn._reorder_linear_weight``, ``_linear_pointwise``), WaveNet's step and RMSprop
-on numba. :mod:`.guards` checks each once per process on a tiny known case; when one fails, it
-logs a warning and the kernel takes the public path. ``tests/kernels/test_guards.py`` asserts
+The kernels lean on what their libraries do not promise: the LSTM on oneDNN's packed linear
+(``torch.ops.mkldnn._reorder_linear_weight``, ``_linear_pointwise``), WaveNet's step, RMSprop
+and the spectral loops on numba. :mod:`.guards` checks each once per process on a tiny known
+case; when one fails, it logs a warning and the kernel takes the public path. ``tests/kernels/test_guards.py`` asserts
 that every guard passes on the installed versions, so an upgrade that breaks one fails there.
 
 Examples

@@ -60,7 +60,10 @@ CHECKS: dict[str, Callable[[], None]] = {
 #: What each guard's failure costs, for its warning.
 _FALLBACKS = {
     "mkldnn_linear": "the fused CPU LSTM multiplies h W_hh^T with torch.mm instead (about 1.3x slower)",
-    "numba": "wavenet mode=fast runs as mode=cached and RMSprop as torch.optim.RMSprop (both slower)",
+    "numba": (
+        "wavenet mode=fast runs as mode=cached, RMSprop as torch.optim.RMSprop and the mel/MFCC "
+        "projection, PGHI and Griffin-Lim loops as their numpy/torch references (all slower)"
+    ),
 }
 
 

@@ -45,15 +45,16 @@ def test_encode_matches_librosa(params):
     ours, ref = rep.encode(y), _librosa_log_mel(y, rep)
     assert ours.shape == ref.shape == (1 + len(y) // rep.hop_length, rep.n_mels)
     assert ours.dtype == np.float32
-    # librosa also transforms in float64 and stores float32, so the two agree to float32 rounding
-    # (measured: below 2e-5 dB) everywhere, down to the -100 dB floor; 1e-3 dB leaves a margin.
-    np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=0)
+    # The FFT runs in float32 (librosa's in float64): the rounding, relative to each frame's
+    # energy, shows in bands far below the frame's peak. Measured on these signals: below 1.2e-3
+    # dB (real music: below 0.01 dB, see test_inversion.py); 5e-3 dB leaves a margin.
+    np.testing.assert_allclose(ours, ref, atol=5e-3, rtol=0)
 
 
 def test_encode_matches_librosa_on_noise_and_silence():
     rep = Mel()
     for y in (noise_signal(1.0), np.zeros(5000, dtype=np.float32)):
-        np.testing.assert_allclose(rep.encode(y), _librosa_log_mel(y, rep), atol=1e-3, rtol=0)
+        np.testing.assert_allclose(rep.encode(y), _librosa_log_mel(y, rep), atol=5e-3, rtol=0)
     assert rep.encode(np.zeros(5000, dtype=np.float32)).min() == pytest.approx(-100.0)  # 10 log10(amin)
 
 
