@@ -68,6 +68,22 @@ STORES = {
         8000,
         "Bach and Corelli as 8 kHz audio (paper 002, Seq2Seq)",
     ),
+    "mel": Store(
+        "mel",
+        "music21:chorales",
+        "mel",
+        {},
+        None,
+        "Bach chorales as log-mel spectrograms (paper 001: 22.05 kHz, 128 bands)",
+    ),
+    "mfcc": Store(
+        "mfcc",
+        "music21:chorales",
+        "mfcc",
+        {},
+        None,
+        "Bach chorales as 20 MFCCs (paper 003: 22.05 kHz, hop 512)",
+    ),
     "mulaw": Store(
         "mulaw",
         "music21:bach,corelli",
@@ -85,9 +101,12 @@ JOBS = (
     Job("cnn_lstm_gan-tiny", "rolls", "the CNN generator / bi-LSTM discriminator GAN (paper 004)", 8.0),
     Job("seq2seq-tiny", "wave", "the Seq2Seq LSTM over raw audio (paper 002)", 5.0),
     Job("wavenet-tiny", "mulaw", "the WaveNet over mu-law audio, composer-conditioned (paper 002)", 3.0),
+    Job("mel_rnn-tiny", "mel", "the mel-spectrogram LSTM with a sampled mixture head (paper 001)", 8.0),
+    Job("mfcc_lstm-tiny", "mfcc", "the MFCC next-clip LSTM (paper 003)", 8.0),
+    Job("mfcc_vae-tiny", "mfcc", "the MFCC VAE, sampled from its prior (paper 003)", 8.0),
 )
 #: Files per store: chorales for FFT frames and rolls; fewer, longer pieces for raw audio.
-MAX_FILES = {"fft": 24, "rolls": 24, "wave": 12, "mulaw": 12}
+MAX_FILES = {"fft": 24, "rolls": 24, "wave": 12, "mulaw": 12, "mel": 24, "mfcc": 24}
 
 
 def _say(text: str) -> None:
@@ -161,7 +180,7 @@ def run_demo(
     if missing:
         _say("FluidSynth or its soundfont is missing: scores are rendered with the built-in synthesiser")
 
-    needed = ["rolls"] + [j.store for j in jobs if j.store != "rolls"]
+    needed = ["rolls"] + [k for j in jobs for k in (j.store, REFERENCE_OF[j.store]) if k != "rolls"]
     for key in dict.fromkeys(needed):
         st = STORES[key]
         _say(f"preparing {st.what}")
@@ -211,8 +230,10 @@ def run_demo(
     return written
 
 
-#: The held-out music each store's models are measured against (mu-law audio: the same pieces as floats).
-REFERENCE_OF = {"fft": "fft", "rolls": "rolls", "wave": "wave", "mulaw": "wave"}
+#: The held-out music each store's models are measured against: audio decoded exactly (mu-law
+#: audio: the same pieces as floats; mel and MFCC: the same chorales as FFT frames, which decode
+#: to the rendered sound itself, not to a Griffin-Lim estimate of it).
+REFERENCE_OF = {"fft": "fft", "rolls": "rolls", "wave": "wave", "mulaw": "wave", "mel": "fft", "mfcc": "fft"}
 
 
 def _evaluate(

@@ -28,6 +28,17 @@ def _axes(ax: Any, figsize: tuple[float, float] = (10, 3)) -> Any:
     return _plt().subplots(figsize=figsize)[1]
 
 
+def new_axes(n_rows: int = 1, *, height: float = 3.0) -> list[Any]:
+    """``n_rows`` axes stacked in one new figure, sharing the time axis."""
+    fig, axes = _plt().subplots(n_rows, 1, figsize=(10, height * n_rows), squeeze=False, sharex=True)
+    return list(axes[:, 0])
+
+
+def close_figure(fig: Any) -> None:
+    """Free a figure that will not be saved."""
+    _plt().close(fig)
+
+
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:
     """Write ``fig`` to ``path`` (PNG) through a temporary file, close it, return the path."""
     path = Path(path)

@@ -205,6 +205,21 @@ def noise_clips(
     ]
 
 
+def reference_clip(gen: Generator, n_frames: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Real frames to draw beside a result: a held-out window of ``n_frames`` (or the longest
+    held-out file, when none is that long) of the run's store; None without a store."""
+    store_path = gen.config.data.store
+    if not store_path or not (Path(store_path) / "meta.yaml").exists():
+        return None
+    store = FeatureStore(store_path)
+    for split in SEED_SPLITS:
+        records = store.records_of(split)
+        if records:
+            longest = max(int(r["n_frames"]) for r in records)
+            return held_out_clips(store, min(n_frames, longest), 1, rng)[0][0]
+    return None
+
+
 def seed_clips(
     gen: Generator, n: int, rng: np.random.Generator, *, seed_file: str | os.PathLike | None = None
 ) -> list[tuple[np.ndarray, dict[str, Any]]]:
@@ -292,10 +307,17 @@ def decode_to_audio(rep: Representation, frames: np.ndarray, seconds: float | No
 
 
 def write_output(
-    rep: Representation, frames: np.ndarray, stem: Path, seconds: float | None = None, *, audio: Any = None
+    rep: Representation,
+    frames: np.ndarray,
+    stem: Path,
+    seconds: float | None = None,
+    *,
+    audio: Any = None,
+    reference: np.ndarray | None = None,
 ) -> list[Path]:
-    """One sample's files through its representation: ``stem.wav``, or MIDI with a rendering and a PNG."""
-    return rep.write(frames, stem, seconds=seconds, audio=audio)
+    """One sample's files through its representation: ``stem.wav``, or MIDI with a rendering, and a
+    PNG (above real ``reference`` frames when given) where the representation draws one."""
+    return rep.write(frames, stem, seconds=seconds, audio=audio, reference=reference)
 
 
 def generate_from_run(
@@ -350,11 +372,13 @@ def generate_from_run(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    reference = reference_clip(gen, frames.shape[1], np.random.default_rng(seed))
     for i in range(n):
         stem = out / f"{gen.name}-seed{seed}-{i}"
         silent = None
+        inversion: dict[str, Any] = {}
         try:
-            audio = gen.representation.to_audio(frames[i], seconds=seconds)
+            audio = gen.representation.to_audio(frames[i], seconds=seconds, report=inversion)
         except (ImportError, CadenzaError) as exc:  # a score that cannot be rendered is still written
             log.warning("could not turn %s into sound (%s)", stem.name, exc)
             audio = None
@@ -367,9 +391,10 @@ def generate_from_run(
                     100 * silent,
                     SILENCE_THRESHOLD_DB,
                 )
-        files = write_output(gen.representation, frames[i], stem, seconds, audio=audio)
+        files = write_output(gen.representation, frames[i], stem, seconds, audio=audio, reference=reference)
         sidecar = {
             "silent_fraction": silent,
+            "inversion": inversion or None,  # an estimating inverse's own consistency (mel, MFCC)
             "files": [p.name for p in files],
             "index": i,
             "n": n,

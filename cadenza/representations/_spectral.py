@@ -33,7 +33,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import librosa
 import numpy as np
@@ -559,6 +559,33 @@ class MelFields(Representation):
     n_iter: int = 32
     inversion: str = "joint"
 
+    #: Whether the frames are in dB (mel) or not (MFCC), for :meth:`picture`.
+    is_db: ClassVar[bool] = True
+
     def mel_fields(self) -> dict[str, Any]:
         """These fields as keyword arguments (to build the ``Mel`` under an ``MFCC``)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(MelFields)}
+
+    def picture(self, frames: np.ndarray, *, title: str = "", ax: Any = None) -> Any:
+        """The frames as an image, time on x (``plot_db_frames``)."""
+        from cadenza.plots import plot_db_frames
+
+        name = self.name  # type: ignore[attr-defined]
+        return plot_db_frames(
+            frames,
+            frame_rate=self.frame_rate,
+            is_db=self.is_db,
+            ax=ax,
+            title=f"{title} {name}".strip(),
+            ylabel=name,
+        )
+
+    def to_audio(
+        self, frames: np.ndarray, *, seconds: float | None = None, report: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, int]:
+        """As :meth:`Representation.to_audio`, through :meth:`invert`: ``report`` (a dict, when
+        given) receives the inversion's ``summary()``, its own spectral convergence included."""
+        inversion = self.invert(frames)  # type: ignore[attr-defined]
+        if report is not None:
+            report.update(inversion.summary())
+        return self._fit(inversion.audio, seconds), int(self.sample_rate)

@@ -135,21 +135,31 @@ class Representation:
         y = (amplitude * rng.standard_normal(n_samples)).astype(np.float32)
         return np.asarray(self.encode(y), dtype=np.float32)[:n_frames]
 
-    def to_audio(self, frames: np.ndarray, *, seconds: float | None = None) -> tuple[np.ndarray, int]:
-        """``(samples, sample_rate)`` of decoded frames, cut or padded to ``seconds`` when given."""
-        y = np.asarray(self.decode(frames), dtype=np.float32).reshape(-1)
-        sr = int(self.sample_rate)  # type: ignore[attr-defined]
+    def to_audio(
+        self, frames: np.ndarray, *, seconds: float | None = None, report: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, int]:
+        """``(samples, sample_rate)`` of decoded frames, cut or padded to ``seconds`` when given.
+
+        ``report``, a dict when given, receives what an estimating inverse says of its result (the
+        spectral representations' consistency); an exact inverse adds nothing.
+        """
+        return self._fit(self.decode(frames), seconds), int(self.sample_rate)  # type: ignore[attr-defined]
+
+    def _fit(self, y: np.ndarray, seconds: float | None) -> np.ndarray:
+        """Samples as float32, cut or padded with silence to ``seconds`` when given."""
+        y = np.asarray(y, dtype=np.float32).reshape(-1)
         if seconds is not None:
-            n = int(round(seconds * sr))
+            n = int(round(seconds * int(self.sample_rate)))  # type: ignore[attr-defined]
             y = np.pad(y, (0, max(0, n - len(y))))[:n]
-        return y, sr
+        return y
 
     def to_score(self, frames: np.ndarray) -> Any:
         """The score of the frames (a ``pretty_midi.PrettyMIDI``), or None: audio has none."""
         return None
 
-    def picture(self, frames: np.ndarray, *, title: str = "") -> Any:
-        """A matplotlib ``Axes`` that shows the frames, written beside a result; None: none is."""
+    def picture(self, frames: np.ndarray, *, title: str = "", ax: Any = None) -> Any:
+        """A matplotlib ``Axes`` (``ax`` when given) that shows the frames, written beside a result;
+        None: none is."""
         return None
 
     def write(
@@ -159,10 +169,12 @@ class Representation:
         *,
         seconds: float | None = None,
         audio: tuple[np.ndarray, int] | None = None,
+        reference: np.ndarray | None = None,
     ) -> list[Any]:
         """The files of one result, the result itself first: ``stem.mid`` when the frames are a score,
         ``stem.wav`` (``audio`` when the caller already has it) and ``stem.png`` when there is a
-        :meth:`picture`. A score that cannot be rendered is still written, with a warning."""
+        :meth:`picture` (above a picture of ``reference``, real frames to compare with, when
+        given). A score that cannot be rendered is still written, with a warning."""
         import logging
         import os
         from pathlib import Path
@@ -188,11 +200,18 @@ class Representation:
         else:
             write_audio(stem.with_suffix(".wav"), y, sr)
             files.append(stem.with_suffix(".wav"))
-        ax = self.picture(frames, title=stem.name)
-        if ax is not None:
-            from cadenza.plots import save_figure
+        if type(self).picture is Representation.picture:  # nothing to draw
+            return files
+        from cadenza.plots import new_axes, save_figure
 
-            files.append(save_figure(ax.figure, stem.with_suffix(".png")))
+        axes = new_axes(2 if reference is not None else 1)
+        ax = self.picture(
+            frames, title=stem.name if reference is None else f"{stem.name} (generated)", ax=axes[0]
+        )
+        if reference is not None:
+            self.picture(reference, title="real music (held out)", ax=axes[1])
+            axes[0].set_xlabel("")  # the axes share time: one label, at the bottom
+        files.append(save_figure(ax.figure, stem.with_suffix(".png")))
         return files
 
 

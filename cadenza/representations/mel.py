@@ -118,18 +118,6 @@ class Mel(_spectral.MelFields):
             # Griffin-Lim here frames like the encoder only when centred; say so now, not at decode.
             raise ParameterError("center=False is not supported: decode needs centred frames")
 
-    def picture(self, frames: np.ndarray, *, title: str = "") -> Any:
-        """The frames as an image, time on x (``plot_db_frames``)."""
-        from cadenza.plots import plot_db_frames
-
-        return plot_db_frames(
-            frames,
-            frame_rate=self.frame_rate,
-            is_db=True,
-            title=f"{title} {self.name}".strip(),
-            ylabel=self.name,
-        )
-
     @property
     def n_features(self) -> int:
         return self.n_mels

@@ -77,6 +77,7 @@ class MFCC(_spectral.MelFields):
     """
 
     name: ClassVar[str] = "mfcc"
+    is_db: ClassVar[bool] = False
     round_trip_tolerance: ClassVar[float] = 12.0
 
     n_mfcc: int = 20
@@ -103,18 +104,6 @@ class MFCC(_spectral.MelFields):
     def _lifter_weights(self) -> np.ndarray:
         k = np.arange(1, 1 + self.n_mfcc, dtype=np.float64)
         return (1.0 + (self.lifter / 2.0) * np.sin(np.pi * k / self.lifter)).astype(np.float32)
-
-    def picture(self, frames: np.ndarray, *, title: str = "") -> Any:
-        """The frames as an image, time on x (``plot_db_frames``)."""
-        from cadenza.plots import plot_db_frames
-
-        return plot_db_frames(
-            frames,
-            frame_rate=self.frame_rate,
-            is_db=False,
-            title=f"{title} {self.name}".strip(),
-            ylabel=self.name,
-        )
 
     @property
     def n_features(self) -> int:

@@ -290,7 +290,9 @@ class PianoRoll(Representation):
     def to_score(self, frames: np.ndarray) -> pretty_midi.PrettyMIDI:
         return self.decode(frames)
 
-    def to_audio(self, frames: np.ndarray, *, seconds: float | None = None) -> tuple[np.ndarray, int]:
+    def to_audio(
+        self, frames: np.ndarray, *, seconds: float | None = None, report: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, int]:
         """The decoded score rendered (FluidSynth, else the built-in synthesiser) at 16 kHz.
 
         A score sounds as long as its notes (and their release): ``seconds`` is not applied.
@@ -299,12 +301,13 @@ class PianoRoll(Representation):
 
         return render_midi(self.decode(frames), sr=RENDER_SAMPLE_RATE), RENDER_SAMPLE_RATE
 
-    def picture(self, frames: np.ndarray, *, title: str = "") -> Any:
+    def picture(self, frames: np.ndarray, *, title: str = "", ax: Any = None) -> Any:
         """The roll drawn with bar lines (``plot_pianoroll``)."""
         from cadenza.plots import plot_pianoroll
 
         return plot_pianoroll(
             frames,
+            ax=ax,
             resolution=self.resolution,
             lowest_pitch=self.lowest_pitch,
             beats_per_bar=self.beats_per_bar,

@@ -129,5 +129,9 @@ def test_cli_trains_resumes_and_runs_free_without_collapse(store: Path, tmp_path
         assert score is not None and score < LOOP_THRESHOLD
         meta = json.loads((out / f"run-seed3-{i}.json").read_text())
         assert meta["model"] == "mel_rnn" and meta["seed_source"]["kind"] == "store"
+        # the inversion's own consistency, recomputed here from the frames the model asked for
+        assert meta["inversion"]["domain"] == "mel" and meta["inversion"]["method"] == "joint"
+        assert meta["inversion"]["spectral_convergence_db"] < -20  # -29 to -32 dB measured
+        assert (out / f"run-seed3-{i}.png").is_file()  # the generated spectrogram above a real one
     assert np.mean(spreads) >= 0.5 * real_std, (spreads, real_std)  # head=mse: 0.2-0.5, flux 0.2-0.7x
     assert_evaluates(run, store, tmp_path / "eval", seconds=2.0)

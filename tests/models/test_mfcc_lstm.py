@@ -105,6 +105,8 @@ def test_cli_trains_resumes_and_generates_music_like_mfccs(store: Path, tmp_path
     assert sr == 16000 and len(y) == 10 * sr
     meta = json.loads((out / "run-seed2-0.json").read_text())
     assert meta["model"] == "mfcc_lstm" and meta["seed_source"]["kind"] == "store"
+    assert meta["inversion"]["domain"] == "mfcc" and meta["inversion"]["spectral_convergence_db"] < 0
+    assert (out / "run-seed2-0.png").is_file()
     # judged by the MFCCs re-extracted from the sound: spread and motion of real music
     frames = FeatureStore(store).representation.encode(y)
     real_std, real_flux = real_measures(store)
