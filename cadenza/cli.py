@@ -16,7 +16,7 @@ from cadenza import __version__
 from cadenza.errors import CadenzaError
 
 #: Verbs in the order ``cadenza --help`` lists them.
-COMMANDS = ("doctor", "prepare", "train", "generate", "evaluate", "export", "demo")
+COMMANDS = ("doctor", "prepare", "train", "generate", "evaluate", "listen", "export", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

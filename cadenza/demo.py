@@ -227,6 +227,8 @@ def run_demo(
     written["report"] = str(write_report(out, written, seconds=time.perf_counter() - t0))
     html = Path(written["report"]).with_suffix(".html")
     _say(f"done in {time.perf_counter() - t0:.0f} s; report: {html} (and {written['report']})")
+    for key in written["evaluations"]:
+        _say(f"a blind listening test of these clips: cadenza listen {out / 'evaluation' / key} --port 8000")
     return written
 
 
