@@ -16,6 +16,12 @@ Everything runs side by side in one process on the same machine:
     FLOPs*, which leaves out the input gradient of the layer that reads the data, since
     autograd never computes it. The goal (model FLOPs, the brief's convention): at least 0.85
     for fft_base, fft_fc, fft_bilinear and fft_stacked.
+``vs_torch``
+    Each paper-size model's training step with cadenza's kernels against the same model, the
+    same weights and the same batch run as plain PyTorch (``CADENZA_KERNELS=off``: ``nn.LSTM``,
+    ``nn.Dropout``, ``torch.optim.RMSprop``), the two steps alternating on one model so that both
+    see the same moments of a shared machine; best and median of ``--steps`` each. Goal (issue
+    14): at least 1.8x for every model.
 ``optimizer``
     One RMSprop update of fft_base's paper-size parameters (99 M) with weight decay: PyTorch's
     ``torch.optim.RMSprop`` against cadenza's fused one-pass update, best of 5 interleaved.
@@ -39,12 +45,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from _machine import machine, run_as_cadenza
+from _machine import load_record, machine, run_as_cadenza
 from torch import nn
 
 RESULTS = Path(__file__).parent / "results" / "fft_lstm.json"
@@ -52,6 +59,7 @@ BATCH, SEQ_LEN, N_FEATURES, FRAME_RATE = 16, 40, 8000, 4.0
 MODELS = ("fft_base", "fft_fc", "fft_conv1d", "fft_conv2d", "fft_bilinear", "fft_stacked")
 GOAL_FRACTION = 0.85
 GOAL_MODELS = ("fft_base", "fft_fc", "fft_bilinear", "fft_stacked")
+GOAL_VS_TORCH = 1.8
 MM_SIZE = 4096
 
 
@@ -176,6 +184,43 @@ def bench_train(keys: list[str], steps: int) -> tuple[list[dict], list[float]]:
     return [b.row() for b in benches], mm
 
 
+def bench_vs_torch(keys: list[str], steps: int) -> list[dict]:
+    """Each model's step with the kernels on and off, alternating on the same model and batch."""
+    from cadenza.kernels import ENV_VAR
+
+    rows = []
+    for key in keys:
+        bench = TrainBench(key)
+        times: dict[str, list[float]] = {"on": [], "off": []}
+        for r in range(steps):
+            for mode in ("off", "on") if r % 2 else ("on", "off"):
+                os.environ[ENV_VAR] = mode
+                if not times[mode]:
+                    bench.step(timed=False)  # warm-up of this path
+                bench.times = []
+                bench.step()
+                times[mode] += bench.times
+        os.environ[ENV_VAR] = "on"
+        best = {m: min(t) for m, t in times.items()}
+        median = {m: statistics.median(t) for m, t in times.items()}
+        row = {
+            "model": key,
+            "kernels_step_s": round(best["on"], 3),
+            "torch_step_s": round(best["off"], 3),
+            "speedup": round(best["off"] / best["on"], 2),
+            "median_speedup": round(median["off"] / median["on"], 2),
+            "kernels_gflops": round(3 * bench.fwd / best["on"] / 1e9, 1),
+            "torch_gflops": round(3 * bench.fwd / best["off"] / 1e9, 1),
+        }
+        row["goal_met"] = row["speedup"] >= GOAL_VS_TORCH
+        print(f"  {key}: kernels {row['kernels_step_s']:.2f} s, nn.LSTM {row['torch_step_s']:.2f} s -> "
+              f"{row['speedup']:.2f}x (median {row['median_speedup']:.2f}x)", flush=True)  # fmt: skip
+        rows.append(row)
+        del bench
+        gc.collect()
+    return rows
+
+
 def bench_optimizer(repeats: int = 5) -> dict:
     """One RMSprop update of fft_base's paper-size parameters: torch's against cadenza's fused one."""
     from cadenza.kernels.rmsprop import RMSprop
@@ -250,10 +295,21 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seconds", type=float, default=10.0, help="audio generated per measurement")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain sliding-window reference")
+    parser.add_argument("--only-vs-torch", action="store_true", help="only the kernels-vs-nn.LSTM comparison")
     args = parser.parse_args()
     run_as_cadenza()
     t_start = time.perf_counter()
-    train_rows, mm = bench_train([k.strip() for k in args.models.split(",")], args.steps)
+    keys = [k.strip() for k in args.models.split(",")]
+    load_before = os.getloadavg()
+    vs_torch = bench_vs_torch(keys, max(args.steps, 4))
+    gc.collect()
+    if args.only_vs_torch:
+        path = RESULTS.with_name("fft_lstm_vs_torch.json")
+        path.write_text(json.dumps({"machine": machine(**load_record(load_before)), "vs_torch": vs_torch,
+                                    "goal": f">= {GOAL_VS_TORCH}x"}, indent=2) + "\n")  # fmt: skip
+        print(f"results in {path}")
+        return
+    train_rows, mm = bench_train(keys, args.steps)
     gc.collect()  # free the models
     best_mm = max(mm)
     for row in train_rows:
@@ -268,11 +324,13 @@ def main() -> None:
         "goals": {
             "train_model_flop_fraction": f">= {GOAL_FRACTION} for {', '.join(GOAL_MODELS)}",
             "generate": "sliding window faster than real time (rtf < 1)",
+            "vs_torch": f"training step >= {GOAL_VS_TORCH}x the same model on nn.LSTM (issue 14)",
         },
-        "machine": machine(),
+        "machine": machine(**load_record(load_before)),
         "shape": {"batch": BATCH, "seq_len": SEQ_LEN, "n_features": N_FEATURES, "hidden": 2048},
         "mm_gflops": {"best": round(best_mm / 1e9, 1), "all": [round(r / 1e9, 1) for r in mm]},
         "train": train_rows,
+        "vs_torch": vs_torch,
         "optimizer": optimizer,
         "generate": gen_rows,
         "wall_s": round(time.perf_counter() - t_start, 1),
