@@ -121,6 +121,43 @@ def test_block_mixdown_matches_whole_file_mixdown(tmp_path, monkeypatch):
     np.testing.assert_allclose(part, data[4000:6400].mean(axis=1), atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("file_format", "subtype", "channels", "as_int"),
+    [
+        ("WAV", "PCM_16", 1, True),
+        ("WAV", "PCM_16", 2, True),
+        ("WAV", "PCM_16", 4, True),
+        ("WAV", "PCM_U8", 2, True),
+        ("AIFF", "PCM_S8", 2, True),
+        ("WAV", "PCM_16", 3, False),  # weights 1/3 round: through floats
+        ("WAV", "PCM_24", 2, False),
+        ("FLAC", "PCM_16", 2, False),
+    ],
+)
+def test_integer_mixdown_gives_the_floats_of_libsndfile_bit_for_bit(
+    tmp_path, monkeypatch, file_format, subtype, channels, as_int
+):
+    """8- and 16-bit PCM is read as int16 and mixed by numpy: the same float32 mean, exactly."""
+    rng = np.random.default_rng(2)
+    data = rng.uniform(-1.0, 1.0, size=(5_003, channels))
+    data[:8] = 1.0  # full scale both ways, where a wrong scale or an overflow would show
+    data[8:16] = -1.0
+    path = tmp_path / f"pcm.{file_format.lower()}"
+    sf.write(path, data, 8000, format=file_format, subtype=subtype)
+    monkeypatch.setattr(io, "_BLOCK_FRAMES", 1000)  # blocks and a short last one
+    with sf.SoundFile(path) as f:
+        assert io._mixes_as_integers(f) == as_int
+    floats, _ = sf.read(path, dtype="float32", always_2d=True)
+    y, _ = read_audio(path)
+    expected = floats.astype(np.float64).mean(axis=1)
+    if as_int:
+        assert y.dtype == np.float32 and np.array_equal(y, expected.astype(np.float32))
+    else:
+        np.testing.assert_allclose(y, expected, atol=1e-7)
+    part, _ = read_audio(path, offset=0.25, duration=0.3)
+    np.testing.assert_array_equal(part, y[2000:4400])
+
+
 @pytest.mark.parametrize("res_type", ["soxr_hq", "soxr_vhq"])
 def test_resampling_matches_librosa(tmp_path, res_type):
     rng = np.random.default_rng(1)

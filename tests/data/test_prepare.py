@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 
 import numpy as np
@@ -161,10 +162,29 @@ def test_other_parameters_on_an_existing_store_are_refused(music_folder, tmp_pat
     assert summary.n_ok == 4 and FeatureStore(out).n_features == 400
 
 
-def test_parallel_workers_give_the_same_store(music_folder, tmp_path):
+#: Forked workers where this platform can fork (not Windows).
+needs_fork = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="this platform cannot fork"
+)
+
+
+@pytest.mark.parametrize(
+    ("representation", "start_method"),
+    [
+        pytest.param("mel", None, id="mel-auto"),
+        pytest.param("fft", "fork", id="fft-fork", marks=needs_fork),
+        pytest.param("fft", "spawn", id="fft-spawn"),
+    ],
+)
+def test_parallel_workers_give_the_same_store(
+    music_folder, tmp_path, monkeypatch, representation, start_method
+):
+    import cadenza.data.prepare as prep
+
+    monkeypatch.setattr(prep, "_START_METHOD", start_method)
     a, b = tmp_path / "one", tmp_path / "two"
-    prepare_corpus(str(music_folder), a, representation="mel", progress=False)
-    prepare_corpus(str(music_folder), b, representation="mel", workers=2, progress=False)
+    prepare_corpus(str(music_folder), a, representation=representation, progress=False)
+    prepare_corpus(str(music_folder), b, representation=representation, workers=2, progress=False)
     ma, mb = _manifest(a), _manifest(b)
     strip = ("seconds",)
     assert [{k: v for k, v in r.items() if k not in strip} for r in ma.values()] == [
@@ -185,9 +205,11 @@ def crash_on_c(item, *args):
     return prepare_one(item, *args)
 
 
-def test_a_worker_crash_costs_only_its_file(music_folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("start_method", [pytest.param("fork", marks=needs_fork), "spawn"])
+def test_a_worker_crash_costs_only_its_file(music_folder, tmp_path, monkeypatch, start_method):
     import cadenza.data.prepare as prep
 
+    monkeypatch.setattr(prep, "_START_METHOD", start_method)
     out = tmp_path / "store"
     monkeypatch.setattr(prep, "_WORKER_FN", crash_on_c)
     summary = prepare_corpus(
@@ -196,6 +218,45 @@ def test_a_worker_crash_costs_only_its_file(music_folder, tmp_path, monkeypatch)
     manifest = _manifest(out)
     assert manifest["rock__c.ogg"]["reason"] == "crashed the decoder"
     assert summary.n_ok == 3 and len(manifest) == 9
+
+
+def test_workers_fork_only_from_a_single_threaded_process_without_torch(monkeypatch):
+    import sys
+
+    import cadenza.data.prepare as prep
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(prep.threading, "active_count", lambda: 1)
+    assert prep._start_method() == "fork"
+    monkeypatch.setattr(prep, "_START_METHOD", "spawn")
+    assert prep._start_method() == "spawn"  # a test or a user can choose
+    monkeypatch.setattr(prep, "_START_METHOD", None)
+    monkeypatch.setitem(sys.modules, "torch", object())
+    assert prep._start_method() == "spawn"  # torch's OpenMP pool does not survive a fork
+    monkeypatch.delitem(sys.modules, "torch")
+    monkeypatch.setattr(prep.threading, "active_count", lambda: 2)
+    assert prep._start_method() == "spawn"  # another thread may hold a lock the child would copy
+    monkeypatch.setattr(prep.threading, "active_count", lambda: 1)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert prep._start_method() == "spawn"
+
+
+def test_only_the_fork_warning_of_python_3_12_is_silenced():
+    import warnings
+
+    from cadenza.data.prepare import _quiet_fork_warning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _quiet_fork_warning():
+            warnings.warn(
+                "This process (pid=123) is multi-threaded, use of fork() may lead to deadlocks in the child.",
+                DeprecationWarning,
+                stacklevel=1,
+            )
+            warnings.warn("something else", DeprecationWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something else"]
 
 
 def test_cli_errors_are_one_clear_line(music_folder, tmp_path, capsys):
@@ -326,6 +387,7 @@ if __name__ == "__main__":
     from cadenza.cli import main
 
     prep._WORKER_FN = slow
+    prep._START_METHOD = os.environ.get("CADENZA_TEST_START") or None
     sys.exit(main(sys.argv[1:]))
 '''
 
@@ -364,7 +426,8 @@ def _wait_until(condition, seconds: float) -> bool:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds processes through /proc")
-def test_kill_9_of_prepare_takes_its_workers_along(music_folder, tmp_path):
+@pytest.mark.parametrize("start_method", ["", "spawn"], ids=["auto", "spawn"])
+def test_kill_9_of_prepare_takes_its_workers_along(music_folder, tmp_path, start_method):
     import signal
     import subprocess
     import sys
@@ -372,7 +435,7 @@ def test_kill_9_of_prepare_takes_its_workers_along(music_folder, tmp_path):
     (tmp_path / "slow_worker.py").write_text(_SLOW_WORKER)
     marks = tmp_path / "marks"
     marks.mkdir()
-    env = {**os.environ, "CADENZA_TEST_MARKS": str(marks)}
+    env = {**os.environ, "CADENZA_TEST_MARKS": str(marks), "CADENZA_TEST_START": start_method}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
     argv = ["prepare", str(music_folder), str(tmp_path / "store"), "--workers", "2", "--no-progress"]
     parent = subprocess.Popen(
