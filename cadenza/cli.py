@@ -16,7 +16,7 @@ from cadenza import __version__
 from cadenza.errors import CadenzaError
 
 #: Verbs in the order ``cadenza --help`` lists them.
-COMMANDS = ("doctor", "prepare", "train", "generate", "evaluate", "listen", "export", "demo")
+COMMANDS = ("doctor", "prepare", "train", "generate", "evaluate", "listen", "export", "demo", "study")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Verbs that run models on the CPU for long: run under tcmalloc (see :mod:`cadenza._malloc`).
-HEAVY = ("train", "generate", "demo")
+HEAVY = ("train", "generate", "demo", "study")
 
 
 def main(argv: list[str] | None = None) -> int:

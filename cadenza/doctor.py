@@ -25,8 +25,57 @@ def _version(module: str) -> str | None:
         return None
 
 
-def check_environment() -> list[Check]:
-    """Everything ``cadenza doctor`` prints, as data."""
+def check_cpus() -> list[Check]:
+    """The CPUs this process may use, how busy the machine is, and the threads cadenza chooses.
+
+    The load is measured from :func:`cadenza.threads.mark` when one was taken 0.2-10 s ago (as
+    :func:`check_environment` does while it imports), else over a short window. A command that
+    already chose (``cadenza demo``) has its choice reported as it is.
+    """
+    from cadenza import threads
+
+    choice = threads.current() or threads.choose_threads()
+    measured = choice if choice.busy is not None or not choice.explicit else threads.choose_threads(env=False)
+    cpus = choice.cpus
+    load = threads.load_average()
+    load_text = f"load average {load[0]:.2f} (5 min {load[1]:.2f})" if load else "no load average here"
+    if measured.busy is None:
+        busy_text = "what other programs use is not measurable here"
+    else:
+        busy_text = f"other programs keep {measured.busy:.1f} of {cpus.available} CPUs busy"
+    busy = measured.busy is not None and measured.busy > threads.BUSY_TOLERANCE
+    if choice.explicit:
+        how = f"set by {choice.source}; the free CPUs would give {measured.threads}"
+    elif choice.threads < min(choice.cap, cpus.available):
+        how = "the CPUs other programs leave free"
+    else:
+        how = "every CPU available is free"
+    return [
+        Check("cpus", True, cpus.describe()),
+        Check(
+            "load",
+            not busy,
+            f"{busy_text}; {load_text}",
+            "training and generation use only the CPUs that are free (two threads waiting for a busy "
+            "core are slower than one): close other programs for full speed",
+            optional=True,
+        ),
+        Check(
+            "threads",
+            True,
+            f"{choice.threads} ({how}; torch would use {choice.cap}; re-checked every "
+            f"{threads.RECHECK_SECONDS:g} s in training unless set; --threads N or {threads.ENV_VAR}=N sets it)",
+            optional=True,
+        ),
+    ]
+
+
+def check_environment(cpus: bool = True) -> list[Check]:
+    """Everything ``cadenza doctor`` prints, as data (``cpus``: with :func:`check_cpus`)."""
+    if cpus:
+        from cadenza import threads
+
+        threads.mark()  # the load is measured over the imports below, without a wait of its own
     checks = [Check("python", True, platform.python_version())]
     for module, why in (
         ("torch", "needed for every model"),
@@ -135,4 +184,6 @@ def check_environment() -> list[Check]:
             optional=True,
         )
     )
+    if cpus:
+        checks += check_cpus()
     return checks

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cadenza import threads
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -38,11 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="clips per model measured by cadenza evaluate at the end (default: 20; 0: skip)",
     )
     p.add_argument("overrides", nargs="*", help="training overrides, e.g. train.max_epochs=5")
+    threads.add_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    threads.mark()  # the load is measured while the libraries load
+    import torch  # noqa: F401 - loaded now, inside the window
+
     from cadenza.demo import run_demo
+
+    threads.configure(getattr(args, "threads", None))
 
     run_demo(
         args.out,

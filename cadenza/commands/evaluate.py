@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cadenza import threads
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -68,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="a generation option of the model family, e.g. temperature=0.9 (repeatable)",
     )
+    threads.add_argument(p)
     p.set_defaults(func=run)
 
 
@@ -98,8 +101,13 @@ def _run_store(source: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    threads.mark()  # the load is measured while the libraries load
+    import torch  # noqa: F401 - loaded now, inside the window
+
     from cadenza.commands.generate import parse_options
     from cadenza.errors import ParameterError
+
+    threads.configure(getattr(args, "threads", None))
 
     options = parse_options(args.option)
     reference = args.reference

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from cadenza import threads
 from cadenza.errors import ParameterError
 
 
@@ -54,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--style beethoven=0.5,mozart=0.5; a bare NAME weighs 1; weights are normalised to sum 1"
         ),
     )
+    threads.add_argument(p)
     p.set_defaults(func=run)
 
 
@@ -88,7 +90,10 @@ def parse_style(text: str) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    threads.mark()  # the load is measured while the libraries load
     from cadenza.generation import generate_from_run
+
+    threads.configure(getattr(args, "threads", None))
 
     options = parse_options(args.option)
     if args.style:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cadenza import threads
+
 
 def _params(pairs: list[str]) -> dict[str, object]:
     import yaml
@@ -19,15 +21,21 @@ def _params(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-def default_workers() -> int:
-    """One worker per CPU core this process may use, at most 8."""
-    import os
+def default_workers(requested: int | None = None) -> int:
+    """``--threads`` (else ``CADENZA_THREADS``) when given, else one per CPU this process may use
+    (its affinity and cgroup quota), at most 8.
 
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
+    Workers are independent single-threaded processes: beside other programs they share the
+    cores fairly without waiting for each other, so the free CPUs do not lower the default.
+    """
+    choice = threads.parse_request(requested)
+    if choice is None:
+        import os
+
+        choice = threads.parse_request(os.environ.get(threads.ENV_VAR))
+    if choice is not None:
+        return choice
+    return max(1, min(8, threads.available_cpus().available))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +78,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="start OUT again if it holds other parameters")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--plot", action="store_true", help="also write a PNG of one prepared piece to OUT/plots")
+    threads.add_argument(
+        p,
+        help=f"CPUs to use: the default of --workers (default: the CPUs this process may use; {threads.ENV_VAR}=N sets a default)",
+    )
     p.set_defaults(func=run)
 
 
@@ -89,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         representation=args.representation,
         sample_rate=args.sample_rate,
         rep_params=_params(args.param),
-        workers=args.workers if args.workers is not None else default_workers(),
+        workers=args.workers if args.workers is not None else default_workers(getattr(args, "threads", None)),
         max_files=args.max_files,
         seed=args.seed,
         split=split,

@@ -10,6 +10,8 @@ import argparse
 import os
 from typing import Any
 
+from cadenza import threads
+
 
 class _Intermixed:
     """Lets ``key=value`` overrides come before or after the options, as users type them."""
@@ -63,11 +65,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--restart", action="store_true", help="start the run again from step 0 instead of resuming"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    threads.add_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    threads.mark()  # the load is measured while the libraries load
     from cadenza.training import train
+
+    threads.configure(getattr(args, "threads", None))
 
     result = train(
         args.config,

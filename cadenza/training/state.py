@@ -46,6 +46,7 @@ class TrainState:
     interval_sums: dict[str, float] = dataclasses.field(default_factory=dict)
     interval_count: int = 0
     interval_seconds: float = 0.0
+    seconds_trained: float = 0.0  # wall-clock seconds of training steps, over every resume
     #: "finished", "max_steps", "early_stopping", "interrupted", or "" while training goes on.
     stopped: str = ""
 

@@ -60,6 +60,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cadenza import threads
 from cadenza.data.normalize import Normalizer
 from cadenza.data.store import FeatureStore, atomic_write_text
 from cadenza.errors import CadenzaError, ParameterError
@@ -104,6 +105,7 @@ RESUMABLE_CHANGES = (
     "data.num_workers",
     "train.max_epochs",
     "train.max_steps",
+    "train.max_seconds",
     "train.valid_every",
     "train.save_every",
     "train.save_every_steps",
@@ -124,12 +126,14 @@ class TrainResult:
     run_dir: Path
     step: int
     epoch: int
-    #: "finished", "max_steps", "early_stopping", "interrupted" or "already finished".
+    #: "finished", "max_steps", "max_seconds", "early_stopping", "interrupted" or "already finished".
     stopped: str
     last: Path | None
     best: Path | None
     best_value: float | None
     metrics: Path
+    #: Wall-clock seconds of training steps in the run so far (every resume counted).
+    seconds: float = 0.0
 
 
 class _Losses(nn.Module):
@@ -537,6 +541,8 @@ class Trainer:
             return "early_stopping"
         if cfg.max_steps and st.step >= cfg.max_steps:
             return "max_steps"
+        if cfg.max_seconds and st.seconds_trained >= cfg.max_seconds:
+            return "max_seconds"
         if st.epoch >= cfg.max_epochs:
             return "finished"
         return ""
@@ -547,13 +553,14 @@ class Trainer:
         if already:
             if self.dist.is_main:
                 log.info(
-                    "%s is already done (%s at step %d, epoch %d); raise train.max_epochs or train.max_steps to go on",
+                    "%s is already done (%s at step %d, epoch %d); raise train.max_epochs, train.max_steps or train.max_seconds to go on",
                     self.run_dir,
                     already,
                     self.state.step,
                     self.state.epoch,
                 )
             return self._result("already finished")
+        threads.ensure()  # the threads the command chose, else chosen now from the free CPUs
         self.open_logs()
         if self.dist.is_main:
             advise_allocator(self.model, self.device)
@@ -568,7 +575,7 @@ class Trainer:
                     break
                 stopped = self._end_epoch()
         self.state.stopped = stopped
-        if stopped in ("max_steps", "interrupted"):
+        if stopped in ("max_steps", "max_seconds", "interrupted"):
             self.tracker.plot(self._loss_names or ["loss"], self.state.step)
             self.save_last()  # _end_epoch wrote it and the plot for the other reasons
         self.tracker.flush()
@@ -585,17 +592,19 @@ class Trainer:
             best=self.best_path if self.best_path.exists() else None,
             best_value=st.best_value if math.isfinite(st.best_value) else None,
             metrics=self.metrics_path,
+            seconds=st.seconds_trained,
         )
 
     def train_epoch(self) -> str:
-        """The rest of the current epoch; returns "max_steps" or "interrupted" when it stopped early."""
+        """The rest of the current epoch; returns "max_steps", "max_seconds" or "interrupted" when it stopped early."""
         cfg, st = self.config.train, self.state
         self.sampler.set_epoch(st.epoch, st.batch_in_epoch)
         loader = self._loader(self.train_set, self.sampler, epoch=st.epoch)
         self.tracker.new_epoch(self._epoch_desc())
-        tic = time.perf_counter()
+        tic = clock = time.perf_counter()
         for batch in loader:
             values = self.train_step(batch)
+            threads.refresh()  # every few seconds: fewer threads when other programs start, more when they stop
             st.step += 1
             st.batch_in_epoch += 1
             st.add(values)
@@ -609,6 +618,11 @@ class Trainer:
                 self.save_last()
             if cfg.max_steps and st.step >= cfg.max_steps:
                 return "max_steps"
+            now = time.perf_counter()
+            st.seconds_trained += now - clock  # the step and the wait for its batch
+            clock = now
+            if cfg.max_seconds and st.seconds_trained >= cfg.max_seconds:
+                return "max_seconds"
             if self._stop_requested:
                 return "interrupted"
         st.interval_seconds += time.perf_counter() - tic

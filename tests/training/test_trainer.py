@@ -68,6 +68,19 @@ def test_interrupted_run_resumes_with_bitwise_equal_losses(store: Path, tmp_path
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_a_time_budget_stops_training_and_counts_across_resumes(store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    overrides = [*TINY, "train.max_epochs=1000"]
+    first = train("fft_base-tiny", data=store, run=run, overrides=[*overrides, "train.max_seconds=0.5"])
+    assert first.stopped == "max_seconds" and 0.5 <= first.seconds < 5.0 and first.step > 0
+    saved = load_checkpoint(first.last)["progress"]["seconds_trained"]
+    assert saved == pytest.approx(first.seconds)  # the time is part of where the run stands
+    again = train("fft_base-tiny", data=store, run=run, overrides=[*overrides, "train.max_seconds=0.5"])
+    assert again.stopped == "already finished" and again.step == first.step
+    more = train("fft_base-tiny", data=store, run=run, overrides=[*overrides, "train.max_seconds=1.5"])
+    assert more.stopped == "max_seconds" and more.step > first.step and more.seconds >= 1.5
+
+
 def test_sigterm_stops_after_the_step_and_resume_is_exact(
     store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

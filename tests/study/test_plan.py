@@ -1,0 +1,201 @@
+"""The study's plan, settings, state and report, without training anything."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from cadenza.errors import ParameterError
+from cadenza.models import MODELS
+from cadenza.representations import representation_from_dict
+from cadenza.study import Budget, StudyError, StudyState, check_held_out, plan_study, resolve_settings
+from cadenza.study.plan import store_key, store_needs
+from cadenza.study.report import paper000_answer, write_report
+from cadenza.study.run import _split_overrides
+
+
+def test_budget_reads_times_steps_and_config() -> None:
+    assert Budget.parse("10m") == Budget("seconds", 600.0)
+    assert Budget.parse("2h").seconds == 7200.0 and Budget.parse("1h30m").seconds == 5400.0
+    assert Budget.parse("90s").text == "1 min 30 s" and Budget.parse("2.5min").seconds == 150.0
+    assert Budget.parse("500steps") == Budget("steps", 500.0) and Budget.parse("1 step").steps == 1
+    assert Budget.parse("config").kind == "config"
+    for spec in ("10m", "500steps", "config"):
+        assert Budget.parse(Budget.parse(spec).spec) == Budget.parse(spec)
+    for bad in ("", "ten minutes", "10", "10parsecs", "0s", "0steps", "5steps10m"):
+        with pytest.raises(ParameterError, match="--budget"):
+            Budget.parse(bad)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_every_model_has_a_store_and_is_measured_against_the_sound_itself(preset: str) -> None:
+    plan = plan_study(MODELS, preset)
+    assert not plan.errors and plan.models == list(MODELS)
+    for model in MODELS:
+        rep = plan.stores[plan.train_store[model]]
+        MODELS[model].check(_info(rep))  # the family accepts the store the study makes for it
+        ref = representation_from_dict(plan.stores[plan.reference[model]])
+        # measured against an exact decoding of the music: float samples, FFT frames or the scores
+        assert ref.is_exact and (ref.input_kind == "score" or ref.dtype == "float32"), model
+        if ref.input_kind == "audio":
+            assert ref.sample_rate == representation_from_dict(rep).sample_rate, model
+    groups = plan.groups()
+    assert groups["fft-16k"] == [
+        "fft_base",
+        "fft_fc",
+        "fft_conv1d",
+        "fft_conv2d",
+        "fft_bilinear",
+        "fft_stacked",
+    ]
+    gans = plan.train_store["bilstm_gan"]
+    assert gans == plan.train_store["cnn_lstm_gan"] == "pianoroll-lowest_pitch=24-n_pitches=84"
+    rate = "8k" if preset == "tiny" else "16k"
+    assert plan.train_store["wavenet"] == f"waveform-{rate}-encoding=mulaw"
+    assert plan.reference["wavenet"] == plan.train_store["seq2seq"] == f"waveform-{rate}"
+    assert plan.reference["mel_rnn"] == plan.reference["mfcc_vae"] == "waveform-22.05k"
+    assert plan.users(f"waveform-{rate}") == ["seq2seq", "wavenet"]
+
+
+def _info(rep: dict):
+    from cadenza.models import DataInfo
+
+    return DataInfo(n_features=1, representation=rep)
+
+
+def test_a_family_without_configs_trains_on_what_it_requires(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.study import toy
+
+    spec = MODELS[toy.register("toy_plain", monkeypatch)]
+    assert store_key(store_needs("toy_plain")) == "fft-16k"  # nothing said: cadenza prepare's default
+    rolls = replace(spec, key="toy_rolls", requires=MappingProxyType({"name": ("pianoroll",)}))
+    monkeypatch.setitem(MODELS, "toy_rolls", rolls)
+    assert store_key(store_needs("toy_rolls")) == "pianoroll"
+    bad = replace(
+        spec, key="toy_bad", prepare="--representation mel", requires=MappingProxyType({"name": ("fft",)})
+    )
+    monkeypatch.setitem(MODELS, "toy_bad", bad)
+    plan = plan_study(["toy_plain", "toy_bad"])
+    assert list(plan.train_store) == ["toy_plain"] and "trains on name in ['fft']" in plan.errors["toy_bad"]
+
+
+def _manifest(folder: Path, splits: dict[str, str]) -> Path:
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"id": i, "status": "ok", "split": s}) for i, s in splits.items()]
+    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_held_out_check_names_stores_that_drew_or_split_other_files(tmp_path: Path) -> None:
+    base = {"a": "train", "b": "train", "c": "valid", "d": "test"}
+    a = _manifest(tmp_path / "a", base)
+    b = _manifest(tmp_path / "b", dict(base))
+    assert check_held_out({"a": a, "b": b}) == (True, [])
+    c = _manifest(tmp_path / "c", {**base, "d": "train", "e": "test"})
+    same, notes = check_held_out({"a": a, "b": b, "c": c})
+    assert not same and len(notes) == 2
+    assert "c drew other files than a (1 only in c, 0 only in a, e.g. e)" in notes[0]
+    assert "c splits 1 files differently from a (e.g. d)" in notes[1]
+
+
+def test_settings_come_from_the_study_folder_and_its_data_cannot_change(tmp_path: Path) -> None:
+    with pytest.raises(ParameterError, match="give the SOURCE"):
+        resolve_settings(tmp_path)
+    s = resolve_settings(tmp_path, source="music21:chorales", models=["fft_base", " wavenet"], max_files=6)
+    assert s.models == ["fft_base", "wavenet"] and s.budget == Budget.parse("10m") and s.preset == "tiny"
+    state = StudyState(tmp_path)
+    state.data["settings"] = s.to_dict()
+    state.save()
+    again = resolve_settings(tmp_path, budget="20steps")
+    assert again.source == "music21:chorales" and again.max_files == 6 and again.models == s.models
+    assert again.budget == Budget("steps", 20.0)
+    with pytest.raises(StudyError, match="max_files: 6 there, 8 now"):
+        resolve_settings(tmp_path, max_files=8)
+    with pytest.raises(ParameterError, match="unknown model"):
+        resolve_settings(tmp_path, models=["fft_base", "nope"])
+    (tmp_path / "study.json").write_text("{not json")
+    with pytest.raises(StudyError, match="cannot be read"):
+        StudyState(tmp_path)
+
+
+def test_overrides_go_to_every_model_or_to_the_one_named() -> None:
+    split = _split_overrides(["data.batch_size=4", "wavenet:optim.lr=1e-3"], ["fft_base", "wavenet"])
+    assert split == {"fft_base": ["data.batch_size=4"], "wavenet": ["data.batch_size=4", "optim.lr=1e-3"]}
+    with pytest.raises(ParameterError, match="'seq2seq' is not a model of this study"):
+        _split_overrides(["seq2seq:optim.lr=1"], ["fft_base"])
+
+
+def _row(name: str, kad: tuple[float, float, float], **flags: int) -> dict:
+    est = {"value": kad[0], "low": kad[1], "high": kad[2]}
+    return {
+        "name": name,
+        "n_clips": 10,
+        "distances": {"kad": est, "fad": {"value": 10 * kad[0], "low": 10 * kad[1], "high": 10 * kad[2]}},
+        "flags": {"silent": 0, "noise": 0, "loop": 0, "copy": 0, **flags},
+    }
+
+
+def test_paper000_answer_reads_the_intervals() -> None:
+    base = _row("fft_base", (0.5, 0.4, 0.6))
+    assert paper000_answer({"fft_base": base, "fft_bilinear": _row("b", (0.2, 0.1, 0.3))}).startswith(
+        "Yes: fft_bilinear beats fft_base"
+    )
+    assert paper000_answer({"fft_base": base, "fft_bilinear": _row("b", (0.9, 0.7, 1.1))}).startswith("No:")
+    overlap = paper000_answer({"fft_base": base, "fft_bilinear": _row("b", (0.45, 0.3, 0.55), loop=3)})
+    assert overlap.startswith("Not measurably") and "fft_bilinear loop 3/10; fft_base none" in overlap
+    assert paper000_answer({"fft_base": base}) is None
+
+
+def test_report_compares_models_with_the_floor_and_garbage(tmp_path: Path) -> None:
+    plan = plan_study(["fft_base", "fft_bilinear"])
+    state = StudyState(tmp_path)
+    state.data.update(
+        settings={
+            "source": "music21:chorales",
+            "models": plan.models,
+            "budget": {"kind": "seconds", "value": 600.0},
+            "preset": "tiny",
+            "seed": 0,
+        },
+        commands=[
+            {"command": "cadenza study music21:chorales --budget 10m", "date": "2026-12-01T10:00:00+00:00"}
+        ],
+        finished="2026-12-01T12:00:00+00:00",
+        failed={},
+    )
+    for m, steps in (("fft_base", 900), ("fft_bilinear", 700)):
+        state.stage(m, "train").update(status="done", steps=steps, seconds=600.0, stopped="budget", epoch=3)
+    state.group("fft-16k").update(status="done", members=plan.models)
+    state.store("fft-16k").update(
+        status="done", summary="24 of 24 files prepared, 0 skipped; 0.40 h", test_files=["x", "y"]
+    )
+    state.data["held_out"] = {"same": True, "notes": []}
+    metrics = {
+        "settings": {"n_reference_clips": 20},
+        "calibration": [
+            _row("real vs real", (0.01, -0.05, 0.08)),
+            _row("white noise", (3.0, 2.8, 3.2)),
+            _row("0.5 s loop", (0.9, 0.8, 1.0)),
+        ],
+        "sets": [_row("fft_base", (0.8, 0.7, 0.9), loop=7), _row("fft_bilinear", (0.3, 0.2, 0.4))],
+    }
+    (tmp_path / "evaluation" / "fft-16k").mkdir(parents=True)
+    (tmp_path / "evaluation" / "fft-16k" / "metrics.json").write_text(json.dumps(metrics))
+    md, html = write_report(tmp_path, state, plan)
+    text = md.read_text()
+    assert (
+        "| fft_base | 000 | fft-16k | 900 steps, 10m00s | 0.8 [0.7, 0.9] | 8 [7, 9] | 0.5 s loop | **no** | loop 7/10 | ok |"
+        in text
+    )
+    assert (
+        "| fft_bilinear | 000 | fft-16k | 700 steps, 10m00s | 0.3 [0.2, 0.4] | 3 [2, 4] | real vs real | yes | none | ok |"
+        in text
+    )
+    assert "Yes: fft_bilinear beats fft_base at 10 min" in text
+    assert "**No collapse**: not met: fft_base (loop 7/10)" in text
+    assert "not met by fft_base" in text and "10 min of training each (wall-clock, measured)" in text
+    assert "<table>" in html.read_text() and "<strong>no</strong>" in html.read_text()
