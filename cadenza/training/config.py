@@ -109,7 +109,7 @@ class TrainConfig:
 
     max_epochs: int = _f(2000, min=1)  # paper 000
     max_steps: int = _f(0, min=0)  # stop after this many steps in all; 0: no limit
-    max_seconds: float = _f(0.0, min=0.0)  # stop once training has taken this long in all (resumes count); 0: no limit
+    max_seconds: float = _f(0.0, min=0.0)  # stop once training took this long, resumes counted; 0: off
     seed: int = 0
     grad_clip: float = _f(0.0, min=0.0)  # max global gradient norm; 0: no clipping
     valid_every: int = _f(1, min=1)  # epochs between validations
