@@ -15,9 +15,11 @@ Two sizes, untrained weights (speed does not depend on them):
 Every timing is the median of ``--repeats``. The naive path starts from a seed of one
 receptive field; the cached paths from a one-sample seed (priming the queues with a long seed
 is one batched forward pass, paid once per generation, and left out). numba's compilation is
-done before timing. The compiled path runs on one
-core; torch uses ``--threads``. Results go to
-benchmarks/results/wavenet_generate.json.
+done before timing. torch uses ``--threads``, and the compiled path splits the streams over as
+many threads (one stream runs on one). The load average before and after is recorded, and a
+run that started under load is marked so (``taken_under_load``). Results go to
+benchmarks/results/wavenet_generate.json. Scaling with the number of streams, side by side
+with seq2seq and the fft LSTMs: ``benchmarks/generate_streams.py``.
 
     .venv/bin/python benchmarks/wavenet_generate.py [--threads 2] [--repeats 3]
 """
@@ -26,12 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from _machine import machine, run_as_cadenza
+from _machine import load_record, machine, run_as_cadenza
 
 from cadenza.models import DataInfo
 from cadenza.models.wavenet import Config, Model
@@ -73,6 +76,7 @@ def main() -> None:
     p.add_argument("--cached-samples", type=int, default=2000)
     args = p.parse_args()
     run_as_cadenza()
+    load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
     paper, small = build(), build(n_stacks=2, n_layers=9, skip_channels=128)
     for m in (paper, small):
@@ -93,9 +97,7 @@ def main() -> None:
             })  # fmt: skip
     result = {
         "benchmark": "wavenet_generate",
-        "machine": machine(
-            threads=args.threads, device="cpu (no GPU lent to this session: the GPU part was not run)"
-        ),
+        "machine": machine(threads=args.threads, **load_record(load_before)),
         "receptive_field": {"paper": paper.receptive_field, "small": small.receptive_field},
         "sample_rate": SAMPLE_RATE,
         "goals": {"paper_cached_speedup_vs_naive": GOAL_SPEEDUP, "small_realtime_batch1": GOAL_REALTIME},

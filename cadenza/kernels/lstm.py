@@ -40,7 +40,7 @@ from torch import nn
 
 from cadenza.kernels import enabled, guards
 
-__all__ = ["Dropout", "FusedLSTMLayer", "lstm_forward", "lstm_stepper"]
+__all__ = ["Dropout", "FusedLSTMLayer", "linear_for_rows", "lstm_forward", "lstm_stepper"]
 
 State = tuple[torch.Tensor, torch.Tensor]
 #: One tensor per layer: a stepper's states.
@@ -76,15 +76,28 @@ def lstm_stepper(lstm: nn.LSTM) -> Callable[[torch.Tensor, Layers, Layers], tupl
 
     ``z`` (n, I) is that input; ``h``, ``c`` hold one state per layer, (W, n, H) or (n, H),
     and come back as new lists of the same shapes. The weights are read when the stepper is
-    made: make a new one after changing them.
+    made: make a new one after changing them. Products of a few rows (n streams) with a large
+    weight go through :func:`linear_for_rows`, made once per row count.
     """
     if not enabled():
         return lambda z, h, c: _module_step(lstm, z, h, c)
-    weights = []  # per layer: W_ih^T, W_hh and W_hh^T (views), b_ih + b_hh
+    weights = []  # per layer: W_ih, W_hh and W_hh^T (views), b_ih + b_hh
     for layer in range(lstm.num_layers):
         w_ih, w_hh, b = _weights(lstm, layer)
-        weights.append((w_ih.t(), w_hh, w_hh.t(), b))
+        weights.append((w_ih, w_hh, w_hh.t(), b))
     hidden = lstm.hidden_size
+    # products of the n streams' rows (the first layer's input, one window's state), made once
+    # per layer and row count; the rows of W windows (deeper layers) are many: addmm
+    input_products: dict[tuple[int, int], Callable[[torch.Tensor], torch.Tensor]] = {}
+    packed_hh: dict[tuple[int, int], Callable[[torch.Tensor], torch.Tensor] | None] = {}
+
+    def input_product(layer: int, x: torch.Tensor, n: int) -> torch.Tensor:  # x W_ih^T + b
+        w_ih, _, _, b = weights[layer]
+        if x.shape[0] != n:
+            return torch.addmm(b, x, w_ih.t())
+        if (layer, n) not in input_products:
+            input_products[layer, n] = linear_for_rows(w_ih, b, n)
+        return input_products[layer, n](x)
 
     def step(z: torch.Tensor, h: Layers, c: Layers) -> tuple[Layers, Layers]:
         n, shape = z.shape[0], h[0].shape  # h[layer]: (W, n, H) or (n, H)
@@ -93,16 +106,22 @@ def lstm_stepper(lstm: nn.LSTM) -> Callable[[torch.Tensor, Layers, Layers], tupl
         n_rows = h[0].shape[0]
         hs, cs = [], []
         x = z
-        for (w_ih_t, w_hh, w_hh_t, b), h_layer, c_layer in zip(weights, h, c):
-            xw = torch.addmm(b, x, w_ih_t)  # (n, 4H) in the first layer: once for all W windows
+        for layer, ((_, w_hh, w_hh_t, _), h_layer, c_layer) in enumerate(zip(weights, h, c)):
+            xw = input_product(layer, x, n)  # (n, 4H) in the first layer: once for all W windows
             if n_rows == n:  # one window: as few operations as possible
-                g = torch.addmm(xw, h_layer, w_hh_t)  # (n, 4H)
-            else:  # W windows: MKL is faster this way round for many rows
-                g = torch.mm(w_hh, h_layer.t()).t().reshape(-1, xw.shape[0], 4 * hidden)
-                g = (g + xw).view(n_rows, 4 * hidden)  # (rows, 4H)
-            i, f, _, o = torch.sigmoid(g).chunk(4, 1)  # g's own slice takes tanh instead
-            c_layer = torch.addcmul(f * c_layer, i, torch.tanh(g[:, 2 * hidden : 3 * hidden]))
-            x = o * torch.tanh(c_layer)  # (rows, H), the next layer's input
+                key = (layer, n)
+                if key not in packed_hh:
+                    packed_hh[key] = _packed(w_hh, n)
+                rec = packed_hh[key]
+                g = torch.addmm(xw, h_layer, w_hh_t) if rec is None else rec(h_layer).add_(xw)  # (n, 4H)
+            else:  # W windows: the input part added in place, window by window
+                g = torch.mm(h_layer, w_hh_t).view(-1, *xw.shape).add_(xw).view(n_rows, 4 * hidden)
+            g[:, : 2 * hidden].sigmoid_()  # in place, each slice its own function
+            g[:, 2 * hidden : 3 * hidden].tanh_()
+            g[:, 3 * hidden :].sigmoid_()
+            i, f, gg, o = g.chunk(4, 1)
+            c_layer = f.mul(c_layer).addcmul_(i, gg)
+            x = torch.tanh(c_layer).mul_(o)  # (rows, H), the next layer's input
             hs.append(x)
             cs.append(c_layer)
         if len(shape) > 2:
@@ -110,6 +129,48 @@ def lstm_stepper(lstm: nn.LSTM) -> Callable[[torch.Tensor, Layers, Layers], tupl
         return hs, cs
 
     return step
+
+
+#: :func:`linear_for_rows` packs weights of at least this many entries for at least
+#: :data:`PACK_MIN_ROWS` rows; below either, oneDNN's fixed cost per call (about 18 us) exceeds
+#: what packing saves (measured on one core: 8 rows of a 1024 x 512 weight 119 us with addmm,
+#: 110 us packed; 8000 x 128: 458 us and 249 us; 2 rows of it: 149 us and 188 us).
+PACK_MIN_ENTRIES = 1 << 19
+PACK_MIN_ROWS = 4
+
+
+def linear_for_rows(
+    weight: torch.Tensor, bias: torch.Tensor | None, n_rows: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> x W^T + b`` (``F.linear``) for ``x`` of ``n_rows`` rows, ``weight`` (out, in) reused
+    on many calls (generation's products, one call per step).
+
+    MKL's ``addmm`` copies (packs) a large weight on every call of a few rows: at 8 rows it
+    took 3x the time of one row for an 8000 x 512 weight, where reading the weight once costs
+    1.3x. So a float32 CPU weight of at least :data:`PACK_MIN_ENTRIES` entries is packed once
+    for oneDNN (private API, behind its guard in :mod:`cadenza.kernels.guards`) for at least
+    :data:`PACK_MIN_ROWS` rows when the kernels are on; fewer rows (MKL's matrix-vector
+    kernels), small weights, other devices and dtypes take ``torch.addmm``, as ``F.linear``
+    does.
+    """
+    packed = _packed(weight, n_rows)
+    w_t = weight.detach().t()
+    if packed is not None:
+        if bias is None:
+            return packed
+        b = bias.detach()
+        return lambda x: packed(x).add_(b)
+    if bias is None:
+        return lambda x: torch.mm(x, w_t)
+    return lambda x: torch.addmm(bias, x, w_t)
+
+
+def _packed(weight: torch.Tensor, n_rows: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``x -> x W^T`` with ``weight`` packed once for oneDNN, where :func:`linear_for_rows` packs; else None."""
+    big = weight.dtype == torch.float32 and weight.device.type == "cpu" and weight.numel() >= PACK_MIN_ENTRIES
+    if n_rows >= PACK_MIN_ROWS and big and enabled() and guards.passes("mkldnn_linear"):
+        return guards.mkldnn_linear(weight.detach(), n_rows)
+    return None
 
 
 def _module_step(lstm: nn.LSTM, z: torch.Tensor, h: Layers, c: Layers) -> tuple[Layers, Layers]:

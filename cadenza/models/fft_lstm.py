@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cadenza.errors import ParameterError
-from cadenza.kernels.lstm import Dropout, lstm_forward, lstm_stepper
+from cadenza.kernels.lstm import Dropout, linear_for_rows, lstm_forward, lstm_stepper
 from cadenza.models import DataInfo, GenerationRequest
 
 ARCHS = ("base", "fc", "conv1d", "conv2d", "bilinear", "stacked")
@@ -239,11 +239,16 @@ class Model(nn.Module):
         window that has read T frames predicts the next frame and closes (sliding). Stateful
         keeps a single window open. A frame is one step of every window
         (:func:`~cadenza.kernels.lstm.lstm_stepper`): one matrix product of W x n rows per
-        weight, the same arithmetic as ``forward`` over every window from a zero state.
+        weight, the same arithmetic as ``forward`` over every window from a zero state. The
+        products of the n streams' rows with a large weight (the first LSTM layer's input,
+        fc and bilinear's dense input layer, the head) have their weight packed once
+        (:func:`~cadenza.kernels.lstm.linear_for_rows`), so that ``--n 8`` reads each weight
+        once per frame as ``--n 1`` does.
         """
         n, n_seed, _ = seed.shape
         lstms = [m for m in (self.lstm, self.lstm2) if m is not None]
         steps = [lstm_stepper(m) for m in lstms]
+        encode, head = self._frame_encoder(n), linear_for_rows(self.head.weight, self.head.bias, n)
         k = self.n_context + 1
         frames = seed  # the last k frames are all that the next input needs
         no_window = seed.new_zeros(0, n, self.config.hidden_size)  # (W = 0, n, H)
@@ -253,7 +258,7 @@ class Model(nn.Module):
         j, n_out = self.n_context, 0  # j: index in ``frames`` of the frame being read
         is_seed_read = False
         while n_out < n_frames:
-            z = self.encode(frames[:, j - self.n_context : j + 1], self.n_context)[:, 0]  # (n, D)
+            z = encode(frames[:, j - self.n_context : j + 1])  # (n, D)
             for s, (h, c) in enumerate(states):
                 if sliding or h[0].shape[0] == 0:  # open a window at this frame
                     h = [torch.cat([x, new_window]) for x in h]
@@ -262,7 +267,7 @@ class Model(nn.Module):
             is_seed_read = is_seed_read or j == n_seed - 1
             if is_seed_read:  # the oldest window has read T frames (sliding) or the whole seed
                 h_top = torch.stack([h[-1][0] for h, _ in states]).sum(0)  # (n, H): its top layer
-                y = self.head(h_top)  # (n, F)
+                y = head(h_top)  # (n, F): self.head
                 out[:, n_out] = y
                 n_out += 1
                 frames = torch.cat([frames[:, -(k - 1) :] if k > 1 else frames[:, :0], y[:, None]], 1)
@@ -272,6 +277,19 @@ class Model(nn.Module):
             else:
                 j += 1
         return out
+
+    def _frame_encoder(self, n: int) -> Any:
+        """``encode`` of the newest stack for generation: frames (n, n_context + 1, F) -> (n, D).
+
+        fc and bilinear's dense input layer (``Linear -> ReLU -> Dropout``, dropout idle in
+        evaluation) takes :func:`~cadenza.kernels.lstm.linear_for_rows`, its weight packed once
+        for the n streams; the other input layers run as modules.
+        """
+        if self.config.arch in ("fc", "bilinear") and not self.training:
+            dense = self.encoder[0]
+            product = linear_for_rows(dense.weight, dense.bias, n)
+            return lambda frames: torch.relu(product(frames[:, -1]))
+        return lambda frames: self.encode(frames, self.n_context)[:, 0]
 
 
 # ----------------------------------------------------------------------------- input layers

@@ -28,8 +28,10 @@ samples from the same logits. Modes:
     streams, plain torch (any device).
 ``fast`` (the default on CPU)
     The cached step compiled with numba (:mod:`cadenza.kernels.wavenet_step`) as one loop over
-    all samples and layers, removing the per-sample Python overhead; runs as ``cached`` off
-    the CPU or with the kernels off (``CADENZA_KERNELS=off``).
+    all samples and layers, removing the per-sample Python overhead. The streams (``--n``) are
+    computed together, one matrix product per layer for all of them, and split over the
+    threads, so several clips cost far less than one clip each; runs as ``cached`` off the
+    CPU or with the kernels off (``CADENZA_KERNELS=off``).
 """
 
 from __future__ import annotations
@@ -304,12 +306,11 @@ class Model(nn.Module):
                     logits[:, j] = lg
                 classes[:, t + 1] = draw(lg, temperature, u[:, j])
             return classes, logits
-        ring = self._prime(classes[:, : T0 - 1], cond)
         w = self._step_weights(cond, B)
-        if mode == "fast":  # the same step, compiled
-            wavenet_step.run(classes, T0, ring, self.dilations, w, u, temperature, logits)
+        if mode == "fast":  # the same step, compiled; it reads the seed into its queues itself
+            wavenet_step.run(classes, T0, None, self.dilations, w, u, temperature, logits)
         else:
-            self._cached_loop(classes, T0, ring, w, u, temperature, logits)
+            self._cached_loop(classes, T0, self._prime(classes[:, : T0 - 1], cond), w, u, temperature, logits)
         return classes, logits
 
     def _prime(self, history: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -323,8 +324,8 @@ class Model(nn.Module):
             self(history, cond, inputs=inputs)
             offset = 0
             for x, d in zip(inputs, self.dilations):
-                for t in range(max(0, T - d), T):
-                    ring[offset + t % d] = x[:, :, t]
+                t = torch.arange(max(0, T - d), T, device=ring.device)
+                ring[offset + t % d] = x[:, :, t].permute(2, 0, 1)  # (times, B, R)
                 offset += d
         return ring
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cadenza.kernels import guards, lstm
-from cadenza.kernels.lstm import Dropout, FusedLSTMLayer, lstm_forward, lstm_stepper
+from cadenza.kernels.lstm import Dropout, FusedLSTMLayer, linear_for_rows, lstm_forward, lstm_stepper
 from cadenza.models import DataInfo
 from cadenza.models.fft_lstm import ARCHS, Config, Model
 
@@ -77,6 +77,83 @@ def test_lstm_stepper_is_one_step_of_the_module_for_every_window(shape: tuple[in
     for got, ref in ((got_h, ref_h), (got_c, ref_c)):
         assert [s.shape for s in got] == [shape, shape]
         torch.testing.assert_close(torch.stack(got).view(2, -1, 7), ref)
+
+
+@pytest.mark.parametrize("n_rows", [1, 3, 8])
+def test_linear_for_rows_is_f_linear_packed_from_a_few_rows(
+    n_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    g = torch.Generator().manual_seed(0)
+    w, b = (
+        torch.randn(lstm.PACK_MIN_ENTRIES // 256, 256, generator=g),
+        torch.randn(lstm.PACK_MIN_ENTRIES // 256, generator=g),
+    )
+    x = torch.randn(n_rows, 256, generator=g)
+    calls = []
+    pack = guards.mkldnn_linear
+    monkeypatch.setattr(guards, "mkldnn_linear", lambda *a: calls.append(1) or pack(*a))
+    for bias in (b, None):
+        torch.testing.assert_close(
+            linear_for_rows(w, bias, n_rows)(x), torch.nn.functional.linear(x, w, bias), atol=1e-4, rtol=1e-4
+        )
+    assert len(calls) == (2 if n_rows >= lstm.PACK_MIN_ROWS else 0)  # packed from PACK_MIN_ROWS rows on
+    small = w[:, :128]  # under PACK_MIN_ENTRIES: addmm
+    torch.testing.assert_close(
+        linear_for_rows(small, b, n_rows)(x[:, :128]), torch.nn.functional.linear(x[:, :128], small, b)
+    )
+    assert len(calls) == (2 if n_rows >= lstm.PACK_MIN_ROWS else 0)
+    monkeypatch.setenv("CADENZA_KERNELS", "off")
+    torch.testing.assert_close(linear_for_rows(w, b, n_rows)(x), torch.nn.functional.linear(x, w, b))
+    assert len(calls) == (2 if n_rows >= lstm.PACK_MIN_ROWS else 0)  # off: never packed
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (4, 5, 7)])
+def test_lstm_stepper_with_packed_weights_in_float32(
+    shape: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every weight packed (PACK_MIN_ENTRIES 0, five streams): still one step of the module."""
+    monkeypatch.setattr(lstm, "PACK_MIN_ENTRIES", 0)
+    torch.manual_seed(0)
+    module = nn.LSTM(6, 7, num_layers=2, batch_first=True)
+    n_windows = shape[0] if len(shape) == 3 else 1
+    z = torch.randn(5, 6)
+    h = [torch.randn(shape) for _ in range(2)]
+    c = [torch.randn(shape) for _ in range(2)]
+    got_h, got_c = lstm_stepper(module)(z, h, c)
+    _, (ref_h, ref_c) = module(
+        z.repeat(n_windows, 1)[:, None], (torch.stack(h).view(2, -1, 7), torch.stack(c).view(2, -1, 7))
+    )
+    for got, ref in ((got_h, ref_h), (got_c, ref_c)):
+        torch.testing.assert_close(torch.stack(got).view(2, -1, 7), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["base", "fc", "bilinear"])
+def test_fft_generation_with_packed_weights_equals_it_without_kernels(
+    arch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five streams with every product packed (LSTM, fc and bilinear's dense input layer, head)."""
+    from cadenza.models import GenerationRequest
+
+    monkeypatch.setattr(lstm, "PACK_MIN_ENTRIES", 0)
+    torch.manual_seed(0)
+    model = Model(
+        Config.tiny(arch=arch, hidden_size=24, dropout=0.0, fc_dropout=0.0),
+        DataInfo(n_features=32, seq_len=6),
+    ).eval()
+    seed = torch.randn(5, model.n_seed_frames, 32, generator=torch.Generator().manual_seed(2))
+    calls = []
+    pack = guards.mkldnn_linear
+    monkeypatch.setattr(guards, "mkldnn_linear", lambda *a: calls.append(1) or pack(*a))
+    out = {}
+    for switch in ("on", "off"):
+        monkeypatch.setenv("CADENZA_KERNELS", switch)
+        out[switch] = [
+            model.generate(GenerationRequest(n=5, n_frames=4, generator=None, seed=seed, options={"mode": m}))
+            for m in ("sliding", "stateful")
+        ]
+    assert calls  # the packed products ran
+    for a, b in zip(out["on"], out["off"]):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
 def test_cpu_dropout_keeps_1_minus_p_scaled_and_passes_gradients_through_the_mask() -> None:

@@ -66,3 +66,75 @@ def test_switched_off_fast_runs_the_torch_step(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("CADENZA_KERNELS", "on")
     with pytest.raises(AssertionError, match="kernels off"):
         model.sample(seed, 20, uniforms=u, mode="fast")
+
+
+def test_scipy_sgemm_is_there() -> None:
+    """scipy (a declared dependency) offers sgemm: without it the kernel multiplies by itself (slower)."""
+    assert wavenet_step.blas_sgemm() != 0
+
+
+@pytest.mark.parametrize(("threads", "blas"), [(1, True), (3, True), (2, False)])
+def test_streams_in_groups_with_and_without_blas_equal_the_forward_pass(
+    threads: int, blas: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nine streams: two head products (8 + 1 streams), running sums 4 + 4 + 1, split over threads."""
+    if not blas:
+        monkeypatch.setattr(wavenet_step, "blas_sgemm", lambda: 0)
+    model = tiny_model()
+    batch = 9
+    seed = torch.randint(0, 256, (batch, 30), generator=torch.Generator().manual_seed(3))
+    cond = model.label_vector(torch.rand(batch, 2, generator=torch.Generator().manual_seed(4)))
+    u = torch.rand(batch, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    ref = model.sample(seed, 50, cond=cond, temperature=0.8, uniforms=u, mode="naive", return_logits=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        classes, logits = model.sample(
+            seed, 50, cond=cond, temperature=0.8, uniforms=u, mode="fast", return_logits=True
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert (logits - ref[1]).abs().max() < 1e-4
+    assert torch.equal(classes, ref[0])
+
+
+def test_gates_and_draw_hold_at_large_activations() -> None:
+    """Large weights push the gates into saturation and spread the logits (the rational tanh's
+    clamp, exp far below the maximum): the compiled step stays as close to the forward pass as
+    the torch step does (float32 sums in another order differ by more than 1e-4 at this size)."""
+    model = tiny_model(labels=())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(6.0)
+    seed = torch.randint(0, 256, (4, 20), generator=torch.Generator().manual_seed(6))
+    u = torch.rand(4, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    out = {
+        mode: model.sample(seed, 40, temperature=0.5, uniforms=u, mode=mode, return_logits=True)
+        for mode in ("naive", "cached", "fast")
+    }
+    ref = out["naive"][1]
+    assert ref.abs().max() > 50  # the logits do spread
+    torch_error = (out["cached"][1] - ref).abs().max()
+    assert (out["fast"][1] - ref).abs().max() <= max(2 * torch_error, 1e-4)
+    assert torch.equal(out["fast"][0], out["naive"][0])
+
+
+def test_the_kernel_reads_the_seed_as_the_forward_pass_primes_the_queues() -> None:
+    """run(ring=None) reads the seed step by step; run(ring=Model._prime(...)) starts from the
+    queues of the forward pass: the same draws, the same logits within float rounding."""
+    model = tiny_model()
+    batch, n_seed, n_new = 3, 70, 30  # a seed longer than the receptive field (31)
+    seed = torch.randint(0, 256, (batch, n_seed), generator=torch.Generator().manual_seed(8))
+    cond = model.label_vector(torch.tensor([0, 1, -1]))
+    u = torch.rand(batch, n_new, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    weights = model._step_weights(cond, batch)
+    out = {}
+    for how in ("forward", "kernel"):
+        classes = torch.cat([seed, seed.new_zeros(batch, n_new)], dim=1)
+        logits = torch.zeros(batch, n_new, model.n_classes)
+        ring = model._prime(seed[:, :-1], cond) if how == "forward" else None
+        wavenet_step.run(classes, n_seed, ring, model.dilations, weights, u, 1.0, logits)
+        out[how] = classes, logits
+    assert torch.equal(out["kernel"][0], out["forward"][0])
+    assert torch.equal(out["kernel"][0][:, :n_seed], seed)
+    assert (out["kernel"][1] - out["forward"][1]).abs().max() < 1e-4

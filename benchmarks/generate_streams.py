@@ -1,0 +1,207 @@
+"""Generation throughput against the number of streams (``--n``), side by side in one process.
+
+Issue 14, goal 1: several clips at once (listening tests, studies, ``--n 5``) should cost far
+less than one clip each.
+
+* ``wavenet``: the small config (16 kHz; 2 stacks of dilations 1...256, 32 residual and
+  dilation channels, 128 skip channels, 256 classes; untrained weights: speed does not depend
+  on them), the default generation path (``generate``: ``mode=fast``, a silent seed of one
+  receptive field, temperature 1) at 1 and 16 streams. Samples per second in total and per
+  stream, and the real-time factor (audio seconds per second). Goals: 16 streams at least 6x
+  the total of one stream; one stream at least 3x real time.
+* ``seq2seq`` (tiny: 32 hidden units; paper: 256), ``fft_base`` and ``fft_bilinear`` (tiny:
+  128 hidden units; paper: 2048; 8000 features, T = 40 frames, the default ``mode=sliding``):
+  ``generate`` at ``--n 1`` and ``--n 8``, new samples (seq2seq) or frames (fft) per second in
+  total, seed reading included as ``cadenza generate`` runs it. Goal: ``--n 8`` at least 3x
+  the total of ``--n 1``.
+
+Every figure is the median of ``--repeats`` runs; the runs of all cases and stream counts are
+interleaved (one of each, then again), so that a change in the machine's load hits them
+alike. Wall-clock rates are the figures; the process's CPU time per output is recorded beside
+them. The load average before and after is recorded; a run that started with a 1-minute load
+above ``_machine.BUSY_LOAD`` is marked ``taken_under_load`` (ratios taken side by side stay
+meaningful but noisy; the absolute rates do not).
+
+    .venv/bin/python benchmarks/generate_streams.py [--threads 2] [--repeats 3] [--sizes tiny,paper]
+
+Results go to benchmarks/results/generate_streams.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from _machine import load_record, machine, run_as_cadenza
+
+RESULTS = Path(__file__).parent / "results" / "generate_streams.json"
+SAMPLE_RATE = 16000
+GOAL_WAVENET = 6.0  # 16 streams against one, total samples per second
+GOAL_REALTIME = 3.0  # one WaveNet stream, as a multiple of real time
+GOAL_N8 = 3.0  # --n 8 against --n 1, total throughput
+FFT_FEATURES, FFT_SEQ_LEN, FFT_FRAME_SECONDS = 8000, 40, 0.25
+
+
+def wavenet_small() -> Any:
+    from cadenza.models import DataInfo
+    from cadenza.models.wavenet import Config, Model
+
+    info = DataInfo(n_features=1, representation={"name": "waveform", "encoding": "mulaw", "n_classes": 256})
+    torch.manual_seed(0)
+    return Model(Config.paper(n_stacks=2, n_layers=9, skip_channels=128), info).eval()
+
+
+def registered(key: str, preset: str, **info: Any) -> Any:
+    from cadenza.models import DataInfo, get_model_spec
+    from cadenza.training.config import load_config
+
+    cfg = load_config(f"{key}-{preset}")
+    torch.manual_seed(0)
+    return get_model_spec(key).build(cfg.model, DataInfo(**info)).eval()
+
+
+def generate_once(model: Any, n: int, n_frames: int, n_features: int) -> tuple[float, float]:
+    """Wall and process CPU seconds of one ``model.generate`` of ``n`` streams of ``n_frames``.
+
+    ``n_features`` 0: no seed (wavenet then starts from silence, its default); else a seed of
+    ``model.n_seed_frames`` frames of noise at a music-like level.
+    """
+    from cadenza.models import GenerationRequest
+
+    seed = None
+    if n_features:
+        g = torch.Generator().manual_seed(0)
+        seed = (0.1 if n_features == 1 else 1.0) * torch.randn(
+            n, model.n_seed_frames, n_features, generator=g
+        )
+    request = GenerationRequest(n=n, n_frames=n_frames, generator=torch.Generator().manual_seed(1), seed=seed)
+    wall, cpu = time.perf_counter(), time.process_time()
+    model.generate(request)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+class Case:
+    """One model at two stream counts; ``unit`` is what ``n_frames`` counts."""
+
+    def __init__(self, name: str, build: Callable[[], Any], streams: tuple[int, int], n_frames: int,
+                 n_features: int, unit: str, seconds_per_unit: float, goal: float) -> None:  # fmt: skip
+        self.name, self.streams, self.n_frames, self.n_features = name, streams, n_frames, n_features
+        self.unit, self.seconds_per_unit, self.goal = unit, seconds_per_unit, goal
+        self.model = build()
+        self.times: dict[int, list[tuple[float, float]]] = {n: [] for n in streams}
+
+    def warm_up(self) -> None:
+        for n in self.streams:
+            generate_once(self.model, n, min(self.n_frames, 4), self.n_features)
+
+    def run(self, n: int) -> None:
+        self.times[n].append(generate_once(self.model, n, self.n_frames, self.n_features))
+
+    def row(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "case": self.name,
+            "unit": self.unit,
+            "n_frames": self.n_frames,
+            "goal": self.goal,
+        }
+        rates = {}
+        for n in self.streams:
+            wall = statistics.median(t for t, _ in self.times[n])
+            cpu = statistics.median(c for _, c in self.times[n])
+            rate = n * self.n_frames / wall
+            rates[n] = rate
+            out[f"n{n}"] = {
+                f"{self.unit}_per_s": rate,
+                f"{self.unit}_per_s_per_stream": rate / n,
+                f"{self.unit}_per_cpu_s": n * self.n_frames / cpu,
+                "realtime_all_streams": rate * self.seconds_per_unit,
+                "realtime_per_stream": rate * self.seconds_per_unit / n,
+                "seconds": sorted(t for t, _ in self.times[n]),
+            }
+        lo, hi = self.streams
+        out["ratio"] = rates[hi] / rates[lo]
+        out["meets_goal"] = out["ratio"] >= self.goal
+        return out
+
+
+def cases(sizes: list[str], wavenet_samples: int, s2s_samples: int, fft_frames: dict[str, int]) -> list[Case]:
+    out = [Case("wavenet-small", wavenet_small, (1, 16), wavenet_samples, 0, "samples", 1 / SAMPLE_RATE,
+                GOAL_WAVENET)]  # fmt: skip
+    for size in sizes:
+        out.append(Case(f"seq2seq-{size}", lambda s=size: registered("seq2seq", s, n_features=1), (1, 8),
+                        s2s_samples, 1, "samples", 1 / SAMPLE_RATE, GOAL_N8))  # fmt: skip
+        for key in ("fft_base", "fft_bilinear"):
+            out.append(Case(
+                f"{key}-{size}",
+                lambda k=key, s=size: registered(k, s, n_features=FFT_FEATURES, seq_len=FFT_SEQ_LEN),
+                (1, 8), fft_frames[size], FFT_FEATURES, "frames", FFT_FRAME_SECONDS, GOAL_N8,
+            ))  # fmt: skip
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--sizes", default="tiny,paper", help="seq2seq/fft sizes: tiny, paper or both")
+    p.add_argument("--wavenet-samples", type=int, default=16000)
+    p.add_argument("--seq2seq-samples", type=int, default=2048)
+    p.add_argument("--fft-frames-tiny", type=int, default=40)
+    p.add_argument("--fft-frames-paper", type=int, default=8)
+    args = p.parse_args()
+    run_as_cadenza()
+    load_before = os.getloadavg()
+    torch.set_num_threads(args.threads)
+    sizes = [s for s in args.sizes.split(",") if s]
+    frames = {"tiny": args.fft_frames_tiny, "paper": args.fft_frames_paper}
+    todo = cases(sizes, args.wavenet_samples, args.seq2seq_samples, frames)
+    for case in todo:
+        case.warm_up()  # numba's compilation (or cache), first-call allocations
+    for r in range(args.repeats):
+        for case in todo:
+            for n in case.streams if r % 2 == 0 else reversed(case.streams):
+                case.run(n)
+        print(f"repeat {r + 1}/{args.repeats} done, load {os.getloadavg()[0]:.2f}", flush=True)
+    rows = [case.row() for case in todo]
+    wavenet = rows[0]
+    result = {
+        "benchmark": "generate_streams",
+        "machine": machine(threads=args.threads, **load_record(load_before)),
+        "goals": {
+            "wavenet_16_vs_1": GOAL_WAVENET,
+            "wavenet_realtime_1_stream": GOAL_REALTIME,
+            "n8_vs_n1": GOAL_N8,
+        },  # fmt: skip
+        "wavenet_realtime_1_stream": wavenet["n1"]["realtime_per_stream"],
+        "repeats": args.repeats,
+        "rows": rows,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"{'case':20} {'unit':8} {'n':>3} {'per s':>10} {'per stream':>11} {'per cpu s':>10} {'RT/stream':>9}"
+    )
+    for row in rows:
+        for n in (k for k in row if k.startswith("n") and k[1:].isdigit()):
+            f = row[n]
+            print(f"{row['case']:20} {row['unit']:8} {n[1:]:>3} {f[row['unit'] + '_per_s']:>10.1f} "
+                  f"{f[row['unit'] + '_per_s_per_stream']:>11.1f} {f[row['unit'] + '_per_cpu_s']:>10.1f} "
+                  f"{f['realtime_per_stream']:>9.3f}")  # fmt: skip
+        print(
+            f"{'':20} ratio {row['ratio']:.2f} (goal {row['goal']}){'' if row['meets_goal'] else '  BELOW GOAL'}"
+        )
+    under = result["machine"]["taken_under_load"]
+    print(f"load before {result['machine']['load_before']}, after {result['machine']['load_after']}"
+          + ("  (taken under load: rerun on a quiet machine)" if under else ""))  # fmt: skip
+    print(f"results: {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
