@@ -14,7 +14,8 @@ kernel                      replaces                                        used
                             dropout mask from one ``torch.rand``, and one
                             LSTM step shared by many windows
 :mod:`.wavenet_step`        WaveNet's cached generation step in torch       ``wavenet`` ``mode=fast``
-                            (``mode=cached``), compiled with numba
+                            (``mode=cached``), compiled with numba, every
+                            stream of a step in one BLAS ``sgemm``
 :mod:`.rmsprop`             ``torch.optim.RMSprop.step``: the plain CPU     ``optim.name=rmsprop``
                             update as one compiled pass over memory
 :mod:`.spectral`            the mel projection (thread-independent bits),   ``mel``/``mfcc`` encode and
@@ -37,7 +38,7 @@ Private APIs
 ------------
 The kernels lean on what their libraries do not promise: the LSTM on oneDNN's packed linear
 (``torch.ops.mkldnn._reorder_linear_weight``, ``_linear_pointwise``), WaveNet's step, RMSprop
-and the spectral loops on numba. :mod:`.guards` checks each once per process on a tiny known
+and the spectral loops on numba, WaveNet's step also on scipy's ``sgemm`` through numba. :mod:`.guards` checks each once per process on a tiny known
 case; when one fails, it logs a warning and the kernel takes the public path. ``tests/kernels/test_guards.py`` asserts
 that every guard passes on the installed versions, so an upgrade that breaks one fails there.
 
