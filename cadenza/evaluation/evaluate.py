@@ -491,7 +491,9 @@ def evaluate(
                 ("no training data at hand: copy check skipped (pass --train STORE_OR_FOLDER)"),
             )
         if src not in ref_copy:
-            ref_copy[src] = _copy_distances(_copy_baseline(src, ref, n_clips, seconds, seed), train_windows, space)
+            ref_copy[src] = _copy_distances(
+                _copy_baseline(src, ref, n_clips, seconds, seed), train_windows, space
+            )
         median = float(np.median(ref_copy[src]))
         d = _copy_distances(measured, train_windows, space)
         return list(d), list(d / max(median, 1e-12)), None
