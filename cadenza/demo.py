@@ -388,70 +388,7 @@ def write_report(out: Path, written: dict[str, Any], *, seconds: float) -> Path:
     path = out / "report.md"
     text = "\n".join(lines) + "\n"
     path.write_text(text)
+    from cadenza.study.report import markdown_to_html
+
     (out / "report.html").write_text(markdown_to_html(text, title="cadenza demo"))
     return path
-
-
-def markdown_to_html(text: str, *, title: str) -> str:
-    """The demo report's small Markdown (headings, bullets, tables, images, links, code) as a page."""
-    import html
-    import re
-
-    def inline(s: str) -> str:
-        s = html.escape(s, quote=False)
-        s = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r'<img alt="\1" src="\2" style="max-width:100%">', s)
-        s = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', s)
-        return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-
-    body: list[str] = []
-    table: list[list[str]] = []
-    in_list = 0
-
-    def close() -> None:
-        nonlocal in_list, table
-        body.extend(["</ul>"] * in_list)
-        in_list = 0
-        if table:
-            head, *rows = table
-            body.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr>")
-            body.extend("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rows)
-            body.append("</table>")
-            table = []
-
-    for line in text.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if not all(set(c) <= set("-: ") for c in cells):
-                table.append(cells)
-            continue
-        bullet = re.match(r"( *)- (.*)", line)
-        if bullet:
-            depth = len(bullet.group(1)) // 2 + 1
-            if table:
-                close()
-            while in_list < depth:
-                body.append("<ul>")
-                in_list += 1
-            while in_list > depth:
-                body.append("</ul>")
-                in_list -= 1
-            body.append(f"<li>{inline(bullet.group(2))}</li>")
-            continue
-        close()
-        heading = re.match(r"(#+) (.*)", line)
-        if heading:
-            level = len(heading.group(1))
-            body.append(f"<h{level}>{inline(heading.group(2))}</h{level}>")
-        elif line.strip():
-            body.append(f"<p>{inline(line)}</p>")
-    close()
-    style = (
-        "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.4}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}code{background:#f4f4f4}"
-    )
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f'<link rel="icon" href="data:,"><style>{style}</style></head><body>\n'
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
