@@ -35,7 +35,6 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import librosa
 import numpy as np
 
 if TYPE_CHECKING:  # torch is imported where it is needed: importing the package stays light
@@ -130,8 +129,12 @@ def window(n_fft: int, win_length: int | None = None) -> np.ndarray:
     >>> window(8).round(3)
     array([0.   , 0.146, 0.5  , 0.854, 1.   , 0.854, 0.5  , 0.146])
     """
-    w = librosa.filters.get_window("hann", win_length or n_fft, fftbins=True)
-    w = librosa.util.pad_center(w, size=n_fft).astype(np.float64)
+    # scipy.signal.get_window("hann", m, fftbins=True) (librosa's), computed as scipy does, so
+    # that importing neither scipy.signal nor librosa.filters (1-2 s) is needed to encode.
+    m = win_length or n_fft
+    w = np.zeros(n_fft, dtype=np.float64)
+    start = (n_fft - m) // 2  # librosa.util.pad_center
+    w[start : start + m] = 0.5 + 0.5 * np.cos(np.linspace(-np.pi, np.pi, m + 1))[:m]
     w.flags.writeable = False
     return w
 
@@ -162,11 +165,48 @@ def mel_basis(
     (128, 1025)
     """
 
-    m = librosa.filters.mel(
-        sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm, dtype=np.float32
-    )
+    # librosa.filters.mel's computation, step for step (bit-identical, tested), without
+    # importing it: librosa.filters loads scipy.signal, 1.4 s of each prepare worker's start.
+    top = float(sr) / 2 if fmax is None else fmax
+    freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin, htk), _hz_to_mel(top, htk), n_mels + 2), htk)
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, freqs)
+    m = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    for i in range(n_mels):
+        m[i] = np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
+    if norm == "slaney":
+        m *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]
+    elif norm is not None:
+        raise ParameterError(f"norm must be 'slaney' or None, got {norm!r}")
     m.flags.writeable = False
     return m
+
+
+#: The Slaney mel scale: linear to 1 kHz (200/3 Hz per mel), logarithmic above (librosa's).
+_SLANEY_SP = 200.0 / 3
+_SLANEY_LOG_HZ = 1000.0
+_SLANEY_LOG_MEL = _SLANEY_LOG_HZ / _SLANEY_SP
+_SLANEY_LOGSTEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: float, htk: bool) -> float:
+    """``librosa.hz_to_mel`` of one frequency."""
+    if htk:
+        return float(2595.0 * np.log10(1.0 + hz / 700.0))
+    if hz >= _SLANEY_LOG_HZ:
+        return float(_SLANEY_LOG_MEL + np.log(hz / _SLANEY_LOG_HZ) / _SLANEY_LOGSTEP)
+    return hz / _SLANEY_SP
+
+
+def _mel_to_hz(mels: np.ndarray, htk: bool) -> np.ndarray:
+    """``librosa.mel_to_hz`` of an array of mels."""
+    if htk:
+        return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    hz = _SLANEY_SP * mels
+    log_t = mels >= _SLANEY_LOG_MEL
+    hz[log_t] = _SLANEY_LOG_HZ * np.exp(_SLANEY_LOGSTEP * (mels[log_t] - _SLANEY_LOG_MEL))
+    return hz
 
 
 @functools.lru_cache(maxsize=32)
