@@ -35,7 +35,8 @@ def _on_terminal() -> bool:
         return False
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``"5:48"``, ``"1:02:03"``: a duration as the progress lines write it."""
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
@@ -124,7 +125,7 @@ class Progress:
         if rate > 0:
             parts.append(f"{rate:.3g} {self.unit}/s")
             if self.total and self.n < self.total:
-                parts.append(f"{_duration((self.total - self.n) / rate)} left")
+                parts.append(f"{format_duration((self.total - self.n) / rate)} left")
         parts += [f"{k}={_format(v)}" for k, v in self.postfix.items()]
         text = ", ".join(parts)
         return f"{self.desc}: {text}" if self.desc else text

@@ -509,15 +509,19 @@ class Trainer:
             for s, h in old.items():
                 signal.signal(s, h)
 
-    def _total_steps(self) -> int:
+    def _total_steps(self) -> int | None:
+        """Steps the run is set to take; None under a time budget (``train.max_seconds``),
+        whose progress shows the training time left instead of a step count's."""
         cfg = self.config.train
+        if cfg.max_seconds:
+            return None
         total = cfg.max_epochs * self.sampler.n_batches
         return min(total, cfg.max_steps) if cfg.max_steps else total
 
     def _epoch_desc(self) -> str:
-        return (
-            f"epoch {min(self.state.epoch + 1, self.config.train.max_epochs)}/{self.config.train.max_epochs}"
-        )
+        cfg = self.config.train
+        epoch = min(self.state.epoch + 1, cfg.max_epochs)
+        return f"epoch {epoch}" if cfg.max_seconds else f"epoch {epoch}/{cfg.max_epochs}"
 
     def open_logs(self) -> None:
         """Open metrics.csv, TensorBoard and the progress display (rank 0); :meth:`fit` calls it."""
@@ -650,6 +654,11 @@ class Trainer:
         }
         shown = {k: f"{means[k]:.4g}" for k in self.optimizers if k in means}
         shown.update({k: f"{v:.2g}" for k, v in lrs.items()})
+        if self.config.train.max_seconds:
+            from cadenza.progress import format_duration
+
+            left = max(0.0, self.config.train.max_seconds - st.seconds_trained)
+            shown["left"] = format_duration(left)
         self.tracker.train_row(row, shown)
 
     def _end_epoch(self) -> str:

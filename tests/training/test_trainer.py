@@ -81,6 +81,19 @@ def test_a_time_budget_stops_training_and_counts_across_resumes(store: Path, tmp
     assert more.stopped == "max_seconds" and more.step > first.step and more.seconds >= 1.5
 
 
+def test_progress_under_a_time_budget_shows_the_time_left_not_a_step_count(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A study's run sets max_epochs huge; its line once read '16/6000000 steps, 563:11:16 left'."""
+    overrides = [*TINY, "train.max_epochs=1000", "train.progress=true", "train.max_seconds=0.5"]
+    train("fft_base-tiny", data=store, run=tmp_path / "run", overrides=overrides)
+    lines = [x for x in capsys.readouterr().err.splitlines() if " steps" in x]
+    assert lines, "no progress line"
+    last = lines[-1]
+    assert last.startswith("epoch ") and "/1000:" not in last and "%" not in last, last
+    assert "left=0:00" in last, last
+
+
 def test_sigterm_stops_after_the_step_and_resume_is_exact(
     store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
