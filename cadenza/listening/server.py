@@ -1,9 +1,10 @@
-"""The listening test's web app: a thin WSGI application over the library, and a threaded server.
+"""The listening test's web app: a small Flask application over the library, and werkzeug's threaded server.
 
-Standard library only (``wsgiref`` on a threading ``http.server``): the app is a plain WSGI
-callable, so it also runs under any WSGI server (a framework would be a dependency for six
-routes, and the tests drive this one whole). It serves one prepared
-:class:`~cadenza.listening.experiment.Experiment`:
+Flask because it is well kept, small and plain WSGI: six routes need no more, there is no build
+step and nothing comes from a CDN (the page, its script and its styles are package data in
+``static/``, read once at start). :class:`App` is the Flask application of one prepared
+:class:`~cadenza.listening.experiment.Experiment`, so it also runs under any WSGI server;
+:func:`make_server` serves it with werkzeug's threaded server (a thread per request):
 
 - ``GET /``: the test page (``static/index.html``; its script and styles beside it);
 - ``GET /api/state``: the page's configuration and, with a cookie, the listener's block;
@@ -14,10 +15,11 @@ routes, and the tests drive this one whole). It serves one prepared
 - ``GET /results[.json|.csv|.md]?key=K``: the results (``K`` is printed by ``cadenza listen``).
 
 Every field is validated; a bad request gets a 4xx with a JSON ``{"error": ...}`` message,
-never a 500 or a traceback. A listener is known by an HMAC-signed cookie (HttpOnly,
-SameSite=Strict); POST bodies must be JSON (so no cross-site form can post), at most
-:data:`MAX_BODY` bytes. Clips are found only through the test's token table: no part of a
-request becomes a file path.
+never a 500 or a traceback (werkzeug's own refusals, 404, 405 and 413 among them, are answered
+in JSON too; a 500 is left for real bugs, and logged). A listener is known by an HMAC-signed
+cookie (HttpOnly, SameSite=Strict); POST bodies must be JSON (so no cross-site form can post), at
+most :data:`MAX_BODY` bytes. Clips are found only through the test's token table: no part of a
+request becomes a file path. Requests are logged through :mod:`logging` at DEBUG.
 
 Examples
 --------
@@ -29,30 +31,33 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http
 import importlib.resources
 import json
 import logging
 import math
 import re
-import socketserver
 import threading
-from collections.abc import Callable, Iterable
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+from flask import Flask, Response, request
+from werkzeug.exceptions import ClientDisconnected, HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import BaseConverter
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
+from werkzeug.serving import make_server as werkzeug_server
+
+from cadenza.errors import ParameterError
 from cadenza.listening.experiment import Experiment
 from cadenza.listening.store import Event, Listener
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_BODY", "App", "ListeningServer", "make_server"]
+__all__ = ["COOKIE", "MAX_BODY", "App", "ListeningServer", "make_server"]
 
 #: The largest request body accepted (bytes); an answer is about 200.
 MAX_BODY = 4096
-#: A longer body is not even drained before the 413 (the connection is closed instead).
+#: A longer declared body is not read at all: the 413 goes out at once (werkzeug's server then
+#: discards what the client still sends, and closes the connection).
 MAX_DRAIN = 1 << 20
 #: An answer needs this share of its clips' length to have been heard.
 MIN_LISTENED_SHARE = 0.9
@@ -61,13 +66,13 @@ COOKIE_DAYS = 30
 TOKEN = re.compile(r"[A-Za-z0-9_-]{16}")
 PSEUDONYM = re.compile(r"L[0-9a-f]{12}")
 SIGNATURE = re.compile(r"[0-9a-f]{64}")
-AUDIO_PATH = re.compile(r"/audio/([A-Za-z0-9_-]{16})\.wav")
 RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }
+RESULTS = ("/results", "/results.json", "/results.csv", "/results.md")
 SECURITY_HEADERS = [
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
@@ -81,22 +86,25 @@ SECURITY_HEADERS = [
 ANSWER_FIELDS = {"trial", "tokens", "rating", "choice", "plays", "listened", "page_seconds"}
 
 
-class HTTPError(Exception):
+class HTTPError(HTTPException):
     """A request the app refuses: status and a message for the listener (or the script)."""
 
     def __init__(self, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.code = status
         self.message = message
-        self.headers = headers or []
+        self.extra_headers = headers or []
 
 
-Response = tuple[int, list[tuple[str, str]], bytes]
+class _Token(BaseConverter):
+    """A clip's opaque token in a URL; anything else is no route (404)."""
+
+    regex = TOKEN.pattern
 
 
 def _json(payload: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Response:
     body = json.dumps(payload, allow_nan=False).encode()
-    return status, [("Content-Type", "application/json"), *(headers or [])], body
+    return Response(body, status, headers or [], content_type="application/json")
 
 
 def _is_int(value: Any) -> bool:
@@ -107,118 +115,123 @@ def _is_number(value: Any) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
-class App:
-    """The WSGI application of one experiment (see the module's docstring)."""
+class App(Flask):
+    """The Flask application of one experiment (see the module's docstring); a WSGI callable."""
 
     def __init__(self, exp: Experiment) -> None:
+        super().__init__(__name__, static_folder=None)  # the page's files are served from memory below
+        self.config["MAX_CONTENT_LENGTH"] = MAX_BODY
         self.exp = exp
         self.store = exp.store
         self._secret = exp.secret()
         self._key = exp.results_key()
         root = importlib.resources.files("cadenza.listening") / "static"
-        self._static = {
+        self._pages = {
             path: (root.joinpath(name).read_bytes(), ctype) for path, (name, ctype) in STATIC.items()
-        }
-        self._routes: dict[str, dict[str, Callable[[dict], Response]]] = {
-            "/": {"GET": self._page},
-            "/static/app.js": {"GET": self._page},
-            "/static/style.css": {"GET": self._page},
-            "/api/state": {"GET": self._state},
-            "/api/start": {"POST": self._start},
-            "/api/answer": {"POST": self._answer},
-            "/results": {"GET": self._results},
-            "/results.json": {"GET": self._results},
-            "/results.csv": {"GET": self._results},
-            "/results.md": {"GET": self._results},
         }
         self._results_lock = threading.Lock()
 
-    # ------------------------------------------------------------------ WSGI
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        try:
-            status, headers, body = self._dispatch(environ, method)
-        except HTTPError as exc:
-            status, headers, body = _json({"error": exc.message}, exc.status, exc.headers)
-        except Exception:  # a bug: logged here, and the client gets no traceback
-            log.exception("listening server: %s %s failed", method, environ.get("PATH_INFO"))
-            status, headers, body = _json({"error": "internal error (logged on the server)"}, 500)
-        headers = [*headers, *SECURITY_HEADERS]
-        if not any(k == "Cache-Control" for k, _ in headers):
-            headers.append(("Cache-Control", "no-store"))
-        if not any(k == "Content-Length" for k, _ in headers):
-            headers.append(("Content-Length", str(len(body))))
-        start_response(f"{status} {http.HTTPStatus(status).phrase}", headers)
-        return [b"" if method == "HEAD" else body]
+        self.url_map.converters["token"] = _Token
+        self.url_map.merge_slashes = False  # "/api//state" is not found, rather than redirected
+        routes = [
+            *((path, self._page, "GET") for path in STATIC),
+            ("/api/state", self._state, "GET"),
+            ("/api/start", self._start, "POST"),
+            ("/api/answer", self._answer, "POST"),
+            ("/audio/<token:token>.wav", self._audio, "GET"),
+            *((path, self._results, "GET") for path in RESULTS),
+        ]
+        for path, view, method in routes:  # GET brings HEAD; OPTIONS is not answered (405)
+            self.add_url_rule(path, view_func=view, methods=[method], provide_automatic_options=False)
+        self.before_request(self._no_body_on_get)
+        self.after_request(self._headers)
+        self.register_error_handler(HTTPException, self._refused)
+        self.register_error_handler(Exception, self._failed)
 
-    def _dispatch(self, environ: dict, method: str) -> Response:
-        path = environ.get("PATH_INFO", "/")
-        match = AUDIO_PATH.fullmatch(path)
-        handlers = {"GET": self._audio} if match else self._routes.get(path)
-        if handlers is None:
-            raise HTTPError(404, "not found")
-        if method == "HEAD" and "GET" in handlers:
-            method = "GET"
-        if method not in handlers:
-            allowed = ", ".join(sorted({*handlers, "HEAD"} if "GET" in handlers else handlers))
-            raise HTTPError(405, f"{method} is not allowed here", [("Allow", allowed)])
-        if method == "GET" and (environ.get("CONTENT_LENGTH") or "0") != "0":
-            raise HTTPError(400, "a GET request has no body")
-        return handlers[method](environ)
+    # ------------------------------------------------------------------ every request
+    def _no_body_on_get(self) -> None:
+        if request.routing_exception is None and request.method in ("GET", "HEAD"):
+            if (request.headers.get("Content-Length") or "0") != "0" or request.headers.get(
+                "Transfer-Encoding"
+            ):
+                raise HTTPError(400, "a GET request has no body")
+
+    def _headers(self, response: Response) -> Response:
+        for name, value in SECURITY_HEADERS:
+            response.headers[name] = value
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    def _refused(self, exc: HTTPException) -> Response:
+        """werkzeug's and the app's refusals, in JSON (never an HTML page)."""
+        if isinstance(exc, HTTPError):
+            return _json({"error": exc.message}, exc.code or 400, exc.extra_headers)
+        if isinstance(exc, NotFound):
+            return _json({"error": "not found"}, 404)
+        if isinstance(exc, MethodNotAllowed):
+            allowed = ", ".join(sorted(exc.valid_methods or []))
+            return _json({"error": f"{request.method} is not allowed here"}, 405, [("Allow", allowed)])
+        if exc.code == 413:
+            return _json({"error": f"the request body is larger than {MAX_BODY} bytes"}, 413)
+        return _json({"error": exc.description or exc.name}, exc.code or 500)
+
+    def _failed(self, exc: Exception) -> Response:
+        """A bug: logged here, and the client gets no traceback."""
+        log.exception("listening server: %s %s failed", request.method, request.path)
+        return _json({"error": "internal error (logged on the server)"}, 500)
 
     # ------------------------------------------------------------------ helpers
     def _sign(self, pseudonym: str) -> str:
         return hmac.new(self._secret, pseudonym.encode(), hashlib.sha256).hexdigest()
 
-    def _cookie(self, pseudonym: str) -> tuple[str, str]:
+    def _set_cookie(self, response: Response, pseudonym: str) -> None:
         value = f"{pseudonym}.{self._sign(pseudonym)}"
-        max_age = COOKIE_DAYS * 86400
-        return ("Set-Cookie", f"{COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict")
+        response.set_cookie(
+            COOKIE, value, max_age=COOKIE_DAYS * 86400, path="/", httponly=True, samesite="Strict"
+        )
 
-    def _listener(self, environ: dict) -> Listener | None:
+    def _listener(self) -> Listener | None:
         """The listener of a validly signed cookie, else None."""
-        raw = environ.get("HTTP_COOKIE", "")
+        raw = request.headers.get("Cookie", "")
         if not raw or len(raw) > 4096:
             return None
-        cookie: SimpleCookie = SimpleCookie()
-        try:
-            cookie.load(raw)
-        except CookieError:
-            return None
-        morsel = cookie.get(COOKIE)
-        if morsel is None:
-            return None
-        pseudonym, _, signature = morsel.value.partition(".")
+        pseudonym, _, signature = request.cookies.get(COOKIE, "").partition(".")
         if not (PSEUDONYM.fullmatch(pseudonym) and SIGNATURE.fullmatch(signature)):
             return None
         if not hmac.compare_digest(signature, self._sign(pseudonym)):
             return None
         return self.store.listener(pseudonym)
 
-    def _require_listener(self, environ: dict) -> Listener:
-        who = self._listener(environ)
+    def _require_listener(self) -> Listener:
+        who = self._listener()
         if who is None:
             raise HTTPError(401, "no listener: open the test page and start the test first")
         return who
 
-    def _body(self, environ: dict) -> Any:
+    def _body(self) -> Any:
         """The JSON request body (an empty body is ``{}``)."""
-        ctype = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-        if environ.get("HTTP_TRANSFER_ENCODING"):
+        if request.headers.get("Transfer-Encoding"):
             raise HTTPError(411, "send the body with a Content-Length, not a transfer encoding")
-        raw_length = environ.get("CONTENT_LENGTH") or "0"
+        raw_length = request.headers.get("Content-Length") or "0"
         if not raw_length.isdigit():
             raise HTTPError(400, "a bad Content-Length")
         length = int(raw_length)
         if length > MAX_BODY:
             if length <= MAX_DRAIN:  # read it away, so the client sees the answer and not a reset
-                environ["wsgi.input"].read(length)
+                try:
+                    request.environ["wsgi.input"].read(length)
+                except OSError:
+                    pass
             raise HTTPError(413, f"the request body is larger than {MAX_BODY} bytes")
-        if length and ctype != "application/json":
+        is_json = request.mimetype == "application/json"
+        if length and not is_json:
             raise HTTPError(415, "the body must be JSON (Content-Type: application/json)")
-        if ctype != "application/json" and not length:
+        if not is_json:
             raise HTTPError(415, "send Content-Type: application/json")
-        data = environ["wsgi.input"].read(length) if length else b"{}"
+        try:
+            data = request.get_data(cache=False) if length else b"{}"
+        except (ClientDisconnected, OSError) as exc:
+            raise HTTPError(400, "the body is shorter than its Content-Length") from exc
         if len(data) != length and length:
             raise HTTPError(400, "the body is shorter than its Content-Length")
         try:
@@ -242,30 +255,31 @@ class App:
         }
 
     # ------------------------------------------------------------------ routes
-    def _page(self, environ: dict) -> Response:
-        body, ctype = self._static[environ.get("PATH_INFO", "/")]
-        return 200, [("Content-Type", ctype)], body
+    def _page(self) -> Response:
+        body, ctype = self._pages[request.path]
+        return Response(body, 200, content_type=ctype)
 
-    def _state(self, environ: dict) -> Response:
-        who = self._listener(environ)
+    def _state(self) -> Response:
+        who = self._listener()
         payload = {"config": self.exp.page_config(), "listener": None if who is None else self._progress(who)}
         return _json(payload)
 
-    def _start(self, environ: dict) -> Response:
-        body = self._body(environ)
+    def _start(self) -> Response:
+        body = self._body()
         if not isinstance(body, dict) or body:
             raise HTTPError(400, "start takes an empty JSON object")
-        who = self._listener(environ)
-        headers = []
+        who = self._listener()
+        new = who is None
         if who is None:
             who = self.store.add_listener(seed_of=self.exp.listener_seed)
-            headers.append(self._cookie(who.pseudonym))
-        payload = {"config": self.exp.page_config(), "listener": self._progress(who)}
-        return _json(payload, headers=headers)
+        response = _json({"config": self.exp.page_config(), "listener": self._progress(who)})
+        if new:
+            self._set_cookie(response, who.pseudonym)
+        return response
 
-    def _answer(self, environ: dict) -> Response:
-        who = self._require_listener(environ)
-        body = self._body(environ)
+    def _answer(self) -> Response:
+        who = self._require_listener()
+        body = self._body()
         if not isinstance(body, dict):
             raise HTTPError(400, "the answer must be a JSON object")
         unknown = set(body) - ANSWER_FIELDS
@@ -313,22 +327,17 @@ class App:
         progress = self._progress(who)
         return _json({"ok": True, "event": event_id, "next": progress["next"], "done": progress["done"]})
 
-    def _audio(self, environ: dict) -> Response:
-        who = self._require_listener(environ)
-        token = AUDIO_PATH.fullmatch(environ["PATH_INFO"]).group(1)  # type: ignore[union-attr]
+    def _audio(self, token: str) -> Response:
+        who = self._require_listener()
         mine = {t for trial in self.exp.design.block(who.number) for t in trial.tokens}
         path = self.exp.clip_path(token) if token in mine else None
         if path is None:
             raise HTTPError(404, "no such clip")
         data = path.read_bytes()
-        headers = [
-            ("Content-Type", "audio/wav"),
-            ("Accept-Ranges", "bytes"),
-            ("Cache-Control", "private, max-age=3600"),
-        ]
-        wanted = environ.get("HTTP_RANGE")
+        headers = [("Accept-Ranges", "bytes"), ("Cache-Control", "private, max-age=3600")]
+        wanted = request.headers.get("Range")
         if not wanted:
-            return 200, headers, data
+            return Response(data, 200, headers, content_type="audio/wav")
         match = RANGE.fullmatch(wanted.strip())
         size = len(data)
         if match is None or match.groups() == ("", ""):
@@ -340,13 +349,14 @@ class App:
             start, end = int(first), min(int(last), size - 1) if last else size - 1
         if start >= size or start > end:
             raise HTTPError(416, "the range lies outside the clip", [("Content-Range", f"bytes */{size}")])
-        return 206, [*headers, ("Content-Range", f"bytes {start}-{end}/{size}")], data[start : end + 1]
+        headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+        return Response(data[start : end + 1], 206, headers, content_type="audio/wav")
 
-    def _results(self, environ: dict) -> Response:
+    def _results(self) -> Response:
         from cadenza.listening.report import format_table, results_csv, results_html, results_json
         from cadenza.listening.results import analyse
 
-        query = environ.get("QUERY_STRING", "")
+        query = request.environ.get("QUERY_STRING", "")
         try:
             fields = parse_qs(query, max_num_fields=8, strict_parsing=bool(query))
         except ValueError as exc:
@@ -356,58 +366,86 @@ class App:
             raise HTTPError(403, "the results need the key that `cadenza listen` printed (?key=...)")
         with self._results_lock:  # one analysis at a time
             results = analyse(self.exp, n_boot=1000)
-        path = environ["PATH_INFO"]
-        if path == "/results.json":
-            return 200, [("Content-Type", "application/json")], results_json(results).encode()
-        if path == "/results.csv":
-            return 200, [("Content-Type", "text/csv; charset=utf-8")], results_csv(results).encode()
-        if path == "/results.md":
-            return 200, [("Content-Type", "text/markdown; charset=utf-8")], format_table(results).encode()
+        if request.path == "/results.json":
+            return Response(results_json(results), 200, content_type="application/json")
+        if request.path == "/results.csv":
+            return Response(results_csv(results), 200, content_type="text/csv; charset=utf-8")
+        if request.path == "/results.md":
+            return Response(format_table(results), 200, content_type="text/markdown; charset=utf-8")
         k = self._key
         links = {
             "JSON": f"/results.json?key={k}",
             "CSV": f"/results.csv?key={k}",
             "Markdown": f"/results.md?key={k}",
         }
-        return (
-            200,
-            [("Content-Type", "text/html; charset=utf-8")],
-            results_html(results, links=links).encode(),
-        )
+        return Response(results_html(results, links=links), 200, content_type="text/html; charset=utf-8")
 
 
 class _Handler(WSGIRequestHandler):
+    """werkzeug's request handler, quiet (its log goes to :mod:`logging` at DEBUG) and never 5xx."""
+
     timeout = 60  # seconds a connection may idle mid-request
+    protocol_version = "HTTP/1.1"  # as werkzeug sets for threads (it closes every connection anyway)
     default_request_version = "HTTP/1.0"  # so that a malformed request line still gets a status line
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        # the HTTP parser's answers to broken requests are client errors (its 505 for HTTP/2+ too)
+        """The HTTP parser's answer to a broken request, in JSON; a client error (its 505 too)."""
         if code >= 500:
             code, message = 400, message or "unsupported HTTP version"
-        super().send_error(code, message, explain)
+        phrase = self.responses.get(code, ("Error", ""))[0]
+        self.log_error("code %d, message %s", code, message)
+        body = json.dumps({"error": message or phrase}).encode()
+        self.send_response(code, phrase)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
-        log.debug("%s %s", self.address_string(), format % args)
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self.log("info", "%r %s %s", getattr(self, "requestline", ""), code, size)
+
+    def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002 (werkzeug's name)
+        log.debug("%s " + message, self.address_string(), *args)
 
 
-class ListeningServer(socketserver.ThreadingMixIn, WSGIServer):
-    """``wsgiref``'s server with a thread per request."""
+class ListeningServer:
+    """werkzeug's threaded WSGI server of one :class:`App`, and the address it serves."""
 
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+    def __init__(self, server: BaseWSGIServer) -> None:
+        self.server = server
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("listening server: connection from %s failed", client_address, exc_info=True)
+    @property
+    def app(self) -> App:
+        return self.server.app  # type: ignore[return-value]
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        return self.server.server_address[:2]  # type: ignore[return-value]
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        host, port = self.server_address
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until :meth:`shutdown` (from another thread) or Ctrl-C (then it closes the socket)."""
+        self.server.serve_forever(poll_interval)
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+
+    def server_close(self) -> None:
+        self.server.server_close()
 
 
 def make_server(exp: Experiment, *, host: str = "127.0.0.1", port: int = 8000) -> ListeningServer:
     """A server of ``exp`` bound to ``host:port`` (0: any free port); call ``serve_forever()``."""
-    server = ListeningServer((host, port), _Handler)
-    server.set_app(App(exp))
-    return server
+    try:
+        server = werkzeug_server(host, port, App(exp), threaded=True, request_handler=_Handler)
+    except SystemExit as exc:  # werkzeug has printed why it cannot bind (the port in use, ...)
+        raise ParameterError(
+            f"cannot serve on {host}:{port} (see above); --port 0 picks a free port"
+        ) from exc
+    return ListeningServer(server)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 from pathlib import Path
@@ -13,7 +14,7 @@ import soundfile as sf
 from cadenza.errors import ParameterError
 from cadenza.listening.clips import TEST_FOLDER
 from cadenza.listening.experiment import Experiment, config_hash
-from cadenza.listening.server import MAX_BODY
+from cadenza.listening.server import MAX_BODY, make_server
 from tests.listening.helpers import MODELS, Listener, make_experiment, serving
 
 
@@ -222,6 +223,27 @@ def test_malformed_and_oversized_requests_get_4xx_never_5xx(served, monkeypatch)
     assert _raw(url, b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n").split()[1] == b"414"
     many = b"".join(b"X-%d: y\r\n" % k for k in range(150))
     assert _raw(url, b"GET / HTTP/1.1\r\n" + many + b"\r\n").split()[1] == b"431"
+
+
+def test_a_bug_is_a_logged_json_500_and_requests_are_logged_quietly(served, monkeypatch, caplog) -> None:
+    exp, url, _ = served
+    who = Listener(url)
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(exp, "page_config", lambda: 1 / 0)
+    status, headers, payload = who.request("GET", "/api/state")
+    assert status == 500 and headers["content-type"] == "application/json"
+    assert json.loads(payload) == {"error": "internal error (logged on the server)"}
+    assert b"Traceback" not in payload and b"ZeroDivision" not in payload
+    monkeypatch.undo()
+    assert who.request("GET", "/api/state")[0] == 200
+    records = [r for r in caplog.records if r.name.startswith("cadenza.listening.server")]
+    assert any(r.levelno == logging.ERROR and r.exc_info for r in records)  # the bug, with its traceback
+    assert any(r.levelno == logging.DEBUG and "/api/state" in r.getMessage() for r in records)  # the request
+    assert not [r for r in caplog.records if r.name == "werkzeug"]  # werkzeug's own request log stays quiet
+    # a port in use is the experimenter's error, not werkzeug's exit
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    with pytest.raises(ParameterError, match="cannot serve"):
+        make_server(exp, port=port)
 
 
 def test_fifty_concurrent_listeners_lose_no_answer(tmp_path: Path) -> None:
