@@ -52,6 +52,12 @@ Generation (``cadenza generate RUN --option mode=...``):
 ``mode=stateful``
     The paper's rejected variant: read the seed once, then feed one frame at a time and keep
     the LSTM state.
+``dropout=on`` (default) or ``off``
+    Whether the training dropout stays on while generating (as Tacotron 2 keeps its pre-net
+    dropout on at inference). A regressor fed its own output is a deterministic map of its
+    window, which settles into a cycle; the dropout masks draw each frame instead. Measured on
+    the chorales (fft_base-tiny, 2 minutes of training, 8 clips of 10 s): loop score 0.46
+    (median) with dropout on, 0.53 off. ``off`` is the paper's model.
 
 The model is plain PyTorch (``nn.LSTM``, ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d``). On the CPU
 its LSTMs, their dropout and the generation step go through :mod:`cadenza.kernels.lstm`
@@ -74,6 +80,8 @@ from cadenza.models import DataInfo, GenerationRequest
 
 ARCHS = ("base", "fc", "conv1d", "conv2d", "bilinear", "stacked")
 MODES = ("sliding", "stateful")
+#: ``--option dropout=``: whether generation keeps the training dropout on (see Generation).
+DROPOUT_AT_GENERATION = {"on": True, "off": False}
 #: conv2d's kernel: (blocks, frequencies).
 CNN_KERNEL = (3, 5)
 
@@ -217,21 +225,29 @@ class Model(nn.Module):
         """``request.seed`` (n, n_seed_frames, F) -> (n, n_frames, F), by ``mode`` (sliding or stateful)."""
         options = dict(request.options)
         mode = str(options.pop("mode", "sliding"))
+        dropout = options.pop("dropout", True)  # --option dropout=on reads as YAML's true
+        dropout = {True: "on", False: "off"}.get(dropout, str(dropout).lower())
         if options:
             raise ParameterError(
-                f"fft_{self.config.arch} takes the generation option mode only, got {sorted(options)}"
+                f"fft_{self.config.arch} takes the generation options mode and dropout, got {sorted(options)}"
             )
         if mode not in MODES:
             raise ParameterError(f"fft_{self.config.arch}: mode={mode!r} is not one of {', '.join(MODES)}")
+        if dropout not in DROPOUT_AT_GENERATION:
+            raise ParameterError(f"fft_{self.config.arch}: dropout={dropout!r} is not one of on, off")
         seed = request.seed
         if seed is None or seed.shape[1] != self.n_seed_frames:
             got = None if seed is None else tuple(seed.shape)
             raise ParameterError(
                 f"fft_{self.config.arch} starts from (n, {self.n_seed_frames}, F) seed frames, got {got}"
             )
-        return self._generate(seed, request.n_frames, sliding=mode == "sliding")
+        return self._generate(
+            seed, request.n_frames, sliding=mode == "sliding", keep_dropout=DROPOUT_AT_GENERATION[dropout]
+        )
 
-    def _generate(self, seed: torch.Tensor, n_frames: int, *, sliding: bool) -> torch.Tensor:
+    def _generate(
+        self, seed: torch.Tensor, n_frames: int, *, sliding: bool, keep_dropout: bool = False
+    ) -> torch.Tensor:
         """The generation loop of both modes, one frame per iteration.
 
         Windows are LSTM states, oldest first: per LSTM, ``h`` and ``c`` as one (W, n, H) tensor
@@ -248,7 +264,18 @@ class Model(nn.Module):
         n, n_seed, _ = seed.shape
         lstms = [m for m in (self.lstm, self.lstm2) if m is not None]
         steps = [lstm_stepper(m) for m in lstms]
-        encode, head = self._frame_encoder(n), linear_for_rows(self.head.weight, self.head.bias, n)
+        frame_encoder, dense_head = (
+            self._frame_encoder(n, keep_dropout),
+            linear_for_rows(self.head.weight, self.head.bias, n),
+        )
+        p = self.config.dropout if keep_dropout else 0.0
+
+        def encode(frames: torch.Tensor) -> torch.Tensor:
+            return F.dropout(frame_encoder(frames), p) if p else frame_encoder(frames)
+
+        def head(h: torch.Tensor) -> torch.Tensor:
+            return dense_head(F.dropout(h, p) if p else h)
+
         k = self.n_context + 1
         frames = seed  # the last k frames are all that the next input needs
         no_window = seed.new_zeros(0, n, self.config.hidden_size)  # (W = 0, n, H)
@@ -278,17 +305,18 @@ class Model(nn.Module):
                 j += 1
         return out
 
-    def _frame_encoder(self, n: int) -> Any:
+    def _frame_encoder(self, n: int, keep_dropout: bool = False) -> Any:
         """``encode`` of the newest stack for generation: frames (n, n_context + 1, F) -> (n, D).
 
-        fc and bilinear's dense input layer (``Linear -> ReLU -> Dropout``, dropout idle in
-        evaluation) takes :func:`~cadenza.kernels.lstm.linear_for_rows`, its weight packed once
-        for the n streams; the other input layers run as modules.
+        fc and bilinear's dense input layer (``Linear -> ReLU -> Dropout``) takes
+        :func:`~cadenza.kernels.lstm.linear_for_rows`, its weight packed once for the n streams,
+        its dropout applied when ``keep_dropout``; the other input layers run as modules.
         """
         if self.config.arch in ("fc", "bilinear") and not self.training:
             dense = self.encoder[0]
             product = linear_for_rows(dense.weight, dense.bias, n)
-            return lambda frames: torch.relu(product(frames[:, -1]))
+            p = self.config.fc_dropout if keep_dropout else 0.0
+            return lambda frames: F.dropout(torch.relu(product(frames[:, -1])), p)
         return lambda frames: self.encode(frames, self.n_context)[:, 0]
 
 

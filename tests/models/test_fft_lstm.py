@@ -97,8 +97,27 @@ def test_generation_options_and_seed_are_checked() -> None:
     seed = torch.randn(1, SEQ_LEN, N_FEATURES)
     with pytest.raises(ParameterError, match="mode='loop' is not one of sliding, stateful"):
         generate(model, seed, 2, mode="loop")
-    with pytest.raises(ParameterError, match="option mode only"):
+    with pytest.raises(ParameterError, match="options mode and dropout"):
         generate(model, seed, 2, temperature=1.0)
+    with pytest.raises(ParameterError, match="dropout='sometimes' is not one of on, off"):
+        generate(model, seed, 2, dropout="sometimes")
+
+
+@pytest.mark.parametrize("key", ["fft_base", "fft_bilinear"])
+def test_generation_keeps_the_training_dropout_on_unless_told_off(key: str) -> None:
+    """Dropout on at generation draws each frame (against the fixed point a plain regressor falls
+    into); off is the paper's deterministic model."""
+    model = tiny_model(key, dropout=0.3, fc_dropout=0.2).double().eval()
+    seed = torch.randn(2, model.n_seed_frames, N_FEATURES, dtype=torch.double)
+    off = generate(model, seed, 6, dropout=False)
+    torch.testing.assert_close(off, generate(model, seed, 6, dropout="off"))
+    torch.manual_seed(3)
+    on = generate(model, seed, 6)
+    torch.manual_seed(3)
+    torch.testing.assert_close(on, generate(model, seed, 6, dropout="on"))  # reproducible from the seed
+    assert not torch.allclose(on, off)
+    assert not torch.allclose(on, generate(model, seed, 6))  # a new draw
+    assert not model.training  # the model's own modules stay in evaluation
     with pytest.raises(ParameterError, match=r"\(n, 6, F\) seed frames"):
         generate(model, seed[:, :3], 2)
 
