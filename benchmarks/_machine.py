@@ -1,4 +1,5 @@
-"""What the benchmarks share: the machine they ran on, and running as the cadenza command does."""
+"""What the benchmarks share: the machine they ran on, running as the cadenza command does, and
+the paper-000 FFT LSTMs at a given size with their analytic FLOP count (``fft_lstm.py``, ``gpu.py``)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,61 @@ def machine(**extra: Any) -> dict[str, Any]:
     }
     info.update(extra)
     return info
+
+
+def build(key: str, seq_len: int = 40, *, preset: str = "paper", n_features: int = 8000) -> tuple[Any, Any]:
+    """The registered model ``key`` (an ``fft_*`` LSTM) from its ``<key>-<preset>`` config over
+    ``n_features`` features and windows of ``seq_len`` frames, seeded; and the config."""
+    import torch
+
+    from cadenza.models import DataInfo, get_model_spec
+    from cadenza.training.config import load_config
+
+    cfg = load_config(f"{key}-{preset}")
+    torch.manual_seed(0)
+    model = get_model_spec(key).build(cfg.model, DataInfo(n_features=n_features, seq_len=seq_len))
+    return model, cfg
+
+
+def forward_flops(model: Any, x: Any) -> tuple[float, float]:
+    """Matrix-product FLOPs of one forward pass of an ``fft_*`` model over ``x``, and those of
+    the layer reading ``x``.
+
+    Dense and convolution layers are counted from their output shapes (2 x outputs x fan-in);
+    each LSTM layer from its sizes (2 x B x T x 4H x (inputs + H)).
+    """
+    import torch
+    from torch import nn
+
+    counts: list[tuple[str, float]] = []
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Linear):
+            fan_in = module.in_features
+        else:
+            fan_in = module.weight[0].numel()  # (in / groups) x kernel
+        counts.append((type(module).__name__, 2.0 * output.numel() * fan_in))
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
+    ]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in handles:
+        h.remove()
+    rows = x.shape[0] * x.shape[1]
+    lstm_flops, first_lstm_input = 0.0, 0.0
+    for m in (model.lstm, model.lstm2):
+        if m is None:
+            continue
+        for layer in range(m.num_layers):
+            n_in = m.input_size if layer == 0 else m.hidden_size
+            lstm_flops += 2.0 * rows * 4 * m.hidden_size * (n_in + m.hidden_size)
+        first_lstm_input = 2.0 * rows * 4 * m.hidden_size * m.input_size
+    total = lstm_flops + sum(f for _, f in counts)
+    # The layer that reads the data: the encoder's first product, or the LSTM's input projection.
+    encoder_counts = [f for name, f in counts[:-1]]  # the last product is the head
+    first = encoder_counts[0] if encoder_counts else first_lstm_input
+    return total, first

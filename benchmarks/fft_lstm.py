@@ -51,8 +51,7 @@ import time
 from pathlib import Path
 
 import torch
-from _machine import load_record, machine, run_as_cadenza
-from torch import nn
+from _machine import build, forward_flops, load_record, machine, run_as_cadenza
 
 RESULTS = Path(__file__).parent / "results" / "fft_lstm.json"
 BATCH, SEQ_LEN, N_FEATURES, FRAME_RATE = 16, 40, 8000, 4.0
@@ -73,56 +72,6 @@ def mm_rate(repeats: int = 3) -> float:
         torch.mm(a, b)
         best = max(best, 2 * MM_SIZE**3 / (time.perf_counter() - t0))
     return best
-
-
-def forward_flops(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
-    """Matrix-product FLOPs of one forward pass over ``x``, and those of the layer reading ``x``.
-
-    Dense and convolution layers are counted from their output shapes (2 x outputs x fan-in);
-    each LSTM layer from its sizes (2 x B x T x 4H x (inputs + H)).
-    """
-    counts: list[tuple[str, float]] = []
-
-    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if isinstance(module, nn.Linear):
-            fan_in = module.in_features
-        else:
-            fan_in = module.weight[0].numel()  # (in / groups) x kernel
-        counts.append((type(module).__name__, 2.0 * output.numel() * fan_in))
-
-    handles = [
-        m.register_forward_hook(hook)
-        for m in model.modules()
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
-    ]
-    with torch.no_grad():
-        model.eval()(x)
-    for h in handles:
-        h.remove()
-    rows = x.shape[0] * x.shape[1]
-    lstm_flops, first_lstm_input = 0.0, 0.0
-    for m in (model.lstm, model.lstm2):
-        if m is None:
-            continue
-        for layer in range(m.num_layers):
-            n_in = m.input_size if layer == 0 else m.hidden_size
-            lstm_flops += 2.0 * rows * 4 * m.hidden_size * (n_in + m.hidden_size)
-        first_lstm_input = 2.0 * rows * 4 * m.hidden_size * m.input_size
-    total = lstm_flops + sum(f for _, f in counts)
-    # The layer that reads the data: the encoder's first product, or the LSTM's input projection.
-    encoder_counts = [f for name, f in counts[:-1]]  # the last product is the head
-    first = encoder_counts[0] if encoder_counts else first_lstm_input
-    return total, first
-
-
-def build(key: str, seq_len: int = SEQ_LEN):
-    from cadenza.models import DataInfo, get_model_spec
-    from cadenza.training.config import load_config
-
-    cfg = load_config(f"{key}-paper")
-    torch.manual_seed(0)
-    model = get_model_spec(key).build(cfg.model, DataInfo(n_features=N_FEATURES, seq_len=seq_len))
-    return model, cfg
 
 
 class TrainBench:
