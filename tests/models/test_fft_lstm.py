@@ -99,8 +99,9 @@ def test_generation_options_and_seed_are_checked() -> None:
         generate(model, seed, 2, mode="loop")
     with pytest.raises(ParameterError, match="options mode and dropout"):
         generate(model, seed, 2, temperature=1.0)
-    with pytest.raises(ParameterError, match="dropout='sometimes' is not one of on, off"):
-        generate(model, seed, 2, dropout="sometimes")
+    for bad in ("sometimes", 1.0, -0.1):
+        with pytest.raises(ParameterError, match=r"is not on, off or a rate in \[0, 1\)"):
+            generate(model, seed, 2, dropout=bad)
 
 
 @pytest.mark.parametrize("key", ["fft_base", "fft_bilinear"])
@@ -111,12 +112,15 @@ def test_generation_keeps_the_training_dropout_on_unless_told_off(key: str) -> N
     seed = torch.randn(2, model.n_seed_frames, N_FEATURES, dtype=torch.double)
     off = generate(model, seed, 6, dropout=False)
     torch.testing.assert_close(off, generate(model, seed, 6, dropout="off"))
+    torch.testing.assert_close(off, generate(model, seed, 6, dropout=0.0))
     torch.manual_seed(3)
     on = generate(model, seed, 6)
     torch.manual_seed(3)
     torch.testing.assert_close(on, generate(model, seed, 6, dropout="on"))  # reproducible from the seed
     assert not torch.allclose(on, off)
     assert not torch.allclose(on, generate(model, seed, 6))  # a new draw
+    torch.manual_seed(3)
+    assert not torch.allclose(on, generate(model, seed, 6, dropout=0.6))  # a rate of its own
     assert not model.training  # the model's own modules stay in evaluation
     with pytest.raises(ParameterError, match=r"\(n, 6, F\) seed frames"):
         generate(model, seed[:, :3], 2)
