@@ -66,8 +66,19 @@ def lstm_forward(lstm: nn.LSTM, x: torch.Tensor, state: State | None = None) -> 
 
 
 def _is_fusable(lstm: nn.LSTM, x: Any) -> bool:
+    """Whether the fused layer covers this call: a plain batch-first LSTM, off CUDA, in float32
+    (or float64) and outside CPU autocast (``train.precision=bf16`` on a CPU runs ``nn.LSTM``,
+    whose bf16 the autocast rules handle; the fused backward mixed the two dtypes)."""
     plain = lstm.batch_first and lstm.bias and not lstm.bidirectional and not lstm.proj_size
-    return plain and isinstance(x, torch.Tensor) and x.dim() == 3 and x.device.type != "cuda" and enabled()
+    return (
+        plain
+        and isinstance(x, torch.Tensor)
+        and x.dim() == 3
+        and x.device.type != "cuda"
+        and x.dtype in (torch.float32, torch.float64)
+        and not torch.is_autocast_enabled("cpu")
+        and enabled()
+    )
 
 
 def lstm_stepper(lstm: nn.LSTM) -> Callable[[torch.Tensor, Layers, Layers], tuple[Layers, Layers]]:

@@ -200,3 +200,17 @@ def test_every_fft_model_with_kernels_equals_it_without(arch: str, monkeypatch: 
         results[switch] = [loss.detach(), *[p.grad.clone() for p in model.parameters()], *outs]
     for a, b in zip(results["on"], results["off"]):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_cpu_autocast_in_bf16_trains_through_the_module_lstm() -> None:
+    """``train.precision=bf16`` on a CPU: the fused backward had mixed float and bfloat16."""
+    torch.manual_seed(0)
+    module = nn.LSTM(8, 16, batch_first=True)
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, (h, _) = lstm.lstm_forward(module, x)
+        expected, _ = module(x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, expected)
+    y.float().square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and module.weight_ih_l0.grad.abs().sum() > 0
