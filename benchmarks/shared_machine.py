@@ -4,7 +4,8 @@ Issue 14, goal 2: with one other CPU-bound single-threaded program running, tiny
 and generation of every family keep at least 0.45x of their idle throughput (a fair share of
 two cores), and with two others at least 0.25x.
 
-For each family's packaged ``*-tiny`` config (fft_base, seq2seq, wavenet, bilstm_gan, mel_rnn)
+For each family's packaged ``*-tiny`` config (fft_base, seq2seq, wavenet, bilstm_gan, mel_rnn,
+mfcc_lstm, mfcc_vae)
 on a small store of the embedded corpus (prepared once into ``data/.benchmark_cache/``):
 
 * training: ``Trainer.train_step`` steps per second on a few fixed batches (the packaged
@@ -69,16 +70,28 @@ COMPETITOR = "while True: pass"
 @dataclass(frozen=True)
 class Family:
     config: str
-    store: str  # a key of cadenza.demo.STORES
+    store: str  # a key of STORES
     gen_seconds: float  # length generated per measurement
 
 
+#: Store key -> (source, representation, parameters, sample rate) of the embedded corpus.
+STORES: dict[str, tuple[str, str, dict[str, Any], int | None]] = {
+    "fft": ("music21:chorales", "fft", {}, None),
+    "rolls": ("music21:chorales", "pianoroll", {"lowest_pitch": 24, "n_pitches": 84}, None),
+    "wave": ("music21:bach,corelli", "waveform", {}, 8000),
+    "mulaw": ("music21:bach,corelli", "waveform", {"encoding": "mulaw"}, 8000),
+    "mel": ("music21:chorales", "mel", {}, None),
+    "mfcc": ("music21:chorales", "mfcc", {}, None),
+}
+#: One tiny model of each family.
 FAMILIES = {
     "fft_base": Family("fft_base-tiny", "fft", 4.0),
     "seq2seq": Family("seq2seq-tiny", "wave", 0.25),
     "wavenet": Family("wavenet-tiny", "mulaw", 0.25),
     "bilstm_gan": Family("bilstm_gan-tiny", "rolls", 8.0),
     "mel_rnn": Family("mel_rnn-tiny", "mel", 2.0),
+    "mfcc_lstm": Family("mfcc_lstm-tiny", "mfcc", 2.0),
+    "mfcc_vae": Family("mfcc_vae-tiny", "mfcc", 2.0),
 }
 OVERRIDES = ["train.progress=false", "train.tensorboard=false", "train.sample_every=0"]
 
@@ -86,16 +99,15 @@ OVERRIDES = ["train.progress=false", "train.tensorboard=false", "train.sample_ev
 # ------------------------------------------------------------------ set-up
 def store(key: str, max_files: int) -> Path:
     from cadenza.data import prepare_corpus
-    from cadenza.demo import STORES
 
-    st = STORES[key]
+    source, representation, params, sample_rate = STORES[key]
     out = CACHE / f"{key}-{max_files}"
     prepare_corpus(
-        st.source,
+        source,
         out,
-        representation=st.representation,
-        sample_rate=st.sample_rate,
-        rep_params=dict(st.params),
+        representation=representation,
+        sample_rate=sample_rate,
+        rep_params=dict(params),
         max_files=max_files,
         workers=1,
         progress=False,
