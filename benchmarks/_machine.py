@@ -107,3 +107,23 @@ def forward_flops(model: Any, x: Any) -> tuple[float, float]:
     encoder_counts = [f for name, f in counts[:-1]]  # the last product is the head
     first = encoder_counts[0] if encoder_counts else first_lstm_input
     return total, first
+
+
+#: Side of the square fp32 matrices whose product measures the machine's dense rate.
+MM_SIZE = 4096
+
+
+def mm_rate(repeats: int = 3) -> float:
+    """Best fp32 FLOP/s of ``repeats`` dense MM_SIZE x MM_SIZE products (torch's threads as set)."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(MM_SIZE, MM_SIZE), torch.randn(MM_SIZE, MM_SIZE)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * MM_SIZE**3 / (time.perf_counter() - t0))
+    return best

@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 
 import torch
-from _machine import build, forward_flops, load_record, machine, run_as_cadenza
+from _machine import build, forward_flops, load_record, machine, mm_rate, run_as_cadenza
 
 RESULTS = Path(__file__).parent / "results" / "fft_lstm.json"
 BATCH, SEQ_LEN, N_FEATURES, FRAME_RATE = 16, 40, 8000, 4.0
@@ -59,19 +59,6 @@ MODELS = ("fft_base", "fft_fc", "fft_conv1d", "fft_conv2d", "fft_bilinear", "fft
 GOAL_FRACTION = 0.85
 GOAL_MODELS = ("fft_base", "fft_fc", "fft_bilinear", "fft_stacked")
 GOAL_VS_TORCH = 1.8
-MM_SIZE = 4096
-
-
-def mm_rate(repeats: int = 3) -> float:
-    """Best fp32 FLOP/s of ``repeats`` dense MM_SIZE x MM_SIZE products."""
-    a, b = torch.randn(MM_SIZE, MM_SIZE), torch.randn(MM_SIZE, MM_SIZE)
-    torch.mm(a, b)
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = max(best, 2 * MM_SIZE**3 / (time.perf_counter() - t0))
-    return best
 
 
 class TrainBench:

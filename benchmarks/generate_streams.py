@@ -8,7 +8,11 @@ less than one clip each.
   on them), the default generation path (``generate``: ``mode=fast``, a silent seed of one
   receptive field, temperature 1) at 1 and 16 streams. Samples per second in total and per
   stream, and the real-time factor (audio seconds per second). Goals: 16 streams at least 6x
-  the total of one stream; one stream at least 3x real time.
+  the total of one stream; one stream at least 3x real time. Also the arithmetic: FLOPs per
+  sample (2 x the weights read per sample), GFLOP/s achieved, and the machine's dense fp32
+  rate (a 4096 x 4096 ``torch.mm``, best of before and between the repeats): 16 streams
+  cannot go faster than that rate, so ``ceiling_ratio`` (that rate over one stream's GFLOP/s)
+  is the most any 16-stream path could reach against the one-stream path measured.
 * ``seq2seq`` (tiny: 32 hidden units; paper: 256), ``fft_base`` and ``fft_bilinear`` (tiny:
   128 hidden units; paper: 2048; 8000 features, T = 40 frames, the default ``mode=sliding``):
   ``generate`` at ``--n 1`` and ``--n 8``, new samples (seq2seq) or frames (fft) per second in
@@ -39,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _machine import load_record, machine, run_as_cadenza
+from _machine import load_record, machine, mm_rate, run_as_cadenza
 
 RESULTS = Path(__file__).parent / "results" / "generate_streams.json"
 SAMPLE_RATE = 16000
@@ -56,6 +60,15 @@ def wavenet_small() -> Any:
     info = DataInfo(n_features=1, representation={"name": "waveform", "encoding": "mulaw", "n_classes": 256})
     torch.manual_seed(0)
     return Model(Config.paper(n_stacks=2, n_layers=9, skip_channels=128), info).eval()
+
+
+def wavenet_flops_per_sample(model: Any) -> float:
+    """Multiply-adds x 2 per generated sample and stream: every weight of the dilated, residual,
+    skip and output layers is read once per sample; the input layer is a table lookup (0)."""
+    per_sample = sum(
+        p.numel() for n, p in model.named_parameters() if p.dim() > 1 and not n.startswith("input_conv")
+    )
+    return 2.0 * per_sample
 
 
 def registered(key: str, preset: str, **info: Any) -> Any:
@@ -91,10 +104,12 @@ class Case:
     """One model at two stream counts; ``unit`` is what ``n_frames`` counts."""
 
     def __init__(self, name: str, build: Callable[[], Any], streams: tuple[int, int], n_frames: int,
-                 n_features: int, unit: str, seconds_per_unit: float, goal: float) -> None:  # fmt: skip
+                 n_features: int, unit: str, seconds_per_unit: float, goal: float,
+                 flops: Callable[[Any], float] | None = None) -> None:  # fmt: skip
         self.name, self.streams, self.n_frames, self.n_features = name, streams, n_frames, n_features
         self.unit, self.seconds_per_unit, self.goal = unit, seconds_per_unit, goal
         self.model = build()
+        self.flops_per_unit = flops(self.model) if flops is not None else None
         self.times: dict[int, list[tuple[float, float]]] = {n: [] for n in streams}
 
     def warm_up(self) -> None:
@@ -125,15 +140,19 @@ class Case:
                 "realtime_per_stream": rate * self.seconds_per_unit / n,
                 "seconds": sorted(t for t, _ in self.times[n]),
             }
+            if self.flops_per_unit:
+                out[f"n{n}"]["gflops"] = rate * self.flops_per_unit / 1e9
         lo, hi = self.streams
         out["ratio"] = rates[hi] / rates[lo]
         out["meets_goal"] = out["ratio"] >= self.goal
+        if self.flops_per_unit:
+            out["flops_per_unit"] = self.flops_per_unit
         return out
 
 
 def cases(sizes: list[str], wavenet_samples: int, s2s_samples: int, fft_frames: dict[str, int]) -> list[Case]:
     out = [Case("wavenet-small", wavenet_small, (1, 16), wavenet_samples, 0, "samples", 1 / SAMPLE_RATE,
-                GOAL_WAVENET)]  # fmt: skip
+                GOAL_WAVENET, wavenet_flops_per_sample)]  # fmt: skip
     for size in sizes:
         out.append(Case(f"seq2seq-{size}", lambda s=size: registered("seq2seq", s, n_features=1), (1, 8),
                         s2s_samples, 1, "samples", 1 / SAMPLE_RATE, GOAL_N8))  # fmt: skip
@@ -164,13 +183,21 @@ def main() -> None:
     todo = cases(sizes, args.wavenet_samples, args.seq2seq_samples, frames)
     for case in todo:
         case.warm_up()  # numba's compilation (or cache), first-call allocations
+    mm = [mm_rate()]
     for r in range(args.repeats):
         for case in todo:
             for n in case.streams if r % 2 == 0 else reversed(case.streams):
                 case.run(n)
+        mm.append(mm_rate())
         print(f"repeat {r + 1}/{args.repeats} done, load {os.getloadavg()[0]:.2f}", flush=True)
     rows = [case.row() for case in todo]
     wavenet = rows[0]
+    # The ceiling: at most the machine's dense fp32 rate, measured between the repeats.
+    mm_gflops = max(mm) / 1e9
+    one = wavenet["n1"]["gflops"]
+    wavenet["mm_gflops"] = mm_gflops
+    wavenet["n16"]["fraction_of_mm"] = wavenet["n16"]["gflops"] / mm_gflops
+    wavenet["ceiling_ratio"] = mm_gflops / one  # 16 streams at the dense rate, against one stream
     result = {
         "benchmark": "generate_streams",
         "machine": machine(threads=args.threads, **load_record(load_before)),
@@ -197,6 +224,12 @@ def main() -> None:
         print(
             f"{'':20} ratio {row['ratio']:.2f} (goal {row['goal']}){'' if row['meets_goal'] else '  BELOW GOAL'}"
         )
+        if "ceiling_ratio" in row:
+            print(
+                f"{'':20} {row['flops_per_unit'] / 1e3:.0f} kFLOP per sample: {row['n16']['gflops']:.0f} GFLOP/s at 16 "
+                f"streams = {row['n16']['fraction_of_mm']:.2f} of the dense fp32 rate ({row['mm_gflops']:.0f} GFLOP/s); "
+                f"ratio at that rate: {row['ceiling_ratio']:.2f}"
+            )
     under = result["machine"]["taken_under_load"]
     print(f"load before {result['machine']['load_before']}, after {result['machine']['load_after']}"
           + ("  (taken under load: rerun on a quiet machine)" if under else ""))  # fmt: skip
