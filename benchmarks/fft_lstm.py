@@ -21,7 +21,10 @@ Everything runs side by side in one process on the same machine:
     same weights and the same batch run as plain PyTorch (``CADENZA_KERNELS=off``: ``nn.LSTM``,
     ``nn.Dropout``, ``torch.optim.RMSprop``), the two steps alternating on one model so that both
     see the same moments of a shared machine; best and median of ``--steps`` each. Goal (issue
-    14): at least 1.8x for every model.
+    14): at least 1.8x for every model. Also the machine's dense rate (``torch.mm``, before and
+    after each model) and nn.LSTM's model FLOP/s as a fraction of it: a step that does the same
+    FLOPs cannot beat the dense rate, so ``ceiling_speedup`` (dense rate over nn.LSTM's) bounds
+    what any kernel could reach.
 ``optimizer``
     One RMSprop update of fft_base's paper-size parameters (99 M) with weight decay: PyTorch's
     ``torch.optim.RMSprop`` against cadenza's fused one-pass update, best of 5 interleaved.
@@ -126,6 +129,7 @@ def bench_vs_torch(keys: list[str], steps: int) -> list[dict]:
 
     rows = []
     for key in keys:
+        mm = mm_rate()  # the machine's dense rate at this moment: no step can beat it
         bench = TrainBench(key)
         times: dict[str, list[float]] = {"on": [], "off": []}
         for r in range(steps):
@@ -148,9 +152,17 @@ def bench_vs_torch(keys: list[str], steps: int) -> list[dict]:
             "kernels_gflops": round(3 * bench.fwd / best["on"] / 1e9, 1),
             "torch_gflops": round(3 * bench.fwd / best["off"] / 1e9, 1),
         }
+        # nn.LSTM's model FLOP/s against the dense rate: the speed-up any kernel doing the same
+        # FLOPs could reach at most is the dense rate over nn.LSTM's.
+        mm = max(mm, mm_rate())
+        row["mm_gflops"] = round(mm / 1e9, 1)
+        row["torch_fraction_of_mm"] = round(row["torch_gflops"] * 1e9 / mm, 3)
+        row["ceiling_speedup"] = round(mm / 1e9 / row["torch_gflops"], 2)
         row["goal_met"] = row["speedup"] >= GOAL_VS_TORCH
         print(f"  {key}: kernels {row['kernels_step_s']:.2f} s, nn.LSTM {row['torch_step_s']:.2f} s -> "
-              f"{row['speedup']:.2f}x (median {row['median_speedup']:.2f}x)", flush=True)  # fmt: skip
+              f"{row['speedup']:.2f}x (median {row['median_speedup']:.2f}x); nn.LSTM at "
+              f"{row['torch_fraction_of_mm']:.2f} of the dense rate ({row['mm_gflops']:.0f} GFLOP/s): "
+              f"at most {row['ceiling_speedup']:.2f}x", flush=True)  # fmt: skip
         rows.append(row)
         del bench
         gc.collect()

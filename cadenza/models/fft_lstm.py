@@ -77,7 +77,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cadenza.errors import ParameterError
-from cadenza.kernels.lstm import Dropout, linear_for_rows, lstm_forward, lstm_stepper
+from cadenza.kernels.lstm import Dropout, dropout_always, linear_for_rows, lstm_forward, lstm_stepper
 from cadenza.models import DataInfo, GenerationRequest
 
 ARCHS = ("base", "fc", "conv1d", "conv2d", "bilinear", "stacked")
@@ -283,10 +283,10 @@ class Model(nn.Module):
         p = dropout
 
         def encode(frames: torch.Tensor) -> torch.Tensor:
-            return F.dropout(frame_encoder(frames), p) if p else frame_encoder(frames)
+            return dropout_always(frame_encoder(frames), p)
 
         def head(h: torch.Tensor) -> torch.Tensor:
-            return dense_head(F.dropout(h, p) if p else h)
+            return dense_head(dropout_always(h, p))
 
         k = self.n_context + 1
         frames = seed  # the last k frames are all that the next input needs
@@ -328,7 +328,7 @@ class Model(nn.Module):
             dense = self.encoder[0]
             product = linear_for_rows(dense.weight, dense.bias, n)
             p = self.config.fc_dropout if keep_dropout else 0.0
-            return lambda frames: F.dropout(torch.relu(product(frames[:, -1])), p)
+            return lambda frames: dropout_always(torch.relu(product(frames[:, -1])), p)
         return lambda frames: self.encode(frames, self.n_context)[:, 0]
 
 
