@@ -1,45 +1,59 @@
-"""`cadenza demo`: the main job on the embedded corpus (what `make demo` runs)."""
+"""`cadenza demo`: the main job on the embedded corpus (what `make demo` runs), a small `cadenza study`.
+
+The work is :func:`cadenza.demo.run_demo`; this module reads the command line. Options left out
+take what ``OUT/study.json`` holds, else the demo's sizes. The exit status is 0 when every model
+went through, 1 when one failed (the report says which and why).
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
 from cadenza import threads
 
+#: The study's sizes the demo takes: option, study setting, type, what it is.
+SIZES = (
+    ("--budget", "budget", str, "training per model: a time (90s, 10m) or steps (500steps)"),
+    ("--max-files", "max_files", int, "chorales drawn for every store"),
+    ("--n", "listen_clips", int, "listening clips per model"),
+    ("--seconds", "listen_seconds", float, "length of each listening clip"),
+    ("--eval-clips", "eval_clips", int, "clips per model for the metrics; 0: no evaluation"),
+    ("--eval-seconds", "eval_seconds", float, "length of each metric clip"),
+    ("--bars", "bars", int, "generated bars per GAN for paper 004's Table 1; 0: none"),
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from cadenza.demo import DEMO_SETTINGS
+
     p = sub.add_parser(
         "demo",
-        help="prepare the embedded corpus, plot, train a tiny model of each family, generate and evaluate",
-        description="Runs the main job end to end on the music21 corpus shipped with the package.",
+        help="a small study of one tiny model of each family on the embedded chorales (resumable)",
+        description=(
+            "cadenza study music21:chorales of one tiny model of each family at a small budget: prepares "
+            "the stores, plots one chorale, trains, writes listening clips, measures every model against "
+            "held-out chorales (paper 004's Table 1 for the GANs) and writes OUT/report.html. The same "
+            "command again continues where it stopped; options left out are taken from OUT/study.json."
+        ),
     )
     p.add_argument("--out", default="demo", help="output folder (default: demo)")
+    p.add_argument("--models", default="", help="comma-separated model keys (default: one of each family)")
+    for flag, dest, kind, what in SIZES:
+        default = DEMO_SETTINGS[dest]
+        shown = f"{default:g}" if isinstance(default, float) else default
+        p.add_argument(flag, dest=dest, type=kind, metavar=dest.upper(), help=f"{what} (default: {shown})")
+    p.add_argument("--workers", type=int, help="processes preparing the stores (default: one per CPU)")
     p.add_argument(
-        "--max-files",
-        type=int,
-        default=None,
-        help="files per store (default: 24 chorales; 12 pieces of raw audio)",
-    )
-    p.add_argument("--workers", type=int, default=2, help="processes for preparation (default: 2)")
-    p.add_argument(
-        "--seconds", type=float, default=None, help="length of each generated sample (default: per model)"
-    )
-    p.add_argument(
-        "--models",
-        default="",
-        help="comma-separated config names or model keys to train (default: one of each family)",
+        "--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda or mps"
     )
     p.add_argument(
-        "--bars", type=int, default=2000, help="generated bars per GAN for Table 1 (default: 2000)"
+        "overrides",
+        nargs="*",
+        help="training overrides: SECTION.KEY=VALUE for every model (data.batch_size=8), "
+        "MODEL:SECTION.KEY=VALUE for one",
     )
-    p.add_argument("--n", type=int, default=2, help="number of samples to generate")
-    p.add_argument(
-        "--eval-clips",
-        type=int,
-        default=20,
-        help="clips per model measured by cadenza evaluate at the end (default: 20; 0: skip)",
-    )
-    p.add_argument("overrides", nargs="*", help="training overrides, e.g. train.max_epochs=5")
     threads.add_argument(p)
     p.set_defaults(func=run)
 
@@ -48,19 +62,19 @@ def run(args: argparse.Namespace) -> int:
     threads.mark()  # the load is measured while the libraries load
     import torch  # noqa: F401 - loaded now, inside the window
 
+    from cadenza.commands.prepare import default_workers
     from cadenza.demo import run_demo
 
     threads.configure(getattr(args, "threads", None))
-
-    run_demo(
+    result = run_demo(
         args.out,
-        max_files=args.max_files,
-        workers=args.workers,
-        train_overrides=args.overrides,
-        seconds=args.seconds,
-        n_samples=args.n,
         models=[m.strip() for m in args.models.split(",") if m.strip()] or None,
-        eval_bars=args.bars,
-        eval_clips=args.eval_clips,
+        overrides=args.overrides or None,
+        workers=args.workers or default_workers(getattr(args, "threads", None)),
+        device=args.device,
+        command=shlex.join(["cadenza", *sys.argv[1:]]) if "demo" in sys.argv[1:] else None,
+        **{dest: getattr(args, dest) for _, dest, _, _ in SIZES},
     )
-    return 0
+    for model, error in result.study.failed.items():
+        print(f"cadenza demo: {model} failed at {error.splitlines()[0][:300]}", file=sys.stderr)
+    return 1 if result.study.failed else 0

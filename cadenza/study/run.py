@@ -391,8 +391,11 @@ class _Study:
             # Schedules count epochs, which a budget does not: on the 24 chorales (6 steps an
             # epoch) the tiny FFT LSTMs' plateau schedule had cut the lr to 1.5e-8 by step 600
             # of a 10-minute budget. Every model trains at its config's lr for the whole budget.
+            # The configs' own lengths give way to the budget: wavenet-tiny's max_steps=400 had
+            # stopped it after 36 s of a 60 s budget, seq2seq-tiny's after 4 s.
             overrides += [
                 f"train.max_epochs={NO_EPOCH_LIMIT}",
+                "train.max_steps=0",
                 "schedule.name=none",
                 "schedule.early_stopping=0",
                 "train.sample_every=0",
