@@ -1,8 +1,9 @@
 """Regression guards for the collapse fixes (issue 15): a family's shipped tiny model, briefly
 trained on real chorales, runs free without being flagged by the evaluation's detectors.
 
-Each guard also runs the paper's plain model from the same checkpoint and shows it collapsing,
-so that the guard fails if the fix stops mattering (or the detector stops seeing the collapse).
+Where the paper's plain model collapses (the FFT LSTMs' deterministic generation), the guard
+runs it too from the same checkpoint and shows it collapsing, so that the guard fails if the fix
+stops mattering (or the detector stops seeing the collapse).
 mel_rnn and mfcc_lstm have theirs in their own files (``test_cli_trains_resumes_and_runs_free_
 without_collapse``, ``test_generation_noise_keeps_the_spread``).
 """
@@ -62,3 +63,18 @@ def test_fft_lstm_runs_free_without_a_loop_where_the_papers_plain_generation_loo
         assert m["silent"] < 0.5 and m["flatness"] < NOISE_FLOOR, m
         assert m["loop"] is not None and m["loop"] < 0.7, m
     assert np.median([m["loop"] for m in plain]) > LOOP_THRESHOLD, plain
+
+
+@pytest.mark.slow
+def test_mfcc_vae_prior_samples_are_not_flagged(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """mfcc_vae-tiny (its config's 600 steps on 8 chorales, about 10 s): decoded samples from the
+    prior sound (not silent), are not noise and do not repeat one pattern (loop score about 0.6)."""
+    root = tmp_path_factory.mktemp("collapse-vae")
+    store, run, out = root / "mfcc", root / "run", root / "samples"
+    argv = ["prepare", "music21:chorales", str(store), "--representation", "mfcc", "--max-files", "8"]
+    assert main([*argv, "--workers", "1"]) == 0
+    assert main(["train", "mfcc_vae-tiny", "--data", str(store), "--run", str(run), *QUIET]) == 0
+    assert main(["generate", str(run), "--seconds", "10", "--n", "3", "--seed", "1", "--out", str(out)]) == 0
+    for m in measures(out):
+        assert m["silent"] < 0.5 and m["flatness"] < NOISE_FLOOR, m
+        assert m["loop"] is not None and m["loop"] < LOOP_THRESHOLD, m
