@@ -52,7 +52,9 @@ class Tracker:
         for path in [self.metrics_path, *self.run_dir.glob("events.out.tfevents.*")]:
             path.unlink(missing_ok=True)
 
-    def open(self, *, step: int, total_steps: int | None, desc: str, tensorboard: bool, progress: bool) -> None:
+    def open(
+        self, *, step: int, total_steps: int | None, desc: str, tensorboard: bool, progress: bool
+    ) -> None:
         """Open ``metrics.csv`` (rows after ``step`` dropped), TensorBoard and the progress display."""
         if not self.is_main:
             return
