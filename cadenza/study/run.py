@@ -18,9 +18,13 @@ The budget
 ``train.max_seconds``: the trainer stops at the step that spends the budget and keeps the time
 of its steps (and of the waits for their batches) in ``last.pt``, so a study killed and run again
 goes on with what is left; time after the last checkpoint of a killed run is not counted. Both kinds
-lift ``train.max_epochs`` and early stopping (``best.pt``, picked by validation, is what
-generates) and turn off samples during training, so the budget alone decides when a model
-stops. ``config`` leaves each config's own length.
+lift ``train.max_epochs``, ``train.max_steps`` (for a time budget) and early stopping
+(``best.pt``, picked by validation, is what generates) and turn off samples during training, so
+the budget alone decides when a model stops. Both also turn the learning-rate schedule off:
+schedules count epochs, which a budget does not (an epoch of 24 chorales is 6 steps, and the
+tiny FFT LSTMs' plateau schedule had cut the rate to 1.5e-8 within 600 steps of a 10-minute
+budget; the GANs' 0.9 per epoch would leave 2e-14 of SGD's rate after 10 minutes).
+``config`` leaves each config's own length and schedule.
 """
 
 from __future__ import annotations
