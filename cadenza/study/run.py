@@ -20,11 +20,13 @@ of its steps (and of the waits for their batches) in ``last.pt``, so a study kil
 goes on with what is left; time after the last checkpoint of a killed run is not counted. Both kinds
 lift ``train.max_epochs``, ``train.max_steps`` (for a time budget) and early stopping
 (``best.pt``, picked by validation, is what generates) and turn off samples during training, so
-the budget alone decides when a model stops. Both also turn the learning-rate schedule off:
-schedules count epochs, which a budget does not (an epoch of 24 chorales is 6 steps, and the
-tiny FFT LSTMs' plateau schedule had cut the rate to 1.5e-8 within 600 steps of a 10-minute
-budget; the GANs' 0.9 per epoch would leave 2e-14 of SGD's rate after 10 minutes).
-``config`` leaves each config's own length and schedule.
+the budget alone decides when a model stops. Schedules count epochs, which a budget does not
+(an epoch of 24 chorales is 6 steps: the tiny FFT LSTMs' plateau schedule had cut the rate to
+1.5e-8 within 600 steps of a 10-minute budget, and the GANs' 0.9 per epoch would leave 2e-14 of
+SGD's rate after 10 minutes): an epoch-counted schedule (step, exponential, cosine) follows the
+share of the budget spent, spread as over the config's ``max_epochs``
+(``schedule.span_epochs``); a plateau schedule is turned off. ``config`` leaves each config's
+own length and schedule.
 """
 
 from __future__ import annotations
@@ -380,6 +382,7 @@ class _Study:
         """The packaged ``<model>-<preset>`` config (else the family's preset) and the study's overrides."""
         from cadenza.data import FeatureStore
         from cadenza.training.config import build_config, load_config, packaged_configs
+        from cadenza.training.optim import EPOCH_SCHEDULES
 
         name = f"{model}-{self.s.preset}"
         if name in packaged_configs():
@@ -392,18 +395,23 @@ class _Study:
             config = cfg
         overrides: list[str] = []
         if self.s.budget.kind != "config":
-            # Schedules count epochs, which a budget does not: on the 24 chorales (6 steps an
-            # epoch) the tiny FFT LSTMs' plateau schedule had cut the lr to 1.5e-8 by step 600
-            # of a 10-minute budget. Every model trains at its config's lr for the whole budget.
             # The configs' own lengths give way to the budget: wavenet-tiny's max_steps=400 had
             # stopped it after 36 s of a 60 s budget, seq2seq-tiny's after 4 s.
             overrides += [
                 f"train.max_epochs={NO_EPOCH_LIMIT}",
                 "train.max_steps=0",
-                "schedule.name=none",
                 "schedule.early_stopping=0",
                 "train.sample_every=0",
             ]
+            # Schedules count epochs, which a budget does not: on the 24 chorales (6 steps an
+            # epoch) the tiny FFT LSTMs' plateau schedule had cut the lr to 1.5e-8 by step 600 of
+            # a 10-minute budget, and the GANs' 0.9 per epoch would leave 2e-14 of their rate. An
+            # epoch-counted schedule is spread over the budget as over the config's max_epochs;
+            # a plateau schedule (validations, not time) is turned off.
+            if cfg.schedule.name in EPOCH_SCHEDULES:
+                overrides.append(f"schedule.span_epochs={cfg.train.max_epochs}")
+            elif cfg.schedule.name != "none":
+                overrides.append("schedule.name=none")
         if cfg.data.label_key and not FeatureStore(store).label_values(cfg.data.label_key):
             overrides.append("data.label_key=null")  # the source has no such label: unconditioned
         overrides += self.model_overrides.get(model, [])

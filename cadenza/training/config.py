@@ -99,6 +99,10 @@ class ScheduleConfig:
     step_size: int = _f(100, min=1)  # step: epochs between drops
     gamma: float = _f(0.99, min=0.0, max=1.0)  # exponential: per-epoch factor
     min_lr: float = _f(0.0, min=0.0)  # plateau and cosine floor
+    # step, exponential, cosine under a budget (train.max_seconds, else train.max_steps): the
+    # epochs the schedule spans over the whole budget, followed by the fraction of it spent
+    # instead of counted epochs; 0: it counts the run's own epochs
+    span_epochs: int = _f(0, min=0)
     early_stopping: int = _f(0, min=0)  # stop after this many validations without improvement; 0: off
     min_delta: float = _f(0.0, min=0.0)  # a smaller improvement does not count
 

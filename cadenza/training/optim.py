@@ -17,6 +17,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -81,12 +82,44 @@ def build_optimizer(
     return OPTIMIZER_BUILDERS[cfg.name](params, cfg)
 
 
+#: Schedules that count epochs, as the lr they give ``base`` after ``epochs`` (fractional) epochs:
+#: what torch's StepLR, ExponentialLR and CosineAnnealingLR (T_max = ``span``) give at whole ones.
+EPOCH_SCHEDULES: dict[str, Callable[[ScheduleConfig, float, float, float], float]] = {
+    "step": lambda c, base, e, span: base * c.factor ** math.floor(e / c.step_size),
+    "exponential": lambda c, base, e, span: base * c.gamma**e,
+    "cosine": lambda c, base, e, span: c.min_lr + (base - c.min_lr) * (1 + math.cos(math.pi * e / span)) / 2,
+}
+
+
+def budget_span(cfg: ScheduleConfig, train: TrainConfig) -> int:
+    """Epochs an epoch-counted schedule spans over the budget, or 0 when it counts epochs itself:
+    ``schedule.span_epochs`` under ``train.max_seconds`` or ``train.max_steps``."""
+    budget = train.max_seconds > 0 or train.max_steps > 0
+    return cfg.span_epochs if budget and cfg.name in EPOCH_SCHEDULES else 0
+
+
+def budget_lr(cfg: ScheduleConfig, base: float, fraction: float, span: int) -> float:
+    """The lr of an epoch-counted schedule at ``fraction`` (0-1) of a budget spanning ``span`` epochs.
+
+    Examples
+    --------
+    >>> cfg = ScheduleConfig(name="exponential", gamma=0.5)
+    >>> budget_lr(cfg, 1.0, 0.5, 4)  # half the budget: two of the four epochs
+    0.25
+    """
+    return EPOCH_SCHEDULES[cfg.name](cfg, base, min(max(fraction, 0.0), 1.0) * span, span)
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, train: TrainConfig
 ) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
-    """The schedule ``cfg`` describes, stepped once per epoch (``plateau``: per validation)."""
+    """The schedule ``cfg`` describes, stepped once per epoch (``plateau``: per validation); None
+    when there is none, or when it follows the budget (:func:`budget_span`: the trainer sets
+    the lr at every step with :func:`budget_lr`)."""
     if cfg.name not in SCHEDULE_BUILDERS:
         raise ConfigError(f"schedule.name: unknown schedule {cfg.name!r}")
+    if budget_span(cfg, train):
+        return None
     return SCHEDULE_BUILDERS[cfg.name](optimizer, cfg, train)
 
 

@@ -93,7 +93,14 @@ from cadenza.training.data import (
     to_device,
 )
 from cadenza.training.guard import NonfiniteGuard, TrainingDiverged
-from cadenza.training.optim import build_optimizer, build_scheduler, current_lr, update_plan
+from cadenza.training.optim import (
+    budget_lr,
+    budget_span,
+    build_optimizer,
+    build_scheduler,
+    current_lr,
+    update_plan,
+)
 from cadenza.training.state import TrainState
 from cadenza.training.tracking import Tracker, advise_allocator
 
@@ -248,6 +255,10 @@ class Trainer:
             n: [p for g in o.param_groups for p in g["params"]] for n, o in self.optimizers.items()
         }
         self.schedulers = {n: build_scheduler(o, cfg.schedule, cfg.train) for n, o in self.optimizers.items()}
+        self.budget_span = budget_span(cfg.schedule, cfg.train)
+        for o in self.optimizers.values():  # the lr a budget schedule starts from (saved with the optimiser)
+            for group in o.param_groups:
+                group.setdefault("initial_lr", group["lr"])
         self.use_bf16 = cfg.train.precision == "bf16" or (
             cfg.train.precision == "auto" and self.device.type == "cuda"
         )
@@ -379,11 +390,22 @@ class Trainer:
         """One batch: every optimiser updated as ``optim.ratio`` says. Returns the losses as floats."""
         batch = to_device(batch, self.device)
         self.model.n_steps_trained = self.state.step  # a model's own schedules follow this count
+        if self.budget_span:
+            self._follow_budget()
         values: dict[str, float] = {}
         for name, count in self.plan:
             for _ in range(count):
                 self._update(name, batch, values)
         return values
+
+    def _follow_budget(self) -> None:
+        """Set every lr from the share of the budget spent (``schedule.span_epochs``)."""
+        cfg, st = self.config.train, self.state
+        fraction = st.seconds_trained / cfg.max_seconds if cfg.max_seconds else st.step / cfg.max_steps
+        for o in self.optimizers.values():
+            for group in o.param_groups:
+                base = group.setdefault("initial_lr", group["lr"])  # a checkpoint from before it was kept
+                group["lr"] = budget_lr(self.config.schedule, base, fraction, self.budget_span)
 
     def _update(self, name: str, batch: Any, values: dict[str, float]) -> None:
         """One step of optimiser ``name``: its losses alone, backward, the guard, the update."""

@@ -255,3 +255,37 @@ def test_what_a_family_needs_of_the_data_is_checked_in_one_place(
     info = DataInfo(n_features=1, seq_len=16, representation=rep)
     with pytest.raises(ParameterError, match=re.escape(expected)):
         spec.build(spec.preset("tiny"), info)
+
+
+@pytest.mark.parametrize("name", ["step", "exponential", "cosine"])
+def test_a_schedule_spread_over_a_budget_gives_torchs_lr_at_whole_epochs(name: str) -> None:
+    """``schedule.span_epochs`` under a budget: at the budget's fraction k / span, the lr torch's
+    own scheduler gives after k epochs (and between them, the same curve continued)."""
+    from cadenza.training.optim import SCHEDULE_BUILDERS, budget_lr, budget_span
+
+    span = 6
+    cfg = load_config(
+        "fft_base-tiny",
+        [f"schedule.name={name}", f"schedule.span_epochs={span}", "schedule.step_size=2", "schedule.gamma=0.7",
+         "schedule.factor=0.5", "schedule.min_lr=1e-5", f"train.max_epochs={span}", "train.max_seconds=60"],
+    )  # fmt: skip
+    assert budget_span(cfg.schedule, cfg.train) == span
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    reference = SCHEDULE_BUILDERS[name](opt, cfg.schedule, cfg.train)
+    for k in range(span + 1):
+        assert budget_lr(cfg.schedule, 0.1, k / span, span) == pytest.approx(
+            opt.param_groups[0]["lr"], rel=1e-9
+        )
+        opt.step()
+        reference.step()
+    halfway = budget_lr(cfg.schedule, 0.1, 2.5 / span, span)
+    assert (
+        budget_lr(cfg.schedule, 0.1, 3 / span, span)
+        <= halfway
+        <= budget_lr(cfg.schedule, 0.1, 2 / span, span)
+    )
+    # without a budget, or for a plateau schedule, the schedule counts epochs as before
+    no_budget = load_config("fft_base-tiny", [f"schedule.name={name}", "schedule.span_epochs=6"])
+    assert budget_span(no_budget.schedule, no_budget.train) == 0
+    plateau = load_config("fft_base-tiny", ["schedule.span_epochs=6", "train.max_seconds=60"])
+    assert plateau.schedule.name == "plateau" and budget_span(plateau.schedule, plateau.train) == 0

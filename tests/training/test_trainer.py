@@ -81,6 +81,20 @@ def test_a_time_budget_stops_training_and_counts_across_resumes(store: Path, tmp
     assert more.stopped == "max_seconds" and more.step > first.step and more.seconds >= 1.5
 
 
+def test_an_epoch_schedule_spread_over_a_step_budget_sets_each_steps_lr(store: Path, tmp_path: Path) -> None:
+    """exponential 0.5 spread as 4 epochs over 8 steps: step s trains at lr 1e-3 * 0.5 ** ((s - 1) / 2)."""
+    overrides = [*TINY, "train.max_epochs=1000", "schedule.name=exponential", "schedule.gamma=0.5",
+                 "schedule.span_epochs=4", "optim.lr=1e-3"]  # fmt: skip
+    train("fft_base-tiny", data=store, run=tmp_path / "a", overrides=[*overrides, "train.max_steps=8"])
+    rows = [r for r in losses_of(tmp_path / "a", "lr") if r[1] == "train"]
+    assert [step for step, *_ in rows] == list(range(1, 9))
+    for step, _, lr in rows:
+        assert lr == pytest.approx(1e-3 * 0.5 ** ((step - 1) / 2), rel=1e-6), (step, lr)
+    # the lr follows the state's step (or seconds): a resumed run picks the curve up where it was
+    more = train("fft_base-tiny", data=store, run=tmp_path / "a", overrides=[*overrides, "train.max_steps=8"])
+    assert more.stopped == "already finished"
+
+
 def test_progress_under_a_time_budget_shows_the_time_left_not_a_step_count(
     store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
