@@ -297,6 +297,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ resuming
     def _check_resumable(self, saved: dict[str, Any]) -> None:
+        try:  # read as a config of today: a field added since the run began takes its default
+            saved = ExperimentConfig.from_dict(saved, source=f"{self.last_path} (saved config)").to_dict()
+        except CadenzaError:
+            pass  # compared as saved; a real difference is then reported below
         changes = [c for c in diff_configs(saved, self.config.to_dict()) if c[0] not in RESUMABLE_CHANGES]
         if changes:
             listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes[:6])

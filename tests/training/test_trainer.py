@@ -95,6 +95,26 @@ def test_an_epoch_schedule_spread_over_a_step_budget_sets_each_steps_lr(store: P
     assert more.stopped == "already finished"
 
 
+def test_a_run_saved_before_a_config_field_existed_resumes(store: Path, tmp_path: Path) -> None:
+    """A field added since (here schedule.span_epochs) takes its default in the saved config."""
+    run, overrides = tmp_path / "run", [*TINY, "train.max_epochs=1000"]
+    train("fft_base-tiny", data=store, run=run, overrides=[*overrides, "train.max_steps=2"])
+    last = run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    del state["config"]["schedule"]["span_epochs"]
+    torch.save(state, last)
+    assert train("fft_base-tiny", data=store, run=run, overrides=[*overrides, "train.max_steps=4"]).step == 4
+    with pytest.raises(
+        ConfigError, match=r"different config \(model.hidden_size"
+    ):  # a real change still stops it
+        train(
+            "fft_base-tiny",
+            data=store,
+            run=run,
+            overrides=[*overrides, "train.max_steps=6", "model.hidden_size=8"],
+        )
+
+
 def test_progress_under_a_time_budget_shows_the_time_left_not_a_step_count(
     store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
