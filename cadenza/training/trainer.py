@@ -256,9 +256,6 @@ class Trainer:
         }
         self.schedulers = {n: build_scheduler(o, cfg.schedule, cfg.train) for n, o in self.optimizers.items()}
         self.budget_span = budget_span(cfg.schedule, cfg.train)
-        for o in self.optimizers.values():  # the lr a budget schedule starts from (saved with the optimiser)
-            for group in o.param_groups:
-                group.setdefault("initial_lr", group["lr"])
         self.use_bf16 = cfg.train.precision == "bf16" or (
             cfg.train.precision == "auto" and self.device.type == "cuda"
         )
@@ -408,7 +405,8 @@ class Trainer:
         fraction = st.seconds_trained / cfg.max_seconds if cfg.max_seconds else st.step / cfg.max_steps
         for o in self.optimizers.values():
             for group in o.param_groups:
-                base = group.setdefault("initial_lr", group["lr"])  # a checkpoint from before it was kept
+                # the lr it starts from, kept in the group (saved with the optimiser) at the first step
+                base = group.setdefault("initial_lr", group["lr"])
                 group["lr"] = budget_lr(self.config.schedule, base, fraction, self.budget_span)
 
     def _update(self, name: str, batch: Any, values: dict[str, float]) -> None:
