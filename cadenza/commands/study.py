@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--budget",
         help="training per model: a wall-clock time (10m, 2h, 1h30m, 90s), steps (500steps) or 'config' "
-        "(each config's own length) (default: 10m)",
+        "(each config's own length) (default: 8m)",
     )
     p.add_argument("--out", default="study", metavar="DIR", help="the study's folder (default: study)")
     p.add_argument("--preset", choices=("tiny", "paper"), help="the configs' size (default: tiny)")

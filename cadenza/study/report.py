@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from cadenza.data.store import atomic_write_text
-from cadenza.study.plan import Budget, Plan, budget_from, describe_store, format_seconds
+from cadenza.study.plan import DEFAULT_BUDGET, Budget, Plan, budget_from, describe_store, format_seconds
 from cadenza.study.state import StudyState
 
 __all__ = [
@@ -242,7 +242,7 @@ def write_report(out: str | os.PathLike, state: StudyState, plan: Plan) -> tuple
     out = Path(out)
     data = state.data
     settings = data.get("settings") or {}
-    budget: Budget = budget_from(settings.get("budget", "10m"))
+    budget: Budget = budget_from(settings.get("budget", DEFAULT_BUDGET))
     models: list[str] = list(settings.get("models") or [])
     failed: dict[str, str] = data.get("failed") or {}
     evaluations = {

@@ -45,6 +45,7 @@ from typing import Any
 
 from cadenza.errors import ParameterError
 from cadenza.study.plan import (
+    DEFAULT_BUDGET,
     PRESETS,
     Budget,
     Plan,
@@ -76,7 +77,7 @@ class StudySettings:
 
     source: str
     models: list[str]
-    budget: Budget = dataclasses.field(default_factory=lambda: Budget.parse("10m"))
+    budget: Budget = dataclasses.field(default_factory=lambda: Budget.parse(DEFAULT_BUDGET))
     preset: str = "tiny"
     max_files: int | None = None
     seed: int = 0

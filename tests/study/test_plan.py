@@ -106,7 +106,7 @@ def test_settings_come_from_the_study_folder_and_its_data_cannot_change(tmp_path
     with pytest.raises(ParameterError, match="give the SOURCE"):
         resolve_settings(tmp_path)
     s = resolve_settings(tmp_path, source="music21:chorales", models=["fft_base", " wavenet"], max_files=6)
-    assert s.models == ["fft_base", "wavenet"] and s.budget == Budget.parse("10m") and s.preset == "tiny"
+    assert s.models == ["fft_base", "wavenet"] and s.budget == Budget.parse("8m") and s.preset == "tiny"
     state = StudyState(tmp_path)
     state.data["settings"] = s.to_dict()
     state.save()
