@@ -262,9 +262,16 @@ class LossModule(nn.Module):
         return self.model.losses({"x": x, "y": y})["loss"]
 
 
+def autocast_bf16(device_type: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast; on a CPU whose oneDNN has no bf16 LSTM (AVX2), with nn.LSTM in float32."""
+    from cadenza.kernels.lstm import bf16_autocast
+
+    return bf16_autocast(device_type)
+
+
 def train_step(loss_fn: Callable, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
     opt.zero_grad(set_to_none=True)
-    with torch.autocast(x.device.type, dtype=torch.bfloat16):
+    with autocast_bf16(x.device.type):
         loss = loss_fn(x, y)
     loss.backward()
     opt.step()
@@ -704,12 +711,12 @@ def ddp_worker(rank: int, world: int, backend: str, port: int, s: Sizes, out_pat
             dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
             params = [p for p in ddp.parameters() if p.requires_grad]
             opt.zero_grad(set_to_none=True)
-            with ddp.no_sync(), torch.autocast(device.type, dtype=torch.bfloat16):
+            with ddp.no_sync(), autocast_bf16(device.type):
                 local = ddp(x, y)
             local.backward()
             local_diff = max_diff_across_ranks(flat_grads(params))
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            with autocast_bf16(device.type):
                 loss = ddp(x, y)
             loss.backward()
             grads = flat_grads(params)

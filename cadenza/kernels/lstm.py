@@ -14,6 +14,10 @@ Reference: ``nn.LSTM`` (batch first, gates in PyTorch's order i, f, g, o) and ``
     layer's input projection is computed once, not W times (the pipelined sliding window of the
     ``fft_*`` models), and the step is written out with its weights gathered once rather than
     a module call per step (seq2seq's free-running decoder, W = 1).
+:func:`bf16_autocast`
+    ``torch.autocast(device, bfloat16)``, and on a CPU whose oneDNN has no bf16 LSTM (AVX2
+    machines: "could not create a primitive descriptor for the LSTM forward propagation
+    primitive") oneDNN off inside it, so that ``nn.LSTM`` runs in float32 there instead of failing.
 :class:`Dropout`
     ``nn.Dropout`` whose CPU training mask comes from one ``torch.rand`` draw (half the time of
     ``bernoulli_``); the fused LSTM drops between layers the same way.
@@ -32,7 +36,9 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -40,17 +46,65 @@ from torch import nn
 
 from cadenza.kernels import enabled, guards
 
-__all__ = ["Dropout", "FusedLSTMLayer", "dropout_always", "linear_for_rows", "lstm_forward", "lstm_stepper"]
+__all__ = [
+    "Dropout",
+    "FusedLSTMLayer",
+    "bf16_autocast",
+    "cpu_bf16_lstm_supported",
+    "dropout_always",
+    "linear_for_rows",
+    "lstm_forward",
+    "lstm_stepper",
+]
 
 State = tuple[torch.Tensor, torch.Tensor]
 #: One tensor per layer: a stepper's states.
 Layers = Sequence[torch.Tensor]
 
 
+@functools.cache
+def cpu_bf16_lstm_supported() -> bool:
+    """Whether ``nn.LSTM`` runs under CPU bf16 autocast here: oneDNN's bf16 LSTM needs AVX-512
+    (or a CPU with native bf16); on an AVX2 machine it raises instead. Tried once, on 1 x 1 x 1."""
+    lstm = nn.LSTM(1, 1, batch_first=True)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(1, 1, 1))
+    except RuntimeError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _onednn_off() -> Iterator[None]:
+    was = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(was)
+
+
+@contextlib.contextmanager
+def bf16_autocast(device_type: str) -> Iterator[None]:
+    """``torch.autocast(device_type, dtype=torch.bfloat16)``; on a CPU without oneDNN's bf16
+    LSTM (:func:`cpu_bf16_lstm_supported`), with oneDNN off inside it: PyTorch's own LSTM then
+    runs in float32, where oneDNN's would fail, and the other layers keep their bf16 rules."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast(device_type=device_type, dtype=torch.bfloat16))
+        if device_type == "cpu" and not cpu_bf16_lstm_supported():
+            stack.enter_context(_onednn_off())
+        yield
+
+
 def lstm_forward(lstm: nn.LSTM, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
     """``lstm(x, state)`` for a batch-first ``x`` (B, T, I): :class:`FusedLSTMLayer` per layer
-    off CUDA, the module itself on CUDA, for options the kernel does not cover, or when off."""
+    off CUDA, the module itself on CUDA, for options the kernel does not cover, or when off.
+    Under CPU bf16 autocast where oneDNN has no bf16 LSTM, the module runs in float32."""
     if not _is_fusable(lstm, x):
+        if torch.is_autocast_enabled("cpu") and not cpu_bf16_lstm_supported():
+            with _onednn_off():
+                return lstm(x, state)
         return lstm(x, state)
     n_batch = x.shape[0]
     zeros = x.new_zeros(lstm.num_layers, n_batch, lstm.hidden_size)

@@ -346,6 +346,11 @@ class FrameConv1d(nn.Module):
         self.pool = nn.MaxPool1d(pool)
         n_bins = n_features // 2
         self.n_out = filters * ((n_bins + 2 * (kernel // 2) - kernel + 1) // pool)
+        if self.n_out < 1:
+            raise ParameterError(
+                f"fft_conv1d: frames of {n_bins} frequencies are fewer than conv_pool={pool}; "
+                "use a smaller conv_pool or a larger n_fft"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n_batch, n_steps, n_features = x.shape

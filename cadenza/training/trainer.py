@@ -64,6 +64,7 @@ from cadenza import threads
 from cadenza.data.normalize import Normalizer
 from cadenza.data.store import FeatureStore, atomic_write_text
 from cadenza.errors import CadenzaError, ParameterError
+from cadenza.kernels.lstm import bf16_autocast, cpu_bf16_lstm_supported
 from cadenza.models import DataInfo, get_model_spec
 from cadenza.training import distributed
 from cadenza.training.checkpoint import (
@@ -259,6 +260,12 @@ class Trainer:
         self.use_bf16 = cfg.train.precision == "bf16" or (
             cfg.train.precision == "auto" and self.device.type == "cuda"
         )
+        if self.use_bf16 and self.device.type == "cpu" and not cpu_bf16_lstm_supported():
+            if any(isinstance(m, torch.nn.LSTM) for m in self.model.modules()):
+                log.warning(
+                    "train.precision=bf16: this CPU's oneDNN has no bf16 LSTM (it needs AVX-512); "
+                    "the LSTM layers run in float32 and the rest in bf16"
+                )
 
         self.guard = NonfiniteGuard(
             self.model,
@@ -385,7 +392,7 @@ class Trainer:
     def _autocast(self) -> Any:
         if not self.use_bf16:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return bf16_autocast(self.device.type)  # torch.autocast; nn.LSTM in float32 where oneDNN has no bf16
 
     def train_step(self, batch: Any) -> dict[str, float]:
         """One batch: every optimiser updated as ``optim.ratio`` says. Returns the losses as floats."""

@@ -203,14 +203,26 @@ def test_every_fft_model_with_kernels_equals_it_without(arch: str, monkeypatch: 
 
 
 def test_cpu_autocast_in_bf16_trains_through_the_module_lstm() -> None:
-    """``train.precision=bf16`` on a CPU: the fused backward had mixed float and bfloat16."""
+    """``train.precision=bf16`` on a CPU: the fused backward had mixed float and bfloat16, and
+    on an AVX2 CPU oneDNN has no bf16 LSTM at all (it raised); there the LSTM runs in float32."""
     torch.manual_seed(0)
     module = nn.LSTM(8, 16, batch_first=True)
     x = torch.randn(3, 5, 8, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y, (h, _) = lstm.lstm_forward(module, x)
+    with lstm.bf16_autocast("cpu"):
         expected, _ = module(x)
-    assert y.dtype == torch.bfloat16
+    reference, _ = module(x)  # float32, no autocast
+    assert y.dtype == (torch.bfloat16 if lstm.cpu_bf16_lstm_supported() else torch.float32)
     torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(y.float(), reference, atol=0.02, rtol=0.02)
     y.float().square().sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and module.weight_ih_l0.grad.abs().sum() > 0
+
+
+def test_bf16_autocast_leaves_onednn_as_it_found_it() -> None:
+    before = torch._C._get_mkldnn_enabled()
+    with lstm.bf16_autocast("cpu"):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch._C._get_mkldnn_enabled() == (before and lstm.cpu_bf16_lstm_supported())
+    assert torch._C._get_mkldnn_enabled() == before and not torch.is_autocast_enabled("cpu")

@@ -34,6 +34,7 @@ class Config:
     sigterm_at: int = 0  # send SIGTERM to this process during this training step; 0: never
     constant_loss: bool = False  # a loss that never improves
     two_optimizers: bool = False  # losses {"a", "b"} with one optimiser each
+    lstm: bool = False  # an nn.LSTM called directly before ``b`` (as seq2seq, the GANs, mfcc_lstm do)
 
     @classmethod
     def paper(cls, **changes: Any) -> Config:
@@ -52,11 +53,15 @@ class Model(nn.Module):
         self.a = nn.Linear(info.n_features, config.hidden_size)
         self.b = nn.Linear(config.hidden_size, info.n_features)
         self.drop = nn.Dropout(config.dropout)
+        self.rnn = nn.LSTM(config.hidden_size, config.hidden_size, batch_first=True) if config.lstm else None
         self.n_steps_trained = 0
         self.calls: list[tuple[str | None, int, bool]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(self.drop(torch.tanh(self.a(x))))
+        h = torch.tanh(self.a(x))
+        if self.rnn is not None:
+            h, _ = self.rnn(h)
+        return self.b(self.drop(h))
 
     def losses(self, batch: dict[str, torch.Tensor], *, step: str | None = None) -> dict[str, torch.Tensor]:
         cfg = self.config

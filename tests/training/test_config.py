@@ -51,7 +51,7 @@ def _data_info(cfg: ExperimentConfig) -> DataInfo:
         rep = make_representation("waveform", encoding=encoding, sample_rate=8000)
         labels = ("bach", "corelli") if cfg.data.label_key else ()
         return DataInfo(n_features=1, representation=rep.to_dict(), frame_rate=rep.frame_rate, labels=labels)
-    return DataInfo(n_features=6, seq_len=3)
+    return DataInfo(n_features=16, seq_len=3)  # 8 frequencies: enough for fft_conv1d's conv_pool
 
 
 def test_every_packaged_config_loads_and_builds_its_model() -> None:

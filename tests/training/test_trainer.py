@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from cadenza.errors import CadenzaError
+from cadenza.kernels.lstm import cpu_bf16_lstm_supported
 from cadenza.training import Trainer, TrainingDiverged, load_checkpoint, save_checkpoint, train
 from cadenza.training.checkpoint import CheckpointError, rng_state, set_rng_state
 from cadenza.training.config import ConfigError, build_config
@@ -79,6 +80,29 @@ def test_a_time_budget_stops_training_and_counts_across_resumes(store: Path, tmp
     assert again.stopped == "already finished" and again.step == first.step
     more = train("fft_base-tiny", data=store, run=run, overrides=[*overrides, "train.max_seconds=1.5"])
     assert more.stopped == "max_seconds" and more.step > first.step and more.seconds >= 1.5
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["lstm_forward", "nn.LSTM-called-directly"])
+def test_bf16_training_on_the_cpu_runs_where_onednn_has_no_bf16_lstm(
+    direct: bool,
+    store: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An AVX2 CPU's oneDNN raised on ``nn.LSTM`` under bf16 autocast; the LSTM runs in float32 there."""
+    caplog.set_level(logging.WARNING)
+    run = tmp_path / "run"
+    if direct:
+        family.register(monkeypatch)
+        result = train(family_config(store, model={"lstm": True}, max_steps=3, precision="bf16"), run=run)
+    else:
+        overrides = [*TINY, "train.max_epochs=1000", "train.max_steps=3", "train.precision=bf16"]
+        result = train("fft_base-tiny", data=store, run=run, overrides=overrides)
+    assert result.step == 3
+    losses = [r["loss"] for r in read_metrics(run / "metrics.csv") if r["split"] == "train"]
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    assert ("no bf16 LSTM" in caplog.text) == (not cpu_bf16_lstm_supported())
 
 
 def test_an_epoch_schedule_spread_over_a_step_budget_sets_each_steps_lr(store: Path, tmp_path: Path) -> None:
