@@ -213,6 +213,37 @@ def test_binarisation_modes() -> None:
         binarize(probs, "round")
 
 
+@pytest.mark.parametrize("mode", ["deterministic", "stochastic"])
+def test_binary_neurons_show_the_discriminator_a_0_1_roll_and_pass_gradients_straight_through(
+    mode: str,
+) -> None:
+    model = _model("bilstm", binary_neurons=mode)
+    seen: list[torch.Tensor] = []
+    model.discriminator.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    real = _real()
+    out = model.losses({"x": real}, step="generator")
+    fake = seen[-1]
+    assert set(fake.unique().tolist()) <= {0.0, 1.0} and 0 < fake.sum() < fake.numel()
+    out["generator"].backward()
+    grads = [p.grad for p in model.generator.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum().item() for g in grads) > 0
+    assert all(p.grad is None for p in model.discriminator.parameters())  # frozen in G's step
+    model.losses({"x": real}, step="discriminator")
+    assert set(seen[-1].unique().tolist()) <= {0.0, 1.0}
+    if mode == "deterministic":  # the generator's own probabilities, thresholded
+        model.eval()
+        torch.manual_seed(5)
+        z = model.sample_noise(len(real))
+        probs = torch.sigmoid(model.generator(z))
+        assert torch.equal(model._notes(probs), binarize(probs, threshold=model.config.threshold))
+    plain = _model("bilstm")  # the paper's: the probabilities themselves
+    plain.discriminator.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    plain.losses({"x": real}, step="generator")
+    assert ((seen[-1] > 0) & (seen[-1] < 1)).float().mean() > 0.9
+    with pytest.raises(ParameterError):
+        _model("bilstm", binary_neurons="sometimes")
+
+
 def test_generation_chains_phrases_upsamples_and_interpolates() -> None:
     rep = {"name": "pianoroll", "resolution": 4, "beats_per_bar": 2, "lowest_pitch": 60, "n_pitches": P}
     # 2 bars of 2 beats at 2 steps per beat: 8 steps per phrase, each repeated twice back to 4 per beat.
@@ -317,7 +348,17 @@ def test_cli_trains_resumes_generates_and_evaluates(
     assert set(state["optimizers"]) == {"discriminator", "generator"}
     train_rows = [r for r in read_metrics(run / "metrics.csv") if r["split"] == "train"]
     assert set(train_rows[0]) == {
-        *("epoch", "step", "split", "discriminator", "generator", "d_real", "d_fake", "density_gap"),
+        *(
+            "epoch",
+            "step",
+            "split",
+            "discriminator",
+            "generator",
+            "d_real",
+            "d_fake",
+            "density_gap",
+            "note_gap",
+        ),
         *("grad_norm/discriminator", "grad_norm/generator", "lr/discriminator", "lr/generator"),
         *("n_nonfinite", "seconds_per_step"),
     }
