@@ -27,6 +27,10 @@ used from ``DataInfo.window``, so the two cannot disagree):
     129-sample windows, input samples 1..128, target 2..129, hop 64. The target window overlaps
     the input by 127 samples; generation decodes the known 127 teacher-forced and the last one
     freely, so a round yields one new sample (slow: two LSTM passes of 128 steps per sample).
+
+Explicit ``data.options.n_input``, ``n_output`` and ``shift`` give other windows: with
+``n_input=1024 shift=1024 n_output=128`` the encoder hears 128 ms at 8 kHz before each
+128-sample round instead of 16 ms.
 """
 
 from __future__ import annotations
@@ -104,7 +108,17 @@ class Model(nn.Module):
         self.scheme = str(window["scheme"])
         self.n_input = int(window["n_input"])
         self.n_seed_frames = self.n_input
-        self.advance = min(int(window["shift"]), self.n_input)  # new samples per window
+        #: Target ``y = s[shift : shift + n_output]`` of input ``x = s[:n_input]``: the first
+        #: ``n_input - shift`` targets are known inputs, the rest are new samples.
+        self.shift = int(window["shift"])
+        n_output = int(window.get("n_output", self.n_input))
+        self.advance = self.shift + n_output - self.n_input  # new samples per window
+        if not 1 <= self.shift <= self.n_input or self.advance < 1:
+            raise ParameterError(
+                f"seq2seq needs a target that starts within or right after its input and ends after it; "
+                f"got n_input={self.n_input}, shift={self.shift}, n_output={n_output} "
+                "(data.options: e.g. n_input=1024 shift=1024 n_output=128 for a longer context)"
+            )
         self.encoder = nn.LSTM(1, config.hidden_size, num_layers=config.n_layers, batch_first=True)
         self.decoder = nn.LSTM(2, config.hidden_size, num_layers=config.n_layers, batch_first=True)
         self.head = nn.Linear(config.hidden_size, 1)
@@ -177,7 +191,7 @@ class Model(nn.Module):
         """The ``advance`` samples after ``window`` ``(n, n_input)``: the known overlap teacher-forced,
         then each prediction fed back as the next decoder input."""
         state = self.encode(window)
-        known = window[:, self.advance :]  # (n, n_input - advance): targets that are already known
+        known = window[:, self.shift :]  # (n, n_input - shift): targets that are already known
         inp = self.decoder_inputs(F.pad(known, (0, 1)))  # start token + the known samples
         h, state = self.decoder(inp, state)
         y = self.head(h[:, -1])[:, 0]  # (n,): the first new sample

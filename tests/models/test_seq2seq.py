@@ -107,6 +107,30 @@ def test_both_windowings_of_the_paper(store: Path) -> None:
         Model(Config.tiny(hidden_size=16, scheme="split"), shift.data_info())
 
 
+def test_a_longer_context_than_its_target(store: Path) -> None:
+    """n_input=512, shift=512, n_output=128: the encoder hears 4 windows, each round adds 128 samples."""
+    ds = AudioWindows(store, "train", scheme="split", n_input=512, n_output=128, shift=512)
+    item = ds[0]
+    assert item["x"].shape == (512,) and item["y"].shape == (128,)
+    model = Model(Config.tiny(hidden_size=16), ds.data_info()).eval()
+    assert (model.n_input, model.shift, model.advance) == (512, 512, 128)
+    batch = {"x": item["x"][None], "y": item["y"][None]}
+    assert torch.isfinite(model.losses(batch)["loss"])
+    seed = item["x"][None, :, None]
+    out = model.generate(GenerationRequest(n=1, n_frames=300, generator=torch.Generator(), seed=seed))
+    assert out.shape == (1, 300, 1)
+    level = model.loudness(seed[..., 0])
+    first = model.continue_window(seed[..., 0] / level) * level
+    assert first.shape == (1, 128) and torch.allclose(out[:, :128, 0], first, atol=1e-6)
+    # the second round reads the last 384 seed samples and the 128 it made
+    x2 = torch.cat([seed[0, 128:, 0], out[0, :128, 0]])[None] / level
+    second = model.continue_window(x2 / model.loudness(x2)) * level
+    assert torch.allclose(out[:, 128:256, 0], second, atol=1e-5)
+    gap = AudioWindows(store, "train", scheme="split", n_input=128, n_output=128, shift=256).data_info()
+    with pytest.raises(ParameterError, match="starts within or right after its input"):
+        Model(Config.tiny(hidden_size=16), gap)
+
+
 def test_free_running_decoder_equals_the_lstm_module() -> None:
     model = tiny_model(n_layers=2).eval()
     window = 0.1 * torch.randn(2, 128)
