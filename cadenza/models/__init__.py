@@ -247,7 +247,7 @@ MODELS: dict[str, ModelSpec] = {
     "seq2seq": ModelSpec(
         key="seq2seq",
         module="cadenza.models.seq2seq",
-        summary="Seq2Seq (paper 002): LSTM encoder over 128 samples -> LSTM decoder -> next 128, MSE",
+        summary="Seq2Seq (paper 002): LSTM encoder over 128 samples -> LSTM decoder -> a sampled mixture per next sample",
         dataset="audio",
         requires=MappingProxyType({"name": ("waveform",), "encoding": ("float",)}),
         prepare="--representation waveform",

@@ -42,10 +42,12 @@ from torch import nn
 
 from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest
+from cadenza.models.mixture import mixture_mean, mixture_nll, sample_mixture
+
+__all__ = ["CELLS", "HEADS", "Config", "Model", "mixture_mean", "mixture_nll"]
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 HEADS = ("mdn", "mse")
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 @dataclasses.dataclass
@@ -180,33 +182,4 @@ class Model(nn.Module):
         if self.config.head == "mse":
             return head[0]
         logits, mean, log_std = head  # (n, 1, M), (n, 1, M, kF), (n, 1, M, kF)
-        if temperature == 0:
-            return mixture_mean(logits, mean)
-        probs = F.softmax(logits[:, 0], dim=-1)  # (n, M)
-        pick = torch.multinomial(probs, 1, generator=generator)[:, 0]  # (n,)
-        rows = torch.arange(len(pick), device=pick.device)
-        mu, std = mean[rows, 0, pick], log_std[rows, 0, pick].exp()  # (n, kF)
-        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        return (mu + temperature * std * noise)[:, None]
-
-
-def mixture_nll(
-    logits: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
-    """Negative log-likelihood of ``y`` (B, S, D) under diagonal Gaussian mixtures, per value (nats).
-
-    >>> import torch
-    >>> y = torch.zeros(1, 1, 2)
-    >>> nll = mixture_nll(torch.zeros(1, 1, 1), torch.zeros(1, 1, 1, 2), torch.zeros(1, 1, 1, 2), y)
-    >>> round(nll.item(), 4)  # one standard normal: 0.5 log(2 pi)
-    0.9189
-    """
-    z = (y[..., None, :] - mean) / log_std.exp()  # (B, S, M, D)
-    log_density = -0.5 * z.square() - log_std - 0.5 * _LOG_2PI  # (B, S, M, D)
-    log_joint = F.log_softmax(logits, dim=-1) + log_density.sum(-1)  # (B, S, M)
-    return -torch.logsumexp(log_joint, dim=-1).mean() / y.shape[-1]
-
-
-def mixture_mean(logits: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """The mixture's expectation (B, S, D): what a regressor would predict."""
-    return (F.softmax(logits, dim=-1)[..., None] * mean).sum(-2)
+        return sample_mixture(logits[:, 0], mean[:, 0], log_std[:, 0], temperature, generator)[:, None]

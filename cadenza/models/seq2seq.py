@@ -4,14 +4,28 @@ An LSTM encoder reads a window of ``n_input`` samples (128) into its state; an L
 started from that state with a start token, predicts the target window one sample at a time.
 In training the decoder is teacher-forced: its inputs are the start token and then the true
 previous targets, ``{x_s, Y[1 : T-1]}``, as the paper does to keep an early error from
-propagating. The loss is least squares (the mean of ``(y - y_hat)**2``, the paper's sum up to
-a constant), optimised with Adam.
+propagating. The paper's loss is least squares (the mean of ``(y - y_hat)**2``, its sum up to a
+constant), optimised with Adam; cadenza's default head predicts a distribution instead (``head``).
 
 ``normalize`` (cadenza's addition, on by default): every input window is divided by its RMS
 and its target by the same number, so the model learns the shape of the next samples rather
 than their level, and generation keeps the seed's loudness. The paper's plain model
 (``model.normalize=false``), fed its own predictions, shrinks towards the mean (silence)
 round after round: the tiny demo model was 99.8% silent after half a second.
+
+``head`` (cadenza's addition): what the decoder predicts for each sample.
+
+``mdn`` (default)
+    A mixture of ``n_mixtures`` Gaussians over the sample (in the window's RMS units), trained by
+    negative log-likelihood and *sampled* at generation (``--option temperature=T`` scales each
+    draw's spread; 0 takes the mixture's mean). A least-squares regressor can only predict the
+    mean of the futures it cannot tell apart; fed its own predictions it settles on one period of
+    the waveform and holds it: a steady tone. Measured on 24 chorales after one minute of
+    training (4400 steps, 20 clips of 10 s against the held-out files): the paper's regressor
+    looped in 20 of 20 clips (FAD 25,900, KAD 1.27); the mixture in none (FAD 1,430, KAD 1.20).
+``mse``
+    The paper's least squares, kept for comparison (and what a run saved before the mixture
+    head loads as).
 
 Each decoder input is two numbers, ``(sample, is_start)``: the start token is ``(0, 1)`` and a
 sample ``y`` is ``(y, 0)``, so that the start is never mistaken for a silent sample.
@@ -36,6 +50,7 @@ Explicit ``data.options.n_input``, ``n_output`` and ``shift`` give other windows
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -46,6 +61,7 @@ from cadenza.data.windows import SEQ2SEQ_SCHEMES
 from cadenza.errors import ParameterError
 from cadenza.kernels.lstm import lstm_stepper
 from cadenza.models import DataInfo, GenerationRequest
+from cadenza.models.mixture import mixture_nll, sample_mixture
 
 #: ``normalize``: windows quieter than this RMS (-60 dBFS) are scaled as if they were this loud.
 MIN_RMS = 1e-3
@@ -53,9 +69,14 @@ MIN_RMS = 1e-3
 SILENCE_LEVEL = 0.1
 
 
+#: What the decoder predicts per sample (``Config.head``).
+HEADS = ("mse", "mdn")
+
 #: Fields of earlier releases that the data now decides (``DataInfo.window``); a saved config
 #: that still has them loads without them.
 RETIRED_FIELDS = ("n_input",)
+#: Fields added since, with the value a run saved before them was trained with.
+SAVED_DEFAULTS = {"head": "mse"}
 
 
 @dataclasses.dataclass
@@ -71,6 +92,12 @@ class Config:
     #: seed's loudness; False is the paper's plain model, whose free-running output shrinks
     #: towards silence round after round.
     normalize: bool = True
+    #: What the decoder predicts for each sample: ``mse`` the value (the paper's least squares),
+    #: ``mdn`` a mixture of ``n_mixtures`` Gaussians over it, trained by likelihood and sampled.
+    head: str = dataclasses.field(default="mdn", metadata={"choices": HEADS})
+    n_mixtures: int = dataclasses.field(default=8, metadata={"min": 1})
+    #: Smallest standard deviation of a mixture component (units of the window's RMS with ``normalize``).
+    min_std: float = dataclasses.field(default=1e-3, metadata={"min": 1e-6})
 
     @classmethod
     def paper(cls, **changes: Any) -> Config:
@@ -121,7 +148,7 @@ class Model(nn.Module):
             )
         self.encoder = nn.LSTM(1, config.hidden_size, num_layers=config.n_layers, batch_first=True)
         self.decoder = nn.LSTM(2, config.hidden_size, num_layers=config.n_layers, batch_first=True)
-        self.head = nn.Linear(config.hidden_size, 1)
+        self.head = nn.Linear(config.hidden_size, 3 * config.n_mixtures if config.head == "mdn" else 1)
 
     @staticmethod
     def decoder_inputs(y: torch.Tensor) -> torch.Tensor:
@@ -137,9 +164,25 @@ class Model(nn.Module):
         return state
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced predictions ``(B, T_out)`` of the targets ``y`` from the inputs ``x``."""
+        """Teacher-forced predictions of the targets ``y`` from the inputs ``x``: ``(B, T_out)``
+        samples (``mse``) or ``(B, T_out, 3M)`` mixture parameters (``mdn``, :meth:`mixture`)."""
         h, _ = self.decoder(self.decoder_inputs(y), self.encode(x))  # (B, T_out, H)
-        return self.head(h)[..., 0]
+        z = self.head(h)
+        return z[..., 0] if self.config.head == "mse" else z
+
+    def mixture(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The head's output ``(..., 3M)`` -> logits ``(..., M)``, means and log std ``(..., M, 1)``."""
+        logits, mean, log_std = z.unflatten(-1, (3, -1)).unbind(-2)
+        return logits, mean[..., None], log_std.clamp(min=math.log(self.config.min_std))[..., None]
+
+    def draw(
+        self, z: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The next sample ``(n,)`` from the head's output ``(n, n_out)`` at one step: the
+        prediction (``mse``) or a draw from the mixture at ``temperature`` (``mdn``)."""
+        if self.config.head == "mse":
+            return z[:, 0]
+        return sample_mixture(*self.mixture(z), temperature, generator)[:, 0]
 
     @staticmethod
     def loudness(x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +194,10 @@ class Model(nn.Module):
         if self.config.normalize:
             scale = self.loudness(x)
             x, y = x / scale, y / scale
-        return {"loss": F.mse_loss(self(x, y), y)}
+        if self.config.head == "mse":
+            return {"loss": F.mse_loss(self(x, y), y)}
+        logits, mean, log_std = self.mixture(self(x, y))
+        return {"loss": mixture_nll(logits, mean, log_std, y[..., None])}
 
     @torch.no_grad()
     def generate(self, request: GenerationRequest) -> torch.Tensor:
@@ -160,12 +206,17 @@ class Model(nn.Module):
         With ``normalize`` the window is brought to unit RMS before every round and the new
         samples are scaled to the seed's RMS (:data:`SILENCE_LEVEL` from a silent seed).
 
-        Option ``seed=silence`` starts from a silent window instead of the request's seed.
+        Options: ``seed=silence`` starts from a silent window instead of the request's seed;
+        ``temperature`` (``mdn``, default 1) scales the spread of each draw, 0 takes the mixture's mean.
         """
         opts = dict(request.options)
         seed_kind = str(opts.pop("seed", "real"))
-        if opts or seed_kind not in ("real", "silence"):
-            raise ParameterError(f"seq2seq generation options: seed=real|silence; got {request.options}")
+        temperature = float(opts.pop("temperature", 1.0))
+        if opts or seed_kind not in ("real", "silence") or temperature < 0:
+            raise ParameterError(
+                f"seq2seq generation options: seed=real|silence, temperature (0 or more); got {request.options}"
+            )
+        draw = {"temperature": temperature, "generator": request.generator}
         device = self.head.weight.device
         T = self.n_input
         if request.seed is None or seed_kind == "silence":
@@ -181,24 +232,31 @@ class Model(nn.Module):
         while done < request.n_frames:
             if level is not None:
                 window = window / self.loudness(window)
-            new = self.continue_window(window)  # (n, advance)
+            new = self.continue_window(window, **draw)  # (n, advance)
             out[:, done : done + self.advance] = new if level is None else new * level
             window = torch.cat([window[:, self.advance :], new], dim=1)
             done += self.advance
         return out[:, : request.n_frames, None]
 
-    def continue_window(self, window: torch.Tensor) -> torch.Tensor:
+    def continue_window(
+        self, window: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """The ``advance`` samples after ``window`` ``(n, n_input)``: the known overlap teacher-forced,
         then each prediction fed back as the next decoder input."""
         state = self.encode(window)
         known = window[:, self.shift :]  # (n, n_input - shift): targets that are already known
         inp = self.decoder_inputs(F.pad(known, (0, 1)))  # start token + the known samples
         h, state = self.decoder(inp, state)
-        y = self.head(h[:, -1])[:, 0]  # (n,): the first new sample
-        return self._free_run(y, state, self.advance)
+        y = self.draw(self.head(h[:, -1]), temperature, generator)  # (n,): the first new sample
+        return self._free_run(y, state, self.advance, temperature, generator)
 
     def _free_run(
-        self, y: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], n_steps: int
+        self,
+        y: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
+        n_steps: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """``n_steps`` samples from the decoder fed its own predictions, starting with ``y`` ``(n,)``.
 
@@ -213,6 +271,6 @@ class Model(nn.Module):
         zero = torch.zeros_like(y)
         for t in range(1, n_steps):
             h, c = step(torch.stack([y, zero], 1), h, c)  # input (y, 0): (n, 2)
-            y = torch.addmm(b_head, h[-1], w_head)[:, 0]  # (n,)
+            y = self.draw(torch.addmm(b_head, h[-1], w_head), temperature, generator)  # (n,)
             out[:, t] = y
         return out

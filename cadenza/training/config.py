@@ -165,6 +165,19 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, source: str = "config") -> ExperimentConfig:
+        """A saved config (a checkpoint's, which lists every field). A model field added since it
+        was saved takes the value that builds the model it was trained as (the family's
+        ``SAVED_DEFAULTS``: Seq2Seq's ``head`` is ``mse`` in a run saved before the mixture head),
+        not today's default."""
+        model = raw.get("model") if isinstance(raw, dict) else None
+        if isinstance(model, dict) and model.get("name"):
+            try:
+                family = get_model_spec(str(model["name"])).family
+            except ParameterError:
+                family = None  # build_config says what is wrong
+            saved = getattr(family, "SAVED_DEFAULTS", {})
+            if any(key not in model for key in saved):
+                raw = {**raw, "model": {**{k: v for k, v in saved.items() if k not in model}, **model}}
         return build_config(raw, source=source)
 
 

@@ -35,7 +35,9 @@ TINY = [
 
 
 def tiny_model(**changes: object) -> Model:
+    """The paper's regressor unless ``head`` says otherwise: its predictions are deterministic."""
     torch.manual_seed(0)
+    changes = {"head": "mse", **changes}
     return Model(Config.tiny(hidden_size=16, **changes), DataInfo(n_features=1, representation=FLOAT))
 
 
@@ -67,7 +69,7 @@ def test_checkpoint_weight_names_are_unchanged() -> None:
         for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
     ]
     assert list(tiny_model(n_layers=2).state_dict()) == [*keys, "head.weight", "head.bias"]
-    assert list(tiny_model().state_dict()) == [
+    assert list(tiny_model(head="mdn").state_dict()) == [
         *[k for k in keys if k.endswith("_l0")],
         "head.weight",
         "head.bias",
@@ -112,7 +114,7 @@ def test_a_longer_context_than_its_target(store: Path) -> None:
     ds = AudioWindows(store, "train", scheme="split", n_input=512, n_output=128, shift=512)
     item = ds[0]
     assert item["x"].shape == (512,) and item["y"].shape == (128,)
-    model = Model(Config.tiny(hidden_size=16), ds.data_info()).eval()
+    model = Model(Config.tiny(hidden_size=16, head="mse"), ds.data_info()).eval()
     assert (model.n_input, model.shift, model.advance) == (512, 512, 128)
     batch = {"x": item["x"][None], "y": item["y"][None]}
     assert torch.isfinite(model.losses(batch)["loss"])
@@ -165,8 +167,9 @@ def test_generation_continues_the_seed_window(scheme: str) -> None:
             assert torch.allclose(first[:, 0], model(x, y)[:, -1], atol=1e-6)
 
 
-def test_normalized_model_is_blind_to_loudness_and_the_plain_one_is_not() -> None:
-    model = tiny_model().eval()
+@pytest.mark.parametrize("head", ["mse", "mdn"])
+def test_normalized_model_is_blind_to_loudness_and_the_plain_one_is_not(head: str) -> None:
+    model = tiny_model(head=head).eval()
     seed = 0.05 * torch.randn(2, 128, 1)
     x, y = torch.randn(4, 128), torch.randn(4, 128)
     with torch.no_grad():
@@ -174,7 +177,9 @@ def test_normalized_model_is_blind_to_loudness_and_the_plain_one_is_not() -> Non
         torch.testing.assert_close(model.losses({"x": 8 * x, "y": 8 * y})["loss"], loss)
     request = GenerationRequest(n=2, n_frames=640, generator=torch.Generator(), seed=seed)
     quiet = model.generate(request)
-    loud = model.generate(dataclasses.replace(request, seed=10 * seed))
+    loud = model.generate(
+        dataclasses.replace(request, seed=10 * seed, generator=torch.Generator())
+    )  # same draws
     torch.testing.assert_close(loud, 10 * quiet, atol=1e-5, rtol=1e-4)  # same music, 20 dB louder
     rounds = quiet[0, :, 0].reshape(5, 128).pow(2).mean(1).sqrt()
     assert rounds[-1] > 0.2 * rounds[0]  # no round-by-round decay
@@ -232,3 +237,82 @@ def test_registered_with_paper_and_tiny_configs() -> None:
     old = load_config("seq2seq-paper").to_dict()
     old["model"].update(scheme="split", n_input=128)  # a config saved by an earlier release
     assert build_config(old).model.scheme == "split"
+    # a run saved before the mixture head (its config has no `head`) loads as the regressor it was
+    from cadenza.training.config import ExperimentConfig
+
+    assert load_config("seq2seq-tiny").model.head == "mdn"  # a new run: the mixture
+    saved = load_config("seq2seq-tiny").to_dict()
+    assert ExperimentConfig.from_dict(saved).model.head == "mdn"  # saved since: as saved
+    del saved["model"]["head"]
+    assert ExperimentConfig.from_dict(saved).model.head == "mse"
+
+
+def test_mixture_head_likelihood_and_draws() -> None:
+    """head=mdn: the loss is the mixture's NLL (as torch.distributions computes it); generation draws."""
+    from torch import distributions as D
+
+    model = tiny_model(head="mdn", n_mixtures=3)
+    x, y = torch.randn(2, 128), torch.randn(2, 128)
+    z = model(x / model.loudness(x), y / model.loudness(x))
+    assert z.shape == (2, 128, 9)
+    logits, mean, log_std = model.mixture(z)
+    mixture = D.MixtureSameFamily(D.Categorical(logits=logits), D.Normal(mean[..., 0], log_std[..., 0].exp()))
+    expected = -mixture.log_prob(y / model.loudness(x)).mean()
+    assert model.losses({"x": x, "y": y})["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+    model.eval()
+    seed = 0.1 * torch.randn(2, 128, 1)
+
+    def run(temperature: float, seed_value: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed_value)
+        options = {"temperature": temperature}
+        return model.generate(GenerationRequest(n=2, n_frames=256, generator=g, seed=seed, options=options))
+
+    a, b = run(1.0, 0), run(1.0, 1)
+    assert torch.equal(a, run(1.0, 0)) and not torch.allclose(a, b)  # reproducible from the generator, drawn
+    # temperature 0 takes each step's mixture mean: the written-out decoder equals the module
+    cold = run(0.0, 0)
+    assert torch.equal(cold, run(0.0, 1))
+    with torch.no_grad():
+        window = seed[..., 0] / model.loudness(seed[..., 0])
+        h, state = model.decoder(model.decoder_inputs(torch.zeros(2, 1)), model.encode(window))
+        ref = []
+        for _ in range(128):
+            logits, mean, _ = model.mixture(model.head(h[:, -1]))
+            y1 = (logits.softmax(-1) * mean[..., 0]).sum(-1)
+            ref.append(y1)
+            h, state = model.decoder(torch.stack([y1, torch.zeros_like(y1)], -1)[:, None], state)
+    expected = torch.stack(ref, 1) * model.loudness(seed[..., 0])
+    assert torch.allclose(cold[:, :128, 0], expected, atol=1e-5)
+    with pytest.raises(ParameterError, match="temperature"):
+        run(-1.0, 0)
+
+
+def test_mixture_head_learns_a_two_valued_target() -> None:
+    """Every target sample +1 or -1 by a coin: least squares predicts 0; the mixture learns both values."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 128)
+    x = x / x.pow(2).mean(1, keepdim=True).sqrt()  # unit RMS: the targets are +-1 in the model's units
+    y = torch.where(torch.rand(64, 128) < 0.5, 1.0, -1.0)
+    model = tiny_model(head="mdn", n_mixtures=2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = model.losses({"x": x, "y": y})["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        logits, mean, log_std = model.mixture(model(x[:4], y[:4]))
+    means = mean[..., 0].sort(-1).values  # (4, 128, 2)
+    assert torch.allclose(means, torch.tensor([-1.0, 1.0]).expand_as(means), atol=0.1)
+    assert torch.allclose(logits.softmax(-1), torch.full_like(logits, 0.5), atol=0.15)  # a fair coin
+    assert log_std.exp().max() < 0.1
+    plain = tiny_model()
+    opt = torch.optim.Adam(plain.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = plain.losses({"x": x, "y": y})["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert plain(x[:4], y[:4]).abs().mean() < 0.3  # the regressor hedges between them
