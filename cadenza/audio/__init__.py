@@ -7,6 +7,7 @@ from cadenza.audio.io import (
     audio_info,
     is_silent,
     read_audio,
+    trim_silence,
     write_audio,
 )
 from cadenza.audio.render import (
@@ -33,5 +34,6 @@ __all__ = [
     "render_midi",
     "render_pianoroll",
     "synthesize",
+    "trim_silence",
     "write_audio",
 ]

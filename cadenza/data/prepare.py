@@ -245,10 +245,13 @@ def _encode_audio(item: SourceItem, rep: Representation) -> tuple[np.ndarray, di
         info["warning"] = warning
     if y.size == 0:
         raise DecodeError(item.path, "no audio samples")
-    from cadenza.audio import is_silent
+    from cadenza.audio import is_silent, trim_silence
 
     if is_silent(y):
         raise DecodeError(item.path, "silent", "peak below -60 dBFS")
+    y, lead, tail = trim_silence(y, sr)  # a rendered score's dying release, a recording's fade
+    if lead or tail:
+        info["trimmed"] = [round(lead, 3), round(tail, 3)]  # seconds cut at the start and the end
     frames = rep.encode(y)
     if len(frames) == 0:
         raise DecodeError(item.path, "too short", f"{y.size} samples give no frame")

@@ -18,7 +18,7 @@ round after round: the tiny demo model was 99.8% silent after half a second.
 ``mdn`` (default)
     A mixture of ``n_mixtures`` Gaussians over the sample (in the window's RMS units), trained by
     negative log-likelihood and *sampled* at generation (``--option temperature=T`` scales each
-    draw's spread; 0 takes the mixture's mean). A least-squares regressor can only predict the
+    draw's spread, 0.8 by default; 0 takes the mixture's mean). A least-squares regressor can only predict the
     mean of the futures it cannot tell apart; fed its own predictions it settles on one period of
     the waveform and holds it: a steady tone. Measured on 24 chorales after one minute of
     training (4400 steps, 20 clips of 10 s against the held-out files): the paper's regressor
@@ -68,6 +68,13 @@ MIN_RMS = 1e-3
 #: ``normalize``: the loudness (RMS, -20 dBFS) of music generated from a silent seed.
 SILENCE_LEVEL = 0.1
 
+
+#: ``mdn``: the spread of each draw at generation (``--option temperature``). Measured on the
+#: study's model (8 minutes, 26,400 steps, 20 clips of 10 s against the held-out chorales): at
+#: 1.0 the draws leave a broadband floor (spectral flatness 0.090, the noise flag at 0.1, the
+#: chorales 0.016; KAD 1.06, FAD 1,390, 1 clip clipping); at 0.8, flatness 0.022, KAD 1.01,
+#: FAD 1,960, no flag.
+DEFAULT_TEMPERATURE = 0.8
 
 #: What the decoder predicts per sample (``Config.head``).
 HEADS = ("mse", "mdn")
@@ -207,11 +214,12 @@ class Model(nn.Module):
         samples are scaled to the seed's RMS (:data:`SILENCE_LEVEL` from a silent seed).
 
         Options: ``seed=silence`` starts from a silent window instead of the request's seed;
-        ``temperature`` (``mdn``, default 1) scales the spread of each draw, 0 takes the mixture's mean.
+        ``temperature`` (``mdn``, default :data:`DEFAULT_TEMPERATURE`) scales the spread of each
+        draw, 0 takes the mixture's mean.
         """
         opts = dict(request.options)
         seed_kind = str(opts.pop("seed", "real"))
-        temperature = float(opts.pop("temperature", 1.0))
+        temperature = float(opts.pop("temperature", DEFAULT_TEMPERATURE))
         if opts or seed_kind not in ("real", "silence") or temperature < 0:
             raise ParameterError(
                 f"seq2seq generation options: seed=real|silence, temperature (0 or more); got {request.options}"

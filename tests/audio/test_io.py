@@ -18,6 +18,7 @@ from cadenza.audio import (
     io,
     is_silent,
     read_audio,
+    trim_silence,
     write_audio,
 )
 from cadenza.errors import DecodeError, ParameterError
@@ -413,6 +414,32 @@ def test_is_silent():
     assert not is_silent(np.full(10, 10 ** (-59 / 20)))
     assert not is_silent(np.full(10, 0.01), threshold_db=-60.0)
     assert is_silent(np.full(10, 0.01), threshold_db=-30.0)
+
+
+def test_trim_silence_cuts_a_rendered_chorales_release_as_librosa_does():
+    """A Bach chorale rendered (FluidSynth or the built-in synth) ends in a release that dies into
+    digital silence: cut at 40 dB below the loudest frame, within a frame of librosa's trim."""
+    from cadenza.audio import render_midi
+    from cadenza.data import open_source
+    from cadenza.data.prepare import load_score_item
+
+    sr = 8000
+    item = next(open_source("music21:chorales").items())
+    y = render_midi(load_score_item(item), sr=sr)
+    y = np.concatenate([np.zeros(sr // 2, dtype=y.dtype), y])  # half a second of lead-in
+    kept, lead, tail = trim_silence(y, sr, frame_seconds=2048 / sr)
+    _, (start, stop) = librosa.effects.trim(y, top_db=40, frame_length=2048, hop_length=512)
+    assert abs(lead * sr - start) <= 2048 and abs((len(y) - tail * sr) - stop) <= 2048
+    assert (
+        0.5 - 2048 / sr <= lead <= 0.5 and tail > 0.1 and abs(len(kept) - (len(y) - (lead + tail) * sr)) <= 1
+    )
+    db = 10 * np.log10(np.mean(np.square(kept[-1024:])) / np.mean(np.square(kept)))
+    assert db > -45  # what is kept ends where the sound is still there
+    # a quiet passage inside the music is kept; silence and an empty input pass through
+    inside = np.concatenate([np.ones(1000), 1e-4 * np.ones(3000), np.ones(1000)])
+    assert len(trim_silence(inside, 1000)[0]) == 5000
+    assert trim_silence(np.zeros(4000), 1000)[1:] == (0.0, 0.0)
+    assert trim_silence(np.zeros(0), 1000)[0].size == 0
 
 
 def test_audio_extensions():
