@@ -124,7 +124,10 @@ class Model(nn.Module):
     --------
     >>> from cadenza.models import DataInfo
     >>> model = Model(Config.tiny(hidden_size=8), DataInfo(n_features=1))
-    >>> model(torch.zeros(2, 128), torch.zeros(2, 128)).shape
+    >>> model(torch.zeros(2, 128), torch.zeros(2, 128)).shape  # 8 weights, means, log std per target sample
+    torch.Size([2, 128, 24])
+    >>> plain = Model(Config.tiny(hidden_size=8, head="mse"), DataInfo(n_features=1))
+    >>> plain(torch.zeros(2, 128), torch.zeros(2, 128)).shape  # the paper's: one value per sample
     torch.Size([2, 128])
     """
 
