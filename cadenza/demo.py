@@ -44,7 +44,7 @@ DEMO_MODELS = (
     "mfcc_vae",
 )
 #: Training per model. Nine models of a minute each, plus preparing the stores, the listening
-#: clips, the evaluation and Table 1: `make demo` took 15m28s on 2 CPU cores (a fresh clone, venv built).
+#: clips, the evaluation and Table 1: `make demo` took 18m35s on 2 CPU cores (2026-12-02, venv built).
 #: ``cadenza demo --budget 10m`` (or ``cadenza study``) trains for longer.
 DEMO_BUDGET = "60s"
 #: The study's sizes for a new demo (an existing one keeps its own unless told otherwise):
