@@ -67,6 +67,10 @@ from cadenza.models.mixture import mixture_nll, sample_mixture
 MIN_RMS = 1e-3
 #: ``normalize``: the loudness (RMS, -20 dBFS) of music generated from a silent seed.
 SILENCE_LEVEL = 0.1
+#: ``normalize``: a seed quieter than this RMS (-50 dBFS, where the evaluation calls a frame
+#: silent) counts as silent. Continued at its own level, the one seed of the study's 50 taken
+#: from a file's dying last moment (-60 dBFS) gave a clip flagged silent whatever it held.
+QUIET_SEED = 10 ** (-50 / 20)
 
 
 #: ``mdn``: the spread of each draw at generation (``--option temperature``). Measured on the
@@ -214,7 +218,8 @@ class Model(nn.Module):
         """Continue the seed window ``(n, n_input, 1)`` by ``n_frames`` samples -> ``(n, n_frames, 1)``.
 
         With ``normalize`` the window is brought to unit RMS before every round and the new
-        samples are scaled to the seed's RMS (:data:`SILENCE_LEVEL` from a silent seed).
+        samples are scaled to the seed's RMS (:data:`SILENCE_LEVEL` from a silent seed, or one
+        quieter than :data:`QUIET_SEED`).
 
         Options: ``seed=silence`` starts from a silent window instead of the request's seed;
         ``temperature`` (``mdn``, default :data:`DEFAULT_TEMPERATURE`) scales the spread of each
@@ -239,6 +244,9 @@ class Model(nn.Module):
         if self.config.normalize:  # every round sees a unit-RMS window; the output keeps the seed's level
             silent = request.seed is None or seed_kind == "silence"
             level = torch.full_like(window[:, :1], SILENCE_LEVEL) if silent else self.loudness(window)
+            level = torch.where(
+                level < QUIET_SEED, SILENCE_LEVEL, level
+            )  # a near-silent seed as a silent one
         done = 0
         while done < request.n_frames:
             if level is not None:

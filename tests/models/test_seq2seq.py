@@ -316,3 +316,28 @@ def test_mixture_head_learns_a_two_valued_target() -> None:
         opt.step()
     with torch.no_grad():
         assert plain(x[:4], y[:4]).abs().mean() < 0.3  # the regressor hedges between them
+
+
+def test_a_near_silent_seed_is_continued_at_the_silence_level() -> None:
+    """A seed below -50 dBFS (a file's dying ending) is continued as a silent seed is, at
+    SILENCE_LEVEL; a quiet but audible one keeps its own level."""
+    from cadenza.models.seq2seq import QUIET_SEED, SILENCE_LEVEL
+
+    model = tiny_model(head="mdn").eval()
+    shape = torch.randn(1, 128, 1)
+    shape = shape / shape.pow(2).mean().sqrt()  # unit RMS
+
+    def level_of(seed_rms: float) -> float:
+        g = torch.Generator().manual_seed(0)
+        out = model.generate(GenerationRequest(n=1, n_frames=512, generator=g, seed=seed_rms * shape))
+        return out.pow(2).mean().sqrt().item()
+
+    silent = model.generate(
+        GenerationRequest(
+            n=1, n_frames=512, generator=torch.Generator().manual_seed(0), options={"seed": "silence"}
+        )
+    )
+    dying, audible = level_of(0.3 * QUIET_SEED), level_of(3 * QUIET_SEED)
+    assert dying == pytest.approx(level_of(0.03 * QUIET_SEED), rel=1e-4)  # the same music, at one level
+    assert dying / audible == pytest.approx(SILENCE_LEVEL / (3 * QUIET_SEED), rel=1e-4)
+    assert silent.pow(2).mean().sqrt().item() > 0.3 * SILENCE_LEVEL
