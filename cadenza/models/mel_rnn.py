@@ -44,8 +44,6 @@ from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest
 from cadenza.models.mixture import mixture_mean, mixture_nll, sample_mixture
 
-__all__ = ["CELLS", "HEADS", "Config", "Model", "mixture_mean", "mixture_nll"]
-
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 HEADS = ("mdn", "mse")
 

@@ -72,7 +72,6 @@ SILENCE_LEVEL = 0.1
 #: from a file's dying last moment (-60 dBFS) gave a clip flagged silent whatever it held.
 QUIET_SEED = 10 ** (-50 / 20)
 
-
 #: ``mdn``: the spread of each draw at generation (``--option temperature``). Measured on the
 #: study's model (8 minutes, 26,400 steps, 20 clips of 10 s against the held-out chorales): at
 #: 1.0 the draws leave a broadband floor (spectral flatness 0.090, the noise flag at 0.1, the
@@ -242,11 +241,9 @@ class Model(nn.Module):
         out = window.new_empty(request.n, request.n_frames + self.advance)
         level = None
         if self.config.normalize:  # every round sees a unit-RMS window; the output keeps the seed's level
-            silent = request.seed is None or seed_kind == "silence"
-            level = torch.full_like(window[:, :1], SILENCE_LEVEL) if silent else self.loudness(window)
-            level = torch.where(
-                level < QUIET_SEED, SILENCE_LEVEL, level
-            )  # a near-silent seed as a silent one
+            # a silent or near-silent seed (a silent window's loudness is MIN_RMS) at SILENCE_LEVEL
+            level = self.loudness(window)
+            level = torch.where(level < QUIET_SEED, SILENCE_LEVEL, level)
         done = 0
         while done < request.n_frames:
             if level is not None:

@@ -17,7 +17,8 @@ from cadenza.errors import ParameterError
 from cadenza.evaluation.detectors import LOOP_THRESHOLD, loop_score
 from cadenza.evaluation.features import ANALYSIS_SR, clip_features
 from cadenza.models import DataInfo, GenerationRequest, get_model_spec
-from cadenza.models.mel_rnn import CELLS, Config, Model, mixture_mean, mixture_nll
+from cadenza.models.mel_rnn import CELLS, Config, Model
+from cadenza.models.mixture import mixture_mean, mixture_nll
 from cadenza.training import load_checkpoint
 from tests.evaluation.helpers import assert_evaluates
 from tests.models.spectral import band_std, flux, prepare_store, real_measures

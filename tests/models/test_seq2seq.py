@@ -60,6 +60,19 @@ def test_shapes_and_teacher_forcing() -> None:
     assert torch.equal(model(x, y)[:, :51], model(x, y2)[:, :51])
 
 
+def fit(model: Model, batch: dict[str, torch.Tensor], steps: int) -> list[float]:
+    """``steps`` of Adam (lr 0.01) on one batch; the losses."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        loss = model.losses(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def test_checkpoint_weight_names_are_unchanged() -> None:
     """``state_dict`` keys as of the commit before the kernels moved out (8e0acde)."""
     keys = [
@@ -80,15 +93,7 @@ def test_loss_decreases_on_a_small_batch() -> None:
     model = tiny_model()
     t = torch.arange(256, dtype=torch.float32)
     s = torch.stack([0.5 * torch.sin(2 * torch.pi * t * f / 64) for f in (1.0, 2.0, 3.0, 4.0)])
-    batch = {"x": s[:, :128], "y": s[:, 128:]}
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(40):
-        loss = model.losses(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(model, {"x": s[:, :128], "y": s[:, 128:]}, 40)
     assert losses[-1] < 0.2 * losses[0]
 
 
@@ -295,12 +300,7 @@ def test_mixture_head_learns_a_two_valued_target() -> None:
     x = x / x.pow(2).mean(1, keepdim=True).sqrt()  # unit RMS: the targets are +-1 in the model's units
     y = torch.where(torch.rand(64, 128) < 0.5, 1.0, -1.0)
     model = tiny_model(head="mdn", n_mixtures=2)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        loss = model.losses({"x": x, "y": y})["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit(model, {"x": x, "y": y}, 150)
     with torch.no_grad():
         logits, mean, log_std = model.mixture(model(x[:4], y[:4]))
     means = mean[..., 0].sort(-1).values  # (4, 128, 2)
@@ -308,12 +308,7 @@ def test_mixture_head_learns_a_two_valued_target() -> None:
     assert torch.allclose(logits.softmax(-1), torch.full_like(logits, 0.5), atol=0.15)  # a fair coin
     assert log_std.exp().max() < 0.1
     plain = tiny_model()
-    opt = torch.optim.Adam(plain.parameters(), lr=1e-2)
-    for _ in range(150):
-        loss = plain.losses({"x": x, "y": y})["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit(plain, {"x": x, "y": y}, 150)
     with torch.no_grad():
         assert plain(x[:4], y[:4]).abs().mean() < 0.3  # the regressor hedges between them
 
