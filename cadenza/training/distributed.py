@@ -80,9 +80,16 @@ def setup(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, owns_group=owns)
 
 
-def teardown(info: DistInfo) -> None:
+def teardown(info: DistInfo, *, wait: bool = False) -> None:
+    """Leave the DDP group. ``wait`` (a run that ended normally): every process waits for the
+    others first, so none shuts its connections down while a peer is still finishing a
+    collective with it. A process leaving on an error does not wait: its peers may never come."""
     if info.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if wait:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def barrier(info: DistInfo) -> None:

@@ -565,10 +565,11 @@ class Trainer:
             progress=cfg.progress,
         )
 
-    def close(self) -> None:
-        """Close the logs and leave the DDP group (when this trainer joined it)."""
+    def close(self, *, wait: bool = False) -> None:
+        """Close the logs and leave the DDP group (when this trainer joined it); ``wait``: after
+        a normal end, once every process has come to the same point."""
         self.tracker.close()
-        distributed.teardown(self.dist)
+        distributed.teardown(self.dist, wait=wait)
 
     def _finished(self) -> str:
         cfg, st = self.config.train, self.state
@@ -815,9 +816,12 @@ def train(
     run_dir = Path(run) if run is not None else Path("runs") / stem
     trainer = Trainer(cfg, run_dir, device=device, restart=restart)
     try:
-        return trainer.fit()
-    finally:
+        result = trainer.fit()
+    except BaseException:
         trainer.close()
+        raise
+    trainer.close(wait=True)
+    return result
 
 
 __all__ = ["CheckpointError", "TrainResult", "Trainer", "TrainingDiverged", "train"]

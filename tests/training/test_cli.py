@@ -158,14 +158,20 @@ def test_generate_without_a_checkpoint_is_one_clear_error(
 @pytest.mark.slow
 def test_two_processes_under_torchrun_give_the_weights_of_one(store: Path, tmp_path: Path) -> None:
     overrides = [*TINY, "train.max_epochs=2", "train.grad_clip=0"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    # PYTHONFAULTHANDLER: a process that dies of a signal prints where each of its threads was.
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONFAULTHANDLER": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
         "-m", "cadenza", "train", "fft_base-tiny", "--data", str(store), "--run-dir", str(tmp_path / "two"),
         "--device", "cpu", "--no-progress", *overrides,
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[:3000] + "\n[...]\n" + proc.stderr[-3000:]
     assert (
         main(
             [
