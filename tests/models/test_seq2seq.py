@@ -336,3 +336,35 @@ def test_a_near_silent_seed_is_continued_at_the_silence_level() -> None:
     assert dying == pytest.approx(level_of(0.03 * QUIET_SEED), rel=1e-4)  # the same music, at one level
     assert dying / audible == pytest.approx(SILENCE_LEVEL / (3 * QUIET_SEED), rel=1e-4)
     assert silent.pow(2).mean().sqrt().item() > 0.3 * SILENCE_LEVEL
+
+
+def test_free_run_draws_follow_the_mixture() -> None:
+    """The free run's pre-drawn draws (Gumbel-max component, then its Gaussian) have the mixture's
+    component frequencies and moments, as sample_mixture's draws do."""
+    from cadenza.models.mixture import sample_mixture
+    from cadenza.models.seq2seq import _MixtureDraws
+
+    config = Config.tiny(head="mdn", n_mixtures=3)
+    n = 40_000
+    logits, mean, log_std = (
+        torch.tensor([0.0, 1.0, -0.5]),
+        torch.tensor([-2.0, 0.5, 3.0]),
+        torch.tensor([-1.0, -2.0, -0.5]),
+    )
+    z = torch.cat([logits, mean, log_std]).expand(n, -1)
+    g = torch.Generator().manual_seed(0)
+    draws = _MixtureDraws(n, 3, config, 0.8, g, None)
+    ours = torch.cat([draws(z), draws(z)])
+    ref = sample_mixture(
+        logits.expand(n, -1), mean[:, None].expand(n, -1, 1), log_std[:, None].expand(n, -1, 1), 0.8, g
+    )[:, 0]
+    weights = logits.softmax(0)
+    expect_mean = (weights * mean).sum()
+    expect_var = (weights * ((0.8 * log_std.exp()) ** 2 + mean**2)).sum() - expect_mean**2
+    for x in (ours, ref):
+        assert x.mean().item() == pytest.approx(expect_mean.item(), abs=0.03)
+        assert x.var().item() == pytest.approx(expect_var.item(), rel=0.03)
+        # the component of each draw: the nearest mean (the Gaussians barely overlap)
+        nearest = (x[:, None] - mean).abs().argmin(1)
+        freq = torch.bincount(nearest, minlength=3) / len(x)
+        torch.testing.assert_close(freq, weights, atol=0.01, rtol=0)
