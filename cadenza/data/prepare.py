@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 STRATIFY_KEYS = ("composer", "genre", "folder")
 #: Default split fractions (train, valid, test).
 DEFAULT_SPLIT = (0.8, 0.1, 0.1)
+#: How audio is prepared, recorded in an audio store's ``meta.yaml``: 2 trims each file's silent
+#: lead-in and ending (:func:`cadenza.audio.trim_silence`); a store without it holds untrimmed
+#: files, and resuming it would mix the two.
+AUDIO_PREP = 2
 
 
 @dataclasses.dataclass
@@ -549,6 +553,9 @@ def prepare_corpus(
     meta = base_meta(
         rep, seed=seed, source=source, split_fractions=[float(f) for f in split], max_files=max_files
     )
+    trims = rep.by_kind(audio=True, score=False)
+    if trims:
+        meta["audio_prep"] = AUDIO_PREP
     _check_writable(out)
     meta_path = out / "meta.yaml"
     if meta_path.exists() and not overwrite:
@@ -557,6 +564,12 @@ def prepare_corpus(
         old = yaml.safe_load(meta_path.read_text()) or {}
         keys = ("representation", "seed", "source", "split_fractions", "max_files")
         diffs = [k for k in keys if old.get(k) != meta.get(k)]
+        if trims and old.get("audio_prep", 1) != AUDIO_PREP:
+            raise StoreError(
+                f"{out} was prepared by an earlier cadenza that kept each file's silent lead-in and "
+                "ending (this one trims them); a store must not mix the two: use another folder, or "
+                "--overwrite to prepare it again"
+            )
         if diffs:
             raise StoreError(
                 f"{out} already holds a store prepared with other parameters ({', '.join(diffs)} differ); "

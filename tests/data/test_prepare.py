@@ -162,6 +162,24 @@ def test_other_parameters_on_an_existing_store_are_refused(music_folder, tmp_pat
     assert summary.n_ok == 4 and FeatureStore(out).n_features == 400
 
 
+def test_an_untrimmed_audio_store_is_not_resumed_with_trimmed_files(music_folder, tmp_path):
+    """A store from before trimming (its meta.yaml has no audio_prep) is refused, not mixed."""
+    import yaml
+
+    out = tmp_path / "store"
+    prepare_corpus(str(music_folder), out, representation="fft", rep_params=SMALL_FFT, progress=False)
+    meta = yaml.safe_load((out / "meta.yaml").read_text())
+    assert meta["audio_prep"] == 2
+    del meta["audio_prep"]  # as an earlier cadenza wrote it
+    (out / "meta.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(StoreError, match="silent lead-in and ending.*--overwrite"):
+        prepare_corpus(str(music_folder), out, representation="fft", rep_params=SMALL_FFT, progress=False)
+    summary = prepare_corpus(
+        str(music_folder), out, representation="fft", rep_params=SMALL_FFT, progress=False, overwrite=True
+    )
+    assert summary.n_done_before == 0 and summary.n_ok == 4
+
+
 #: Forked workers where this platform can fork (not Windows).
 needs_fork = pytest.mark.skipif(
     "fork" not in multiprocessing.get_all_start_methods(), reason="this platform cannot fork"
