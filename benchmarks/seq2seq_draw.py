@@ -81,7 +81,7 @@ def main() -> None:
     models = {(s, w): build(s, w) for s in sizes for w in WAYS}
     streams = (1, 8)
     times: dict[tuple[str, str, int], list[float]] = {(s, w, n): [] for s, w in models for n in streams}
-    for (s, w), model in models.items():  # warm-up: first-call allocations
+    for model in models.values():  # warm-up: first-call allocations
         for n in streams:
             generate_once(model, n, 256, 1)
     for r in range(args.repeats):
