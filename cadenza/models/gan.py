@@ -18,7 +18,8 @@ Architectures (``Config.arch``; registered in ``cadenza.models.MODELS`` as ``bil
     which interpolation needs. ``step_noise`` values of fresh noise per step are read beside ``z``
     (the shipped configs: 1, as the paper's one value per step, and 4 for tiny); they are part of
     the noise vector, so interpolation walks them too. With ``z`` alone at every step the tiny
-    generator settled into one chord held for the whole phrase. SGD from lr 0.01, decayed every
+    generator settled into one chord held for the whole phrase. ``position`` (off by default)
+    adds a clock beside the noise: a one-hot of each step within its bar and of its bar. SGD from lr 0.01, decayed every
     epoch (the ``schedule`` section).
 ``cnn``
     Generator (DCGAN-like, fully convolutional): dense from ``z`` to ``C x T/4 x P/4``, reshape,
@@ -103,6 +104,10 @@ class Config:
     #: generator reads its noise as a sequence, one value per step). With 0, z alone is
     #: repeated at every step, and the LSTMs easily settle into one held chord.
     step_noise: int = dataclasses.field(default=0, metadata={"min": 0})
+    #: bilstm: read where each step stands beside the noise: a one-hot of its step within the
+    #: bar and one of its bar within the phrase (False: the paper's noise alone). Without it the
+    #: LSTMs have no clock to change chords on and hold them.
+    position: bool = False
     g_lstm_size: int = dataclasses.field(default=512, metadata={"min": 1})
     g_bilstm_size: int = dataclasses.field(default=1024, metadata={"min": 2})  # both directions together
     g_dense_size: int = dataclasses.field(default=1024, metadata={"min": 1})
@@ -218,15 +223,33 @@ class Discriminator(nn.Module):
         return self.head(self.drop(h)).squeeze(-1)  # (B,)
 
 
+def _position_code(n_steps: int, n_bars: int) -> torch.Tensor:
+    """``(T, steps per bar + n_bars)``: each step's one-hot step within its bar, then its bar's.
+
+    Examples
+    --------
+    >>> _position_code(4, 2).tolist()
+    [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 1.0]]
+    """
+    per_bar = max(1, n_steps // n_bars)
+    t = torch.arange(n_steps)
+    in_bar = F.one_hot(t % per_bar, per_bar)
+    bar = F.one_hot((t // per_bar).clamp_max(n_bars - 1), n_bars)
+    return torch.cat([in_bar, bar], dim=1).float()
+
+
 class BiLSTMGenerator(nn.Module):
     """``z`` ``(B, D)`` -> logits ``(B, T, P)``: z at every step through three LSTMs and two dense layers."""
 
-    def __init__(self, n_steps: int, n_pitches: int, config: Config) -> None:
+    def __init__(self, n_steps: int, n_pitches: int, config: Config, *, n_bars: int = 1) -> None:
         super().__init__()
         self.n_steps = n_steps
         half = config.g_bilstm_size // 2
         self.noise_dim, self.step_noise = config.noise_dim, config.step_noise
-        self.lstm = nn.LSTM(config.noise_dim + config.step_noise, config.g_lstm_size, batch_first=True)
+        position = _position_code(n_steps, n_bars) if config.position else torch.zeros(n_steps, 0)
+        self.register_buffer("position", position, persistent=False)  # (T, steps per bar + bars)
+        n_in = config.noise_dim + config.step_noise + position.shape[1]
+        self.lstm = nn.LSTM(n_in, config.g_lstm_size, batch_first=True)
         self.bilstm1 = nn.LSTM(config.g_lstm_size, half, batch_first=True, bidirectional=True)
         self.bilstm2 = nn.LSTM(2 * half, half, batch_first=True, bidirectional=True)
         self.dense = nn.Linear(2 * half, config.g_dense_size)
@@ -240,6 +263,8 @@ class BiLSTMGenerator(nn.Module):
         x = z[:, None, : self.noise_dim].expand(-1, self.n_steps, -1)  # (B, T, D)
         if self.step_noise:
             x = torch.cat([x, z[:, self.noise_dim :].reshape(-1, self.n_steps, self.step_noise)], dim=2)
+        if self.position.shape[1]:
+            x = torch.cat([x, self.position.expand(len(x), -1, -1)], dim=2)
         h, _ = self.lstm(x)  # (B, T, H1)
         h, _ = self.bilstm1(self.drop(h))  # (B, T, H2)
         h, _ = self.bilstm2(self.drop(h))  # (B, T, H2)
@@ -314,8 +339,12 @@ class Model(nn.Module):
         self.n_steps, self.n_pitches = int(info.seq_len), int(info.n_features)
         self.n_bars, self.factor = _phrase_shape(config, info)
         widths = _widths(config)
-        make = BiLSTMGenerator if config.arch == "bilstm" else CNNGenerator
-        self.generator = make(self.n_steps, self.n_pitches, widths)
+        if config.arch == "bilstm":
+            self.generator: nn.Module = BiLSTMGenerator(
+                self.n_steps, self.n_pitches, widths, n_bars=self.n_bars
+            )
+        else:
+            self.generator = CNNGenerator(self.n_steps, self.n_pitches, widths)
         self.discriminator = Discriminator(self.n_pitches, widths)
         self.register_load_state_dict_pre_hook(_drop_call_counter)
 

@@ -296,6 +296,22 @@ def test_step_noise_gives_every_step_its_own_values() -> None:
     assert roll.shape == (3, 2 * T, P)
 
 
+def test_position_gives_the_bilstm_generator_a_clock_of_steps_and_bars() -> None:
+    plain, clocked = _model("bilstm", n_bars=2).eval(), _model("bilstm", n_bars=2, position=True).eval()
+    code = clocked.generator.position  # (T, steps per bar + bars)
+    assert code.shape == (T, T // 2 + 2) and plain.generator.position.shape == (T, 0)
+    assert code[:, : T // 2].argmax(1).tolist() == [t % (T // 2) for t in range(T)]
+    assert code[:, T // 2 :].argmax(1).tolist() == [t // (T // 2) for t in range(T)]
+    assert clocked.generator.lstm.input_size == 8 + T // 2 + 2 and clocked.noise_size == plain.noise_size
+    # not saved: a checkpoint holds the same weight names with or without the clock
+    assert clocked.state_dict().keys() == plain.state_dict().keys()
+    with torch.no_grad():
+        z = torch.randn(2, clocked.noise_size)
+        a = clocked.generator(z)
+        clocked.generator.position = code.roll(3, dims=0)  # the same steps at other places in the bar
+        assert not torch.allclose(a, clocked.generator(z))
+
+
 def test_slerp_keeps_the_norm_between_orthogonal_vectors() -> None:
     a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
     z = slerp(a, b, torch.linspace(0, 1, 5))
