@@ -154,6 +154,7 @@ def run(
     logits: torch.Tensor | None,
     *,
     threads: int | None = None,
+    min_p: float = 0.0,
 ) -> None:
     """Fill ``classes`` (B, T) from ``T0`` on, in place, as ``Model._cached_loop`` does.
 
@@ -162,7 +163,8 @@ def run(
     ``classes[:, :T0 - 1]`` into its queues itself, one step per sample without the skips,
     head and draw (cheaper than the convolutions of ``_prime``). ``weights`` are the step's
     weights of ``Model._step_weights`` (contiguous float32 CPU tensors), ``u`` (B, T - T0)
-    the uniforms of the draws; ``logits`` (B, T - T0, C), when given, receives the logits of
+    the uniforms of the draws (``min_p``: classes less likely than that share of the likeliest
+    are not drawn); ``logits`` (B, T - T0, C), when given, receives the logits of
     every draw. The streams are split into ``threads`` groups (default
     ``torch.get_num_threads()``, at most B) that run side by side.
     """
@@ -190,7 +192,7 @@ def run(
         loop(
             c[b0:b1], T0, np.ascontiguousarray(r[:, b0:b1]), dil_arr, e0, e1, b_in, dil,
             np.ascontiguousarray(bias[:, b0:b1]), *rest, uu[b0:b1], float(temperature),
-            lg[b0:b1] if lg is not None else no_logits, gemm, t_first,
+            float(min_p), lg[b0:b1] if lg is not None else no_logits, gemm, t_first,
         )  # fmt: skip
 
     with threadpool_limits(1, user_api="blas"):  # the groups are the parallelism
@@ -302,6 +304,7 @@ def _batched_loop(
     hb2,
     u,
     temperature,
+    min_p,
     logits,
     gemm,
     t_first,
@@ -316,7 +319,7 @@ def _batched_loop(
     entry, by the past tap into that entry for step t + d, so that nothing is copied. Each
     layer's skip product accumulates into ``s`` (small products: BLAS's copy-free kernels,
     where one product over all layers would be copied). The draw is ``draw`` of the model:
-    a float64 CDF over ``exp((lg - max) / T)``, inverted at ``u`` (``lg / T - max / T``
+    a float64 CDF over ``exp((lg - max) / T)`` (zero below ``min_p``), inverted at ``u`` (``lg / T - max / T``
     there; the two agree to an ulp).
     """
     B, T = classes.shape
@@ -426,6 +429,10 @@ def _batched_loop(
                 eb[j] = p if y > -708.0 else 0.0
             for j in range(C):
                 eb[j] *= scale[j]
+            if min_p > 0.0:  # eb is each class's probability over the likeliest's
+                for j in range(C):
+                    if eb[j] < min_p:
+                        eb[j] = 0.0
         if temperature == 0:
             continue
         for b0 in range(0, B, 4):  # running sums in the order of torch.cumsum, four streams at a time

@@ -35,7 +35,7 @@ def test_compiled_step_equals_the_torch_step_and_the_forward_pass(
 ) -> None:
     calls = []
     run = wavenet_step.run
-    monkeypatch.setattr(wavenet_step, "run", lambda *a: calls.append(1) or run(*a))
+    monkeypatch.setattr(wavenet_step, "run", lambda *a, **k: calls.append(1) or run(*a, **k))
     model = tiny_model(labels=("bach", "corelli") if batch > 1 else ())
     seed = torch.randint(0, 256, (batch, 45 if batch > 1 else 3), generator=torch.Generator().manual_seed(1))
     cond = model.label_vector(torch.rand(batch, 2)) if model.label_embedding is not None else None
@@ -53,7 +53,7 @@ def test_compiled_step_equals_the_torch_step_and_the_forward_pass(
 
 
 def test_switched_off_fast_runs_the_torch_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*args: object) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("the compiled step ran with the kernels off")
 
     monkeypatch.setattr(wavenet_step, "run", boom)

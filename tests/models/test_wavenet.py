@@ -149,6 +149,16 @@ def test_cached_and_fast_generation_equal_naive(batch: int) -> None:
         classes, logits = model.sample(seed, 60, cond=cond, uniforms=u, mode=mode, return_logits=True)
         assert (logits - naive[1]).abs().max() < 1e-4, mode
         assert torch.equal(classes, naive[0]), mode
+    # min-p: every mode leaves out the same unlikely classes
+    cut = model.sample(seed, 60, cond=cond, uniforms=u, mode="naive", min_p=0.95, return_logits=True)
+    for mode in ("cached", "fast"):
+        assert torch.equal(model.sample(seed, 60, cond=cond, uniforms=u, mode=mode, min_p=0.95)[0], cut[0]), (
+            mode
+        )
+    p = cut[1].softmax(-1)  # (B, 60, C): what each draw was drawn from
+    drawn = p.gather(2, cut[0][:, 45:, None])[..., 0]
+    assert (drawn >= 0.95 * p.max(-1).values * (1 - 1e-5)).all()
+    assert not torch.equal(cut[0], naive[0])  # an untrained model's flat softmax: min-p changes draws
     # a seed shorter than the receptive field (zero history), no conditioning, greedy
     plain = tiny_model(labels=())
     short = seed[:, :3]
@@ -181,6 +191,10 @@ def test_draw_inverts_the_cdf_with_temperature() -> None:
     assert [draw(logits, 1.0, torch.tensor([u])).item() for u in (0.1, 0.3, 0.6, 0.999)] == [0, 1, 2, 2]
     assert draw(logits, 0.0, torch.tensor([0.1])).item() == 2
     assert draw(logits, 1e-3, torch.tensor([0.01])).item() == 2  # cold: the most likely class
+    # min_p 0.6: the classes at half the likeliest's probability are left out
+    assert [draw(logits, 1.0, torch.tensor([u]), min_p=0.6).item() for u in (0.01, 0.5, 0.99)] == [2, 2, 2]
+    # min_p 0.45 keeps them: the plain CDF
+    assert [draw(logits, 1.0, torch.tensor([u]), min_p=0.45).item() for u in (0.1, 0.3, 0.6)] == [0, 1, 2]
 
 
 def test_style_blends_are_validated() -> None:
@@ -211,6 +225,9 @@ def test_generate_lengths_and_options() -> None:
     assert model.generate(long).shape == (1, 120 * 4000, 1)  # 2 minutes at 4 kHz
     with pytest.raises(ParameterError, match="temperature"):
         model.generate(GenerationRequest(n=1, n_frames=5, generator=None, options={"bogus": 1}))
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ParameterError, match="min_p"):
+            model.generate(GenerationRequest(n=1, n_frames=5, generator=None, options={"min_p": bad}))
 
 
 def test_silent_fraction_of_known_signals() -> None:
