@@ -19,8 +19,8 @@ Architectures (``Config.arch``; registered in ``cadenza.models.MODELS`` as ``bil
     (the shipped configs: 1, as the paper's one value per step, and 4 for tiny); they are part of
     the noise vector, so interpolation walks them too. With ``z`` alone at every step the tiny
     generator settled into one chord held for the whole phrase. ``position`` (off by default)
-    adds a clock beside the noise: a one-hot of each step within its bar and of its bar. SGD from lr 0.01, decayed every
-    epoch (the ``schedule`` section).
+    adds a clock beside the noise: a one-hot of each step within its bar and of its bar. SGD
+    from lr 0.01, decayed every epoch (the ``schedule`` section).
 ``cnn``
     Generator (DCGAN-like, fully convolutional): dense from ``z`` to ``C x T/4 x P/4``, reshape,
     two units of 2x upsampling + transposed convolution (batch norm after the first unit only, and
