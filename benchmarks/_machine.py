@@ -33,16 +33,29 @@ def load_record(before: tuple[float, float, float]) -> dict[str, Any]:
 
 
 def machine(**extra: Any) -> dict[str, Any]:
-    """Platform, CPU, torch build and threads, allocator; ``extra`` adds or overrides fields."""
+    """Platform, CPU, torch build and threads, the numeric packages' versions (a figure that
+    moves between runs can then be traced to an upgrade), allocator; ``extra`` adds or
+    overrides fields."""
+    from importlib import metadata
+
     import torch
+    from threadpoolctl import threadpool_info
 
     from cadenza._malloc import active_allocator
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
 
     info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
+        **{name: version(name) for name in ("numpy", "scipy", "numba")},
+        "blas": sorted({f"{p['internal_api']} {p.get('version')}" for p in threadpool_info()}),
         "threads": torch.get_num_threads(),
         "allocator": active_allocator(),
         "device": "cpu",
