@@ -44,27 +44,11 @@ def build(preset: str, way: str) -> Any:
     cfg = load_config(f"seq2seq-{preset}", [f"model.head={'mse' if way == 'mse' else 'mdn'}"])
     torch.manual_seed(0)
     model = get_model_spec("seq2seq").build(cfg.model, DataInfo(n_features=1)).eval()
-    if way == "mdn-naive":
-        model._free_run = functools.partial(naive_free_run, model)
+    if way == "mdn-naive":  # a sample_mixture call per step (Model.draw) instead of the written-out draws
+        model._step_draws = lambda n, n_steps, temperature, generator, device: functools.partial(
+            model.draw, temperature=temperature, generator=generator
+        )
     return model
-
-
-def naive_free_run(model: Any, y: torch.Tensor, state: Any, n_steps: int, temperature: float = 1.0,
-                   generator: Any = None) -> torch.Tensor:  # fmt: skip
-    """The free run with a :func:`sample_mixture` call per step (``Model.draw``)."""
-    from cadenza.kernels.lstm import lstm_stepper
-
-    step = lstm_stepper(model.decoder)
-    w_head, b_head = model.head.weight.t(), model.head.bias
-    h, c = state[0].unbind(0), state[1].unbind(0)
-    out = y.new_empty(y.shape[0], n_steps)
-    out[:, 0] = y
-    zero = torch.zeros_like(y)
-    for t in range(1, n_steps):
-        h, c = step(torch.stack([y, zero], 1), h, c)
-        y = model.draw(torch.addmm(b_head, h[-1], w_head), temperature, generator)
-        out[:, t] = y
-    return out
 
 
 def main() -> None:

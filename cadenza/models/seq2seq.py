@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -295,6 +296,14 @@ class Model(nn.Module):
         y = self.draw(self.head(h[:, -1]), temperature, generator)  # (n,): the first new sample
         return self._free_run(y, state, self.advance, temperature, generator)
 
+    def _step_draws(
+        self, n: int, n_steps: int, temperature: float, generator: Any, device: Any
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """What :meth:`_free_run` draws each step's sample with: head output ``(n, n_out)`` -> ``(n,)``."""
+        if self.config.head == "mse" or temperature == 0:
+            return functools.partial(self.draw, temperature=temperature)
+        return _MixtureDraws(n, n_steps, self.config, temperature, generator, device)
+
     def _free_run(
         self,
         y: torch.Tensor,
@@ -314,10 +323,7 @@ class Model(nn.Module):
         out = y.new_empty(y.shape[0], n_steps)
         out[:, 0] = y
         zero = torch.zeros_like(y)
-        if self.config.head == "mse" or temperature == 0:
-            draw: Any = functools.partial(self.draw, temperature=temperature)
-        else:
-            draw = _MixtureDraws(len(y), n_steps, self.config, temperature, generator, y.device)
+        draw = self._step_draws(len(y), n_steps, temperature, generator, y.device)
         for t in range(1, n_steps):
             h, c = step(torch.stack([y, zero], 1), h, c)  # input (y, 0): (n, 2)
             y = draw(torch.addmm(b_head, h[-1], w_head))  # (n,)
