@@ -57,6 +57,13 @@ alone learns by cross-entropy to put out the real phrases of the batch from its 
 the data's note density and pitch range, no adversary), and the discriminator's loss is zero, so
 it stays at its initial weights.
 
+A remedy the paper does not use, **feature matching** (Salimans et al. 2016;
+``feature_matching`` > 0; 1 in bilstm_gan-tiny): the generator's loss adds the squared distance
+between the discriminator's last hidden layer averaged over the real batch and over its fakes
+(``adversarial`` weighs the usual loss beside it; 0 leaves feature matching alone). The
+generator then learns what the discriminator looks at even once the discriminator wins, where
+the adversarial loss alone saturates.
+
 Generation binarises the probabilities (``binarize``: ``threshold`` at ``threshold``, or
 ``bernoulli`` draws), repeats each step back to the store's resolution when the phrases were
 reduced, and chains phrases until ``n_frames`` steps. Options (``--option key=value``):
@@ -124,6 +131,13 @@ class Config:
     loss: str = dataclasses.field(default="bce", metadata={"choices": LOSSES})
     gp_weight: float = dataclasses.field(default=10.0, metadata={"min": 0.0})
     pretrain_steps: int = dataclasses.field(default=0, metadata={"min": 0})
+    #: Weight of feature matching in the generator's loss (Salimans et al. 2016): the squared gap
+    #: between the discriminator's last hidden layer averaged over the real batch and over the
+    #: fakes. 0: the adversarial loss alone (the paper).
+    feature_matching: float = dataclasses.field(default=0.0, metadata={"min": 0.0})
+    #: Weight of the adversarial loss in the generator's loss (1: the paper; 0 with
+    #: ``feature_matching`` > 0: feature matching alone).
+    adversarial: float = dataclasses.field(default=1.0, metadata={"min": 0.0})
     binarize: str = dataclasses.field(default="threshold", metadata={"choices": BINARIZE})
     #: What the discriminator reads of the fakes: ``none`` the note probabilities (the paper);
     #: ``deterministic`` them thresholded at ``threshold``, ``stochastic`` them drawn on at their
@@ -216,11 +230,14 @@ class Discriminator(nn.Module):
         self.head = nn.Sequential(*layers, nn.Linear(size, 1))
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, features: bool = False) -> Any:
+        """Logits ``(B,)``; with ``features``, also the last hidden layer ``(B, F)`` (feature matching's)."""
         h, _ = self.lstm(x)  # (B, T, H)
         _, (h_n, _) = self.bilstm(self.drop(h))  # (2, B, H2): forward's last state, backward's
         h = torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, 2 H2)
-        return self.head(self.drop(h)).squeeze(-1)  # (B,)
+        f = self.head[:-1](self.drop(h))  # (B, F)
+        logits = self.head[-1](f).squeeze(-1)  # (B,)
+        return (logits, f) if features else logits
 
 
 def _position_code(n_steps: int, n_bars: int) -> torch.Tensor:
@@ -377,7 +394,7 @@ class Model(nn.Module):
         logits = self.generator(z)  # (B, T, P)
         fake = self._notes(torch.sigmoid(logits))
         if step == "generator":
-            out = self._pretraining_loss(logits, real) if pretraining else self._generator_losses(fake)
+            out = self._pretraining_loss(logits, real) if pretraining else self._generator_losses(fake, real)
             return {**out, "density_gap": density_gap(fake, real)}
         if pretraining:
             return {
@@ -401,7 +418,7 @@ class Model(nn.Module):
         """The discriminator's loss on real rolls and fakes ``(B, T, P)``, its scores, and the
         generator's loss on the same fakes (a value to log: no gradient reaches the generator)."""
         cfg = self.config
-        d_real, d_fake = self.discriminator(real), self.discriminator(fake)  # (B,) logits
+        (d_real, f_real), (d_fake, f_fake) = (self.discriminator(x, features=True) for x in (real, fake))
         if cfg.loss == "bce":
             loss = F.binary_cross_entropy_with_logits(
                 d_real, torch.ones_like(d_real)
@@ -418,6 +435,7 @@ class Model(nn.Module):
             "d_fake": scores[1].detach(),
             "density_gap": density_gap(fake, real),
             "note_gap": note_gap(fake, real, self.config.threshold),
+            **({"feature_gap": feature_gap(f_real, f_fake).detach()} if cfg.feature_matching > 0 else {}),
         }
 
     def _resting_discriminator(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -427,12 +445,24 @@ class Model(nn.Module):
         out["discriminator"] = 0.0 * sum(p.sum() for p in self.discriminator.parameters())
         return out
 
-    def _generator_losses(self, fake: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The generator's adversarial loss on its fakes ``(B, T, P)``, read by a frozen discriminator."""
+    def _generator_losses(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The generator's loss on its fakes ``(B, T, P)``, read by a frozen discriminator: the
+        adversarial loss and, with ``feature_matching``, the gap to the real batch ``real``."""
+        cfg = self.config
         with _frozen(self.discriminator):
-            d_fake = self.discriminator(fake)  # (B,) logits
-        score = torch.sigmoid(d_fake).mean() if self.config.loss == "bce" else d_fake.mean()
-        return {"generator": self._fooling_loss(d_fake), "d_fake": score.detach()}
+            d_fake, f_fake = self.discriminator(fake, features=True)  # (B,) logits, (B, F)
+            if cfg.feature_matching > 0:
+                with torch.no_grad():
+                    _, f_real = self.discriminator(real, features=True)  # (B, F)
+        score = torch.sigmoid(d_fake).mean() if cfg.loss == "bce" else d_fake.mean()
+        fooling = self._fooling_loss(d_fake)
+        loss = cfg.adversarial * fooling
+        out = {"d_fake": score.detach()}
+        if cfg.feature_matching > 0:
+            matching = feature_gap(f_real, f_fake)
+            loss = loss + cfg.feature_matching * matching
+            out["feature_gap"] = matching.detach()
+        return {"generator": loss, **out}
 
     def _fooling_loss(self, d_fake: torch.Tensor) -> torch.Tensor:
         """The generator's loss from the discriminator's logits ``(B,)`` on its fakes."""
@@ -505,6 +535,16 @@ def note_gap(fake: torch.Tensor, real: torch.Tensor, threshold: float = 0.5) -> 
 
     gap = (notes.mean() - real.mean()).abs() + (onsets(notes) - onsets(real)).abs()
     return gap.detach()
+
+
+def feature_gap(f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
+    """Feature matching's loss: the squared distance between the mean features ``(B, F)`` of the
+    real batch and of the fakes.
+
+    >>> feature_gap(torch.tensor([[1.0, 0.0], [3.0, 0.0]]), torch.tensor([[0.0, 1.0]])).item()
+    5.0
+    """
+    return (f_real.mean(0) - f_fake.mean(0)).pow(2).sum()
 
 
 def density_gap(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

@@ -198,6 +198,44 @@ def test_pretraining_teaches_the_generator_alone_for_the_trainers_first_steps() 
     _model("cnn", pretrain_steps=2).load_state_dict(old)
 
 
+@pytest.mark.parametrize("arch", ["bilstm", "cnn"])
+def test_feature_matching_adds_the_gap_of_the_discriminators_mean_features(arch: str) -> None:
+    plain = _model(arch).train()
+    for weight, adversarial in ((0.5, 1.0), (2.0, 0.0)):
+        model = _model(arch, feature_matching=weight, adversarial=adversarial).train()
+        model.load_state_dict(plain.state_dict())
+        real = _real()
+        torch.manual_seed(3)
+        losses = model.losses({"x": real}, step="generator")
+        torch.manual_seed(3)
+        fooling = plain.losses({"x": real}, step="generator")["generator"]
+        # by hand: the same fakes (the same noise), the discriminator's last hidden layer averaged
+        torch.manual_seed(3)
+        fake = torch.sigmoid(model.generator(model.sample_noise(len(real))))
+        hidden = model.discriminator.head[:-1]
+        feats = [hidden(torch.cat(_last_states(model.discriminator, x), dim=-1)) for x in (real, fake)]
+        gap = (feats[0].mean(0) - feats[1].mean(0)).pow(2).sum()
+        assert losses["feature_gap"].item() == pytest.approx(gap.item(), rel=1e-5)
+        assert gap.item() > 0
+        expected = adversarial * fooling + weight * gap
+        assert losses["generator"].item() == pytest.approx(expected.item(), rel=1e-5)
+        model.zero_grad(set_to_none=True)
+        losses["generator"].backward()
+        assert all(p.grad is None for p in model.discriminator.parameters())  # frozen: the generator's step
+        assert any(p.grad.abs().sum() > 0 for p in model.generator.parameters())
+        # validation logs the same gap, so that the trainer can average every entry
+        assert "feature_gap" in model.eval().losses({"x": real}) and "feature_gap" not in plain.eval().losses(
+            {"x": real}
+        )
+        plain.train()
+
+
+def _last_states(disc: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    h, _ = disc.lstm(x)
+    _, (h_n, _) = disc.bilstm(h)
+    return h_n[0], h_n[1]
+
+
 def test_binarisation_modes() -> None:
     probs = torch.tensor([[0.0, 0.3, 0.5, 0.51, 1.0]])
     assert binarize(probs).tolist() == [[0.0, 0.0, 0.0, 1.0, 1.0]]
@@ -375,6 +413,7 @@ def test_cli_trains_resumes_generates_and_evaluates(
             "density_gap",
             "note_gap",
         ),
+        *(["feature_gap"] if key == "bilstm_gan" else []),  # bilstm_gan-tiny's feature matching
         *("grad_norm/discriminator", "grad_norm/generator", "lr/discriminator", "lr/generator"),
         *("n_nonfinite", "seconds_per_step"),
     }
