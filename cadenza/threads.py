@@ -251,7 +251,7 @@ class Snapshot:
     """Counters read at one instant; two of them give the CPUs busy in between."""
 
     when: float  # time.monotonic()
-    own: float  # this process's CPU seconds (all its threads)
+    own: float  # CPU seconds of this process (all its threads) and of its ended children
     busy: float | None  # CPU seconds busy on the CPUs of the affinity mask (None: unknown)
     cgroup: float | None  # CPU seconds used by this process's cgroup (None: unknown)
 
@@ -320,7 +320,18 @@ def snapshot(
     """Read the counters now (a few file reads; no waiting)."""
     text = _read(Path(proc_stat))
     busy = _stat_busy(text, _affinity_set()) if text else None
-    return Snapshot(time.monotonic(), time.process_time(), busy, _cgroup_usage(Path(root), proc_cgroup))
+    return Snapshot(time.monotonic(), _own_cpu_seconds(), busy, _cgroup_usage(Path(root), proc_cgroup))
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process (all its threads) and of its children that have ended.
+
+    The children count as our own: without them, the workers of ``cadenza prepare`` that a
+    study or the demo ran just before training looked like other programs, and training
+    started on one thread of two.
+    """
+    t = os.times()
+    return time.process_time() + t.children_user + t.children_system
 
 
 def busy_between(a: Snapshot, b: Snapshot, cpus: Cpus) -> float | None:

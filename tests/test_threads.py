@@ -150,6 +150,22 @@ def test_busy_between_leaves_out_our_own_time() -> None:
     assert threads.threads_for(quota, 1.0, 8) == 1
 
 
+def test_our_own_ended_children_are_not_other_programs() -> None:
+    # A study prepares its stores in worker processes and then trains: the workers' CPU time
+    # must count as our own, not as programs competing for the CPUs.
+    a = threads.snapshot()
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass",
+        ],
+        check=True,
+    )
+    b = threads.snapshot()
+    assert b.own - a.own >= 0.9
+
+
 def test_threads_for_counts_a_cpu_free_when_three_quarters_idle() -> None:
     two = Cpus(2, None)
     assert [threads.threads_for(two, b, 2) for b in (0.0, 0.2, 0.3, 1.0, 1.9, 5.0)] == [2, 2, 1, 1, 1, 1]
