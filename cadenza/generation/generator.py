@@ -9,7 +9,9 @@ randomness comes from ``seed``, so the same call writes the same bytes.
 Models that continue real music (``model.n_seed_frames > 0``, e.g. the FFT LSTMs' sliding
 window) start from a seed clip: ``seed_file`` when given, else one of the clips an exported
 bundle carries, else a random window of a held-out file of the run's feature store (test,
-else valid, else train split), else quiet noise.
+else valid, else train split), else quiet noise. A raw-audio window quieter than the silence
+flag's -50 dBFS (a chorale's last breath) is drawn again, up to :data:`SEED_DRAWS` times: a
+sample-level model continues such a seed with silence.
 
 Examples
 --------
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: Split preference for seed clips: held-out music first.
 SEED_SPLITS = ("test", "valid", "train")
+#: Draws of a held-out window for a raw-audio seed until one is louder than -50 dBFS.
+SEED_DRAWS = 10
 #: Amplitude of the noise seed used when no real music is at hand.
 NOISE_SEED_AMPLITUDE = 1e-3
 #: A sample more than this share silent (see :func:`cadenza.evaluation.detectors.silent_fraction`) gets a warning.
@@ -142,11 +146,15 @@ def held_out_clips(
             break
     else:
         raise StoreError(f"{store.path}: no file has the {n_frames} frames a seed needs")
+    rep = store.representation
     out = []
     for _ in range(n):
-        record = records[int(rng.integers(len(records)))]
-        start = int(rng.integers(int(record["n_frames"]) - n_frames + 1))
-        frames = np.array(store.load(record["id"])[start : start + n_frames], dtype=np.float32)
+        for _ in range(SEED_DRAWS):
+            record = records[int(rng.integers(len(records)))]
+            start = int(rng.integers(int(record["n_frames"]) - n_frames + 1))
+            frames = np.array(store.load(record["id"])[start : start + n_frames], dtype=np.float32)
+            if not _quiet_audio(rep, frames):
+                break
         out.append(
             (
                 frames,
@@ -160,6 +168,14 @@ def held_out_clips(
             )
         )
     return out
+
+
+def _quiet_audio(rep: Representation, frames: np.ndarray) -> bool:
+    """Whether raw-audio frames (waveform) are quieter than the silence flag's level."""
+    if rep.name != "waveform":
+        return False
+    y = np.asarray(rep.decode(frames.astype(rep.dtype)), dtype=np.float64)
+    return bool(y.size) and float(np.sqrt(np.mean(y**2))) < 10.0 ** (SILENCE_THRESHOLD_DB / 20.0)
 
 
 def file_clips(

@@ -323,3 +323,29 @@ def test_a_float_store_is_mu_law_encoded_on_the_fly() -> None:
     assert out.shape == (2, 10, 1) and out.dtype == torch.float32 and out.abs().max() <= 1.0
     with pytest.raises(ParameterError, match="model.n_classes=128 but the store's mu-law has 256"):
         Model(Config.tiny(n_classes=128), DataInfo(n_features=1, representation=MULAW))
+
+
+def test_a_seed_from_the_held_out_files_is_music_not_a_silent_stretch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held-out file half digital silence, half Corelli: every raw-audio seed window is drawn
+    again until it is louder than the silence flag's -50 dBFS; with one draw, about half are
+    silent (a sample-level model continues those with silence)."""
+    from cadenza.data.store import create_store
+    from cadenza.generation import generator
+    from cadenza.representations import make_representation
+
+    rep = make_representation("waveform", sample_rate=SR, encoding="mulaw")
+    _, y, _, _ = next(piece for piece in real_audio() if piece[2] == "test")
+    half = np.concatenate([np.zeros_like(y), y])
+    store = create_store(tmp_path / "s", rep, {"t": (rep.encode(half), "test", {})})
+
+    def levels() -> np.ndarray:
+        clips = generator.held_out_clips(store, 512, 40, np.random.default_rng(0))
+        return np.array([np.sqrt(np.mean(rep.decode(f.astype(np.uint8)) ** 2)) for f, _ in clips])
+
+    threshold = 10 ** (-50 / 20)
+    assert (levels() > threshold).all()
+    monkeypatch.setattr(generator, "SEED_DRAWS", 1)
+    quiet = (levels() < threshold).mean()
+    assert 0.3 < quiet < 0.7, quiet
