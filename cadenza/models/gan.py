@@ -46,7 +46,8 @@ Losses (``Config.loss``):
 Each optimiser step computes what it needs and no more (``losses(batch, step=...)``): the
 discriminator's step makes its fakes without a graph (no gradient reaches the generator) and alone
 pays for WGAN-GP's gradient penalty; the generator's step reads its fakes through the discriminator
-with the discriminator's weights frozen (no gradient for them, no second pass over real rolls).
+with the discriminator's weights frozen (no gradient for them, and no pass over real rolls
+but feature matching's, without a graph).
 
 The paper's remedies for an over-strong discriminator: several generator updates per
 discriminator update (``optim.ratio.generator``), and **generator pre-training** ("pretraining
