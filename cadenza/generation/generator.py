@@ -9,9 +9,10 @@ randomness comes from ``seed``, so the same call writes the same bytes.
 Models that continue real music (``model.n_seed_frames > 0``, e.g. the FFT LSTMs' sliding
 window) start from a seed clip: ``seed_file`` when given, else one of the clips an exported
 bundle carries, else a random window of a held-out file of the run's feature store (test,
-else valid, else train split), else quiet noise. A raw-audio window quieter than the silence
-flag's -50 dBFS (a chorale's last breath) is drawn again, up to :data:`SEED_DRAWS` times: a
-sample-level model continues such a seed with silence.
+else valid, else train split), else quiet noise. A raw-audio window that is mostly silence
+(most of its 10 ms frames below -50 dBFS, as the silence flag counts them; a chorale's last
+breath) is drawn again, up to :data:`SEED_DRAWS` times: a sample-level model continues such a
+seed with silence.
 
 Examples
 --------
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 #: Split preference for seed clips: held-out music first.
 SEED_SPLITS = ("test", "valid", "train")
-#: Draws of a held-out window for a raw-audio seed until one is louder than -50 dBFS.
+#: Draws of a held-out window for a raw-audio seed until one is not mostly silence.
 SEED_DRAWS = 10
 #: Amplitude of the noise seed used when no real music is at hand.
 NOISE_SEED_AMPLITUDE = 1e-3
@@ -171,11 +172,10 @@ def held_out_clips(
 
 
 def _quiet_audio(rep: Representation, frames: np.ndarray) -> bool:
-    """Whether raw-audio frames (waveform) are quieter than the silence flag's level."""
+    """Whether raw-audio frames (waveform) are mostly silence, as a generated sample's warning says."""
     if rep.name != "waveform":
         return False
-    y = np.asarray(rep.decode(frames.astype(rep.dtype)), dtype=np.float64)
-    return bool(y.size) and float(np.sqrt(np.mean(y**2))) < 10.0 ** (SILENCE_THRESHOLD_DB / 20.0)
+    return silent_fraction(rep.decode(frames.astype(rep.dtype)), int(rep.sample_rate)) > SILENCE_WARNING
 
 
 def file_clips(
