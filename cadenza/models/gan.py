@@ -65,6 +65,11 @@ between the discriminator's last hidden layer averaged over the real batch and o
 generator then learns what the discriminator looks at even once the discriminator wins, where
 the adversarial loss alone saturates.
 
+A second remedy, **weight averaging** (``ema`` > 0; off in every shipped config): a moving average
+of the generator's weights (Yazici et al. 2019) makes the validation fakes (so ``best.pt`` is
+chosen on it) and generation's music, smoothing over the oscillation of a training that does not
+converge, which paper 004 reports of its bi-LSTM GAN.
+
 Generation binarises the probabilities (``binarize``: ``threshold`` at ``threshold``, or
 ``bernoulli`` draws), repeats each step back to the store's resolution when the phrases were
 reduced, and chains phrases until ``n_frames`` steps. Options (``--option key=value``):
@@ -76,6 +81,7 @@ which keeps the norm a Gaussian ``z`` is likely to have) or linearly.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 from collections.abc import Iterator
@@ -145,6 +151,10 @@ class Config:
     #: probability, both with straight-through gradients (Dong & Yang's binary neurons, 2018).
     binary_neurons: str = dataclasses.field(default="none", metadata={"choices": BINARY_NEURONS})
     threshold: float = dataclasses.field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+    #: Decay of a moving average of the generator's weights (Yazici et al. 2019), which then makes
+    #: the validation fakes and generation's; 0: the generator as trained (the paper). Averaged at
+    #: every generator step with decay ``min(ema, (1 + k) / (10 + k))`` after ``k`` steps.
+    ema: float = dataclasses.field(default=0.0, metadata={"min": 0.0, "max": 0.9999})
 
     @classmethod
     def paper(cls, **changes: Any) -> Config:
@@ -364,6 +374,11 @@ class Model(nn.Module):
         else:
             self.generator = CNNGenerator(self.n_steps, self.n_pitches, widths)
         self.discriminator = Discriminator(self.n_pitches, widths)
+        # The generator's weights averaged over training (``ema``): the model that makes music.
+        self.generator_ema: nn.Module | None = None
+        if config.ema > 0:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self.register_load_state_dict_pre_hook(_drop_call_counter)
 
     @property
@@ -386,6 +401,12 @@ class Model(nn.Module):
         real = batch["x"].float()  # (B, T, P) of 0/1
         z = self.sample_noise(real.shape[0], device=real.device)
         pretraining = self.training and self.n_steps_trained < self.config.pretrain_steps
+        if step is None and not self.training and self.generator_ema is not None:
+            # validation judges the averaged generator, the one generation uses (and best.pt keeps)
+            fake = self._notes(torch.sigmoid(self.generator_ema(z)))
+            return self._discriminator_losses(real, fake)
+        if step == "generator" and self.training:
+            self._average_generator()  # the weights of the last generator step join the average
         if step == "discriminator":
             with torch.no_grad():
                 fake = self._notes(torch.sigmoid(self.generator(z)))  # (B, T, P), no graph: nothing reaches G
@@ -403,6 +424,19 @@ class Model(nn.Module):
                 **self._pretraining_loss(logits, real),
             }
         return self._discriminator_losses(real, fake.detach())
+
+    @torch.no_grad()
+    def _average_generator(self) -> None:
+        """Fold the generator's weights into ``generator_ema``; copy its buffers (batch norm's)."""
+        if self.generator_ema is None:
+            return
+        k = int(self.ema_updates)
+        decay = min(self.config.ema, (1 + k) / (10 + k))
+        for avg, p in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
+            avg.lerp_(p.detach(), 1.0 - decay)
+        for avg, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
+            avg.copy_(b)
+        self.ema_updates += 1
 
     def _notes(self, probs: torch.Tensor) -> torch.Tensor:
         """What the discriminator reads of note probabilities ``(B, T, P)`` (``binary_neurons``): a
@@ -510,7 +544,8 @@ class Model(nn.Module):
                 z = (1 - t[:, None, None]) * ends[0] + t[:, None, None] * ends[1]
             else:
                 z = slerp(ends[0], ends[1], t)  # (n, n_phrases, D)
-        probs = torch.sigmoid(self.generator(z.reshape(-1, d)))  # (n * n_phrases, T, P)
+        generator = self.generator if self.generator_ema is None else self.generator_ema
+        probs = torch.sigmoid(generator(z.reshape(-1, d)))  # (n * n_phrases, T, P)
         roll = binarize(probs, mode, threshold, generator=request.generator)
         roll = roll.repeat_interleave(self.factor, dim=1)  # back to the store's steps
         return roll.reshape(n, n_phrases * phrase, self.n_pitches)[:, : request.n_frames]

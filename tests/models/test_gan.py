@@ -230,6 +230,51 @@ def test_feature_matching_adds_the_gap_of_the_discriminators_mean_features(arch:
         plain.train()
 
 
+@pytest.mark.parametrize("arch", ["bilstm", "cnn"])
+def test_the_averaged_generator_follows_the_generator_and_makes_validation_and_generation(arch: str) -> None:
+    assert _model(arch).generator_ema is None  # off by default: the paper's generator
+    model = _model(arch, ema=0.9).train()
+    opt = torch.optim.SGD(model.generator.parameters(), lr=0.5)
+    real = _real()
+    start = [p.clone() for p in model.generator_ema.parameters()]
+    weights = []
+    for _ in range(3):  # each generator step first folds the weights of the step before into the average
+        weights.append([p.detach().clone() for p in model.generator.parameters()])
+        loss = model.losses({"x": real}, step="generator")["generator"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert int(model.ema_updates) == 3
+    expected = start
+    for k, w in enumerate(weights):  # decay min(0.9, (1 + k) / (10 + k)): 0.1, 2/11, 3/12
+        decay = min(0.9, (1 + k) / (10 + k))
+        expected = [decay * e + (1 - decay) * x for e, x in zip(expected, w, strict=True)]
+    for avg, e in zip(model.generator_ema.parameters(), expected, strict=True):
+        torch.testing.assert_close(avg, e)
+        assert not avg.requires_grad
+    assert any(
+        not torch.equal(a, p) for a, p in zip(model.generator_ema.parameters(), model.generator.parameters())
+    )
+    # the discriminator's step trains against the generator itself; nothing moves the average there
+    model.losses({"x": real}, step="discriminator")
+    assert int(model.ema_updates) == 3
+    # validation and generation read the average: silence it and the notes are gone
+    model.eval()
+    last = model.generator_ema.out if arch == "bilstm" else model.generator_ema.last
+    with torch.no_grad():
+        last.bias.fill_(-50.0)
+    assert model.losses({"x": real})["note_gap"].item() == pytest.approx(
+        real.mean().item() + F.relu(real - F.pad(real, (0, 0, 1, 0))[:, :-1]).mean().item(), rel=1e-5
+    )
+    roll = model.generate(GenerationRequest(n=2, n_frames=T, generator=torch.Generator().manual_seed(0)))
+    assert roll.sum() == 0
+    # a checkpoint keeps the average and its count: a resumed run goes on from them
+    again = _model(arch, ema=0.9)
+    again.load_state_dict(model.state_dict())
+    assert int(again.ema_updates) == 3
+    torch.testing.assert_close(again.generator_ema.state_dict(), model.generator_ema.state_dict())
+
+
 def _last_states(disc: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     h, _ = disc.lstm(x)
     _, (h_n, _) = disc.bilstm(h)
