@@ -68,7 +68,8 @@ the adversarial loss alone saturates.
 A second remedy, **weight averaging** (``ema`` > 0; off in every shipped config): a moving average
 of the generator's weights (Yazici et al. 2019) makes the validation fakes (so ``best.pt`` is
 chosen on it) and generation's music, smoothing over the oscillation of a training that does not
-converge, which paper 004 reports of its bi-LSTM GAN.
+converge, which paper 004 reports of its bi-LSTM GAN. Screened once on the tiny bi-LSTM GAN at
+the demo's scale it did not take away its held chords (docs/models.md).
 
 Generation binarises the probabilities (``binarize``: ``threshold`` at ``threshold``, or
 ``bernoulli`` draws), repeats each step back to the store's resolution when the phrases were
