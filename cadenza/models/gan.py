@@ -402,10 +402,9 @@ class Model(nn.Module):
         real = batch["x"].float()  # (B, T, P) of 0/1
         z = self.sample_noise(real.shape[0], device=real.device)
         pretraining = self.training and self.n_steps_trained < self.config.pretrain_steps
+        generator = self.generator
         if step is None and not self.training and self.generator_ema is not None:
-            # validation judges the averaged generator, the one generation uses (and best.pt keeps)
-            fake = self._notes(torch.sigmoid(self.generator_ema(z)))
-            return self._discriminator_losses(real, fake)
+            generator = self.generator_ema  # validation judges the music's generator (best.pt keeps it)
         if step == "generator" and self.training:
             self._average_generator()  # the weights of the last generator step join the average
         if step == "discriminator":
@@ -414,7 +413,7 @@ class Model(nn.Module):
             if pretraining:
                 return self._resting_discriminator(real, fake)
             return self._discriminator_losses(real, fake)
-        logits = self.generator(z)  # (B, T, P)
+        logits = generator(z)  # (B, T, P)
         fake = self._notes(torch.sigmoid(logits))
         if step == "generator":
             out = self._pretraining_loss(logits, real) if pretraining else self._generator_losses(fake, real)
