@@ -101,6 +101,10 @@ LOSSES = ("bce", "wgan-gp")
 BINARIZE = ("threshold", "bernoulli")
 #: What the discriminator reads of the generator's notes (``Config.binary_neurons``).
 BINARY_NEURONS = ("none", "deterministic", "stochastic")
+#: How the discriminator sums up a roll (``Config.d_pool``).
+D_POOLS = ("last", "mean")
+#: Where the bi-LSTM generator reads ``z`` (``Config.z_into``).
+Z_INTO = ("input", "state")
 OPTIONS = ("binarize", "threshold", "interpolate")
 #: The optimiser steps, in the order the trainer takes them.
 STEPS = ("discriminator", "generator")
@@ -123,6 +127,11 @@ class Config:
     #: bar and one of its bar within the phrase (False: the paper's noise alone). Without it the
     #: LSTMs have no clock to change chords on and hold them.
     position: bool = False
+    #: bilstm: where ``z`` enters: ``input`` read at every step beside the step noise (the
+    #: paper's one input sequence), or ``state``: mapped once to the first LSTM's initial state
+    #: (C-RNN-GAN, Mogren 2016), so that the steps read only their own noise and the clock. A
+    #: constant input drives an LSTM towards a fixed point: one chord held for the phrase.
+    z_into: str = dataclasses.field(default="input", metadata={"choices": Z_INTO})
     g_lstm_size: int = dataclasses.field(default=512, metadata={"min": 1})
     g_bilstm_size: int = dataclasses.field(default=1024, metadata={"min": 2})  # both directions together
     g_dense_size: int = dataclasses.field(default=1024, metadata={"min": 1})
@@ -131,6 +140,11 @@ class Config:
     d_lstm_size: int = dataclasses.field(default=512, metadata={"min": 1})
     d_bilstm_size: int = dataclasses.field(default=1024, metadata={"min": 2})
     d_dense_sizes: tuple[int, ...] = (512, 256)
+    #: What the discriminator's dense layers read of its bi-LSTM: ``last`` its last states (the
+    #: forward direction's at the phrase's end, the backward's at its start: the paper), or
+    #: ``mean`` its outputs averaged over every step (C-RNN-GAN, Mogren 2016, averages a decision
+    #: per step), so that the middle of a phrase counts as much as its edges.
+    d_pool: str = dataclasses.field(default="last", metadata={"choices": D_POOLS})
     # One width for every layer of both networks when positive (a quick way to a small GAN:
     # ``model.hidden_size=16``); 0 keeps the widths above.
     hidden_size: int = dataclasses.field(default=0, metadata={"min": 0})
@@ -138,6 +152,10 @@ class Config:
     leaky_slope: float = dataclasses.field(default=0.2, metadata={"min": 0.0})
     loss: str = dataclasses.field(default="bce", metadata={"choices": LOSSES})
     gp_weight: float = dataclasses.field(default=10.0, metadata={"min": 0.0})
+    #: Weight ``gamma`` of the R1 penalty (Mescheder et al. 2018): the discriminator's loss adds
+    #: ``gamma / 2 * E ||grad D(x)||^2`` over the real rolls, which damps the oscillation of a
+    #: discriminator that wins and loses in turn. 0: none (the paper).
+    r1: float = dataclasses.field(default=0.0, metadata={"min": 0.0})
     pretrain_steps: int = dataclasses.field(default=0, metadata={"min": 0})
     #: Weight of feature matching in the generator's loss (Salimans et al. 2016): the squared gap
     #: between the discriminator's last hidden layer averaged over the real batch and over the
@@ -215,6 +233,16 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.where(so > 1e-6, spherical, lerp)
 
 
+def r1_penalty(critic: nn.Module, real: torch.Tensor) -> torch.Tensor:
+    """R1's ``mean(||grad critic(x)||^2)`` over the real rolls ``x``: with a graph to train through
+    where gradients are on, its value alone where they are off (validation)."""
+    train = torch.is_grad_enabled()
+    with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
+        x = real.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=train)
+    return grad.flatten(1).pow(2).sum(dim=1).mean()
+
+
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """WGAN-GP's ``mean((||grad critic(x_hat)||_2 - 1)^2)`` at random points between real and fake."""
     alpha = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
@@ -241,12 +269,16 @@ class Discriminator(nn.Module):
             size = width
         self.head = nn.Sequential(*layers, nn.Linear(size, 1))
         self.drop = nn.Dropout(config.dropout)
+        self.pool = config.d_pool
 
     def forward(self, x: torch.Tensor, *, features: bool = False) -> Any:
         """Logits ``(B,)``; with ``features``, also the last hidden layer ``(B, F)`` (feature matching's)."""
         h, _ = self.lstm(x)  # (B, T, H)
-        _, (h_n, _) = self.bilstm(self.drop(h))  # (2, B, H2): forward's last state, backward's
-        h = torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, 2 H2)
+        out, (h_n, _) = self.bilstm(self.drop(h))  # (B, T, 2 H2); (2, B, H2): forward's last, backward's
+        if self.pool == "mean":
+            h = out.mean(dim=1)  # (B, 2 H2): every step alike
+        else:
+            h = torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, 2 H2): the phrase's two ends
         f = self.head[:-1](self.drop(h))  # (B, F)
         logits = self.head[-1](f).squeeze(-1)  # (B,)
         return (logits, f) if features else logits
@@ -277,7 +309,16 @@ class BiLSTMGenerator(nn.Module):
         self.noise_dim, self.step_noise = config.noise_dim, config.step_noise
         position = _position_code(n_steps, n_bars) if config.position else torch.zeros(n_steps, 0)
         self.register_buffer("position", position, persistent=False)  # (T, steps per bar + bars)
-        n_in = config.noise_dim + config.step_noise + position.shape[1]
+        self.z_into = config.z_into
+        n_in = config.step_noise + position.shape[1]
+        if config.z_into == "input":
+            n_in += config.noise_dim
+        else:  # z -> (h0, c0) of the first LSTM
+            self.initial = nn.Linear(config.noise_dim, 2 * config.g_lstm_size)
+        if n_in == 0:
+            raise ParameterError(
+                "model.z_into=state needs step_noise > 0 or position: the steps read nothing else"
+            )
         self.lstm = nn.LSTM(n_in, config.g_lstm_size, batch_first=True)
         self.bilstm1 = nn.LSTM(config.g_lstm_size, half, batch_first=True, bidirectional=True)
         self.bilstm2 = nn.LSTM(2 * half, half, batch_first=True, bidirectional=True)
@@ -289,12 +330,18 @@ class BiLSTMGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` ``(B, noise_dim + T * step_noise)``: z, then each step's own noise values."""
-        x = z[:, None, : self.noise_dim].expand(-1, self.n_steps, -1)  # (B, T, D)
+        z0 = z[:, : self.noise_dim]  # (B, D)
+        steps = [z0[:, None].expand(-1, self.n_steps, -1)] if self.z_into == "input" else []  # (B, T, D)
         if self.step_noise:
-            x = torch.cat([x, z[:, self.noise_dim :].reshape(-1, self.n_steps, self.step_noise)], dim=2)
+            steps.append(z[:, self.noise_dim :].reshape(-1, self.n_steps, self.step_noise))
         if self.position.shape[1]:
-            x = torch.cat([x, self.position.expand(len(x), -1, -1)], dim=2)
-        h, _ = self.lstm(x)  # (B, T, H1)
+            steps.append(self.position.expand(len(z), -1, -1))
+        x = torch.cat(steps, dim=2)  # (B, T, inputs)
+        state = None
+        if self.z_into == "state":
+            h0, c0 = torch.tanh(self.initial(z0)).chunk(2, dim=1)  # (B, H1) each
+            state = (h0[None].contiguous(), c0[None].contiguous())
+        h, _ = self.lstm(x, state)  # (B, T, H1)
         h, _ = self.bilstm1(self.drop(h))  # (B, T, H2)
         h, _ = self.bilstm2(self.drop(h))  # (B, T, H2)
         h = self.act(self.dense(self.drop(h)))  # (B, T, H3)
@@ -358,6 +405,10 @@ class Model(nn.Module):
         super().__init__()
         if config.arch not in ARCHS:
             raise ParameterError(f"unknown GAN architecture {config.arch!r}; expected one of {ARCHS}")
+        if config.z_into not in Z_INTO:
+            raise ParameterError(f"unknown model.z_into {config.z_into!r}; expected one of {Z_INTO}")
+        if config.d_pool not in D_POOLS:
+            raise ParameterError(f"unknown model.d_pool {config.d_pool!r}; expected one of {D_POOLS}")
         if config.binary_neurons not in BINARY_NEURONS:
             raise ParameterError(
                 f"unknown model.binary_neurons {config.binary_neurons!r}; expected one of {BINARY_NEURONS}"
@@ -463,6 +514,10 @@ class Model(nn.Module):
             penalty = gradient_penalty(self.discriminator, real, fake)
             loss = d_fake.mean() - d_real.mean() + cfg.gp_weight * penalty
             scores = d_real.mean(), d_fake.mean()
+        r1 = {}
+        if cfg.r1 > 0:
+            r1["r1"] = r1_penalty(self.discriminator, real)
+            loss = loss + cfg.r1 / 2 * r1["r1"]
         return {
             "discriminator": loss,
             "generator": self._fooling_loss(d_fake).detach(),
@@ -470,7 +525,9 @@ class Model(nn.Module):
             "d_fake": scores[1].detach(),
             "density_gap": density_gap(fake, real),
             "note_gap": note_gap(fake, real, self.config.threshold),
+            "phrase_gap": phrase_gap(fake, real, self.config.threshold),
             **({"feature_gap": feature_gap(f_real, f_fake).detach()} if cfg.feature_matching > 0 else {}),
+            **{k: v.detach() for k, v in r1.items()},
         }
 
     def _resting_discriminator(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -570,6 +627,54 @@ def note_gap(fake: torch.Tensor, real: torch.Tensor, threshold: float = 0.5) -> 
         return F.relu(x - F.pad(x, (0, 0, 1, 0))[:, :-1]).mean()
 
     gap = (notes.mean() - real.mean()).abs() + (onsets(notes) - onsets(real)).abs()
+    return gap.detach()
+
+
+def phrase_gap(fake: torch.Tensor, real: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """How far the fakes' notes, thresholded as generation does, are from the real phrases
+    ``(B, T, P)``, summed over six statistics, each a gap in [0, 1]:
+
+    * note density and onsets (steps where a pitch starts), relative to the real ones;
+    * the share of steps without a note (a phrase that bursts and falls silent);
+    * the pitch range within a phrase, relative to the real one (a spread over the keyboard);
+    * the pitch histogram and the pitch-class histogram: half their L1 distance to the real ones.
+
+    A monitor for ``best.pt`` (``train.monitor: phrase_gap``) that sees what ``note_gap`` misses:
+    a burst of notes at each phrase's start and one held note after it has the real density and
+    about the real onsets (``note_gap`` chose such checkpoints of the tiny bi-LSTM GAN).
+
+    >>> real = torch.zeros(1, 4, 12); real[0, :, 0] = 1; real[0, :, 7] = 1   # C and G held
+    >>> round(phrase_gap(real.clone(), real).item(), 6)
+    0.0
+    >>> round(phrase_gap(torch.zeros(1, 4, 12), real).item(), 3)   # silence: every gap at 1
+    5.0
+    """
+    notes = (fake > threshold).to(real.dtype)
+
+    def stats(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        onsets = F.relu(x - F.pad(x, (0, 0, 1, 0))[:, :-1])
+        active = x.amax(dim=1)  # (B, P): pitches sounding in each phrase
+        idx = torch.arange(x.shape[2], device=x.device, dtype=x.dtype)
+        top = torch.where(active > 0, idx, -1.0).amax(dim=1)
+        low = torch.where(active > 0, idx, float(x.shape[2])).amin(dim=1)
+        hist = x.sum(dim=(0, 1))  # (P,)
+        classes = F.pad(hist, (0, (-len(hist)) % 12)).view(-1, 12).sum(0)  # (12,), from the lowest pitch
+        return {
+            "density": x.mean(),
+            "onsets": onsets.mean(),
+            "empty": (x.amax(dim=2) == 0).to(x.dtype).mean(),
+            "range": (top - low).clamp_min(0).mean(),
+            "pitches": hist / hist.sum().clamp_min(1),
+            "classes": classes / classes.sum().clamp_min(1),
+        }
+
+    f, r = stats(notes), stats(real.to(notes.dtype))
+    gap = torch.zeros((), dtype=notes.dtype, device=notes.device)
+    for key in ("density", "onsets", "range"):
+        gap = gap + ((f[key] - r[key]).abs() / r[key].clamp_min(1e-6)).clamp_max(1.0)
+    gap = gap + (f["empty"] - r["empty"]).abs()
+    for key in ("pitches", "classes"):
+        gap = gap + 0.5 * (f[key] - r[key]).abs().sum()
     return gap.detach()
 
 

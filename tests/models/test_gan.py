@@ -16,7 +16,7 @@ from cadenza.cli import main
 from cadenza.data import prepare_corpus
 from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest
-from cadenza.models.gan import Config, Model, binarize, gradient_penalty, slerp
+from cadenza.models.gan import Config, Model, binarize, gradient_penalty, note_gap, phrase_gap, slerp
 from cadenza.training import load_checkpoint
 from cadenza.training.logs import read_metrics
 from tests.evaluation.helpers import assert_evaluates
@@ -395,6 +395,95 @@ def test_position_gives_the_bilstm_generator_a_clock_of_steps_and_bars() -> None
         assert not torch.allclose(a, clocked.generator(z))
 
 
+def test_z_into_state_starts_the_first_lstm_from_z_and_feeds_the_steps_their_noise_alone() -> None:
+    model = _model("bilstm", z_into="state", step_noise=3, position=True, n_bars=2).eval()
+    gen = model.generator
+    assert gen.lstm.input_size == 3 + T // 2 + 2 and model.noise_size == 8 + 3 * T
+    z = torch.randn(2, model.noise_size)
+    with torch.no_grad():
+        h0, c0 = torch.tanh(gen.initial(z[:, :8])).chunk(2, dim=1)
+        x = torch.cat([z[:, 8:].reshape(2, T, 3), gen.position.expand(2, -1, -1)], dim=2)
+        by_hand, _ = gen.lstm(x, (h0[None], c0[None]))
+        seen = {}
+        gen.lstm.register_forward_hook(lambda m, i, o: seen.update(out=o[0]))
+        out = gen(z)
+    assert out.shape == (2, T, P) and torch.allclose(seen["out"], by_hand)
+    # z still decides the phrase: another z, the same step noise, another phrase
+    other = z.clone()
+    other[:, :8] = torch.randn(2, 8)
+    with torch.no_grad():
+        assert not torch.allclose(out, gen(other))
+    with pytest.raises(ParameterError, match="step_noise"):
+        _model("bilstm", z_into="state", step_noise=0)
+    with pytest.raises(ParameterError, match="z_into"):
+        _model("bilstm", z_into="nowhere")
+
+
+def test_mean_pooling_discriminator_reads_every_step_alike() -> None:
+    last, mean = _model("bilstm").eval(), _model("bilstm", d_pool="mean").eval()
+    mean.discriminator.load_state_dict(last.discriminator.state_dict())  # the same weights
+    real = _real()
+    with torch.no_grad():
+        out, _ = last.discriminator.bilstm(last.discriminator.lstm(real)[0])  # (B, T, H)
+        pooled = out.mean(dim=1)
+        by_hand = mean.discriminator.head(pooled)[:, 0]
+        assert torch.allclose(mean.discriminator(real), by_hand, atol=1e-6)
+        assert not torch.allclose(last.discriminator(real), by_hand)
+        # still a reader of order, not of a bag of steps: the roll reversed in time scores otherwise
+        assert not torch.allclose(mean.discriminator(real), mean.discriminator(real.flip(1)))
+    with pytest.raises(ParameterError, match="d_pool"):
+        _model("bilstm", d_pool="max")
+
+
+def test_r1_adds_half_gamma_times_the_squared_gradient_on_real_rolls() -> None:
+    plain, penalised = _model("bilstm").eval(), _model("bilstm", r1=4.0).eval()
+    real = _real()
+    torch.manual_seed(3)
+    base = plain.losses({"x": real}, step="discriminator")
+    torch.manual_seed(3)
+    out = penalised.losses({"x": real}, step="discriminator")
+    x = real.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(penalised.discriminator(x).sum(), x)
+    by_hand = grad.pow(2).sum(dim=(1, 2)).mean()
+    assert out["r1"].item() == pytest.approx(by_hand.item(), rel=1e-4) and by_hand > 0
+    assert out["discriminator"].item() == pytest.approx(
+        base["discriminator"].item() + 2.0 * by_hand.item(), rel=1e-4
+    )
+    # the penalty trains the discriminator (a double backward through its LSTMs) ...
+    out["discriminator"].backward()
+    assert all(p.grad is not None for p in penalised.discriminator.parameters())
+    # ... and validation, without gradients, still reports its value
+    with torch.no_grad():
+        assert penalised.losses({"x": real})["r1"].item() == pytest.approx(by_hand.item(), rel=1e-4)
+
+
+def test_phrase_gap_sees_the_burst_and_held_note_that_note_gap_takes_for_music() -> None:
+    def voices(seed: int) -> torch.Tensor:  # four voices in quarter notes (2 steps), 4 bars of 8
+        rng = np.random.default_rng(seed)
+        roll = torch.zeros(8, 32, 84)
+        for b in range(8):
+            for t in range(0, 32, 2):
+                for v, base in enumerate((36, 43, 48, 55)):
+                    roll[b, t : t + 2, base + int(rng.integers(0, 5)) + v] = 1.0
+        return roll
+
+    real, moving = voices(0), voices(1)  # moving: other phrases of the same kind of music
+    # a burst of 16 notes on the first step, then one held note; about as many onsets
+    burst = torch.zeros_like(real)
+    burst[:, 0, 10:80:4] = 1.0
+    burst[:, :, 60] = 1.0
+    burst[:, 1:, 10:80:4] = 0.0
+    burst[:, 0:30:2, 20] = 1.0  # a repeated low note keeps the onsets near the real ones
+    burst[:, :, 61] = 1.0
+    burst[:, :, 62] = 1.0
+    assert note_gap(burst, real).item() < 0.05  # note_gap has it near the real phrases
+    assert phrase_gap(moving, real).item() < 0.3
+    assert phrase_gap(burst, real).item() > 2.0 > 6 * phrase_gap(moving, real).item()
+    # each of its parts moves it: a transposition by a tritone changes the pitch classes alone
+    tritone = real.roll(6, dims=2)
+    assert 0.3 < phrase_gap(tritone, real).item() < 1.5
+
+
 def test_slerp_keeps_the_norm_between_orthogonal_vectors() -> None:
     a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
     z = slerp(a, b, torch.linspace(0, 1, 5))
@@ -457,6 +546,7 @@ def test_cli_trains_resumes_generates_and_evaluates(
             "d_fake",
             "density_gap",
             "note_gap",
+            "phrase_gap",
         ),
         *(["feature_gap"] if key == "bilstm_gan" else []),  # bilstm_gan-tiny's feature matching
         *("grad_norm/discriminator", "grad_norm/generator", "lr/discriminator", "lr/generator"),
