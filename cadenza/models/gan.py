@@ -19,8 +19,10 @@ Architectures (``Config.arch``; registered in ``cadenza.models.MODELS`` as ``bil
     (the shipped configs: 1, as the paper's one value per step, and 4 for tiny); they are part of
     the noise vector, so interpolation walks them too. With ``z`` alone at every step the tiny
     generator settled into one chord held for the whole phrase. ``position`` (off by default)
-    adds a clock beside the noise: a one-hot of each step within its bar and of its bar. SGD
-    from lr 0.01, decayed every epoch (the ``schedule`` section).
+    adds a clock beside the noise: a one-hot of each step within its bar and of its bar.
+    ``z_into="state"`` (tiny config) maps ``z`` once to the first LSTM's initial state (C-RNN-GAN)
+    instead of reading it at every step: a near-constant input drove the LSTM to a fixed point,
+    one chord held for the phrase. SGD from lr 0.01, decayed every epoch (the ``schedule`` section).
 ``cnn``
     Generator (DCGAN-like, fully convolutional): dense from ``z`` to ``C x T/4 x P/4``, reshape,
     two units of 2x upsampling + transposed convolution (batch norm after the first unit only, and
@@ -28,8 +30,8 @@ Architectures (``Config.arch``; registered in ``cadenza.models.MODELS`` as ``bil
     Adam (the paper: "all other learning parameters are same"; the shipped configs use DCGAN's
     2e-4 and betas (0.5, 0.999), since Adam at SGD's 0.01 diverges).
 
-Discriminator (both): LSTM 512 -> bidirectional LSTM 1024 (its last states) -> dense 512, 256
-with LeakyReLU -> 1. It returns a logit: the paper's sigmoid is folded into the loss
+Discriminator (both): LSTM 512 -> bidirectional LSTM 1024 (its last states; ``d_pool="mean"``:
+its outputs averaged over every step) -> dense 512, 256 with LeakyReLU -> 1. It returns a logit: the paper's sigmoid is folded into the loss
 (``binary_cross_entropy_with_logits``), which is the same function, computed stably.
 
 Losses (``Config.loss``):
@@ -70,6 +72,15 @@ of the generator's weights (Yazici et al. 2019) makes the validation fakes (so `
 chosen on it) and generation's music, smoothing over the oscillation of a training that does not
 converge, which paper 004 reports of its bi-LSTM GAN. Screened once on the tiny bi-LSTM GAN at
 the demo's scale it did not take away its held chords (docs/models.md).
+
+A third, **R1** (``r1`` > 0; off in every config): the discriminator's loss adds
+``r1 / 2 * E ||grad D(x)||^2`` over the real rolls (Mescheder et al. 2018). At ``r1=10`` the tiny
+discriminator learned nothing (docs/models.md).
+
+Which checkpoint is ``best.pt`` matters as much: the training oscillates, and the validation
+statistics ``note_gap`` and ``phrase_gap`` (the monitor of the tiny configs: density, onsets,
+empty steps, range within a phrase and pitch histograms against the real phrases) choose the
+epoch whose thresholded fakes look most like the music.
 
 Generation binarises the probabilities (``binarize``: ``threshold`` at ``threshold``, or
 ``bernoulli`` draws), repeats each step back to the store's resolution when the phrases were
