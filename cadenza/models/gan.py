@@ -79,7 +79,8 @@ discriminator learned nothing (docs/models.md).
 
 Which checkpoint is ``best.pt`` matters as much: the training oscillates, and the validation
 statistics ``note_gap`` and ``phrase_gap`` (the monitor of the tiny configs: density, onsets,
-empty steps, range within a phrase and pitch histograms against the real phrases) choose the
+pitch classes per bar, empty steps, range within a phrase and pitch histograms against the
+real phrases) choose the
 epoch whose thresholded fakes look most like the music.
 
 Generation binarises the probabilities (``binarize``: ``threshold`` at ``threshold``, or
@@ -536,7 +537,7 @@ class Model(nn.Module):
             "d_fake": scores[1].detach(),
             "density_gap": density_gap(fake, real),
             "note_gap": note_gap(fake, real, self.config.threshold),
-            "phrase_gap": phrase_gap(fake, real, self.config.threshold),
+            "phrase_gap": phrase_gap(fake, real, self.config.threshold, self.n_bars),
             **({"feature_gap": feature_gap(f_real, f_fake).detach()} if cfg.feature_matching > 0 else {}),
             **{k: v.detach() for k, v in r1.items()},
         }
@@ -641,11 +642,14 @@ def note_gap(fake: torch.Tensor, real: torch.Tensor, threshold: float = 0.5) -> 
     return gap.detach()
 
 
-def phrase_gap(fake: torch.Tensor, real: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def phrase_gap(
+    fake: torch.Tensor, real: torch.Tensor, threshold: float = 0.5, n_bars: int = 1
+) -> torch.Tensor:
     """How far the fakes' notes, thresholded as generation does, are from the real phrases
-    ``(B, T, P)``, summed over six statistics, each a gap in [0, 1]:
+    ``(B, T, P)`` of ``n_bars`` bars, summed over seven statistics, each a gap in [0, 1]:
 
-    * note density and onsets (steps where a pitch starts), relative to the real ones;
+    * note density, onsets (steps where a pitch starts) and the pitch classes used in a bar
+      (paper 004's UPC), relative to the real ones;
     * the share of steps without a note (a phrase that bursts and falls silent);
     * the pitch range within a phrase, relative to the real one (a spread over the keyboard);
     * the pitch histogram and the pitch-class histogram: half their L1 distance to the real ones.
@@ -658,7 +662,7 @@ def phrase_gap(fake: torch.Tensor, real: torch.Tensor, threshold: float = 0.5) -
     >>> round(phrase_gap(real.clone(), real).item(), 6)
     0.0
     >>> round(phrase_gap(torch.zeros(1, 4, 12), real).item(), 3)   # silence: every gap at 1
-    5.0
+    6.0
     """
     notes = (fake > threshold).to(real.dtype)
 
@@ -670,7 +674,11 @@ def phrase_gap(fake: torch.Tensor, real: torch.Tensor, threshold: float = 0.5) -
         low = torch.where(active > 0, idx, float(x.shape[2])).amin(dim=1)
         hist = x.sum(dim=(0, 1))  # (P,)
         classes = F.pad(hist, (0, (-len(hist)) % 12)).view(-1, 12).sum(0)  # (12,), from the lowest pitch
+        per_bar = x.shape[1] // max(1, n_bars)
+        bars = x[:, : per_bar * max(1, n_bars)].unflatten(1, (-1, per_bar)).amax(dim=2)  # (B, bars, P)
+        bars = F.pad(bars, (0, (-bars.shape[2]) % 12)).unflatten(2, (-1, 12)).amax(dim=2)  # (B, bars, 12)
         return {
+            "upc": bars.sum(dim=2).mean(),
             "density": x.mean(),
             "onsets": onsets.mean(),
             "empty": (x.amax(dim=2) == 0).to(x.dtype).mean(),
@@ -681,7 +689,7 @@ def phrase_gap(fake: torch.Tensor, real: torch.Tensor, threshold: float = 0.5) -
 
     f, r = stats(notes), stats(real.to(notes.dtype))
     gap = torch.zeros((), dtype=notes.dtype, device=notes.device)
-    for key in ("density", "onsets", "range"):
+    for key in ("density", "onsets", "upc", "range"):
         gap = gap + ((f[key] - r[key]).abs() / r[key].clamp_min(1e-6)).clamp_max(1.0)
     gap = gap + (f["empty"] - r["empty"]).abs()
     for key in ("pitches", "classes"):

@@ -482,6 +482,14 @@ def test_phrase_gap_sees_the_burst_and_held_note_that_note_gap_takes_for_music()
     # each of its parts moves it: a transposition by a tritone changes the pitch classes alone
     tritone = real.roll(6, dims=2)
     assert 0.3 < phrase_gap(tritone, real).item() < 1.5
+    # pitch classes are counted per bar, as paper 004's UPC: C-G held against C-G then D-A
+    held = torch.zeros(1, 8, 24)
+    held[0, :, [0, 7]] = 1.0
+    moved = torch.zeros(1, 8, 24)
+    moved[0, :4, [0, 7]] = 1.0
+    moved[0, 4:, [2, 9]] = 1.0
+    one_bar, two_bars = (phrase_gap(moved, held, n_bars=n).item() for n in (1, 2))
+    assert one_bar - two_bars == pytest.approx(1.0)  # 4 classes in the bar against 2: the gap at 1
 
 
 def test_slerp_keeps_the_norm_between_orthogonal_vectors() -> None:
