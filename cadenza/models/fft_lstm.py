@@ -122,9 +122,20 @@ class Config:
         loss 0.82, then rising) and looped when it ran free (loop score 0.83); at 0.5 it
         reached 0.80 at step 306 and scored 0.52 (real music: up to 0.55). conv1d keeps 4
         filters pooled by 4 (8000 LSTM inputs, as fft_base): the paper's 12 pooled by 2 feed
-        24000 and trained 5x slower per step than fft_base (143 steps in a 10-minute study)."""
+        24000 and trained 5x slower per step than fft_base (143 steps in a 10-minute study).
+        conv2d keeps 2 and 4 channels pooled by 8: with 4 and 8 pooled by 4 its CNN over
+        K-frame stacks made it the slowest of the six (924 steps in the study's 8 minutes, where
+        fft_base made 3521) and 18 of its 50 clips looped; with these 1263 steps (on a machine
+        not quite idle) and 2 of 50 looped, KAD 1.22 against 1.25 (docs/study.md, section 7)."""
         return cls.paper(
-            **{"hidden_size": 128, "cnn_channels": (4, 8), "conv_filters": 4, "conv_pool": 4, **changes}
+            **{
+                "hidden_size": 128,
+                "cnn_channels": (2, 4),
+                "cnn_pool": 8,
+                "conv_filters": 4,
+                "conv_pool": 4,
+                **changes,
+            }
         )
 
 
