@@ -31,8 +31,9 @@ Architectures (``Config.arch``; registered in ``cadenza.models.MODELS`` as ``bil
     2e-4 and betas (0.5, 0.999), since Adam at SGD's 0.01 diverges).
 
 Discriminator (both): LSTM 512 -> bidirectional LSTM 1024 (its last states; ``d_pool="mean"``:
-its outputs averaged over every step) -> dense 512, 256 with LeakyReLU -> 1. It returns a logit: the paper's sigmoid is folded into the loss
-(``binary_cross_entropy_with_logits``), which is the same function, computed stably.
+its outputs averaged over every step) -> dense 512, 256 with LeakyReLU -> 1. It returns a logit:
+the paper's sigmoid is folded into the loss (``binary_cross_entropy_with_logits``), which is the
+same function, computed stably.
 
 Losses (``Config.loss``):
 
@@ -80,8 +81,7 @@ discriminator learned nothing (docs/models.md).
 Which checkpoint is ``best.pt`` matters as much: the training oscillates, and the validation
 statistics ``note_gap`` and ``phrase_gap`` (the monitor of the tiny configs: density, onsets,
 pitch classes per bar, empty steps, range within a phrase and pitch histograms against the
-real phrases) choose the
-epoch whose thresholded fakes look most like the music.
+real phrases) choose the epoch whose thresholded fakes look most like the music.
 
 Generation binarises the probabilities (``binarize``: ``threshold`` at ``threshold``, or
 ``bernoulli`` draws), repeats each step back to the store's resolution when the phrases were
@@ -634,11 +634,7 @@ def note_gap(fake: torch.Tensor, real: torch.Tensor, threshold: float = 0.5) -> 
     0.25
     """
     notes = (fake > threshold).to(real.dtype)
-
-    def onsets(x: torch.Tensor) -> torch.Tensor:  # (B, T, P) -> mean of note starts
-        return F.relu(x - F.pad(x, (0, 0, 1, 0))[:, :-1]).mean()
-
-    gap = (notes.mean() - real.mean()).abs() + (onsets(notes) - onsets(real)).abs()
+    gap = (notes.mean() - real.mean()).abs() + (_onsets(notes).mean() - _onsets(real).mean()).abs()
     return gap.detach()
 
 
@@ -665,22 +661,22 @@ def phrase_gap(
     6.0
     """
     notes = (fake > threshold).to(real.dtype)
+    bars_in = max(1, n_bars)
 
     def stats(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        onsets = F.relu(x - F.pad(x, (0, 0, 1, 0))[:, :-1])
         active = x.amax(dim=1)  # (B, P): pitches sounding in each phrase
         idx = torch.arange(x.shape[2], device=x.device, dtype=x.dtype)
         top = torch.where(active > 0, idx, -1.0).amax(dim=1)
         low = torch.where(active > 0, idx, float(x.shape[2])).amin(dim=1)
         hist = x.sum(dim=(0, 1))  # (P,)
         classes = F.pad(hist, (0, (-len(hist)) % 12)).view(-1, 12).sum(0)  # (12,), from the lowest pitch
-        per_bar = x.shape[1] // max(1, n_bars)
-        bars = x[:, : per_bar * max(1, n_bars)].unflatten(1, (-1, per_bar)).amax(dim=2)  # (B, bars, P)
+        per_bar = x.shape[1] // bars_in
+        bars = x[:, : per_bar * bars_in].unflatten(1, (-1, per_bar)).amax(dim=2)  # (B, bars, P)
         bars = F.pad(bars, (0, (-bars.shape[2]) % 12)).unflatten(2, (-1, 12)).amax(dim=2)  # (B, bars, 12)
         return {
             "upc": bars.sum(dim=2).mean(),
             "density": x.mean(),
-            "onsets": onsets.mean(),
+            "onsets": _onsets(x).mean(),
             "empty": (x.amax(dim=2) == 0).to(x.dtype).mean(),
             "range": (top - low).clamp_min(0).mean(),
             "pitches": hist / hist.sum().clamp_min(1),
@@ -695,6 +691,11 @@ def phrase_gap(
     for key in ("pitches", "classes"):
         gap = gap + 0.5 * (f[key] - r[key]).abs().sum()
     return gap.detach()
+
+
+def _onsets(x: torch.Tensor) -> torch.Tensor:
+    """``(B, T, P)`` 0/1 notes -> 1 where a pitch starts (sounds and did not at the step before)."""
+    return F.relu(x - F.pad(x, (0, 0, 1, 0))[:, :-1])
 
 
 def feature_gap(f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
