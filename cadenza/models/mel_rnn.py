@@ -23,6 +23,15 @@ tone or a wash. ``head`` chooses what the network predicts:
 ``mse``
     The plain regressor (the obvious reading of the paper), kept for comparison.
 
+Trained only on real frames (teacher forcing, the paper's way and ``self_feed=0``), a model
+reads its own draws for the first time at generation, and some fall into a quiet state the
+music never holds (0.45% of the chorales' frames are 40 dB below their file's peak): at 1200
+steps, one seed of the tiny model left 5 of 30 clips more than 20% below -50 dBFS. ``self_feed``
+(parallel scheduled sampling, Duckworth et al. 2019) replaces that share of the input steps, at
+random, with the model's own draws for them from a first pass without gradients, so that it
+learns to go on from frames like its own: at 0.3 (the tiny config) the same seed left none, and
+its KAD fell from 0.82 to 0.60 (the other seed: 0.62 and 0.65, no quiet clip either way).
+
 Generation (``cadenza generate RUN --option temperature=0.8``): the recurrence reads a real
 seed of T frames, then runs free for ``n_frames``, feeding each sampled group back in. A sample
 is kept within each band's range over the training music (a component's tail once gave
@@ -62,6 +71,9 @@ class Config:
     min_std: float = dataclasses.field(default=0.01, metadata={"min": 1e-6})
     #: Standard deviation of the noise added to the inputs in training (normalised units).
     input_noise: float = dataclasses.field(default=0.0, metadata={"min": 0.0})
+    #: Parallel scheduled sampling: the share of input steps replaced in training by the model's
+    #: own draws for them (from a first pass without gradients).
+    self_feed: float = dataclasses.field(default=0.0, metadata={"min": 0.0, "max": 1.0})
 
     @classmethod
     def paper(cls, **changes: Any) -> Config:
@@ -137,6 +149,8 @@ class Model(nn.Module):
             torch.maximum(self.high, y.detach().amax((0, 1)), out=self.high)
             if self.config.input_noise > 0:
                 x = x + self.config.input_noise * torch.randn_like(x)
+            if self.config.self_feed > 0 and self.config.head == "mdn":
+                x = self._self_fed(x)
         target = y.reshape(y.shape[0], -1, self.k * y.shape[2])  # (B, S, kF)
         if self.config.head == "mse":
             prediction, _ = self(x)
@@ -146,6 +160,23 @@ class Model(nn.Module):
             "loss": mixture_nll(logits, mean, log_std, target),
             "mse": F.mse_loss(mixture_mean(logits, mean), target).detach(),
         }
+
+    @torch.no_grad()
+    def _self_fed(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, T, F) with a share ``self_feed`` of its steps after the first replaced by the
+        model's own draws for them, as generation would have fed it (Duckworth et al. 2019)."""
+        b, t, f = x.shape
+        logits, mean, log_std, _ = self(x)  # step s predicts input step s + 1
+        s, m, width = logits.shape[1], logits.shape[2], self.k * f
+        drawn = sample_mixture(
+            logits.reshape(b * s, m), mean.reshape(b * s, m, width), log_std.reshape(b * s, m, width)
+        ).reshape(b, s, self.k, f)
+        if torch.isfinite(self.low).all():
+            drawn = torch.maximum(torch.minimum(drawn, self.high), self.low)
+        steps = x.reshape(b, s, self.k, f).clone()
+        swap = torch.rand(b, s - 1, 1, 1, device=x.device) < self.config.self_feed
+        steps[:, 1:] = torch.where(swap, drawn[:, :-1], steps[:, 1:])
+        return steps.reshape(b, t, f)
 
     @torch.no_grad()
     def generate(self, request: GenerationRequest) -> torch.Tensor:

@@ -136,3 +136,35 @@ def test_cli_trains_resumes_and_runs_free_without_collapse(store: Path, tmp_path
         assert (out / f"run-seed3-{i}.png").is_file()  # the generated spectrogram above a real one
     assert np.mean(spreads) >= 0.5 * real_std, (spreads, real_std)  # head=mse: 0.2-0.5, flux 0.2-0.7x
     assert_evaluates(run, store, tmp_path / "eval", seconds=2.0)
+
+
+@pytest.mark.parametrize("shift", [1, 2])
+def test_self_feed_puts_each_steps_draw_where_generation_would_read_it(shift: int) -> None:
+    """Parallel scheduled sampling: input step s + 1 becomes the draw the model made at step s
+    (the frames generation would have fed it), the first step stays real; none at 0."""
+    from cadenza.models.mixture import sample_mixture
+
+    model = tiny_model(shift, self_feed=1.0)
+    x = torch.randn(3, 8, 16)
+    torch.manual_seed(5)
+    fed = model._self_fed(x)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        logits, mean, log_std, _ = model(x)
+    s, m, w = logits.shape[1], logits.shape[2], shift * 16
+    drawn = sample_mixture(logits.reshape(-1, m), mean.reshape(-1, m, w), log_std.reshape(-1, m, w))
+    drawn = drawn.reshape(3, s * shift, 16)  # untrained: no range to keep to yet
+    torch.testing.assert_close(fed[:, :shift], x[:, :shift])
+    torch.testing.assert_close(fed[:, shift:], drawn[:, :-shift])
+    model.config.self_feed = 0.5
+    kept = (model._self_fed(x) == x).all(-1)[:, shift:].float().mean().item()
+    assert 0.2 < kept < 0.8  # about half the steps replaced
+    model.config.self_feed = 0.0
+    batch = {"x": x, "y": torch.randn(3, 8, 16)}
+    torch.manual_seed(1)
+    plain = model.losses(batch)["loss"]
+    model.config.self_feed = 1.0
+    torch.manual_seed(1)
+    assert model.losses(batch)["loss"].item() != plain.item()  # the loss reads the fed inputs
+    model.eval()
+    torch.testing.assert_close(model.losses(batch)["loss"], tiny_model(shift).eval().losses(batch)["loss"])
