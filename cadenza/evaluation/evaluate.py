@@ -57,6 +57,7 @@ from cadenza.evaluation.features import (
     ClipFeatures,
     clip_embedding,
     clip_features,
+    feature_gaps,
 )
 from cadenza.evaluation.results import Clip, ClipSet, Estimate, Evaluation
 
@@ -686,6 +687,7 @@ def _clip_set(
         clips=clips,
         skipped=list(skipped or []),
         loss_curve=_rel(loss_curve, out),
+        gaps=feature_gaps(space.z(measured.embeddings)) if len(measured.items) else {},
     )
 
 

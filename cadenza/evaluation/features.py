@@ -55,6 +55,8 @@ __all__ = [
     "FEATURE_VERSION",
     "FRAME_RATE",
     "HOP_LENGTH",
+    "CLIP_FEATURE_NAMES",
+    "FEATURE_GROUPS",
     "N_CLIP_FEATURES",
     "N_FFT",
     "N_WINDOW_FEATURES",
@@ -65,6 +67,7 @@ __all__ = [
     "WINDOW_SCALE_FLOOR",
     "ClipFeatures",
     "clip_embedding",
+    "feature_gaps",
     "clip_features",
     "frames_to_windows",
 ]
@@ -107,6 +110,67 @@ _MOVING = np.r_[
     2 * N_MELS : 2 * N_MELS + N_MFCC, 2 * N_MELS + 2 * N_MFCC : 2 * N_MELS + 2 * N_MFCC + N_CHROMA
 ]
 N_CLIP_FEATURES = N_WINDOW_FEATURES + len(_MOVING)
+#: The clip embedding's names: the window features' means, then ``moving_<name>``, the spread
+#: across windows of each MFCC and chroma mean.
+CLIP_FEATURE_NAMES = WINDOW_FEATURE_NAMES + tuple(f"moving_{WINDOW_FEATURE_NAMES[i]}" for i in _MOVING)
+#: Groups of clip features by what they describe, as :func:`feature_gaps` reports them.
+FEATURE_GROUPS = {
+    "level (log-mel means)": ("logmel_mean",),
+    "level movement (log-mel deviations)": ("logmel_std",),
+    "timbre (MFCC)": ("mfcc_",),
+    "timbre movement (MFCC deltas)": ("mfcc_delta",),
+    "harmony (chroma)": ("chroma",),
+    "brightness (centroid)": ("centroid",),
+    "noisiness (flatness)": ("flatness",),
+    "peaks and valleys (contrast)": ("contrast",),
+    "loudness (RMS)": ("rms_db",),
+    "onsets (log-mel flux)": ("onset",),
+    "rhythm (tempogram)": ("tempo",),
+    "change across the clip (MFCC, chroma spread)": ("moving_",),
+}
+
+
+def _group_of(name: str) -> str:
+    matches = [
+        (len(prefix), group)
+        for group, prefixes in FEATURE_GROUPS.items()
+        for prefix in prefixes
+        if name.startswith(prefix)
+    ]
+    return max(matches)[1]  # the longest prefix: mfcc_delta_3 is a delta, not an MFCC
+
+
+_GROUP_INDEX = {g: [i for i, n in enumerate(CLIP_FEATURE_NAMES) if _group_of(n) == g] for g in FEATURE_GROUPS}
+
+
+def feature_gaps(z: np.ndarray, *, top: int = 5) -> dict[str, list[tuple[str, float]]]:
+    """Where a set of clips stands apart from the reference, in reference deviations.
+
+    ``z`` is ``(n, N_CLIP_FEATURES)``: the set's clip embeddings standardised by the reference
+    (its mean and floored deviation). Returns ``features``: the ``top`` features whose set mean
+    is farthest from the reference's, signed (``+4.1``: four deviations above the reference's
+    mean); ``groups``: every group of :data:`FEATURE_GROUPS` with the root mean square of its
+    features' set means, largest first. The reference against itself gives values near 0.
+
+    >>> z = np.zeros((3, N_CLIP_FEATURES))
+    >>> z[:, CLIP_FEATURE_NAMES.index("onset_mean")] = 4.0
+    >>> feature_gaps(z, top=1)["features"]
+    [('onset_mean', 4.0)]
+    >>> feature_gaps(z)["groups"][0]
+    ('onsets (log-mel flux)', 2.8284271247461903)
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] != N_CLIP_FEATURES or not len(z):
+        raise ValueError(
+            f"feature_gaps needs (n >= 1, {N_CLIP_FEATURES}) standardised embeddings, got {z.shape}"
+        )
+    mean = z.mean(axis=0)
+    order = np.argsort(-np.abs(mean), kind="stable")[:top]
+    groups = [(g, float(np.sqrt(np.mean(mean[idx] ** 2)))) for g, idx in _GROUP_INDEX.items()]
+    return {
+        "features": [(CLIP_FEATURE_NAMES[i], float(mean[i])) for i in order],
+        "groups": sorted(groups, key=lambda item: -item[1]),
+    }
 
 
 def _floor(name: str) -> float:

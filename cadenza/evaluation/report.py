@@ -290,6 +290,18 @@ def _chart(evaluation: Evaluation, path: Path) -> Path:
 # ---------------------------------------------------------------------------- Markdown
 
 
+def _gaps(s: ClipSet) -> str | None:
+    """One line on where a set stands apart from the reference (none for the reference itself)."""
+    if not s.gaps or s.kind == "reference":
+        return None
+    features = ", ".join(f"{name} {value:+.1f}" for name, value in s.gaps["features"])
+    groups = ", ".join(f"{name} {value:.1f}" for name, value in s.gaps["groups"][:3])
+    return (
+        f"Farthest from the reference (the set's mean, in reference deviations): {features}; "
+        f"by group (root mean square): {groups}."
+    )
+
+
 def _md(text: Any) -> str:
     """Text safe in a Markdown table cell or paragraph."""
     text = " ".join(str(text).split())
@@ -322,6 +334,8 @@ def _md_set(s: ClipSet, out: Path) -> list[str]:
         lines += [f"> {_md(s.note)}", ""]
     if s.skipped:
         lines += ["Skipped:", "", *[f"- {_md(f)}: {_md(reason)}" for f, reason in s.skipped], ""]
+    if _gaps(s):
+        lines += [_md(_gaps(s)), ""]
     if s.symbolic:
         lines += _md_table(["symbolic metric", "value"], [[k, _fmt(v)] for k, v in s.symbolic.items()]) + [""]
     if s.symbolic_distances:
@@ -400,6 +414,8 @@ def _html_set(s: ClipSet, out: Path, anchor: str, is_folded: bool) -> str:
     if s.skipped:
         items = "".join(f"<li><code>{_e(f)}</code>: {_e(reason)}</li>" for f, reason in s.skipped)
         parts.append(f"<p>Skipped:</p><ul>{items}</ul>")
+    if _gaps(s):
+        parts.append(f'<p class="gaps">{_e(_gaps(s))}</p>')
     tables = [(("symbolic metric", "value"), [(k, _fmt(v)) for k, v in s.symbolic.items()])]
     tables += [
         (

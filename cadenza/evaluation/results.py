@@ -97,6 +97,8 @@ class ClipSet:
     loss_curve: str | None = None
     note: str | None = None
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    #: Where the set stands apart from the reference (:func:`~cadenza.evaluation.features.feature_gaps`).
+    gaps: dict[str, list[tuple[str, float]]] = dataclasses.field(default_factory=dict)
 
     def flag_counts(self) -> dict[str, int]:
         """How many clips carry each flag (every flag of :data:`FLAGS`, zeros included)."""
@@ -124,6 +126,7 @@ class ClipSet:
             "loss_curve": self.loss_curve,
             "note": self.note,
             "skipped": [list(s) for s in self.skipped],
+            "gaps": {k: [[name, finite_or_none(v)] for name, v in items] for k, items in self.gaps.items()},
             "clips": [c.to_dict() for c in self.clips],
         }
 

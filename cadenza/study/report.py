@@ -461,6 +461,14 @@ def write_report(out: str | os.PathLike, state: StudyState, plan: Plan) -> tuple
             where = failed[m].split(":")[0]
             log = (stages.get(where) or {}).get("log")
             lines.append(f"- **failed** at {failed[m]}" + (f" (traceback: `{log}`)" if log else ""))
+        gaps = (sets.get(m, (None, {}))[1].get("gaps") or {}).get("groups") or []
+        if gaps:
+            lines.append(
+                "- farthest from the held-out music in: "
+                + ", ".join(
+                    f"{name} ({value:.1f} deviations)" for name, value in gaps[:3] if value is not None
+                )
+            )
         loss = out / "runs" / m / "plots" / "loss.png"
         if loss.is_file():
             lines.append(f"- ![loss of {m}]({_rel(loss, out)})")

@@ -187,8 +187,20 @@ def test_evaluate_folders_calibration_copies_and_bad_input(
     assert {"precision", "recall", "density", "coverage"} <= set(cs.distances)
     assert rows["white noise"].flag_counts()["noise"] == len(rows["white noise"].clips)
     assert rows["0.5 s loop"].flag_counts()["loop"] == len(rows["0.5 s loop"].clips)
+    # where each garbage row stands apart: a loop does not change across the clip, a low-pass is
+    # darker, noise is flatter; the floor stands apart in nothing much
+    groups = {name: dict(r.gaps["groups"]) for name, r in [*rows.items(), ("floor", floor)]}
+    assert groups["0.5 s loop"]["change across the clip (MFCC, chroma spread)"] > 2
+    assert groups["low-pass 3.5 kHz"]["brightness (centroid)"] > 2
+    assert groups["white noise"]["noisiness (flatness)"] > 5
+    assert (
+        max(groups["floor"].values()) < 1.5 < min(max(g.values()) for n, g in groups.items() if n != "floor")
+    )
 
     payload = json.loads((out / "metrics.json").read_text())
+    for row, saved in zip(ev.calibration, payload["calibration"]):
+        assert saved["gaps"]["groups"] == [[g, pytest.approx(v)] for g, v in row.gaps["groups"]]
+    assert "Farthest from the reference" in (out / "report.md").read_text()
     assert (
         payload["feature_version"] == ev.feature_version and "NaN" not in (out / "metrics.json").read_text()
     )

@@ -133,6 +133,12 @@ def test_study_of_two_families_and_a_broken_model(
         and "held-out (test) files are the same in every store" in report
     )
     assert "3 steps of training each" in report and "`cadenza study " in report
+    for model, group in (("fft_base", "fft-16k"), ("bilstm_gan", ROLLS)):  # each model's farthest group
+        (saved,) = json.loads((out / "evaluation" / group / "metrics.json").read_text())["sets"]
+        name, value = saved["gaps"]["groups"][0]
+        assert (
+            f"### {model}" in report and f"farthest from the held-out music in: {name} ({value:.1f}" in report
+        )
     assert "evaluation/fft-16k/report.html" in (out / "report.html").read_text()
 
     # the same command again: finished stages are not done again; the broken model is tried again
