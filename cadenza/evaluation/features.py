@@ -50,6 +50,8 @@ import dataclasses
 import librosa
 import numpy as np
 
+from cadenza.errors import ParameterError
+
 __all__ = [
     "ANALYSIS_SR",
     "FEATURE_VERSION",
@@ -161,7 +163,7 @@ def feature_gaps(z: np.ndarray, *, top: int = 5) -> dict[str, list[tuple[str, fl
     """
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 2 or z.shape[1] != N_CLIP_FEATURES or not len(z):
-        raise ValueError(
+        raise ParameterError(
             f"feature_gaps needs (n >= 1, {N_CLIP_FEATURES}) standardised embeddings, got {z.shape}"
         )
     mean = z.mean(axis=0)

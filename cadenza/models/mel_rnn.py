@@ -30,7 +30,9 @@ steps, one seed of the tiny model left 5 of 30 clips more than 20% below -50 dBF
 (parallel scheduled sampling, Duckworth et al. 2019) replaces that share of the input steps, at
 random, with the model's own draws for them from a first pass without gradients, so that it
 learns to go on from frames like its own: at 0.3 (the tiny config) the same seed left none, and
-its KAD fell from 0.82 to 0.60 (the other seed: 0.62 and 0.65, no quiet clip either way).
+its KAD fell from 0.82 to 0.60 (the other seed: 0.62 and 0.65, no quiet clip either way). It
+has a price: the first pass makes a step cost 1.3-1.6 times as much, and at the study's budget
+(8 minutes) the KAD rose from 0.36 to 0.50 with no quiet clip either way (docs/study.md, section 8).
 
 Generation (``cadenza generate RUN --option temperature=0.8``): the recurrence reads a real
 seed of T frames, then runs free for ``n_frames``, feeding each sampled group back in. A sample
@@ -99,6 +101,11 @@ class Model(nn.Module):
 
     def __init__(self, config: Config, info: DataInfo) -> None:
         super().__init__()
+        if config.self_feed > 0 and config.head != "mdn":
+            raise ParameterError(
+                "model.self_feed feeds the model its own draws, which only the mixture head makes: "
+                "use model.head=mdn, or model.self_feed=0 with model.head=mse"
+            )
         if not info.seq_len:
             raise ParameterError("mel_rnn is built from windows of seq_len frames (the sequence dataset)")
         self.config = config
@@ -149,7 +156,7 @@ class Model(nn.Module):
             torch.maximum(self.high, y.detach().amax((0, 1)), out=self.high)
             if self.config.input_noise > 0:
                 x = x + self.config.input_noise * torch.randn_like(x)
-            if self.config.self_feed > 0 and self.config.head == "mdn":
+            if self.config.self_feed > 0:
                 x = self._self_fed(x)
         target = y.reshape(y.shape[0], -1, self.k * y.shape[2])  # (B, S, kF)
         if self.config.head == "mse":

@@ -168,3 +168,5 @@ def test_self_feed_puts_each_steps_draw_where_generation_would_read_it(shift: in
     assert model.losses(batch)["loss"].item() != plain.item()  # the loss reads the fed inputs
     model.eval()
     torch.testing.assert_close(model.losses(batch)["loss"], tiny_model(shift).eval().losses(batch)["loss"])
+    with pytest.raises(ParameterError, match="model.head=mdn"):
+        tiny_model(shift, head="mse", self_feed=0.3)
