@@ -334,8 +334,8 @@ def _md_set(s: ClipSet, out: Path) -> list[str]:
         lines += [f"> {_md(s.note)}", ""]
     if s.skipped:
         lines += ["Skipped:", "", *[f"- {_md(f)}: {_md(reason)}" for f, reason in s.skipped], ""]
-    if _gaps(s):
-        lines += [_md(_gaps(s)), ""]
+    if gaps := _gaps(s):
+        lines += [_md(gaps), ""]
     if s.symbolic:
         lines += _md_table(["symbolic metric", "value"], [[k, _fmt(v)] for k, v in s.symbolic.items()]) + [""]
     if s.symbolic_distances:
@@ -414,8 +414,8 @@ def _html_set(s: ClipSet, out: Path, anchor: str, is_folded: bool) -> str:
     if s.skipped:
         items = "".join(f"<li><code>{_e(f)}</code>: {_e(reason)}</li>" for f, reason in s.skipped)
         parts.append(f"<p>Skipped:</p><ul>{items}</ul>")
-    if _gaps(s):
-        parts.append(f'<p class="gaps">{_e(_gaps(s))}</p>')
+    if gaps := _gaps(s):
+        parts.append(f'<p class="gaps">{_e(gaps)}</p>')
     tables = [(("symbolic metric", "value"), [(k, _fmt(v)) for k, v in s.symbolic.items()])]
     tables += [
         (

@@ -168,6 +168,12 @@ class Model(nn.Module):
             "mse": F.mse_loss(mixture_mean(logits, mean), target).detach(),
         }
 
+    def _in_range(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames (..., F)`` kept within each band's range over the training music (once trained)."""
+        if not torch.isfinite(self.low).all():
+            return frames
+        return torch.maximum(torch.minimum(frames, self.high), self.low)
+
     @torch.no_grad()
     def _self_fed(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, T, F) with a share ``self_feed`` of its steps after the first replaced by the
@@ -178,8 +184,7 @@ class Model(nn.Module):
         drawn = sample_mixture(
             logits.reshape(b * s, m), mean.reshape(b * s, m, width), log_std.reshape(b * s, m, width)
         ).reshape(b, s, self.k, f)
-        if torch.isfinite(self.low).all():
-            drawn = torch.maximum(torch.minimum(drawn, self.high), self.low)
+        drawn = self._in_range(drawn)
         steps = x.reshape(b, s, self.k, f).clone()
         swap = torch.rand(b, s - 1, 1, 1, device=x.device) < self.config.self_feed
         steps[:, 1:] = torch.where(swap, drawn[:, :-1], steps[:, 1:])
@@ -207,8 +212,7 @@ class Model(nn.Module):
         for s in range(n_steps):
             step = self._draw([p[:, -1:] for p in head], temperature, request.generator)  # (n, 1, kF)
             frames = step.reshape(n, self.k, f)
-            if torch.isfinite(self.low).all():  # trained: keep to the range of the training music
-                frames = torch.maximum(torch.minimum(frames, self.high), self.low)
+            frames = self._in_range(frames)
             out[:, s] = frames.reshape(n, -1)
             *head, state = self(frames, state)
         return out.reshape(n, n_steps * self.k, f)[:, : request.n_frames]
