@@ -29,6 +29,9 @@ nothing else:
         Training steps (batches) done before the current one; the trainer sets it before every
         batch and a resumed run carries on from its checkpoint, so a schedule inside a model
         (a GAN's pre-training) follows the trainer's count instead of counting its own calls.
+    ``first_monitored_step: int`` (optional)
+        The first step count whose validation may become ``best.pt`` (default 0): a GAN's
+        pre-training is a different model, which ``best.pt`` should not be.
     ``configure_optimizers(optim) -> dict[str, Optimizer]`` (optional)
         Only for models with several optimisers: one per loss name, built with
         :func:`cadenza.training.optim.build_optimizer` so that ``optim`` (the experiment's

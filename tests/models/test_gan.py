@@ -485,11 +485,28 @@ def test_phrase_gap_sees_the_burst_and_held_note_that_note_gap_takes_for_music()
     # pitch classes are counted per bar, as paper 004's UPC: C-G held against C-G then D-A
     held = torch.zeros(1, 8, 24)
     held[0, :, [0, 7]] = 1.0
+    held[0, 3] = 0.0  # struck again in the second half: no bar without a note start
     moved = torch.zeros(1, 8, 24)
     moved[0, :4, [0, 7]] = 1.0
     moved[0, 4:, [2, 9]] = 1.0
     one_bar, two_bars = (phrase_gap(moved, held, n_bars=n).item() for n in (1, 2))
     assert one_bar - two_bars == pytest.approx(1.0)  # 4 classes in the bar against 2: the gap at 1
+
+
+def test_phrase_gap_sees_a_chord_held_for_bars_after_its_burst() -> None:
+    # four voices struck on every quarter (2 steps), 4 bars of 8 steps; then the same first
+    # chord held for the whole phrase: a rendered piano dies away under it (the `silent` clips
+    # of the tiny bi-LSTM GAN at a minute of training)
+    real = torch.zeros(4, 32, 84)
+    for t in range(0, 32, 2):
+        real[:, t, [28, 40 + (t // 2) % 5, 47, 52]] = 1.0  # a chord on every quarter, the melody moving
+    held = torch.zeros_like(real)
+    held[:, :, [28, 40, 47, 52]] = 1.0
+    struck = held.clone()
+    struck[:, 7::8] = 0.0  # the same chord struck again at every bar
+    # held: 24 of 32 steps come a bar or more after the latest note start; struck: none
+    assert phrase_gap(held, real, n_bars=4).item() - phrase_gap(struck, real, n_bars=4).item() > 1.0
+    assert phrase_gap(real.clone(), real, n_bars=4).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_slerp_keeps_the_norm_between_orthogonal_vectors() -> None:
@@ -614,3 +631,9 @@ def test_the_phrase_length_comes_from_the_data() -> None:
     assert (model.n_bars, model.factor) == (2, 2)
     with pytest.raises(ParameterError, match="the data's phrases have 2 bars"):
         Model(Config.tiny(arch="cnn", n_bars=4, **SIZES), info)
+
+
+def test_best_checkpoint_is_never_the_pretrained_generator() -> None:
+    # the trainer chooses best.pt from this step count on: one after pre-training
+    assert _model("bilstm", pretrain_steps=30).first_monitored_step == 31
+    assert _model("cnn").first_monitored_step == 0

@@ -327,6 +327,21 @@ def test_each_optimiser_step_asks_for_its_own_losses_and_the_trainer_counts_the_
     assert {"a", "b", "metric"} <= set(valid[0])
 
 
+def test_best_checkpoint_is_chosen_only_from_the_models_first_monitored_step_on(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a GAN's pre-training is another model: its validations must not become best.pt
+    family.register(monkeypatch)
+    first = STEPS_PER_EPOCH * 2 + 1  # the validations after epochs 1 and 2 are before it
+    monkeypatch.setattr(family.Model, "first_monitored_step", first, raising=False)
+    # every validation scores the same, so without the rule the first one would be best.pt
+    result = train(family_config(store, model={"constant_loss": True}, max_epochs=4), run=tmp_path / "run")
+    valid = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.csv") if r["split"] == "valid"]
+    assert valid == [STEPS_PER_EPOCH * k for k in (1, 2, 3, 4)]
+    assert load_checkpoint(result.best)["step"] == STEPS_PER_EPOCH * 3
+    assert result.best_value == 1.0
+
+
 def test_plateau_lowers_the_rate_and_early_stopping_ends_the_run(
     store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
