@@ -455,7 +455,9 @@ def write_report(out: str | os.PathLike, state: StudyState, plan: Plan) -> tuple
                 f"- trained {train['steps']} steps ({train.get('epoch', '?')} epochs) in "
                 f"{format_seconds(float(train.get('seconds') or 0))} (budget: {budget.text})"
                 + (f", {float(rate):.3g} s per step" if rate else "")
-                + f"; stopped: {train.get('stopped', '?')}; run: `{train.get('run', f'runs/{m}')}`"
+                + f"; stopped: {train.get('stopped', '?')}"
+                + (f"; `best.pt` from step {train['best_step']}" if train.get("best_step") else "")
+                + f"; run: `{train.get('run', f'runs/{m}')}`"
             )
         if m in failed:
             where = failed[m].split(":")[0]

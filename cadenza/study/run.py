@@ -423,19 +423,45 @@ class _Study:
 
         b = self.s.budget
         rec = self.state.stage(model, "train")
-        if StudyState.is_done(rec, b.spec):
+        mine = self.model_overrides.get(model, [])
+        # The budget alone keys a run without --set changes (as studies before the changes were
+        # keyed); other changes than the ones it was trained with start the run again.
+        key: Any = {"budget": b.spec, "overrides": mine} if mine else b.spec
+        if StudyState.is_done(rec, key):
             return rec
         pre = self._prefix(model)
         run_dir = self.run_dir(model)
         config, overrides = self._config(model, store)
-        self.state.set(rec, status="running", budget=b.text, run=str(run_dir.relative_to(self.out)))
+        restart = bool(rec) and list(rec.get("overrides") or []) != mine
+        if restart:
+            self.say(f"{pre} train: its --set changes differ from the run's: training it again from step 0")
+            for name in (
+                "steps",
+                "epoch",
+                "seconds",
+                "seconds_per_step",
+                "stopped",
+                "best_value",
+                "best_step",
+            ):
+                rec.pop(name, None)
+        self.state.set(
+            rec, status="running", budget=b.text, run=str(run_dir.relative_to(self.out)), overrides=mine
+        )
         self.say(f"{pre} train: {b.text}{self._used_text(rec)}{self._left_text()}")
 
         def call(extra: list[str]) -> tuple[Any, float]:
+            nonlocal restart
             t0 = time.monotonic()
             result = train(
-                config, data=store, run=run_dir, overrides=[*overrides, *extra], device=self.device
+                config,
+                data=store,
+                run=run_dir,
+                overrides=[*overrides, *extra],
+                device=self.device,
+                restart=restart,
             )
+            restart = False  # a second call (a resumed budget) goes on from the first
             return result, time.monotonic() - t0
 
         if b.kind in ("config", "steps"):
@@ -450,12 +476,18 @@ class _Study:
             self._train_for_seconds(model, rec, call)
         if rec.get("stopped") == "interrupted":
             raise KeyboardInterrupt
-        self.state.set(rec, status="done", key=b.spec)
+        self.state.set(rec, status="done", key=key)
         self.say(
             f"{pre} trained {rec.get('steps')} steps in {format_seconds(float(rec.get('seconds') or 0))}"
             f" ({rec.get('stopped')}){self._left_text()}"
         )
         return rec
+
+    def _trained(self, model: str) -> Any:
+        """What identifies the model a later stage measures: its steps, and its --set changes if any."""
+        rec = self.state.stage(model, "train")
+        mine = list(rec.get("overrides") or [])
+        return [rec.get("steps"), mine] if mine else rec.get("steps")
 
     def _used_text(self, rec: dict[str, Any]) -> str:
         if not rec.get("steps"):
@@ -473,6 +505,7 @@ class _Study:
             seconds_per_step=None if rate is None else round(float(rate), 6),
             stopped=_stopped(result.stopped, self.s.budget),
             best_value=result.best_value,
+            best_step=result.best_step,
             **extra,
         )
 
@@ -490,9 +523,8 @@ class _Study:
 
         s = self.s
         rec = self.state.stage(model, "generate")
-        trained = self.state.stage(model, "train")
         want = {
-            "steps": trained.get("steps"),
+            "steps": self._trained(model),
             "n": s.listen_clips,
             "seconds": s.listen_seconds,
             "seed": s.seed,
@@ -536,7 +568,7 @@ class _Study:
         if not ready or s.eval_clips == 0:
             return
         want = {
-            "members": {m: self.state.stage(m, "train").get("steps") for m in ready},
+            "members": {m: self._trained(m) for m in ready},
             "clips": s.eval_clips,
             "seconds": s.eval_seconds,
             "n_boot": s.n_boot,
@@ -608,7 +640,7 @@ class _Study:
         for store, members in by_store.items():
             rec = tables.setdefault(store, {})
             want = {
-                "members": {m: self.state.stage(m, "train").get("steps") for m in members},
+                "members": {m: self._trained(m) for m in members},
                 "bars": s.bars,
             }
             if StudyState.is_done(rec, want):

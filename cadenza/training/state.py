@@ -38,6 +38,7 @@ class TrainState:
     epoch: int = 0  # epochs done
     batch_in_epoch: int = 0  # batches of the current epoch done
     best_value: float = math.inf  # best monitored loss so far
+    best_step: int = 0  # the step count of best.pt (0: none yet, or a run saved before it was kept)
     bad_validations: int = 0  # epochs in a row without improvement of it
     n_nonfinite: int = 0  # optimiser steps skipped for a non-finite loss or gradient
     consecutive_nonfinite: int = 0  # ... in a row, up to now

@@ -142,6 +142,8 @@ class TrainResult:
     metrics: Path
     #: Wall-clock seconds of training steps in the run so far (every resume counted).
     seconds: float = 0.0
+    #: The step count of ``best.pt`` (None: none, or written before the count was kept).
+    best_step: int | None = None
 
 
 class _Losses(nn.Module):
@@ -629,6 +631,7 @@ class Trainer:
             best_value=st.best_value if math.isfinite(st.best_value) else None,
             metrics=self.metrics_path,
             seconds=st.seconds_trained,
+            best_step=st.best_step if math.isfinite(st.best_value) and st.best_step else None,
         )
 
     def train_epoch(self) -> str:
@@ -713,7 +716,7 @@ class Trainer:
                 )
             value = source[cfg.monitor]
             if math.isfinite(value) and value < st.best_value - sched_cfg.min_delta:
-                st.best_value = value
+                st.best_value, st.best_step = value, st.step
                 st.bad_validations = 0
                 self.save_best()
             else:

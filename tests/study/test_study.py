@@ -153,6 +153,25 @@ def test_study_of_two_families_and_a_broken_model(
     assert after == before
     assert len(_state(out)["commands"]) == 2
 
+    # a --set change for one model: that model is trained again from step 0 (at the same step
+    # count, so the budget alone cannot tell), made its clips and was measured again; the other not
+    changed = [*args, "--set", "fft_base:model.hidden_size=8"]
+    assert cli(changed) == 1
+    third = capsys.readouterr()
+    assert "[1/3 fft_base] train: its --set changes differ from the run's" in third.out
+    assert "[1/3 fft_base] generate:" in third.out and "fft_base against the held-out files" in third.out
+    assert "[2/3 bilstm_gan] train" not in third.out and "[2/3 bilstm_gan] generate" not in third.out
+    state = _state(out)
+    train = state["models"]["fft_base"]["stages"]["train"]
+    assert train["steps"] == 3 and "model.hidden_size=8" in train["overrides"]
+    saved = torch.load(out / "runs" / "fft_base" / "checkpoints" / "last.pt", weights_only=False)
+    assert saved["config"]["model"]["hidden_size"] == 8
+    assert state["models"]["fft_base"]["stages"]["evaluate"]["key"] == [3, train["overrides"]]
+    assert cli(changed) == 1  # and the same changed command again: nothing of fft_base again
+    fourth = capsys.readouterr().out
+    assert "[1/3 fft_base] train" not in fourth and "[1/3 fft_base] generate" not in fourth
+    assert "fft_base against the held-out files" not in fourth
+
 
 @pytest.mark.slow
 def test_study_killed_in_the_middle_of_training_goes_on(

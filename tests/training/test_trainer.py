@@ -338,8 +338,9 @@ def test_best_checkpoint_is_chosen_only_from_the_models_first_monitored_step_on(
     result = train(family_config(store, model={"constant_loss": True}, max_epochs=4), run=tmp_path / "run")
     valid = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.csv") if r["split"] == "valid"]
     assert valid == [STEPS_PER_EPOCH * k for k in (1, 2, 3, 4)]
-    assert load_checkpoint(result.best)["step"] == STEPS_PER_EPOCH * 3
+    assert load_checkpoint(result.best)["step"] == STEPS_PER_EPOCH * 3 == result.best_step
     assert result.best_value == 1.0
+    assert TrainState.from_checkpoint(load_checkpoint(result.last)).best_step == result.best_step  # kept
 
 
 def test_plateau_lowers_the_rate_and_early_stopping_ends_the_run(
