@@ -43,10 +43,12 @@ DEMO_MODELS = (
     "mfcc_lstm",
     "mfcc_vae",
 )
-#: Training per model. Nine models of a minute each, plus preparing the stores, the listening
-#: clips, the evaluation and Table 1: `make demo` took 18m35s on 2 CPU cores (2026-12-02, venv built).
-#: ``cadenza demo --budget 10m`` (or ``cadenza study``) trains for longer.
-DEMO_BUDGET = "60s"
+#: Training per model. Nine models of 90 s each, plus preparing the stores, the listening clips,
+#: the evaluation and Table 1 (about 11 minutes). At 60 s the tiny WaveNet made 535 steps on a
+#: busy machine (0.112 s a step) and fell silent after its first seconds in 5 of 20 clips; at
+#: 400 steps 17 of 20, from 500 on none (docs/models.md). ``cadenza demo --budget 10m`` (or
+#: ``cadenza study``) trains for longer.
+DEMO_BUDGET = "90s"
 #: The study's sizes for a new demo (an existing one keeps its own unless told otherwise):
 #: 24 chorales, 20 metric clips of 10 s per model (the study's default is 50), two listening
 #: clips of 10 s per model, 2000 bars per GAN for Table 1.
