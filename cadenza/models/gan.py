@@ -62,7 +62,7 @@ the data's note density and pitch range, no adversary), and the discriminator's 
 it stays at its initial weights. ``best.pt`` is chosen among the validations after it
 (``first_monitored_step``): on the demo's 24 chorales the pre-trained generator's phrases
 (a blur of likely notes) once scored better on ``phrase_gap`` than every adversarial epoch
-of a run whose discriminator then died.
+of a run.
 
 A remedy the paper does not use, **feature matching** (Salimans et al. 2016;
 ``feature_matching`` > 0; 1 in bilstm_gan-tiny): the generator's loss adds the squared distance
