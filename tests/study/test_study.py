@@ -85,6 +85,7 @@ def test_study_of_two_families_and_a_broken_model(
     assert "broken_toy failed at train" in captured.err and "broken on purpose" in captured.err
     for line in ("[1/3 fft_base] prepare:", "[1/3 fft_base] train: 3 steps", "[2/3 bilstm_gan] generate:"):
         assert line in captured.out, line
+    assert "--set changes differ" not in captured.out  # a new run is not "trained again"
     state = _state(out)
 
     # one store per representation, shared; the same files drawn and split alike in each
