@@ -684,13 +684,14 @@ def phrase_gap(
         per_bar = x.shape[1] // bars_in
         bars = x[:, : per_bar * bars_in].unflatten(1, (-1, per_bar)).amax(dim=2)  # (B, bars, P)
         bars = F.pad(bars, (0, (-bars.shape[2]) % 12)).unflatten(2, (-1, 12)).amax(dim=2)  # (B, bars, 12)
+        onsets = _onsets(x)  # (B, T, P)
         steps = torch.arange(x.shape[1], device=x.device)
-        starts = _onsets(x).amax(dim=2) > 0  # (B, T): some note starts at this step
+        starts = onsets.amax(dim=2) > 0  # (B, T): some note starts at this step
         latest = torch.where(starts, steps, -per_bar).cummax(dim=1).values  # before the first: a bar ago
         return {
             "upc": bars.sum(dim=2).mean(),
             "density": x.mean(),
-            "onsets": _onsets(x).mean(),
+            "onsets": onsets.mean(),
             "empty": (x.amax(dim=2) == 0).to(x.dtype).mean(),
             "still": (steps - latest >= per_bar).to(x.dtype).mean(),
             "range": (top - low).clamp_min(0).mean(),

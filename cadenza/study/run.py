@@ -435,16 +435,7 @@ class _Study:
         restart = bool(rec) and list(rec.get("overrides") or []) != mine
         if restart:
             self.say(f"{pre} train: its --set changes differ from the run's: training it again from step 0")
-            for name in (
-                "steps",
-                "epoch",
-                "seconds",
-                "seconds_per_step",
-                "stopped",
-                "best_value",
-                "best_step",
-            ):
-                rec.pop(name, None)
+            rec.clear()  # what the old run recorded; the record itself stays in the state
         self.state.set(
             rec, status="running", budget=b.text, run=str(run_dir.relative_to(self.out)), overrides=mine
         )

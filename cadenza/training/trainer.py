@@ -16,9 +16,10 @@ The trainer calls a model's ``losses(batch, step=name)``, ``configure_optimizers
   stops with a :class:`TrainingDiverged` that says what to try.
 * **Checkpoints** (:mod:`cadenza.training.checkpoint`): ``last.pt`` every ``save_every``
   epochs, every ``save_every_steps`` steps and whenever training stops; ``best.pt`` when the
-  monitored loss improves (from the model's ``first_monitored_step`` on, if it has one). Running the same command again resumes exactly: the data order is
-  a function of ``(seed, epoch)``, and the position in the epoch, the RNG states and the
-  partial sums of the metrics are in ``last.pt``; on the CPU an interrupted and resumed run
+  monitored loss improves (from the model's ``first_monitored_step`` on, if it has one).
+  Running the same command again resumes exactly: the data order is a function of
+  ``(seed, epoch)``, and the position in the epoch, the RNG states and the partial sums of the
+  metrics are in ``last.pt``; on the CPU an interrupted and resumed run
   gives bitwise the same losses as one that was not interrupted.
 * **Devices and scale**: CPU, CUDA or Apple MPS (:func:`~cadenza.training.distributed.resolve_device`),
   bf16 autocast on CUDA, DDP under ``torchrun`` with the global ``data.batch_size`` split
@@ -709,11 +710,11 @@ class Trainer:
             self.tracker.valid_row({"epoch": st.epoch, "step": st.step, "split": "valid", **valid})
         source = valid if self.valid_set is not None else train_means
         stopped = ""
+        if source and cfg.monitor not in source:  # a misnamed monitor fails at the first epoch
+            raise ConfigError(
+                f"train.monitor: the model has no loss {cfg.monitor!r}; it has {sorted(source)}"
+            )
         if source and st.step >= getattr(self.model, "first_monitored_step", 0):
-            if cfg.monitor not in source:
-                raise ConfigError(
-                    f"train.monitor: the model has no loss {cfg.monitor!r}; it has {sorted(source)}"
-                )
             value = source[cfg.monitor]
             if math.isfinite(value) and value < st.best_value - sched_cfg.min_delta:
                 st.best_value, st.best_step = value, st.step
