@@ -12,7 +12,10 @@ split is decoded back to sound, or a folder of held-out music) and writes a repo
    headline), FAD, precision, recall, density, coverage, each with a bootstrap 95% interval.
 4. **Calibration rows** from the reference itself: its two halves (split by file) against each
    other, the floor, and garbage made from the first half against the second (white noise at
-   the clip's level, digital silence, a 3.5 kHz low-pass, one 0.5 s snippet looped).
+   the clip's level, digital silence, a 3.5 kHz low-pass, one 0.5 s snippet looped). For each
+   run whose store only estimates its sound (mel, MFCC), a *ceiling* row: the first half
+   encoded in that representation and decoded back, the nearest to real music a model of it
+   can come.
 5. **Per-clip detectors** (:mod:`cadenza.evaluation.detectors`): silence, noise, clipping,
    loudness, loops and copies of the training data, flagged by rules relative to the reference.
 6. **Symbolic measures** where both sides have scores: EB, UPC, QN and muspy's family per set,
@@ -301,6 +304,18 @@ def _copy_baseline(src: str, ref: _Measured, n_clips: int, seconds: float, seed:
     return _Measured(items) if items else ref
 
 
+def _store_representation(store: str | None) -> Any:
+    """The representation of the feature store at ``store``, or None (no store, or unreadable)."""
+    from cadenza.data.store import FeatureStore
+
+    if not store or not is_store(store):
+        return None
+    try:
+        return FeatureStore(store).representation
+    except (CadenzaError, ParameterError, OSError):
+        return None
+
+
 def _copy_distances(measured: _Measured, train: np.ndarray, space: _Space) -> np.ndarray:
     return np.array(
         [
@@ -501,6 +516,7 @@ def evaluate(
 
     # --- the sets
     sets: list[ClipSet] = []
+    lossy: dict[str, Any] = {}  # the runs' representations that only estimate their sound
     names = list(names) if names is not None else [Path(s).name or str(s) for s in sources]
     for source, display in zip(sources, names):
         source = Path(source)
@@ -554,6 +570,9 @@ def evaluate(
                 )
             )
             continue
+        rep = _store_representation(store)
+        if rep is not None and not rep.is_exact:
+            lossy.setdefault(repr(rep.to_dict()), rep)
         _say(f"{display}: measuring {len(items)} clips")
         measured = _Measured(items)
         cs = _clip_set(
@@ -588,6 +607,9 @@ def evaluate(
                     seed=seed,
                 )
         sets.append(cs)
+
+    # --- the ceilings of the lossy representations
+    calibration += _ceilings(ref, space, out, clips_dir, list(lossy.values()), n_boot=n_boot, seed=seed)
 
     # --- flags, relative to the reference
     _flag(ref_set, ref_set)
@@ -695,18 +717,10 @@ def _calibration(
     ref: _Measured, space: _Space, out: Path, clips_dir: Path, *, n_boot: int, seed: int
 ) -> list[ClipSet]:
     """The floor (real vs real, halves split by file) and garbage made from half A against half B."""
-    items = ref.items
-    if len(items) < 2 * MIN_CLIPS:
+    halves = _halves(ref)
+    if halves is None:
         return []
-    groups = list(dict.fromkeys(it.group for it in items))
-    if len(groups) >= 2:
-        in_a = {g for k, g in enumerate(groups) if k % 2 == 0}
-        a = [i for i, it in enumerate(items) if it.group in in_a]
-        b = [i for i, it in enumerate(items) if it.group not in in_a]
-    else:
-        a, b = list(range(0, len(items), 2)), list(range(1, len(items), 2))
-    if min(len(a), len(b)) < MIN_CLIPS:
-        a, b = list(range(0, len(items), 2)), list(range(1, len(items), 2))
+    a, b = halves
     from scipy.signal import butter, sosfiltfilt
 
     rng = np.random.default_rng(seed)
@@ -763,6 +777,75 @@ def _calibration(
     return rows
 
 
+def _halves(ref: _Measured) -> tuple[list[int], list[int]] | None:
+    """The reference's clips split in two by file (by clip where there is one file), or None
+    where either half would hold fewer than ``MIN_CLIPS``."""
+    items = ref.items
+    if len(items) < 2 * MIN_CLIPS:
+        return None
+    groups = list(dict.fromkeys(it.group for it in items))
+    if len(groups) >= 2:
+        in_a = {g for k, g in enumerate(groups) if k % 2 == 0}
+        a = [i for i, it in enumerate(items) if it.group in in_a]
+        b = [i for i, it in enumerate(items) if it.group not in in_a]
+    else:
+        a, b = list(range(0, len(items), 2)), list(range(1, len(items), 2))
+    if min(len(a), len(b)) < MIN_CLIPS:
+        a, b = list(range(0, len(items), 2)), list(range(1, len(items), 2))
+    return a, b
+
+
+def round_trip(y: np.ndarray, rep: Any) -> np.ndarray:
+    """``y`` (mono at the analysis rate) encoded by ``rep`` and decoded back, at the analysis rate:
+    the best any model of that representation can sound, its inversion's artefacts and all."""
+    import soxr
+
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    if rep.sample_rate != ANALYSIS_SR and len(y):
+        y = soxr.resample(y, ANALYSIS_SR, rep.sample_rate, quality="HQ").astype(np.float32)
+    out = np.asarray(rep.decode(rep.encode(y)), dtype=np.float32).reshape(-1)[: len(y)]
+    return _to_analysis(out, rep.sample_rate)
+
+
+def _ceilings(
+    ref: _Measured, space: _Space, out: Path, clips_dir: Path, reps: list[Any], *, n_boot: int, seed: int
+) -> list[ClipSet]:
+    """For each representation in ``reps`` that only estimates its sound (mel, MFCC): the
+    reference's first half encoded and decoded by it, against the second half, as the
+    calibration rows are. A model of that representation cannot be expected below this row."""
+    halves = _halves(ref)
+    if halves is None or not reps:
+        return []
+    a, b = halves
+    rows = []
+    names: set[str] = set()
+    for rep in reps:
+        name = f"{rep.name} round trip"
+        if name in names:
+            name = f"{rep.name} ({rep.n_features}) round trip"
+        names.add(name)
+        _say(f"calibration: the reference's first half through {rep.name} and back")
+        made = _Measured(
+            [
+                Item(name=f"{name} {k}", y=round_trip(ref.y16[i], rep), sr=ANALYSIS_SR, group=str(k))
+                for k, i in enumerate(a)
+            ]
+        )
+        cs = _clip_set(
+            name,
+            "ceiling",
+            f"the reference's first half ({len(a)} clips) encoded as {rep.name} and decoded back",
+            made,
+            space,
+            out,
+            clips_dir / _slug("calibration-" + name, set()),
+            players=N_CALIBRATION_PLAYERS,
+        )
+        cs.distances, cs.note = _distances(space.z(made.embeddings), space.ref[b], n_boot=n_boot, seed=seed)
+        rows.append(cs)
+    return rows
+
+
 def _subset(measured: _Measured, idx: list[int]) -> _Measured:
     sub = object.__new__(_Measured)
     sub.items = [measured.items[i] for i in idx]
@@ -815,7 +898,7 @@ def format_summary(ev: Evaluation) -> str:
             f"{cs.name[:28]:<28} {cell(cs.distances.get('kad')):>22} {cell(cs.distances.get('fad')):>22} "
             f"{len(cs.clips):>5}  {flags or '-'}"
         )
-        if cs.kind != "calibration" and cs.note:
+        if cs.kind not in ("calibration", "ceiling") and cs.note:
             lines.append(f"{'':<28} note: {cs.note}")
     return "\n".join(lines) + "\n"
 

@@ -64,7 +64,9 @@ TABLE_FLAGS = ("silent", "noise", "loop", "copy", "clipping")
 SETTING_KEYS = ("n_clips", "seconds", "seed", "reference")
 LEGEND = (
     'Lower KAD and FAD are better: a row should sit near the "real vs real" floor and far '
-    "from the garbage rows (the other calibration rows). Flags count clips as k/n."
+    "from the garbage rows (the other calibration rows). A round-trip row (ceiling) is the "
+    "reference encoded in a model's representation and decoded back: the nearest such a "
+    "model can come. Flags count clips as k/n."
 )
 SET_COLOURS = ("tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 CSS = """
@@ -74,7 +76,7 @@ h1,h2,h3{line-height:1.2}.muted,.legend{color:#666}.legend{font-size:13px}
 table{margin:.5rem 0;border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:14px}
 th,td{border-bottom:1px solid #ddd;padding:.25rem .6rem;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}
-tr.calibration td{color:#777}tr.floor td{background:#edf7ed;color:#222}
+tr.calibration td{color:#777}tr.ceiling td{color:#555;font-style:italic}tr.floor td{background:#edf7ed;color:#222}
 img{max-width:100%;height:auto}
 .clips{display:grid;grid-template-columns:repeat(auto-fill,minmax(19rem,1fr));gap:.8rem}
 .clip{border:1px solid #ddd;border-radius:4px;padding:.5rem;min-width:0;overflow-wrap:anywhere}
@@ -252,7 +254,10 @@ def _chart(evaluation: Evaluation, path: Path) -> Path:
 
     rows = evaluation.rows()
     colours = {id(s): SET_COLOURS[i % len(SET_COLOURS)] for i, s in enumerate(evaluation.sets)}
-    colours |= {id(s): "tab:green" if _is_floor(s) else "0.65" for s in evaluation.calibration}
+    colours |= {
+        id(s): "tab:green" if _is_floor(s) else "tab:cyan" if s.kind == "ceiling" else "0.65"
+        for s in evaluation.calibration
+    }
     fig = Figure(figsize=(9, 2 * (1.0 + 0.3 * max(len(rows), 1))), layout="constrained")
     for ax, key in zip(fig.subplots(2, 1), ("kad", "fad")):
         ax.set_title(f"{key.upper()} to the reference, 95% interval (lower is better)", fontsize=10)

@@ -50,6 +50,7 @@ __all__ = [
     "SYMBOLIC_GOALS",
     "format_estimate",
     "markdown_to_html",
+    "ceiling_of",
     "nearer_floor",
     "nearest_calibration",
     "paper000_answer",
@@ -108,14 +109,38 @@ def nearest_calibration(kad: float | None, calibration: Sequence[Mapping[str, An
 
 
 def nearer_floor(kad: float | None, calibration: Sequence[Mapping[str, Any]]) -> bool | None:
-    """Whether ``kad`` is nearer the real-vs-real floor than the nearest garbage row (None: cannot tell)."""
+    """Whether ``kad`` is nearer the real-vs-real floor than the nearest garbage row (None: cannot
+    tell). A representation's round trip (a ``ceiling`` row) is not garbage."""
     if kad is None:
         return None
     floor = next((_kad(r) for r in calibration if r["name"] == FLOOR), None)
-    garbage = [k for r in calibration if r["name"] != FLOOR and (k := _kad(r)) is not None]
+    garbage = [
+        k
+        for r in calibration
+        if r["name"] != FLOOR and r.get("kind") != "ceiling" and (k := _kad(r)) is not None
+    ]
     if floor is None or not garbage:
         return None
     return abs(kad - floor) < min(abs(kad - g) for g in garbage)
+
+
+def ceiling_of(
+    representation: str | None, calibration: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The round-trip row of ``representation`` (its name) among an evaluation's calibration rows."""
+    return next(
+        (
+            r
+            for r in calibration
+            if representation and r.get("kind") == "ceiling" and r["name"].split(" ")[0] == representation
+        ),
+        None,
+    )
+
+
+def _rep_name(plan: Plan, model: str) -> str | None:
+    """The name of the representation ``model`` trains on (``mel``, ``mfcc``, ...)."""
+    return (plan.stores.get(plan.train_store.get(model, "")) or {}).get("name")
 
 
 def _compare(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> str | None:
@@ -301,7 +326,10 @@ def write_report(out: str | os.PathLike, state: StudyState, plan: Plan) -> tuple
         "95% bootstrap intervals; each model is measured against the held-out music of its own "
         "evaluation group (below), so compare numbers within a group. *Nearest row*: the calibration "
         "row whose KAD is nearest the model's; *nearer the floor*: the model's KAD is nearer the "
-        "real-vs-real floor than the nearest garbage row (noise, silence, low-pass, loop).",
+        "real-vs-real floor than the nearest garbage row (noise, silence, low-pass, loop). For a "
+        "model whose representation only estimates its sound (mel, MFCC), the *round trip* row is "
+        "held-out music encoded in that representation and decoded back: the nearest to real music "
+        "such a model can come.",
         "",
         "| model | paper | measured against | trained | KAD | FAD | nearest row | nearer the floor | flags | status |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -322,7 +350,11 @@ def write_report(out: str | os.PathLike, state: StudyState, plan: Plan) -> tuple
             kad = format_estimate(row["distances"].get("kad"))
             fad = format_estimate(row["distances"].get("fad"))
             near = nearest_calibration(_kad(row), cal) or "—"
-            floor = _yes_no(nearer_floor(_kad(row), cal))
+            verdict = nearer_floor(_kad(row), cal)
+            floor = _yes_no(verdict)
+            ceiling = ceiling_of(_rep_name(plan, m), cal)
+            if verdict is False and ceiling is not None and nearer_floor(_kad(ceiling), cal) is False:
+                floor += f" (nor is its representation's round trip, {_kad(ceiling):.3g})"
             flags = _flag_text(row)
         status = "ok" if m not in failed else f"**failed** at {failed[m].split(':')[0]}"
         lines.append(
@@ -363,9 +395,21 @@ def write_report(out: str | os.PathLike, state: StudyState, plan: Plan) -> tuple
         verdicts = {m: nearer_floor(_kad(sets[m][1]), evaluations[sets[m][0]]["calibration"]) for m in audio}
         if verdicts:
             far = [m for m, v in verdicts.items() if v is not True]
+            bound = [
+                m
+                for m in far
+                if (c := ceiling_of(_rep_name(plan, m), evaluations[sets[m][0]]["calibration"])) is not None
+                and nearer_floor(_kad(c), evaluations[sets[m][0]]["calibration"]) is False
+            ]
             lines.append(
                 "- **Between floor and garbage** (KAD nearer the floor than the nearest garbage row): "
                 + ("met by every model measured" if not far else f"not met by {', '.join(far)}")
+                + (
+                    f" ({', '.join(bound)}: out of reach in their representation, whose round trip of "
+                    "held-out music is itself nearer a garbage row)"
+                    if bound
+                    else ""
+                )
             )
     lines.append("")
 

@@ -113,6 +113,53 @@ def test_degradations_raise_kad_and_fad_in_order(pieces: dict[str, list[np.ndarr
         assert all(a < b for a, b in zip(fads, fads[1:])), (name, fads)
 
 
+def test_round_trip_rows_measure_what_a_representation_keeps_of_real_music(
+    pieces: dict[str, list[np.ndarray]], tmp_path: Path
+) -> None:
+    from cadenza.evaluation.clips import Item
+    from cadenza.evaluation.evaluate import _ceilings, _Measured, _Space, round_trip
+    from cadenza.representations import make_representation
+    from cadenza.study.report import ceiling_of, nearer_floor
+
+    y = pieces["held_out"][0][:CLIP]
+    # an exact representation at the analysis rate gives the music back
+    exact = round_trip(y, make_representation("waveform", sample_rate=SR))
+    assert np.abs(exact - y).max() < 1e-6
+    # 8 kHz keeps what lies below 4 kHz and nothing above it
+    spec = lambda x: np.abs(np.fft.rfft(x))  # noqa: E731
+    freqs = np.fft.rfftfreq(len(y), 1 / SR)
+    low, high = spec(round_trip(y, make_representation("waveform", sample_rate=8000))), spec(y)
+    band = (freqs > 200) & (freqs < 3000)
+    assert np.allclose(low[band], high[band], rtol=0.05, atol=1e-3 * high[band].max())
+    assert low[freqs > 4500].max() < 1e-3 * high[band].max()
+
+    ref_clips = _clips(pieces["reference"])[:12]
+    ref = _Measured([Item(name=f"r{i}", y=c, sr=SR, group=str(i)) for i, c in enumerate(ref_clips)])
+    mel = make_representation("mel", sample_rate=SR)
+    mfcc = make_representation("mfcc", sample_rate=SR)  # paper 003's 20 coefficients
+    rows = _ceilings(ref, _Space(ref), tmp_path, tmp_path / "clips", [mel, mfcc], n_boot=20, seed=0)
+    assert [r.name for r in rows] == ["mel round trip", "mfcc round trip"]
+    assert all(r.kind == "ceiling" and len(r.clips) == 6 for r in rows)
+    kad_mel, kad_mfcc = (r.distances["kad"].value for r in rows)
+    # 128 mel bands keep the harmonics; 20 coefficients keep the envelope alone (on the study's
+    # chorales: 0.10 and 1.14 where the low-pass garbage row measures 1.12)
+    assert 0 < kad_mel < 0.5 * kad_mfcc, (kad_mel, kad_mfcc)
+    # the study's report: a round trip is a yardstick, not garbage
+    calibration = [
+        {"name": "real vs real", "kind": "calibration", "distances": {"kad": {"value": 0.0}}},
+        {"name": "0.5 s loop", "kind": "calibration", "distances": {"kad": {"value": 0.6}}},
+        *(
+            {"name": r.name, "kind": r.kind, "distances": {"kad": {"value": v}}}
+            for r, v in zip(rows, (0.1, 1.1))
+        ),
+    ]
+    assert nearer_floor(0.2, calibration) is True  # nearer 0 than the loop, though nearest the mel row
+    assert (
+        ceiling_of("mfcc", calibration)["name"] == "mfcc round trip"
+        and ceiling_of("fft", calibration) is None
+    )
+
+
 def test_loop_detector_flags_loops_and_held_tones_and_passes_music(
     pieces: dict[str, list[np.ndarray]],
 ) -> None:
