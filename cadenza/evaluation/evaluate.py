@@ -820,17 +820,22 @@ def _ceilings(
     rows = []
     names: set[str] = set()
     for rep in reps:
-        name = f"{rep.name} round trip"
-        if name in names:
-            name = f"{rep.name} ({rep.n_features}) round trip"
+        name, k = f"{rep.name} round trip", 1
+        while name in names:  # two stores of one representation with other parameters
+            k += 1
+            name = f"{rep.name} round trip {k}"
         names.add(name)
         _say(f"calibration: the reference's first half through {rep.name} and back")
-        made = _Measured(
-            [
-                Item(name=f"{name} {k}", y=round_trip(ref.y16[i], rep), sr=ANALYSIS_SR, group=str(k))
-                for k, i in enumerate(a)
-            ]
-        )
+        try:
+            made = _Measured(
+                [
+                    Item(name=f"{name} {j}", y=round_trip(ref.y16[i], rep), sr=ANALYSIS_SR, group=str(j))
+                    for j, i in enumerate(a)
+                ]
+            )
+        except (CadenzaError, ParameterError, ValueError, RuntimeError) as exc:  # a yardstick, not the job
+            log.warning("%s: left out (%s: %s)", name, type(exc).__name__, exc)
+            continue
         cs = _clip_set(
             name,
             "ceiling",
