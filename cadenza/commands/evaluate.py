@@ -21,8 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Generate --n-clips clips with each run (a folder is taken as it is), measure them against "
             "--reference (a feature store's held-out split, or a folder of real music) with weight-free "
-            "DSP features: KAD and FAD with 95%% intervals, precision/recall/density/coverage, calibration "
-            "rows (real vs real, noise, silence, low-pass, loop), per-clip flags (silent, noise, loop, "
+            "DSP features: KAD and FAD with 95% intervals, precision/recall/density/coverage, calibration "
+            "rows (real vs real, noise, silence, low-pass, loop; for mel and MFCC runs, the reference "
+            "through their representation and back: the nearest such a model can come), per-clip "
+            "flags (silent, noise, loop, "
             "copy, clipping) and, for scores, EB/UPC/QN. Writes report.html, report.md, metrics.json "
             "and metrics.csv into --out. Without --reference, piano-roll runs get paper 004's Table 1."
         ),

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "with --mode ab, pick the more musical of two); hidden among them are real clips from "
             "--reference and 3.5 kHz low-passed anchors. Clips are served by opaque tokens, cut to one "
             "length and matched in loudness; each listener gets a balanced block; ratings go to SQLite "
-            "beside the samples. --results prints the table (95%% intervals over listeners and clips) and "
+            "beside the samples. --results prints the table (95% intervals over listeners and clips) and "
             "writes results.csv, results.json and results.md."
         ),
     )
