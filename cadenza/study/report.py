@@ -48,9 +48,9 @@ from cadenza.study.state import StudyState
 
 __all__ = [
     "SYMBOLIC_GOALS",
+    "ceiling_of",
     "format_estimate",
     "markdown_to_html",
-    "ceiling_of",
     "nearer_floor",
     "nearest_calibration",
     "paper000_answer",
