@@ -759,22 +759,39 @@ def _calibration(
     floor.distances, floor.note = _distances(space.ref[a], ref_b, n_boot=n_boot, seed=seed)
     rows.append(floor)
     for name, make in garbage.items():
-        made = _Measured(
-            [Item(name=f"{name} {k}", y=make(y), sr=ANALYSIS_SR, group=str(k)) for k, y in enumerate(half_a)]
-        )
-        cs = _clip_set(
-            name,
-            "calibration",
-            f"made from the reference's first half ({len(a)} clips)",
-            made,
-            space,
-            out,
-            clips_dir / _slug("calibration-" + name, set()),
-            players=N_CALIBRATION_PLAYERS,
-        )
-        cs.distances, cs.note = _distances(space.z(made.embeddings), ref_b, n_boot=n_boot, seed=seed)
-        rows.append(cs)
+        source = f"made from the reference's first half ({len(a)} clips)"
+        ys = [make(y) for y in half_a]
+        rows.append(_made_row(name, "calibration", source, ys, space, out, clips_dir, ref_b, n_boot, seed))
     return rows
+
+
+def _made_row(
+    name: str,
+    kind: str,
+    source: str,
+    ys: list[np.ndarray],
+    space: _Space,
+    out: Path,
+    clips_dir: Path,
+    ref_b: np.ndarray,
+    n_boot: int,
+    seed: int,
+) -> ClipSet:
+    """A row of clips ``ys`` (at the analysis rate) made from the reference's first half, measured
+    against its second half ``ref_b`` (standardised embeddings)."""
+    made = _Measured([Item(name=f"{name} {k}", y=y, sr=ANALYSIS_SR, group=str(k)) for k, y in enumerate(ys)])
+    cs = _clip_set(
+        name,
+        kind,
+        source,
+        made,
+        space,
+        out,
+        clips_dir / _slug("calibration-" + name, set()),
+        players=N_CALIBRATION_PLAYERS,
+    )
+    cs.distances, cs.note = _distances(space.z(made.embeddings), ref_b, n_boot=n_boot, seed=seed)
+    return cs
 
 
 def _halves(ref: _Measured) -> tuple[list[int], list[int]] | None:
@@ -827,27 +844,12 @@ def _ceilings(
         names.add(name)
         _say(f"calibration: the reference's first half through {rep.name} and back")
         try:
-            made = _Measured(
-                [
-                    Item(name=f"{name} {j}", y=round_trip(ref.y16[i], rep), sr=ANALYSIS_SR, group=str(j))
-                    for j, i in enumerate(a)
-                ]
-            )
+            ys = [round_trip(ref.y16[i], rep) for i in a]
         except (CadenzaError, ParameterError, ValueError, RuntimeError) as exc:  # a yardstick, not the job
             log.warning("%s: left out (%s: %s)", name, type(exc).__name__, exc)
             continue
-        cs = _clip_set(
-            name,
-            "ceiling",
-            f"the reference's first half ({len(a)} clips) encoded as {rep.name} and decoded back",
-            made,
-            space,
-            out,
-            clips_dir / _slug("calibration-" + name, set()),
-            players=N_CALIBRATION_PLAYERS,
-        )
-        cs.distances, cs.note = _distances(space.z(made.embeddings), space.ref[b], n_boot=n_boot, seed=seed)
-        rows.append(cs)
+        source = f"the reference's first half ({len(a)} clips) encoded as {rep.name} and decoded back"
+        rows.append(_made_row(name, "ceiling", source, ys, space, out, clips_dir, space.ref[b], n_boot, seed))
     return rows
 
 
