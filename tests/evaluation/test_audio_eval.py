@@ -115,6 +115,30 @@ def test_degradations_raise_kad_and_fad_in_order(pieces: dict[str, list[np.ndarr
         assert all(a < b for a, b in zip(fads, fads[1:])), (name, fads)
 
 
+def test_hiss_below_the_noise_floor_cannot_set_music_apart(pieces: dict[str, list[np.ndarray]]) -> None:
+    """Features are measured through a -80 dBFS hiss: inaudible noise added to real music leaves
+    its KAD at the floor, audible hiss does not (on the study's chorales without the floor, noise
+    at -90 dBFS measured 0.28, past the goal's line, and -80 dBFS 0.72, past the loop row)."""
+    from cadenza.evaluation.features import NOISE_FLOOR_DBFS
+
+    assert NOISE_FLOOR_DBFS == -80.0
+    ref = _embed(_clips(pieces["reference"]))
+    test_clips = _clips(pieces["held_out"] + pieces["train"][:2])
+    rng = np.random.default_rng(0)
+
+    def hiss(db: float) -> np.ndarray:
+        sets = [c + np.float32(10 ** (db / 20)) * rng.standard_normal(len(c)).astype(np.float32) for c in test_clips]
+        return _embed(sets)
+
+    z_clean, z_100, z_90, z_60, z_ref = _z([_embed(test_clips), hiss(-100), hiss(-90), hiss(-60), ref], ref)
+    clean = kad(z_clean, z_ref)
+    assert abs(kad(z_100, z_ref) - clean) < 0.01 and abs(kad(z_90, z_ref) - clean) < 0.03
+    assert kad(z_60, z_ref) > clean + 0.3  # hiss 20 dB over the floor, plainly audible in the rests
+    # digital silence is the floor's own level, not -100 dB
+    quiet = clip_features(np.zeros(2 * SR, dtype=np.float32))
+    assert np.allclose(quiet.rms_db, NOISE_FLOOR_DBFS) and quiet.logmel.min() > NOISE_FLOOR_DBFS - 40
+
+
 def test_round_trip_rows_measure_what_a_representation_keeps_of_real_music(
     pieces: dict[str, list[np.ndarray]], tmp_path: Path
 ) -> None:
@@ -150,7 +174,7 @@ def test_round_trip_rows_measure_what_a_representation_keeps_of_real_music(
     assert all(r.kind == "ceiling" and len(r.clips) == 6 for r in rows)
     kad_mel, kad_mfcc = (r.distances["kad"].value for r in rows)
     # 128 mel bands keep the harmonics; 20 coefficients keep the envelope alone (on the study's
-    # chorales: 0.10 and 1.14 where the low-pass garbage row measures 1.12)
+    # chorales: 0.071 and 1.02 where the low-pass garbage row measures 1.12)
     assert 0 < kad_mel < 0.5 * kad_mfcc, (kad_mel, kad_mfcc)
     # the study's report: a round trip is a yardstick, not garbage
     calibration = [
