@@ -127,7 +127,10 @@ def test_hiss_below_the_noise_floor_cannot_set_music_apart(pieces: dict[str, lis
     rng = np.random.default_rng(0)
 
     def hiss(db: float) -> np.ndarray:
-        sets = [c + np.float32(10 ** (db / 20)) * rng.standard_normal(len(c)).astype(np.float32) for c in test_clips]
+        sets = [
+            c + np.float32(10 ** (db / 20)) * rng.standard_normal(len(c)).astype(np.float32)
+            for c in test_clips
+        ]
         return _embed(sets)
 
     z_clean, z_100, z_90, z_60, z_ref = _z([_embed(test_clips), hiss(-100), hiss(-90), hiss(-60), ref], ref)
