@@ -32,6 +32,17 @@ def load_record(before: tuple[float, float, float]) -> dict[str, Any]:
     }
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Intel and AMD differ, e.g. on subnormal floats)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def machine(**extra: Any) -> dict[str, Any]:
     """Platform, CPU, torch build and threads, the numeric packages' versions (a figure that
     moves between runs can then be traced to an upgrade), allocator; ``extra`` adds or
@@ -52,6 +63,7 @@ def machine(**extra: Any) -> dict[str, Any]:
     info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         **{name: version(name) for name in ("numpy", "scipy", "numba")},

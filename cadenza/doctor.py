@@ -67,6 +67,17 @@ def check_cpus() -> list[Check]:
             f"{threads.RECHECK_SECONDS:g} s in training unless set; --threads N or {threads.ENV_VAR}=N sets it)",
             optional=True,
         ),
+        Check(
+            "denormals",
+            True,
+            (
+                f"kept as they are ({threads.DENORMALS_ENV}=keep): training on x86 can slow "
+                "threefold as subnormal floats appear"
+            )
+            if threads.keep_denormals()
+            else f"treated as zero in training and generation ({threads.DENORMALS_ENV}=keep keeps them)",
+            optional=True,
+        ),
     ]
 
 

@@ -229,13 +229,42 @@ def test_doctor_reports_cpus_load_and_threads(monkeypatch: pytest.MonkeyPatch) -
     from cadenza.doctor import check_cpus
 
     checks = {c.name: c for c in check_cpus()}
-    assert set(checks) == {"cpus", "load", "threads"}
+    assert set(checks) == {"cpus", "load", "threads", "denormals"}
+    assert checks["denormals"].detail.startswith("treated as zero")
     assert "affinity" in checks["cpus"].detail and "busy" in checks["load"].detail
     assert "--threads N" in checks["threads"].detail
     monkeypatch.setenv(threads.ENV_VAR, "1")
     threads._reset()
     detail = {c.name: c for c in check_cpus()}["threads"].detail
     assert detail.startswith("1 (set by CADENZA_THREADS; the free CPUs would give")
+
+
+# ----------------------------------------------------------------------------- subnormal floats
+SUBNORMALS_LEFT = """
+import torch
+from cadenza import threads
+threads.configure(2)
+a = torch.full((1 << 21,), 1e-39)  # subnormal in float32; each intra-op thread takes a part
+print(int(((a * 1.5) > 0).sum()), int(((a.numpy() * 1.5) > 0).sum()))
+"""
+
+
+@pytest.mark.parametrize(("keep", "left"), [(None, 0), ("keep", 1 << 21)])
+def test_configure_flushes_subnormals_in_every_thread_unless_kept(keep: str | None, left: int) -> None:
+    """Flushed in torch's intra-op threads too (set before they start), and in numpy (and so in
+    the numba kernels, on threads started later): a subnormal times 1.5 is zero."""
+    env = {k: v for k, v in os.environ.items() if k not in (threads.DENORMALS_ENV, threads.ENV_VAR)}
+    if keep:
+        env[threads.DENORMALS_ENV] = keep
+    out = subprocess.run(
+        [sys.executable, "-c", SUBNORMALS_LEFT],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert out.stdout.split() == [str(left), str(left)], out.stderr
 
 
 # ----------------------------------------------------------------------------- a real competitor
