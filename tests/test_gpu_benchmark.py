@@ -83,3 +83,27 @@ def test_dry_run_ddp_ran_or_says_why(dry_run: tuple[subprocess.CompletedProcess,
     assert ddp["world_size"] == 2 and ddp["backend"] == "gloo"
     assert positive(ddp["step_s"])
     assert ddp["grads_agree"] and ddp["params_agree"] and ddp["local_grads_differ"]
+
+
+def test_conv2d_layout_dry_run(tmp_path: Path) -> None:
+    """benchmarks/gpu_conv2d.py on the CPU: both layouts timed at both batches, the loss checked equal."""
+    out = tmp_path / "gpu_conv2d.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_conv2d.py"), "--dry-run", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["dry_run"] is True and result["check"]["same"] is True
+    timed = [r for r in result["rows"] if "step_s" in r]
+    assert {(r["batch_kind"], r["mode"], r["layout"]) for r in timed} == {
+        (kind, mode, layout)
+        for kind, mode in (("paper", "eager"), ("large", "eager"), ("large", "compiled"))
+        for layout in ("nchw", "channels_last")
+    }
+    assert all(positive(r["step_s"]) and positive(r["mfu"]) for r in timed)
+    assert not any(r["applied"] for r in timed)  # channels-last is a CUDA layout: the CPU keeps NCHW
+    assert set(result["speedup_channels_last"]) == {"paper eager", "large eager", "large compiled"}

@@ -389,6 +389,9 @@ class StackCNN(nn.Module):
             width, c_in = -(-width // pool), c_out
         self.cnn = nn.Sequential(*layers)
         self.k_blocks = k_blocks
+        #: On CUDA the CNN runs channels-last (NHWC), which cuDNN serves with faster kernels for
+        #: its few channels (benchmarks/gpu_conv2d.py); the CPU keeps NCHW. Same arithmetic either way.
+        self.channels_last = True
         self.dense = nn.Linear(c_in * k_blocks * width, n_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -397,5 +400,7 @@ class StackCNN(nn.Module):
         n_steps = x.shape[1] - k + 1
         stacks = x.unfold(1, k, 1)  # (B, T, 2N, K)
         stacks = stacks.reshape(n_batch * n_steps, 2, -1, k).transpose(2, 3)  # (BT, re/im, K, N)
+        if self.channels_last and stacks.is_cuda:
+            stacks = stacks.contiguous(memory_format=torch.channels_last)
         z = self.cnn(stacks).reshape(n_batch, n_steps, -1)
         return F.relu(self.dense(z))  # (B, T, fc_size)

@@ -207,6 +207,10 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.dist = distributed.setup(device)
         self.device = self.dist.device
+        if self.device.type == "cuda":
+            # fixed batch shapes: let cuDNN time its convolution algorithms once and keep the fastest
+            # (the convolutional models: fft_conv1d/conv2d, WaveNet, the GANs; benchmarks/gpu.py runs so)
+            torch.backends.cudnn.benchmark = True
         cfg = config
         if not cfg.data.store:
             raise ParameterError("no feature store: pass --data STORE (or set data.store in the config)")
