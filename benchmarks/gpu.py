@@ -26,17 +26,19 @@ Stages, in this order (the compiled training cases last, after ``ddp``, while th
     Generation with the small WaveNet of ``generate_streams.py`` (16 kHz; 2 stacks of
     dilations 1...256, 32 residual and dilation channels, 128 skip channels, 256 classes;
     untrained weights) at 1 and 16 streams, samples per second per stream: the model's own
-    eager incremental generation (``Model.sample(mode="cached")``, the GPU's default path)
+    eager incremental generation (``Model.sample(mode="cached")``, its default on a GPU until 2026-12-04)
     against the same step with its state in static buffers (the layers' queues updated in
     place, the time step a device tensor), ``--steps-per-graph`` samples captured in one
     ``torch.cuda.CUDAGraph`` and replayed (``graph``); and that step compiled by
     ``torch.compile`` (inductor, one graph: its gates and draw fused into fewer kernels)
     captured the same way (``graph_compiled``, in the first half of ``--budget-s``). Every
-    timing includes priming the queues from a seed of one receptive field. The step
-    uncaptured and numba's CPU ``mode=fast`` are recorded for reference. Check: ``graph``
-    draws the same classes as the eager path with the same logits, ``graph_compiled`` the
-    same classes (fixed uniform draws, temperature 1, 256 samples). Goal: a graph whose check
-    passes >= 3x eager at both stream counts.
+    timing includes priming the queues from a seed of one receptive field. Recorded for
+    reference: the step uncaptured, numba's ``mode=fast`` on a CPU copy of the model
+    (``cpu_fast``), and ``Model.sample``'s default ``mode=fast`` with the model on the GPU
+    (``default``: numba's step on the host CPU, with the copies to and from the device).
+    Check: ``graph`` draws the same classes as the eager path with the same logits,
+    ``graph_compiled`` and ``default`` the same classes (fixed uniform draws, temperature 1,
+    256 samples). Goal: a graph whose check passes >= 3x eager at both stream counts.
 ``ddp``
     With more than one GPU: one process per GPU (``torch.multiprocessing.spawn``, NCCL over
     ``tcp://127.0.0.1``), one fft_base paper-size step under DDP (the paper's batch of 16 per
@@ -593,6 +595,8 @@ def bench_wavenet(s: Sizes, deadline: float) -> dict:
             step = GraphStep(model, n, seed.shape[1], n_check, logits=True)
             got = Replay(step, k).generate(seed, u)
             out["checks"].append(compare("graph", n, got, ref, step.logits, ref_logits))
+            got, _ = model.sample(seed, n_check, uniforms=u, mode="fast")
+            out["checks"].append(compare("default", n, got, ref, None, None))
             seed, u = wavenet_inputs(model, n, n_new, s.device, seed=100 + n)
             graphs = {
                 "graph": Replay(GraphStep(model, n, seed.shape[1], n_new), k),
@@ -616,7 +620,9 @@ def bench_wavenet(s: Sizes, deadline: float) -> dict:
                     graphs.pop("graph_compiled", None)
                     compiled_ok = False
             cases: dict[str, Callable[[], Any]] = {
-                "eager": lambda seed=seed, u=u: model.sample(seed, n_new, uniforms=u, mode="cached")
+                "eager": lambda seed=seed, u=u: model.sample(seed, n_new, uniforms=u, mode="cached"),
+                # generate's default mode with the model on the device: numba's step on the host CPU
+                "default": lambda seed=seed, u=u: model.sample(seed, n_new, uniforms=u, mode="fast"),
             }
             for name, replay in graphs.items():
                 cases[name] = lambda seed=seed, u=u, replay=replay: replay.generate(seed, u)
@@ -633,7 +639,9 @@ def bench_wavenet(s: Sizes, deadline: float) -> dict:
             rates = {name: n_new / statistics.median(t) for name, t in times.items()}
             for name, rate in rates.items():
                 out["rows"].append({
-                    "mode": name, "streams": n, "device": "cpu" if name == "cpu_fast" else s.device.type,
+                    "mode": name, "streams": n,
+                    "device": "cpu" if name in ("cpu_fast", "default") else s.device.type,
+                    "model_on": "cpu" if name == "cpu_fast" else s.device.type,
                     "samples_per_s_per_stream": rate, "samples_per_s": rate * n,
                     "realtime_per_stream": rate / SAMPLE_RATE, "seconds": sorted(times[name]),
                     "speedup_vs_eager": rate / rates["eager"],
@@ -648,6 +656,7 @@ def bench_wavenet(s: Sizes, deadline: float) -> dict:
     for c in out["checks"]:
         checked[c["graph"]] = checked[c["graph"]] and c["classes_equal"]
     out["check_passed"] = checked["graph"]
+    out["default_check_passed"] = checked.get("default")
     out["compiled_check_passed"] = checked.get("graph_compiled")
     met = {
         prefix: all(out.get(f"{prefix}_speedup_{n}_streams", 0.0) >= GOAL_GRAPH_SPEEDUP for n in s.streams)
