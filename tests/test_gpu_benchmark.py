@@ -18,18 +18,22 @@ def positive(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
-@pytest.fixture(scope="module")
-def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, dict]:
-    out = tmp_path_factory.mktemp("gpu") / "gpu.json"
+def run_dry(script: str, out: Path, timeout: float) -> tuple[subprocess.CompletedProcess, dict]:
+    """``benchmarks/<script> --dry-run --out OUT``: its output and the JSON it wrote (exit 0 asserted)."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--dry-run", "--out", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--dry-run", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, dict]:
+    return run_dry("gpu.py", tmp_path_factory.mktemp("gpu") / "gpu.json", timeout=150)
 
 
 @pytest.mark.slow
@@ -97,16 +101,7 @@ def test_dry_run_ddp_ran_or_says_why(dry_run: tuple[subprocess.CompletedProcess,
 
 def test_conv2d_layout_dry_run(tmp_path: Path) -> None:
     """benchmarks/gpu_conv2d.py on the CPU: both layouts timed at both batches, the loss checked equal."""
-    out = tmp_path / "gpu_conv2d.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_conv2d.py"), "--dry-run", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    _, result = run_dry("gpu_conv2d.py", tmp_path / "gpu_conv2d.json", timeout=120)
     assert result["dry_run"] is True and result["check"]["same"] is True
     timed = [r for r in result["rows"] if "step_s" in r]
     assert {(r["batch_kind"], r["mode"], r["layout"]) for r in timed} == {

@@ -35,8 +35,8 @@ same samples from the same logits. Modes:
     threads, so several clips cost far less than one clip each. It runs on the CPU whatever
     device holds the model (a model on a GPU lends it a CPU copy of its step's weights): one
     sample at a time, a GPU waits on kernel launches, and on one H200 the small WaveNet's eager
-    step made 400 samples/s and the same step in a compiled CUDA graph 6,500, where this loop
-    on that machine's 16 CPU cores made 57,000 (``benchmarks/gpu.py``). Runs as ``cached`` with
+    step made 326 samples/s and the same step in a compiled CUDA graph 6,540, where this loop
+    with the model on the GPU made 51,600 (``benchmarks/gpu.py``). Runs as ``cached`` with
     the kernels off (``CADENZA_KERNELS=off``) or where numba's guard fails.
 """
 
@@ -325,15 +325,16 @@ class Model(nn.Module):
         w = self._step_weights(cond, B)
         if mode == "fast":  # the same step, compiled, on the CPU; it reads the seed into its queues itself
             on_cpu = classes.device.type == "cpu"
-            host = [t if t is None or on_cpu else t.cpu() for t in (classes, u, logits)]
+            c_host, u_host = (classes, u) if on_cpu else (classes.cpu(), u.cpu())
+            lg_host = logits if on_cpu or logits is None else logits.cpu()
             w_host = w if on_cpu else [a.cpu() for a in w]
             wavenet_step.run(
-                host[0], T0, None, self.dilations, w_host, host[1], temperature, host[2], min_p=min_p
+                c_host, T0, None, self.dilations, w_host, u_host, temperature, lg_host, min_p=min_p
             )
             if not on_cpu:
-                classes.copy_(host[0])
+                classes.copy_(c_host)
                 if logits is not None:
-                    logits.copy_(host[2])
+                    logits.copy_(lg_host)
         else:
             ring = self._prime(classes[:, : T0 - 1], cond)
             self._cached_loop(classes, T0, ring, w, u, temperature, logits, min_p)
