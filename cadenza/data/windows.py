@@ -101,9 +101,11 @@ class _StoreWindows(Dataset):
                 [index.get(self.store.record(i)["labels"].get(label_key, ""), -1) for i in self.ids], np.int64
             )
         self._readers: OrderedDict[str, ShardReader] = OrderedDict()
+        #: Global window indices kept by a subclass's filter (None: every window).
+        self._kept: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return int(self._cum[-1])
+        return int(self._cum[-1]) if self._kept is None else len(self._kept)
 
     def require_nonempty(self) -> None:
         if len(self) == 0:
@@ -119,6 +121,8 @@ class _StoreWindows(Dataset):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(index)
+        if self._kept is not None:
+            index = int(self._kept[index])
         f = int(np.searchsorted(self._cum, index, side="right") - 1)
         return f, int(index - self._cum[f]) * self.hop
 
@@ -284,6 +288,7 @@ class AudioWindows(_StoreWindows):
         hop: int | None = None,
         label_key: str | None = None,
         labels: list[str] | None = None,
+        skip_quiet: bool = False,
     ) -> None:
         if scheme not in SEQ2SEQ_SCHEMES:
             raise ParameterError(
@@ -303,6 +308,37 @@ class AudioWindows(_StoreWindows):
                 f"{store_obj.representation.name} frames with {store_obj.n_features} features"
             )
         super().__init__(store_obj, split, span=span, hop=p["hop"], label_key=label_key, labels=labels)
+        self.skip_quiet = bool(skip_quiet)
+        #: Windows left out by ``skip_quiet`` (0 without it).
+        self.n_quiet = 0
+        if self.skip_quiet:
+            quiet = self._quiet_targets()
+            self._kept = np.flatnonzero(~quiet)
+            self.n_quiet = int(quiet.sum())
+
+    def _quiet_targets(self) -> np.ndarray:
+        """Per window, whether most of its target's 10 ms frames are below -50 dBFS (the
+        evaluation's silence measure), read once from every file of the split."""
+        from cadenza.evaluation.detectors import SILENCE_FRAME_SECONDS, SILENCE_THRESHOLD_DB, SILENT_FLAG
+
+        rep = self.store.representation
+        frame = max(1, round(float(getattr(rep, "sample_rate", 16000)) * SILENCE_FRAME_SECONDS))
+        floor = 10.0 ** (SILENCE_THRESHOLD_DB / 10.0)  # mean square of a -50 dBFS frame
+        out = []
+        for f in range(len(self.ids)):
+            reader = self.reader(f)
+            y = np.asarray(rep.decode(reader.read(0, reader.shape[0])), dtype=np.float64).reshape(-1)
+            n_frames = len(y) // frame
+            loud = (y[: n_frames * frame].reshape(n_frames, frame) ** 2).mean(axis=1) >= floor
+            quiet_cum = np.concatenate([[0], np.cumsum(~loud)])
+            n_windows = int(self._cum[f + 1] - self._cum[f])
+            a = np.arange(n_windows) * self.hop + self.shift  # each target's first sample
+            first, last = -(-a // frame), (a + self.n_output) // frame  # whole frames inside it
+            last = np.maximum(np.minimum(last, n_frames), first)
+            n_inside = last - first
+            n_quiet = quiet_cum[last] - quiet_cum[first]
+            out.append((n_inside > 0) & (n_quiet > SILENT_FLAG * np.maximum(n_inside, 1)))
+        return np.concatenate(out) if out else np.zeros(0, dtype=bool)
 
     def window_facts(self) -> dict[str, Any]:
         return {

@@ -126,7 +126,9 @@ class Config:
         conv2d keeps 2 and 4 channels pooled by 8: with 4 and 8 pooled by 4 its CNN over
         K-frame stacks made it the slowest of the six (924 steps in the study's 8 minutes, where
         fft_base made 3521) and 18 of its 50 clips looped; with these 1263 steps (on a machine
-        not quite idle) and 2 of 50 looped, KAD 1.22 against 1.25 (docs/study.md, section 7)."""
+        not quite idle) and 2 of 50 looped, KAD 1.22 against 1.25 (docs/study.md, section 7).
+        Its CNN in channels-last memory (``StackCNN.channels_last``) then made its step 2.8x
+        faster on the CPU: 3166 steps in the 8 minutes and no clip flagged (section 13)."""
         return cls.paper(
             **{
                 "hidden_size": 128,
@@ -381,16 +383,18 @@ class StackCNN(nn.Module):
         width, c_in = n_features // 2, 2
         for c_out in channels:
             pad = (CNN_KERNEL[0] // 2, CNN_KERNEL[1] // 2)
-            layers += [
+            layers += [  # pooling before the ReLU is the same function (both are monotone), on 1/pool of the values
                 nn.Conv2d(c_in, c_out, CNN_KERNEL, padding=pad),
-                nn.ReLU(),
                 nn.MaxPool2d((1, pool), ceil_mode=True),
+                nn.ReLU(),
             ]
             width, c_in = -(-width // pool), c_out
         self.cnn = nn.Sequential(*layers)
         self.k_blocks = k_blocks
-        #: On CUDA the CNN runs channels-last (NHWC), which cuDNN serves with faster kernels for
-        #: its few channels (benchmarks/gpu_conv2d.py); the CPU keeps NCHW. Same arithmetic either way.
+        #: The CNN runs channels-last (NHWC): oneDNN on the CPU and cuDNN on CUDA serve its few
+        #: channels with far faster kernels than NCHW (the tiny model's training step 2.2x on two
+        #: CPU cores, benchmarks/fft_conv2d_cpu.py; 1.11-1.24x at paper size on an H200,
+        #: benchmarks/gpu_conv2d.py). Same arithmetic either way; False gives NCHW.
         self.channels_last = True
         self.dense = nn.Linear(c_in * k_blocks * width, n_out)
 
@@ -398,9 +402,12 @@ class StackCNN(nn.Module):
         n_batch = x.shape[0]
         k = self.k_blocks
         n_steps = x.shape[1] - k + 1
-        stacks = x.unfold(1, k, 1)  # (B, T, 2N, K)
-        stacks = stacks.reshape(n_batch * n_steps, 2, -1, k).transpose(2, 3)  # (BT, re/im, K, N)
-        if self.channels_last and stacks.is_cuda:
-            stacks = stacks.contiguous(memory_format=torch.channels_last)
+        if self.channels_last:  # (B, T+K-1, N, re/im) once, then each stack's (K, N, re/im) block: NHWC
+            frames = x.reshape(n_batch, x.shape[1], 2, -1).transpose(2, 3).contiguous()
+            stacks = frames.unfold(1, k, 1).permute(0, 1, 4, 2, 3).reshape(n_batch * n_steps, k, -1, 2)
+            stacks = stacks.permute(0, 3, 1, 2)  # (BT, re/im, K, N) in channels-last strides, no copy
+        else:
+            stacks = x.unfold(1, k, 1)  # (B, T, 2N, K)
+            stacks = stacks.reshape(n_batch * n_steps, 2, -1, k).transpose(2, 3)  # (BT, re/im, K, N)
         z = self.cnn(stacks).reshape(n_batch, n_steps, -1)
         return F.relu(self.dense(z))  # (B, T, fc_size)

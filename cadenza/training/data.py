@@ -52,6 +52,9 @@ class AudioOptions:
     n_output: int | None = dataclasses.field(default=None, metadata={"min": 1})
     shift: int | None = dataclasses.field(default=None, metadata={"min": 1})
     hop: int | None = dataclasses.field(default=None, metadata={"min": 1})  # overrides data.hop
+    #: Leave out the windows whose target is mostly silence (more than half its 10 ms frames
+    #: below -50 dBFS, as the evaluation's silence flag counts them).
+    skip_quiet: bool = False
 
 
 @dataclasses.dataclass

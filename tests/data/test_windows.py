@@ -122,3 +122,28 @@ def test_audio_windows_mu_law_gives_classes(tmp_path):
 def test_audio_windows_refuse_frame_stores(tmp_path):
     with pytest.raises(StoreError, match="waveform store"):
         AudioWindows(_fft_store(tmp_path), "train")
+
+
+@pytest.mark.parametrize("encoding", ["float", "mulaw"])
+def test_audio_windows_skip_quiet_leaves_out_mostly_silent_targets(tmp_path, encoding):
+    # 0.5 s of a -20 dBFS tone, 0.5 s of digital silence, 0.5 s of tone again, at 8 kHz; windows of
+    # 800 targets (ten 10 ms frames) every 400 samples: those whose target is more than half silence go.
+    rep = make_representation("waveform", sample_rate=8000, encoding=encoding)
+    t = np.arange(4000) / 8000
+    tone = (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    y = np.concatenate([tone, np.zeros(4000, np.float32), tone])
+    frames = rep.encode(y) if encoding == "mulaw" else y[:, None]
+    store = create_store(tmp_path / encoding, rep, {"a": (frames, "train", {})})
+    kw = {"n_input": 800, "n_output": 800, "shift": 1, "hop": 400}
+    every = AudioWindows(store, "train", **kw)
+    kept = AudioWindows(store, "train", skip_quiet=True, **kw)
+    starts = np.arange(len(every)) * 400 + 1  # each target's first sample
+    quiet = ((starts >= 4000 - 400) & (starts + 800 <= 8000 + 400)).sum()  # > 5 of 10 frames silent
+    assert every.n_quiet == 0 and kept.n_quiet == quiet > 0
+    assert len(kept) == len(every) - quiet
+    for i in range(len(kept)):  # every kept target is mostly sound, and the items follow the kept order
+        target = kept[i]["y"].numpy().astype(np.float64)
+        target = rep.decode(target[:, None]).reshape(-1) if encoding == "mulaw" else target
+        loud = (target[:800].reshape(10, 80) ** 2).mean(axis=1) >= 1e-5
+        assert loud.sum() >= 5
+    assert kept[0]["x"].shape == every[0]["x"].shape

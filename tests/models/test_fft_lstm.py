@@ -163,6 +163,43 @@ def test_conv2d_stacks_hold_the_previous_k_frames() -> None:
     assert model.encode(x, n_context=2).shape == (1, SEQ_LEN - 2, model.lstm.input_size)
 
 
+@pytest.mark.parametrize("n_features", [64, 2 * 60])  # frequencies a multiple of the pooling, and ragged
+def test_conv2d_channels_last_is_the_nchw_function(n_features: int) -> None:
+    """The CNN built in channels-last memory (the default) computes NCHW's outputs and gradients."""
+    from cadenza.models.fft_lstm import StackCNN
+
+    torch.manual_seed(0)
+    cnn = StackCNN(n_features, 3, (2, 4), 8, 16).double()
+    x = torch.randn(3, 12, n_features, dtype=torch.double, requires_grad=True)
+    results = []
+    for channels_last in (False, True):
+        cnn.channels_last = channels_last
+        x.grad = None
+        cnn.zero_grad()
+        y = cnn(x)
+        (y * torch.linspace(-1, 1, y.numel(), dtype=torch.double).view_as(y)).sum().backward()
+        results.append((y.detach().clone(), x.grad.clone(), cnn.cnn[0].weight.grad.clone()))
+    assert results[0][0].shape == (3, 10, 16) and results[0][0].abs().sum() > 0
+    for nchw, nhwc in zip(*results):
+        torch.testing.assert_close(nhwc, nchw, rtol=1e-10, atol=1e-12)
+
+
+def test_conv2d_cpu_benchmark_runs(tmp_path: Path) -> None:
+    """benchmarks/fft_conv2d_cpu.py at the tiny size: both layouts timed, the same first loss."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "conv2d.json"
+    cmd = [sys.executable, str(root / "benchmarks" / "fft_conv2d_cpu.py"), "--presets", "tiny"]
+    cmd += ["--steps", "1", "--repeats", "1", "--batch-size", "2", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["preset"] == "tiny" and row["cnn_channels"] == [2, 4]
+    assert row["first_loss_rel_diff"] < 1e-5 and row["speedup_channels_last"] > 0
+
+
 def test_paper_presets_have_the_papers_values() -> None:
     for key in NEW_KEYS:
         cfg = load_config(f"{key}-paper")
