@@ -11,6 +11,12 @@ arithmetic: equal to float rounding).
 
     python benchmarks/fft_conv2d_cpu.py                       # tiny and paper size
     python benchmarks/fft_conv2d_cpu.py --presets tiny --steps 5
+    CADENZA_MALLOC=system python benchmarks/fft_conv2d_cpu.py --presets tiny \
+        --out benchmarks/results/fft_conv2d_cpu_glibc.json     # under glibc's malloc
+
+It runs under tcmalloc where installed, as the cadenza command does; under glibc's allocator
+the NCHW step is about three times slower (its larger temporaries are page-faulted in afresh
+every step), so the layout matters most there.
 
 Results go to benchmarks/results/fft_conv2d_cpu.json (``--out`` elsewhere) with the machine and
 its load before and after; a figure taken on a busy machine says so.
@@ -49,7 +55,7 @@ def make_step(model, batch_size: int, seq_len: int, n_features: int, seed: int =
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 

@@ -127,8 +127,9 @@ class Config:
         K-frame stacks made it the slowest of the six (924 steps in the study's 8 minutes, where
         fft_base made 3521) and 18 of its 50 clips looped; with these 1263 steps (on a machine
         not quite idle) and 2 of 50 looped, KAD 1.22 against 1.25 (docs/study.md, section 7).
-        Its CNN in channels-last memory (``StackCNN.channels_last``) then made its step 2.8x
-        faster on the CPU: 3166 steps in the 8 minutes and no clip flagged (section 13)."""
+        Its CNN in channels-last memory (``StackCNN.channels_last``) then made its step 1.35x
+        faster on the CPU: 3166 steps in the 8 minutes and no clip flagged (section 13; 2480
+        steps and no flag before, on the same machine)."""
         return cls.paper(
             **{
                 "hidden_size": 128,
@@ -392,9 +393,11 @@ class StackCNN(nn.Module):
         self.cnn = nn.Sequential(*layers)
         self.k_blocks = k_blocks
         #: The CNN runs channels-last (NHWC): oneDNN on the CPU and cuDNN on CUDA serve its few
-        #: channels with far faster kernels than NCHW (the tiny model's training step 2.2x on two
-        #: CPU cores, benchmarks/fft_conv2d_cpu.py; 1.11-1.24x at paper size on an H200,
-        #: benchmarks/gpu_conv2d.py). Same arithmetic either way; False gives NCHW.
+        #: channels with faster kernels than NCHW, and the stacks are built in that layout from
+        #: the frames in one copy (training step on two CPU cores: 1.35x tiny, 1.13x paper size
+        #: under tcmalloc, 2.9x tiny under glibc's malloc, benchmarks/fft_conv2d_cpu.py;
+        #: 1.11-1.24x at paper size on an H200, benchmarks/gpu_conv2d.py). Same arithmetic
+        #: either way; False gives NCHW.
         self.channels_last = True
         self.dense = nn.Linear(c_in * k_blocks * width, n_out)
 
