@@ -303,6 +303,8 @@ def test_registered_with_paper_and_tiny_configs() -> None:
     assert paper.data.options["n_input"] > 5117 and paper.data.options["shift"] == 1
     tiny = load_config("wavenet-tiny")
     assert tiny.data.options["n_input"] > receptive_field(tiny.model.n_stacks, tiny.model.n_layers)
+    # both leave out the windows whose target is mostly silence (docs/models.md#wavenet)
+    assert tiny.data.options["skip_quiet"] is True and paper.data.options["skip_quiet"] is True
 
 
 def test_a_float_store_is_mu_law_encoded_on_the_fly() -> None:
