@@ -155,6 +155,7 @@ def run(
     *,
     threads: int | None = None,
     min_p: float = 0.0,
+    level: Any = None,
 ) -> None:
     """Fill ``classes`` (B, T) from ``T0`` on, in place, as ``Model._cached_loop`` does.
 
@@ -164,7 +165,9 @@ def run(
     head and draw (cheaper than the convolutions of ``_prime``). ``weights`` are the step's
     weights of ``Model._step_weights`` (contiguous float32 CPU tensors), ``u`` (B, T - T0)
     the uniforms of the draws (``min_p``: classes less likely than that share of the likeliest
-    are not drawn); ``logits`` (B, T - T0, C), when given, receives the logits of
+    are not drawn; with ``level``, a :class:`cadenza.models.wavenet.Level`, only for the streams
+    at or above its level, which the kernel keeps and leaves in ``level.ms``);
+    ``logits`` (B, T - T0, C), when given, receives the logits of
     every draw. The streams are split into ``threads`` groups (default
     ``torch.get_num_threads()``, at most B) that run side by side.
     """
@@ -187,12 +190,18 @@ def run(
     lg = logits.numpy() if logits is not None else None
     no_logits = np.zeros((0, 0, 0), np.float32)
     dil_arr, gemm = np.array(dilations, np.int64), blas_sgemm()
+    C = weights[-1].shape[0]
+    on = level is not None and level.on
+    ms = level.ms.numpy().copy() if on else np.zeros(B, np.float64)
+    squares = level.squares.numpy() if on else np.zeros(C, np.float64)
+    alpha, threshold = (float(level.alpha), float(level.threshold)) if on else (0.0, -1.0)
 
     def group(b0: int, b1: int) -> None:
         loop(
             c[b0:b1], T0, np.ascontiguousarray(r[:, b0:b1]), dil_arr, e0, e1, b_in, dil,
             np.ascontiguousarray(bias[:, b0:b1]), *rest, uu[b0:b1], float(temperature),
             float(min_p), lg[b0:b1] if lg is not None else no_logits, gemm, t_first,
+            ms[b0:b1], squares, alpha, threshold,
         )  # fmt: skip
 
     with threadpool_limits(1, user_api="blas"):  # the groups are the parallelism
@@ -201,6 +210,8 @@ def run(
         else:
             with ThreadPoolExecutor(n_groups) as pool:
                 list(pool.map(group, bounds[:-1], bounds[1:]))
+    if on:
+        level.ms = torch.from_numpy(ms)
 
 
 def _make_sgemm_call() -> Any:
@@ -308,6 +319,10 @@ def _batched_loop(
     logits,
     gemm,
     t_first,
+    ms,
+    squares,
+    alpha,
+    threshold,
 ):  # type: ignore[no-untyped-def]
     """The cached step of ``Model._cached_loop`` for a group of streams (numba compiles it),
     from step ``t_first``: the steps before ``T0 - 1`` read the seed into the queues.
@@ -320,7 +335,9 @@ def _batched_loop(
     layer's skip product accumulates into ``s`` (small products: BLAS's copy-free kernels,
     where one product over all layers would be copied). The draw is ``draw`` of the model:
     a float64 CDF over ``exp((lg - max) / T)`` (zero below ``min_p``), inverted at ``u`` (``lg / T - max / T``
-    there; the two agree to an ulp).
+    there; the two agree to an ulp). ``min_p`` applies to the streams whose level ``ms`` (the
+    exponential mean square of ``Level``, updated after every draw with the ``squares`` of the
+    classes) is at least ``threshold``; a negative threshold: every stream.
     """
     B, T = classes.shape
     L = dilations.shape[0]
@@ -417,6 +434,7 @@ def _batched_loop(
                     if lb[j] > lb[best]:
                         best = j
                 classes[b, t + 1] = best
+                ms[b] = alpha * ms[b] + (1.0 - alpha) * squares[best]
                 continue
             eb = e[b]
             for j in range(C):  # exp((lg - top) / temperature), vectorised (see _LOG2E)
@@ -429,7 +447,7 @@ def _batched_loop(
                 eb[j] = p if y > -708.0 else 0.0
             for j in range(C):
                 eb[j] *= scale[j]
-            if min_p > 0.0:  # eb is each class's probability over the likeliest's
+            if min_p > 0.0 and ms[b] >= threshold:  # eb: each class's probability over the likeliest's
                 for j in range(C):
                     if eb[j] < min_p:
                         eb[j] = 0.0
@@ -454,4 +472,6 @@ def _batched_loop(
                 count = 0  # searchsorted(right=True): the number of entries <= target
                 for j in range(C):
                     count += cq[j] <= target
-                classes[b0 + q, t + 1] = min(count, C - 1)
+                k = min(count, C - 1)
+                classes[b0 + q, t + 1] = k
+                ms[b0 + q] = alpha * ms[b0 + q] + (1.0 - alpha) * squares[k]

@@ -14,10 +14,13 @@ weighted mean of the label embeddings).
 Receptive field (kernel 2 everywhere): ``n_stacks * (2**n_layers - 1) + 2`` samples, 5117 for
 the defaults (:func:`receptive_field`).
 
-Generation (``generate`` options ``mode``, ``temperature``, ``min_p``, ``style``, ``seed``)
-draws each sample from the softmax at ``temperature`` (0: the most likely class), leaving out
-the classes less likely than ``min_p`` times the likeliest (default :data:`DEFAULT_MIN_P`;
-0 draws from every class, as the paper), by inverting the
+Generation (``generate`` options ``mode``, ``temperature``, ``min_p``, ``quiet_db``, ``style``,
+``seed``) draws each sample from the softmax at ``temperature`` (0: the most likely class),
+leaving out the classes less likely than ``min_p`` times the likeliest (default
+:data:`DEFAULT_MIN_P`; 0 draws from every class, as the paper) except in a rest: where a
+stream's level over its receptive field is below ``quiet_db`` (default
+:data:`DEFAULT_QUIET_DB`; ``off``: the cut everywhere) it draws from every class, so that
+it can leave the rest (:class:`Level`). Each sample is drawn by inverting the
 CDF at a uniform number drawn up front from the request's generator, so every mode draws the
 same samples from the same logits. Modes:
 
@@ -65,6 +68,15 @@ MODES = ("fast", "cached", "naive")
 #: minute (636 steps) neither cut is flagged (KAD 1.57 both); with every class drawable
 #: (``min_p=0``, the paper) every clip was noise. Higher cuts begin to fall silent.
 DEFAULT_MIN_P = 0.2
+#: ``generate``'s ``quiet_db``: while a stream's level over about its receptive field (an
+#: exponential mean square, time constant one receptive field) is below this (dBFS), ``min_p``
+#: is not applied and the sample is drawn from every class. In a rest the likeliest classes are
+#: the rest's own hiss and the music's return lives in the tail that ``min_p`` cuts, so with the
+#: cut everywhere a stream that reaches a rest never leaves it: measured on the tiny model after
+#: 10,893 steps (2026-12-05; docs/models.md), 17 of 24 clips seeded with a held-out rest
+#: (-55..-40 dBFS) held a -48 dBFS hiss for ten seconds, 0 of 24 with this rule; seeds from the
+#: music sound as before (0 of 24 quiet either way). ``None`` (``quiet_db=off``) cuts everywhere.
+DEFAULT_QUIET_DB = -40.0
 
 
 def receptive_field(n_stacks: int, n_layers: int) -> int:
@@ -245,20 +257,23 @@ class Model(nn.Module):
     def generate(self, request: GenerationRequest) -> torch.Tensor:
         """``request.n_frames`` new samples after the seed -> ``(n, n_frames, 1)`` classes (as floats).
 
-        Options: ``mode`` (fast, cached, naive), ``temperature`` (default 1), ``style``
+        Options: ``mode`` (fast, cached, naive), ``temperature`` (default 1), ``min_p``,
+        ``quiet_db`` (a level in dBFS, or ``off``), ``style``
         (``{label: weight}``), ``seed`` (``real``: the request's seed clip, ``silence``).
         """
         opts = dict(request.options)
         mode = str(opts.pop("mode", "fast"))
         temperature = float(opts.pop("temperature", 1.0))
         min_p = float(opts.pop("min_p", DEFAULT_MIN_P))
+        quiet_db = opts.pop("quiet_db", DEFAULT_QUIET_DB)
         style = opts.pop("style", None)
         seed_kind = str(opts.pop("seed", "real"))
         bad = opts or mode not in MODES or seed_kind not in ("real", "silence")
-        if bad or not temperature >= 0 or not 0 <= min_p < 1:
+        quiet_db = _quiet_db(quiet_db)
+        if bad or not temperature >= 0 or not 0 <= min_p < 1 or (quiet_db is not None and quiet_db > 0):
             raise ParameterError(
                 f"wavenet generation options: mode in {MODES}, temperature >= 0, min_p in [0, 1), "
-                f"seed real|silence, style NAME=W,...; got {request.options}"
+                f"quiet_db a level <= 0 dBFS or off, seed real|silence, style NAME=W,...; got {request.options}"
             )
         device = self.input_conv.weight.device
         if request.seed is None or seed_kind == "silence":
@@ -277,7 +292,14 @@ class Model(nn.Module):
             request.n, request.n_frames, generator=request.generator, device=device, dtype=torch.float64
         )
         classes, _ = self.sample(
-            seed, request.n_frames, cond=cond, temperature=temperature, uniforms=u, mode=mode, min_p=min_p
+            seed,
+            request.n_frames,
+            cond=cond,
+            temperature=temperature,
+            uniforms=u,
+            mode=mode,
+            min_p=min_p,
+            quiet_db=quiet_db,
         )
         new = classes[:, seed.shape[1] :, None]
         return mu_law_decode(new, n_classes=self.n_classes) if self.encodes_input else new.float()
@@ -298,9 +320,12 @@ class Model(nn.Module):
         mode: str = "cached",
         return_logits: bool = False,
         min_p: float = 0.0,
+        quiet_db: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Continue seed classes ``(B, T0)`` by ``n_new`` samples (each drawn by :func:`draw`).
 
+        ``min_p`` applies to the streams whose recent level (:class:`Level`) is at least
+        ``quiet_db`` dBFS (every stream when ``quiet_db`` is None); the others draw from every class.
         Returns the classes ``(B, T0 + n_new)`` and, with ``return_logits``, the logits that drew
         each new sample ``(B, n_new, C)``.
         """
@@ -311,6 +336,7 @@ class Model(nn.Module):
             raise ParameterError("wavenet generation needs a seed of at least one sample")
         classes = torch.cat([seed, seed.new_zeros(B, n_new)], dim=1)
         u = uniforms if uniforms is not None else torch.rand(B, n_new, dtype=torch.float64)
+        level = Level(seed, self.n_classes, self.receptive_field, quiet_db if min_p > 0 else None)
         logits = seed.new_zeros((B, n_new, self.n_classes), dtype=torch.float32) if return_logits else None
         if mode == "fast" and not wavenet_step.available(torch.device("cpu")):
             mode = "cached"
@@ -320,7 +346,7 @@ class Model(nn.Module):
                 lg = self(window, cond)[:, :, -1]
                 if logits is not None:
                     logits[:, j] = lg
-                classes[:, t + 1] = draw(lg, temperature, u[:, j], min_p)
+                classes[:, t + 1] = level.draw(lg, temperature, u[:, j], min_p)
             return classes, logits
         w = self._step_weights(cond, B)
         if mode == "fast":  # the same step, compiled, on the CPU; it reads the seed into its queues itself
@@ -329,7 +355,16 @@ class Model(nn.Module):
             lg_host = logits if on_cpu or logits is None else logits.cpu()
             w_host = w if on_cpu else [a.cpu() for a in w]
             wavenet_step.run(
-                c_host, T0, None, self.dilations, w_host, u_host, temperature, lg_host, min_p=min_p
+                c_host,
+                T0,
+                None,
+                self.dilations,
+                w_host,
+                u_host,
+                temperature,
+                lg_host,
+                min_p=min_p,
+                level=level,
             )
             if not on_cpu:
                 classes.copy_(c_host)
@@ -337,7 +372,7 @@ class Model(nn.Module):
                     logits.copy_(lg_host)
         else:
             ring = self._prime(classes[:, : T0 - 1], cond)
-            self._cached_loop(classes, T0, ring, w, u, temperature, logits, min_p)
+            self._cached_loop(classes, T0, ring, w, u, temperature, logits, min_p, level)
         return classes, logits
 
     def _prime(self, history: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -390,6 +425,7 @@ class Model(nn.Module):
         temperature: float,
         logits: torch.Tensor | None,
         min_p: float = 0.0,
+        level: Level | None = None,
     ) -> None:
         """The cached step in torch, one sample at a time for all streams (fills ``classes`` in place)."""
         e0, e1, b_in, dil, bias, res, res_b, skip, skip_b, h1, hb1, h2, hb2 = w
@@ -414,22 +450,82 @@ class Model(nn.Module):
             j = t + 1 - T0
             if logits is not None:
                 logits[:, j] = lg
-            classes[:, t + 1] = draw(lg, temperature, u[:, j], min_p)
+            if level is None:
+                classes[:, t + 1] = draw(lg, temperature, u[:, j], min_p)
+            else:
+                classes[:, t + 1] = level.draw(lg, temperature, u[:, j], min_p)
 
 
-def draw(logits: torch.Tensor, temperature: float, u: torch.Tensor, min_p: float = 0.0) -> torch.Tensor:
+def _quiet_db(value: Any) -> float | None:
+    """``quiet_db`` as given (a number, or off/none/False) -> dBFS or None; NaN and text raise."""
+    if (
+        value is None
+        or value is False
+        or (isinstance(value, str) and value.strip().lower() in ("off", "none"))
+    ):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(
+            f"wavenet generation option quiet_db: a level in dBFS or off, got {value!r}"
+        ) from None
+    if math.isnan(out):
+        raise ParameterError("wavenet generation option quiet_db: a level in dBFS or off, got nan")
+    return None if out == -math.inf else out
+
+
+class Level:
+    """Each stream's recent level, which decides where ``min_p`` applies (``quiet_db``).
+
+    ``ms`` (B,) float64 is an exponential mean of the decoded samples' squares, time constant
+    ``tau`` samples (the receptive field): ``ms <- a ms + (1 - a) y**2``, ``a = 1 - 1 / tau``,
+    started over the seed. A stream below ``quiet_db`` dBFS draws from every class; the others
+    leave out the classes below ``min_p``. Every generation mode keeps it with the same float64
+    operations in the same order, so all modes draw the same samples. ``quiet_db`` None: off.
+    """
+
+    def __init__(self, seed: torch.Tensor, n_classes: int, tau: int, quiet_db: float | None) -> None:
+        self.on = quiet_db is not None
+        self.alpha = 1.0 - 1.0 / max(int(tau), 1)
+        self.threshold = 10.0 ** (quiet_db / 10.0) if quiet_db is not None else 0.0
+        c = torch.arange(n_classes)
+        self.squares = mu_law_decode(c, n_classes=n_classes).double().pow(2)  # (C,) y**2 per class
+        ms = torch.full((seed.shape[0],), self.squares[n_classes // 2].item(), dtype=torch.float64)
+        if self.on:
+            sq = self.squares[seed.long().cpu()]  # (B, T0)
+            for t in range(seed.shape[1]):
+                ms = self.alpha * ms + (1.0 - self.alpha) * sq[:, t]
+        self.ms = ms
+
+    def draw(self, logits: torch.Tensor, temperature: float, u: torch.Tensor, min_p: float) -> torch.Tensor:
+        """:func:`draw` with ``min_p`` for the loud streams only; updates each stream's level."""
+        if not self.on:
+            return draw(logits, temperature, u, min_p)
+        cut = torch.where(self.ms < self.threshold, 0.0, min_p).to(logits.device)
+        k = draw(logits, temperature, u, cut)
+        self.ms = self.alpha * self.ms + (1.0 - self.alpha) * self.squares[k.cpu()]
+        return k
+
+
+def draw(
+    logits: torch.Tensor, temperature: float, u: torch.Tensor, min_p: float | torch.Tensor = 0.0
+) -> torch.Tensor:
     """Classes from logits ``(B, C)`` at ``temperature`` by inverting the CDF at ``u`` ``(B,)``.
 
     ``min_p`` > 0 leaves out the classes less likely than ``min_p`` times the likeliest (at
     ``temperature``): min-p sampling (Nguyen et al. 2024), which cuts the improbable tail whose
-    draws are broadband noise while keeping the rest of the distribution as it is.
+    draws are broadband noise while keeping the rest of the distribution as it is. A tensor
+    ``(B,)`` gives each stream its own cut.
     Computed in float64 so that every generation mode draws the same class from the same logits.
     """
     if temperature == 0:
         return logits.argmax(dim=1)
     lg = logits.double() / temperature
     e = torch.exp(lg - lg.max(dim=1, keepdim=True).values)  # each class over the likeliest
-    if min_p > 0:
+    if isinstance(min_p, torch.Tensor):
+        e = e.masked_fill(e < min_p.to(e)[:, None], 0.0)
+    elif min_p > 0:
         e = e.masked_fill(e < min_p, 0.0)
     cdf = torch.cumsum(e, dim=1)
     k = torch.searchsorted(cdf, (u.to(cdf.device) * cdf[:, -1])[:, None], right=True)[:, 0]

@@ -15,7 +15,7 @@ from cadenza.errors import ParameterError
 from cadenza.generation import silent_fraction
 from cadenza.kernels import guards
 from cadenza.models import DataInfo, GenerationRequest, get_model_spec
-from cadenza.models.wavenet import Config, Model, draw, receptive_field
+from cadenza.models.wavenet import DEFAULT_QUIET_DB, Config, Level, Model, draw, receptive_field
 from cadenza.training import load_checkpoint
 from tests.evaluation.helpers import assert_evaluates
 
@@ -168,6 +168,54 @@ def test_cached_and_fast_generation_equal_naive(batch: int) -> None:
         assert (logits - ref[1]).abs().max() < 1e-4 and torch.equal(classes, ref[0])
 
 
+def test_min_p_is_lifted_in_a_rest_and_every_mode_agrees() -> None:
+    """``quiet_db``: a stream whose recent level is below it draws from every class, the others
+    under ``min_p``; naive, cached and fast draw the same samples, and the level they leave agrees."""
+    model = tiny_model(labels=())
+    with torch.no_grad():
+        model.head2.weight.mul_(30)  # a peaked softmax, so that the cut leaves classes out
+    rest = torch.full((2, 45), 128)  # digital silence: the level starts far below -40 dBFS
+    loud = torch.randint(0, 256, (2, 45))  # full-scale noise: far above it
+    seed = torch.cat([rest, loud])
+    u = torch.rand(4, 80, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    runs = {}
+    for mode in ("naive", "cached", "fast"):
+        for quiet in (None, DEFAULT_QUIET_DB):
+            runs[mode, quiet] = model.sample(
+                seed, 80, uniforms=u, mode=mode, min_p=0.95, quiet_db=quiet, return_logits=True
+            )
+    for quiet in (None, DEFAULT_QUIET_DB):
+        for mode in ("cached", "fast"):
+            assert torch.equal(runs[mode, quiet][0], runs["naive", quiet][0]), (mode, quiet)
+    cut, lifted = runs["naive", None], runs["naive", DEFAULT_QUIET_DB]
+    # the loud streams are cut the same way either way; the rest's first draws are not cut
+    assert torch.equal(lifted[0][2:], cut[0][2:])
+    assert not torch.equal(lifted[0][:2, 45:], cut[0][:2, 45:])
+    p = lifted[1][:2, 0].softmax(-1)  # what the rest's first sample was drawn from
+    drawn = p.gather(1, lifted[0][:2, 45:46])[:, 0]
+    assert (drawn < 0.95 * p.max(-1).values).any()  # a class that min_p would have left out
+    # the level: an exponential mean square over the receptive field, started over the seed
+    level = Level(seed, 256, model.receptive_field, DEFAULT_QUIET_DB)
+    assert (level.ms[:2] < level.threshold).all() and (level.ms[2:] > level.threshold).all()
+    assert level.threshold == pytest.approx(1e-4) and level.alpha == 1 - 1 / model.receptive_field
+    assert not Level(seed, 256, model.receptive_field, None).on
+
+
+def test_the_level_follows_a_known_signal() -> None:
+    """A constant -20 dBFS signal: the mean square climbs from silence to 0.01 with time constant tau."""
+    from cadenza.representations.waveform import mu_law_encode
+
+    c = mu_law_encode(torch.full((1, 2000), 0.1), n_classes=256)
+    level = Level(c[:, :1], 256, 100, -40.0)
+    y2 = level.squares[c[0, 0]].item()
+    for t in range(1, 2000):
+        level.draw(torch.zeros(1, 256), 0.0, torch.tensor([0.5]), 0.2)  # flat logits, greedy: class 0
+        if t == 1:
+            assert level.ms.item() == pytest.approx((1 - 1 / 100) * (y2 / 100) + 1 / 100 * 1.0)
+    assert level.ms.item() == pytest.approx(1.0, rel=1e-6)  # class 0 decodes to -1: full scale
+    assert y2 == pytest.approx(0.01, rel=0.05)
+
+
 #: ``state_dict`` keys (n_stacks=1, n_layers=3) as of the commit before the kernels moved out
 #: (8e0acde): checkpoints saved before must keep loading.
 STATE_DICT_KEYS = [
@@ -228,6 +276,13 @@ def test_generate_lengths_and_options() -> None:
     for bad in (-0.1, 1.0):
         with pytest.raises(ParameterError, match="min_p"):
             model.generate(GenerationRequest(n=1, n_frames=5, generator=None, options={"min_p": bad}))
+    for bad in (3.0, "loud", float("nan"), [1]):
+        with pytest.raises(ParameterError, match="quiet_db"):
+            model.generate(GenerationRequest(n=1, n_frames=5, generator=None, options={"quiet_db": bad}))
+    for ok in ("off", False, None, -60, float("-inf")):
+        assert model.generate(
+            GenerationRequest(n=1, n_frames=5, generator=None, options={"quiet_db": ok})
+        ).shape == (1, 5, 1)
 
 
 def test_silent_fraction_of_known_signals() -> None:
