@@ -67,11 +67,11 @@ GOAL_VS_TORCH = 1.8
 class TrainBench:
     """One paper-size model, its optimiser and a fixed batch, ready to time one step at a time."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, preset: str = "paper") -> None:
         from cadenza.training.optim import build_optimizer
 
         self.key = key
-        self.model, cfg = build(key)
+        self.model, cfg = build(key, preset=preset)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.opt = build_optimizer(self.model.parameters(), cfg.optim)
         g = torch.Generator().manual_seed(0)
@@ -123,14 +123,14 @@ def bench_train(keys: list[str], steps: int) -> tuple[list[dict], list[float]]:
     return [b.row() for b in benches], mm
 
 
-def bench_vs_torch(keys: list[str], steps: int) -> list[dict]:
+def bench_vs_torch(keys: list[str], steps: int, preset: str = "paper") -> list[dict]:
     """Each model's step with the kernels on and off, alternating on the same model and batch."""
     from cadenza.kernels import ENV_VAR
 
     rows = []
     for key in keys:
         mm = mm_rate()  # the machine's dense rate at this moment: no step can beat it
-        bench = TrainBench(key)
+        bench = TrainBench(key, preset)
         times: dict[str, list[float]] = {"on": [], "off": []}
         for r in range(steps):
             for mode in ("off", "on") if r % 2 else ("on", "off"):
@@ -244,17 +244,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="audio generated per measurement")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain sliding-window reference")
     parser.add_argument("--only-vs-torch", action="store_true", help="only the kernels-vs-nn.LSTM comparison")
+    parser.add_argument(
+        "--preset", default="paper", choices=("paper", "tiny"),
+        help="the models' size for --only-vs-torch (results to fft_lstm_vs_torch[_tiny].json)",
+    )  # fmt: skip
     args = parser.parse_args()
     run_as_cadenza()
     t_start = time.perf_counter()
     keys = [k.strip() for k in args.models.split(",")]
     load_before = os.getloadavg()
-    vs_torch = bench_vs_torch(keys, max(args.steps, 4))
+    if args.preset != "paper" and not args.only_vs_torch:
+        parser.error("--preset applies to --only-vs-torch")
+    vs_torch = bench_vs_torch(keys, max(args.steps, 4), args.preset)
     gc.collect()
     if args.only_vs_torch:
-        path = RESULTS.with_name("fft_lstm_vs_torch.json")
-        path.write_text(json.dumps({"machine": machine(**load_record(load_before)), "vs_torch": vs_torch,
-                                    "goal": f">= {GOAL_VS_TORCH}x"}, indent=2) + "\n")  # fmt: skip
+        suffix = "" if args.preset == "paper" else f"_{args.preset}"
+        path = RESULTS.with_name(f"fft_lstm_vs_torch{suffix}.json")
+        path.write_text(json.dumps({"machine": machine(**load_record(load_before)), "preset": args.preset,
+                                    "vs_torch": vs_torch, "goal": f">= {GOAL_VS_TORCH}x"}, indent=2) + "\n")  # fmt: skip
         print(f"results in {path}")
         return
     train_rows, mm = bench_train(keys, args.steps)

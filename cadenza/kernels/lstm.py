@@ -6,7 +6,9 @@ Reference: ``nn.LSTM`` (batch first, gates in PyTorch's order i, f, g, o) and ``
     ``lstm(x, state)`` through :class:`FusedLSTMLayer` on the CPU: the input projection
     ``x W_ih^T + b`` and, in the backward pass, ``dW_ih``, ``dW_hh`` and ``dx`` are one matrix
     product each over all B x T rows; only ``h W_hh^T`` and its gradient run step by step.
-    PyTorch's own CPU LSTM reaches about half the matrix-multiply rate at paper 000's size.
+    Where MKL runs its AVX-512 path PyTorch's own CPU LSTM reached about half MKL's rate at
+    paper 000's size; on an AMD EPYC, where MKL takes its AVX2 path and oneDNN's RNN primitive
+    does not, ``nn.LSTM`` is the faster (``CADENZA_KERNELS=off``; README, Performance).
     ``h W_hh^T`` goes through oneDNN with ``W_hh`` packed once per call (about 1.3x MKL for 16
     rows) while its guard (:mod:`cadenza.kernels.guards`) passes. CUDA keeps cuDNN.
 :func:`lstm_stepper`
