@@ -17,10 +17,13 @@ Everything runs side by side in one process on the same machine:
     autograd never computes it. The goal (model FLOPs, the brief's convention): at least 0.85
     for fft_base, fft_fc, fft_bilinear and fft_stacked.
 ``vs_torch``
-    Each paper-size model's training step with cadenza's kernels against the same model, the
-    same weights and the same batch run as plain PyTorch (``CADENZA_KERNELS=off``: ``nn.LSTM``,
-    ``nn.Dropout``, ``torch.optim.RMSprop``), the two steps alternating on one model so that both
-    see the same moments of a shared machine; best and median of ``--steps`` each. Goal (issue
+    Each paper-size model's training step with cadenza's kernels as a user gets them
+    (``CADENZA_KERNELS=auto``: each LSTM layer the faster of the fused layer and PyTorch's,
+    measured on this machine, :mod:`cadenza.kernels.lstm_choice`), with the fused LSTM always
+    (``on``), and as plain PyTorch (``off``: ``nn.LSTM``, ``nn.Dropout``,
+    ``torch.optim.RMSprop``) on the same model, weights and batch, the three steps in rotating
+    order so that all see the same moments of a shared machine; best and median of ``--steps``
+    each, and the LSTM choices made. Goal (issue
     14): at least 1.8x for every model. Also the machine's dense rate (``torch.mm``, before and
     after each model) and nn.LSTM's model FLOP/s as a fraction of it: a step that does the same
     FLOPs cannot beat the dense rate, so ``ceiling_speedup`` (dense rate over nn.LSTM's) bounds
@@ -123,34 +126,47 @@ def bench_train(keys: list[str], steps: int) -> tuple[list[dict], list[float]]:
     return [b.row() for b in benches], mm
 
 
+MODES = ("auto", "on", "off")  # CADENZA_KERNELS: the default, the fused LSTM always, plain PyTorch
+
+
 def bench_vs_torch(keys: list[str], steps: int, preset: str = "paper") -> list[dict]:
-    """Each model's step with the kernels on and off, alternating on the same model and batch."""
-    from cadenza.kernels import ENV_VAR
+    """Each model's step with the kernels as they are by default (``auto``: each LSTM layer the
+    faster of the fused layer and PyTorch's, measured here), with the fused LSTM always (``on``)
+    and off, in rotating order on the same model and batch. The choices are measured afresh
+    (a temporary cache directory per model) and recorded."""
+    import tempfile
+
+    from cadenza.kernels import ENV_VAR, lstm_choice
 
     rows = []
+    cache = tempfile.TemporaryDirectory(prefix="cadenza-bench-")
     for key in keys:
+        os.environ["CADENZA_CACHE"] = os.path.join(cache.name, key)  # each model's choices its own
         mm = mm_rate()  # the machine's dense rate at this moment: no step can beat it
         bench = TrainBench(key, preset)
-        times: dict[str, list[float]] = {"on": [], "off": []}
+        times: dict[str, list[float]] = {m: [] for m in MODES}
         for r in range(steps):
-            for mode in ("off", "on") if r % 2 else ("on", "off"):
+            for mode in MODES[r % 3 :] + MODES[: r % 3]:
                 os.environ[ENV_VAR] = mode
                 if not times[mode]:
-                    bench.step(timed=False)  # warm-up of this path
+                    bench.step(timed=False)  # warm-up of this path (auto: measures its choices)
                 bench.times = []
                 bench.step()
                 times[mode] += bench.times
-        os.environ[ENV_VAR] = "on"
+        os.environ[ENV_VAR] = "auto"
         best = {m: min(t) for m, t in times.items()}
         median = {m: statistics.median(t) for m, t in times.items()}
         row = {
             "model": key,
-            "kernels_step_s": round(best["on"], 3),
+            "kernels_step_s": round(best["auto"], 3),
+            "fused_step_s": round(best["on"], 3),
             "torch_step_s": round(best["off"], 3),
-            "speedup": round(best["off"] / best["on"], 2),
-            "median_speedup": round(median["off"] / median["on"], 2),
-            "kernels_gflops": round(3 * bench.fwd / best["on"] / 1e9, 1),
+            "speedup": round(best["off"] / best["auto"], 2),
+            "median_speedup": round(median["off"] / median["auto"], 2),
+            "fused_speedup": round(best["off"] / best["on"], 2),
+            "kernels_gflops": round(3 * bench.fwd / best["auto"] / 1e9, 1),
             "torch_gflops": round(3 * bench.fwd / best["off"] / 1e9, 1),
+            "lstm_paths": lstm_choice.choices(),
         }
         # nn.LSTM's model FLOP/s against the dense rate: the speed-up any kernel doing the same
         # FLOPs could reach at most is the dense rate over nn.LSTM's.
@@ -159,13 +175,16 @@ def bench_vs_torch(keys: list[str], steps: int, preset: str = "paper") -> list[d
         row["torch_fraction_of_mm"] = round(row["torch_gflops"] * 1e9 / mm, 3)
         row["ceiling_speedup"] = round(mm / 1e9 / row["torch_gflops"], 2)
         row["goal_met"] = row["speedup"] >= GOAL_VS_TORCH
-        print(f"  {key}: kernels {row['kernels_step_s']:.2f} s, nn.LSTM {row['torch_step_s']:.2f} s -> "
-              f"{row['speedup']:.2f}x (median {row['median_speedup']:.2f}x); nn.LSTM at "
+        print(f"  {key}: default (auto) {row['kernels_step_s']:.2f} s, fused {row['fused_step_s']:.2f} s, "
+              f"nn.LSTM {row['torch_step_s']:.2f} s -> {row['speedup']:.2f}x (median "
+              f"{row['median_speedup']:.2f}x; fused always {row['fused_speedup']:.2f}x); nn.LSTM at "
               f"{row['torch_fraction_of_mm']:.2f} of the dense rate ({row['mm_gflops']:.0f} GFLOP/s): "
               f"at most {row['ceiling_speedup']:.2f}x", flush=True)  # fmt: skip
         rows.append(row)
+        lstm_choice.forget()
         del bench
         gc.collect()
+    cache.cleanup()
     return rows
 
 

@@ -81,6 +81,42 @@ def check_cpus() -> list[Check]:
     ]
 
 
+def check_lstm() -> Check:
+    """Which LSTM layer the ``fft_*`` models' training takes (``CADENZA_KERNELS``, and with
+    ``auto`` the choices measured on this machine: :mod:`cadenza.kernels.lstm_choice`)."""
+    from cadenza import kernels
+    from cadenza.errors import ParameterError
+    from cadenza.kernels import lstm_choice
+
+    try:
+        mode = kernels.mode()
+    except ParameterError as e:
+        return Check("lstm path", False, str(e), "set CADENZA_KERNELS to auto (default), on or off")
+    if mode == "on":
+        return Check("lstm path", True, f"cadenza's fused layer always ({kernels.ENV_VAR}=on)", optional=True)
+    if mode == "off":
+        return Check(
+            "lstm path", True, f"PyTorch's nn.LSTM, every kernel off ({kernels.ENV_VAR}=off)", optional=True
+        )
+    known = lstm_choice.choices()
+    where = lstm_choice.cache_file()
+    kept = f"kept in {where}" if where else "kept in the process only (CADENZA_CACHE=off)"
+    if known:
+        n_fused = sum(p == "fused" for p in known.values())
+        measured = (
+            f"{len(known)} shape{'s' * (len(known) != 1)} measured on this CPU (the fused layer for "
+            f"{n_fused}, PyTorch's for {len(known) - n_fused}), {kept}"
+        )
+    else:
+        measured = f"none measured yet on this CPU (an fft_* model's first training step measures its layers), {kept}"
+    return Check(
+        "lstm path",
+        True,
+        f"each layer the faster of cadenza's fused layer and PyTorch's, measured once per shape; {measured}",
+        optional=True,
+    )
+
+
 def check_environment(cpus: bool = True) -> list[Check]:
     """Everything ``cadenza doctor`` prints, as data (``cpus``: with :func:`check_cpus`)."""
     if cpus:
@@ -185,6 +221,7 @@ def check_environment(cpus: bool = True) -> list[Check]:
                 optional=True,
             )
         )
+    checks.append(check_lstm())
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     checks.append(
         Check(

@@ -7,11 +7,11 @@ the reference whenever it does not apply (another device, dtype or option) or is
 ==========================  ==============================================  =============================
 kernel                      replaces                                        used by
 ==========================  ==============================================  =============================
-:mod:`.lstm`                ``nn.LSTM`` on the CPU: one autograd function   the ``fft_*`` models (training),
-                            per layer (input projections and weight         ``fft_*`` generation and
-                            gradients as single matrix products, ``h W^T``  seq2seq's free-running decoder
-                            through oneDNN with ``W`` packed once), a
-                            dropout mask from one ``torch.rand``, and one
+:mod:`.lstm`                ``nn.LSTM`` on the CPU: one autograd function   the ``fft_*`` models' training
+                            per layer (input projections and weight         (each layer where it is the
+                            gradients as single matrix products, ``h W^T``  faster here: :mod:`.lstm_choice`),
+                            through oneDNN with ``W`` packed once), a       ``fft_*`` generation and
+                            dropout mask from one ``torch.rand``, and one   seq2seq's free-running decoder
                             LSTM step shared by many windows
 :mod:`.wavenet_step`        WaveNet's cached generation step in torch       ``wavenet`` ``mode=fast``
                             (``mode=cached``), compiled with numba, every
@@ -28,11 +28,15 @@ gradients for the LSTM, logits within 1e-4 for WaveNet, parameters and state for
 
 The switch
 ----------
-``CADENZA_KERNELS=off`` in the environment turns every kernel off: the models, the optimiser
-and generation then run through the plain PyTorch references (``on``, the default, turns them
-on). It is read at every call, so ``os.environ["CADENZA_KERNELS"] = "off"`` also works from
-Python at any time. Results agree with the kernels' within float rounding; dropout draws its
-masks differently, so training with dropout follows another (equally valid) random path.
+``CADENZA_KERNELS`` in the environment chooses: ``auto`` (the default, also when unset or empty)
+runs every kernel, except that each LSTM layer runs whichever of cadenza's fused layer and
+PyTorch's own (oneDNN's RNN on most CPUs) was faster for its shape on this machine, measured
+once and remembered (:mod:`.lstm_choice`); ``on`` runs every kernel, the fused LSTM included;
+``off`` runs the plain PyTorch references. It is read at every call, so
+``os.environ["CADENZA_KERNELS"] = "off"`` also works from Python at any time. Results agree
+with the kernels' within float rounding; with the kernels off, dropout draws its masks
+differently, so training with dropout follows another (equally valid) random path (``auto``
+draws them as ``on`` does, whichever LSTM path it takes).
 
 Private APIs
 ------------
@@ -49,6 +53,8 @@ Examples
 'CADENZA_KERNELS'
 >>> kernels.enabled() in (True, False)
 True
+>>> kernels.mode() in ("auto", "on", "off")
+True
 """
 
 from __future__ import annotations
@@ -57,21 +63,26 @@ import os
 
 from cadenza.errors import ParameterError
 
-__all__ = ["ENV_VAR", "enabled"]
+__all__ = ["ENV_VAR", "enabled", "mode"]
 
-#: The environment variable that switches the kernels: ``on`` (default) or ``off``.
+#: The environment variable that switches the kernels: ``auto`` (default), ``on`` or ``off``.
 ENV_VAR = "CADENZA_KERNELS"
-_VALUES = {"on": True, "off": False, "": True}
+_MODES = {"": "auto", "auto": "auto", "on": "on", "off": "off"}
 
 
-def enabled() -> bool:
-    """Whether the kernels are on (:data:`ENV_VAR` unset, empty or ``on``); ``off`` turns them off.
+def mode() -> str:
+    """``auto`` (:data:`ENV_VAR` unset, empty or ``auto``), ``on`` or ``off``.
 
     Any other value is a :class:`~cadenza.errors.ParameterError`: a typo must not silently
     leave the kernels on.
     """
     value = os.environ.get(ENV_VAR, "").strip().lower()
     try:
-        return _VALUES[value]
+        return _MODES[value]
     except KeyError:
-        raise ParameterError(f"{ENV_VAR}={os.environ[ENV_VAR]!r}: expected 'on' or 'off'") from None
+        raise ParameterError(f"{ENV_VAR}={os.environ[ENV_VAR]!r}: expected 'auto', 'on' or 'off'") from None
+
+
+def enabled() -> bool:
+    """Whether the kernels run (``auto`` or ``on``, see :func:`mode`); ``off`` turns them off."""
+    return mode() != "off"

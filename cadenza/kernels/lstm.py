@@ -8,7 +8,8 @@ Reference: ``nn.LSTM`` (batch first, gates in PyTorch's order i, f, g, o) and ``
     product each over all B x T rows; only ``h W_hh^T`` and its gradient run step by step.
     Where MKL runs its AVX-512 path PyTorch's own CPU LSTM reached about half MKL's rate at
     paper 000's size; on an AMD EPYC, where MKL takes its AVX2 path and oneDNN's RNN primitive
-    does not, ``nn.LSTM`` is the faster (``CADENZA_KERNELS=off``; README, Performance).
+    does not, ``torch.lstm`` is often the faster: so each layer runs whichever of the two
+    :mod:`cadenza.kernels.lstm_choice` measured faster for its shape here (README, Performance).
     ``h W_hh^T`` goes through oneDNN with ``W_hh`` packed once per call (about 1.3x MKL for 16
     rows) while its guard (:mod:`cadenza.kernels.guards`) passes. CUDA keeps cuDNN.
 :func:`lstm_stepper`
@@ -46,7 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cadenza.kernels import enabled, guards
+from cadenza.kernels import enabled, guards, lstm_choice, mode
 
 __all__ = [
     "Dropout",
@@ -100,8 +101,11 @@ def bf16_autocast(device_type: str) -> Iterator[None]:
 
 
 def lstm_forward(lstm: nn.LSTM, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-    """``lstm(x, state)`` for a batch-first ``x`` (B, T, I): :class:`FusedLSTMLayer` per layer
-    off CUDA, the module itself on CUDA, for options the kernel does not cover, or when off.
+    """``lstm(x, state)`` for a batch-first ``x`` (B, T, I): off CUDA, layer by layer, each layer
+    :class:`FusedLSTMLayer` or PyTorch's ``torch.lstm``, whichever :mod:`.lstm_choice` measured
+    faster for its shape here (always the fused one with ``CADENZA_KERNELS=on``), with
+    :class:`Dropout`'s masks between them; the module itself on CUDA, for options the kernel
+    does not cover, or when off.
     Under CPU bf16 autocast where oneDNN has no bf16 LSTM, the module runs in float32."""
     if not _is_fusable(lstm, x):
         if torch.is_autocast_enabled("cpu") and not cpu_bf16_lstm_supported():
@@ -115,10 +119,24 @@ def lstm_forward(lstm: nn.LSTM, x: torch.Tensor, state: State | None = None) -> 
     for layer in range(lstm.num_layers):
         if layer and lstm.dropout and lstm.training:
             x = _CPUDropout.apply(x, lstm.dropout) if lstm.dropout < 1 else torch.zeros_like(x)
-        x, h, c = FusedLSTMLayer.apply(x, *_weights(lstm, layer), h0[layer], c0[layer])
+        w_ih, w_hh, b_ih, b_hh = (getattr(lstm, f"{name}_l{layer}") for name in _PARAMS)
+        if _faster(x, w_ih, w_hh, lstm.training) == "fused":
+            x, h, c = FusedLSTMLayer.apply(x, w_ih, w_hh, b_ih + b_hh, h0[layer], c0[layer])
+        else:  # PyTorch's own layer was the faster here (oneDNN's RNN on an AMD EPYC)
+            x, h, c = lstm_choice.torch_layer(x, w_ih, w_hh, b_ih, b_hh, h0[layer], c0[layer], lstm.training)
         hs.append(h)
         cs.append(c)
     return x, (torch.stack(hs), torch.stack(cs))
+
+
+_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _faster(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, training: bool) -> str:
+    """``"fused"`` with ``CADENZA_KERNELS=on``; with ``auto``, the layer measured faster here."""
+    if mode() == "on":
+        return "fused"
+    return lstm_choice.choose(lstm_choice.shape_of(x, w_ih, w_hh, training))
 
 
 def _is_fusable(lstm: nn.LSTM, x: Any) -> bool:

@@ -62,9 +62,10 @@ Generation (``cadenza generate RUN --option mode=...``):
     at 0.5. ``off`` is the paper's model.
 
 The model is plain PyTorch (``nn.LSTM``, ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2d``). On the CPU
-its LSTMs, their dropout and the generation step go through :mod:`cadenza.kernels.lstm`
-(about twice PyTorch's CPU LSTM at paper size; CUDA keeps cuDNN); ``CADENZA_KERNELS=off`` runs
-``nn.LSTM`` and ``nn.Dropout`` themselves. The parameters are ``nn.LSTM``'s either way.
+its LSTMs, their dropout and the generation step go through :mod:`cadenza.kernels.lstm`:
+each layer in training runs cadenza's fused layer or PyTorch's own, whichever was measured
+faster for its shape on this machine (:mod:`cadenza.kernels.lstm_choice`; CUDA keeps cuDNN);
+``CADENZA_KERNELS=off`` runs ``nn.LSTM`` and ``nn.Dropout`` themselves. The parameters are ``nn.LSTM``'s either way.
 """
 
 from __future__ import annotations

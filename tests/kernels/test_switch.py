@@ -17,7 +17,8 @@ def boom(*args: object, **kwargs: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [(None, True), ("", True), ("on", True), ("off", False), (" OFF ", False)]
+    ("value", "expected"),
+    [(None, True), ("", True), ("auto", True), ("on", True), ("off", False), (" OFF ", False)],
 )
 def test_values(value: str | None, expected: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if value is None:
@@ -25,11 +26,12 @@ def test_values(value: str | None, expected: bool, monkeypatch: pytest.MonkeyPat
     else:
         monkeypatch.setenv(kernels.ENV_VAR, value)
     assert kernels.enabled() is expected
+    assert kernels.mode() == ("off" if not expected else (value or "auto").strip().lower())
 
 
 def test_a_typo_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(kernels.ENV_VAR, "of")
-    with pytest.raises(ParameterError, match="CADENZA_KERNELS='of': expected 'on' or 'off'"):
+    with pytest.raises(ParameterError, match="CADENZA_KERNELS='of': expected 'auto', 'on' or 'off'"):
         kernels.enabled()
 
 

@@ -1,0 +1,181 @@
+"""``CADENZA_KERNELS=auto``: each LSTM layer takes the faster of the fused layer and PyTorch's own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cadenza.kernels import lstm, lstm_choice
+from cadenza.kernels.lstm import lstm_forward
+
+SHAPE = lstm_choice.Shape(4, 6, 5, 7, "float32", "weights", True, 1)
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """``auto``, an empty cache directory of its own and no choice remembered in the process."""
+    monkeypatch.setenv("CADENZA_KERNELS", "auto")
+    monkeypatch.setenv("CADENZA_CACHE", str(tmp_path))
+    lstm_choice.forget()
+    yield tmp_path
+    lstm_choice.forget()
+
+
+def timings(fused: float, torch_: float) -> object:
+    calls: list[lstm_choice.Shape] = []
+
+    def measure(shape: lstm_choice.Shape) -> dict[str, float]:
+        calls.append(shape)
+        return {"fused": fused, "torch": torch_}
+
+    measure.calls = calls  # type: ignore[attr-defined]
+    return measure
+
+
+def no_measuring(shape: lstm_choice.Shape) -> dict[str, float]:
+    raise AssertionError(f"measured {shape.text()} again")
+
+
+@pytest.mark.parametrize(("fused", "torch_", "expected"), [(1.0, 2.0, "fused"), (2.0, 1.0, "torch")])
+def test_the_faster_path_is_chosen_and_kept_on_disk(
+    fused: float, torch_: float, expected: str, fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measure = timings(fused, torch_)
+    monkeypatch.setattr(lstm_choice, "measure", measure)
+    assert lstm_choice.choose(SHAPE) == expected
+    assert lstm_choice.choose(SHAPE) == expected
+    assert measure.calls == [SHAPE]  # once per process
+    saved = json.loads((fresh / lstm_choice.CACHE_NAME).read_text())
+    (entries,) = saved.values()  # filed under this machine
+    assert entries == {SHAPE.text(): {"path": expected, "fused_ms": 1e3 * fused, "torch_ms": 1e3 * torch_}}
+    lstm_choice.forget()  # a new process: reads the file, measures nothing
+    monkeypatch.setattr(lstm_choice, "measure", no_measuring)
+    assert lstm_choice.choose(SHAPE) == expected
+    assert lstm_choice.choices() == {SHAPE.text(): expected}
+
+
+def test_another_shape_or_thread_count_is_measured_anew(monkeypatch: pytest.MonkeyPatch) -> None:
+    measure = timings(1.0, 2.0)
+    monkeypatch.setattr(lstm_choice, "measure", measure)
+    other_threads = lstm_choice.Shape(4, 6, 5, 7, "float32", "weights", True, 2)
+    no_grad = lstm_choice.Shape(4, 6, 5, 7, "float32", "none", False, 1)
+    for shape in (SHAPE, other_threads, no_grad, SHAPE):
+        lstm_choice.choose(shape)
+    assert measure.calls == [SHAPE, other_threads, no_grad]
+
+
+def test_a_corrupt_or_foreign_cache_file_is_measured_again_and_rewritten(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = fresh / lstm_choice.CACHE_NAME
+    measure = timings(2.0, 1.0)
+    monkeypatch.setattr(lstm_choice, "measure", measure)
+    for text in (
+        "{not json",
+        "[1, 2]",
+        json.dumps({"other CPU | torch 1.0": {SHAPE.text(): {"path": "fused"}}}),
+    ):
+        file.write_text(text)
+        lstm_choice.forget()
+        assert lstm_choice.choose(SHAPE) == "torch"
+    assert len(measure.calls) == 3
+    saved = json.loads(file.read_text())
+    assert saved["other CPU | torch 1.0"] == {SHAPE.text(): {"path": "fused"}}  # another machine's kept
+    assert not list(fresh.glob(".*.tmp"))  # written through a temporary file, renamed
+
+
+def test_with_the_cache_off_choices_stay_in_the_process(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CADENZA_CACHE", "off")
+    monkeypatch.setattr(lstm_choice, "measure", timings(1.0, 2.0))
+    assert lstm_choice.choose(SHAPE) == "fused"
+    assert not list(fresh.iterdir())
+    monkeypatch.setattr(lstm_choice, "measure", no_measuring)
+    assert lstm_choice.choose(SHAPE) == "fused"
+
+
+def test_measuring_really_times_both_and_draws_nothing_from_the_global_generator() -> None:
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    for grad in ("none", "weights", "all"):
+        seconds = lstm_choice.measure(lstm_choice.Shape(2, 3, 4, 5, "float32", grad, grad != "none", 1))
+        assert set(seconds) == {"fused", "torch"} and all(0 < s < 5 for s in seconds.values())
+    assert torch.equal(torch.rand(4), expected)
+
+
+def test_shape_of_a_call() -> None:
+    module = nn.LSTM(5, 7, batch_first=True)
+    x = torch.zeros(4, 6, 5)
+    w_ih, w_hh = module.weight_ih_l0, module.weight_hh_l0
+    threads = torch.get_num_threads()
+    assert lstm_choice.shape_of(x, w_ih, w_hh, True) == lstm_choice.Shape(
+        4, 6, 5, 7, "float32", "weights", True, threads
+    )
+    assert lstm_choice.shape_of(x.requires_grad_(), w_ih, w_hh, True).grad == "all"
+    with torch.no_grad():
+        assert lstm_choice.shape_of(x, w_ih, w_hh, False).grad == "none"
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+@pytest.mark.parametrize("x_grad", [False, True])
+def test_pytorchs_layer_computes_what_the_fused_one_does(
+    dropout: float, x_grad: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs, states and every gradient within float32 rounding, with the same dropout masks
+    between layers (the same seed gives the same masks whichever path each layer takes)."""
+    torch.manual_seed(0)
+    module = nn.LSTM(6, 9, num_layers=3, batch_first=True, dropout=dropout).train()
+    x = torch.randn(5, 8, 6, requires_grad=x_grad)
+    state = (torch.randn(3, 5, 9), torch.randn(3, 5, 9))
+    results = {}
+    for path in ("fused", "torch", "mixed"):
+        layers = iter(["torch", "fused", "torch"] if path == "mixed" else [path] * 3)
+        monkeypatch.setattr(lstm_choice, "choose", lambda shape, layers=layers: next(layers))
+        module.zero_grad()
+        x.grad = None
+        torch.manual_seed(7)
+        y, (h, c) = lstm_forward(module, x, state)
+        ((y**2).sum() + 3 * h.sum() + (c**3).sum()).backward()
+        after = torch.rand(3)  # the same draws were made
+        grads = [p.grad for p in module.parameters()] + ([x.grad] if x_grad else [])
+        results[path] = [y, h, c, after, *grads]
+    for path in ("torch", "mixed"):
+        for a, b in zip(results[path], results["fused"]):
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_auto_asks_for_each_layer_and_on_never_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[lstm_choice.Shape] = []
+    monkeypatch.setattr(lstm_choice, "choose", lambda shape: asked.append(shape) or "torch")
+    module = nn.LSTM(6, 9, num_layers=2, batch_first=True).train()
+    lstm_forward(module, torch.randn(5, 8, 6))
+    threads = torch.get_num_threads()
+    assert asked == [
+        lstm_choice.Shape(5, 8, 6, 9, "float32", "weights", True, threads),
+        lstm_choice.Shape(5, 8, 9, 9, "float32", "all", True, threads),  # the first layer's output needs grad
+    ]
+    monkeypatch.setenv("CADENZA_KERNELS", "on")
+    called = []
+    monkeypatch.setattr(lstm.FusedLSTMLayer, "apply", lambda *a: called.append(1) or boom())
+    with pytest.raises(ZeroDivisionError):
+        lstm_forward(module, torch.randn(5, 8, 6))
+    assert called and len(asked) == 2
+
+
+def boom() -> None:
+    raise ZeroDivisionError
+
+
+def test_a_real_choice_is_measured_once_and_reported_by_doctor(fresh: Path) -> None:
+    from cadenza.doctor import check_lstm
+
+    module = nn.LSTM(6, 9, batch_first=True).train()
+    lstm_forward(module, torch.randn(5, 8, 6))
+    (choice,) = lstm_choice.choices().values()
+    assert choice in lstm_choice.PATHS
+    check = check_lstm()
+    assert check.ok and "1 shape" in check.detail and str(fresh) in check.detail
