@@ -81,40 +81,54 @@ def check_cpus() -> list[Check]:
     ]
 
 
-def check_lstm() -> Check:
-    """Which LSTM layer the ``fft_*`` models' training takes (``CADENZA_KERNELS``, and with
-    ``auto`` the choices measured on this machine: :mod:`cadenza.kernels.lstm_choice`)."""
+def check_kernels() -> list[Check]:
+    """The paths chosen per machine (``CADENZA_KERNELS``; with ``auto``, the default, the choices
+    measured here and kept by :mod:`cadenza.kernels.measured`): the ``fft_*`` models' LSTM
+    layers and WaveNet generation's products."""
     from cadenza import kernels
     from cadenza.errors import ParameterError
-    from cadenza.kernels import lstm_choice
+    from cadenza.kernels import lstm_choice, measured, wavenet_step
 
     try:
         mode = kernels.mode()
     except ParameterError as e:
-        return Check("lstm path", False, str(e), "set CADENZA_KERNELS to auto (default), on or off")
-    if mode == "on":
-        return Check("lstm path", True, f"cadenza's fused layer always ({kernels.ENV_VAR}=on)", optional=True)
-    if mode == "off":
-        return Check(
-            "lstm path", True, f"PyTorch's nn.LSTM, every kernel off ({kernels.ENV_VAR}=off)", optional=True
+        return [Check("kernels", False, str(e), "set CADENZA_KERNELS to auto (default), on or off")]
+    if mode != "auto":
+        what = (
+            "every kernel on, the fused LSTM layer and BLAS products always"
+            if mode == "on"
+            else "every kernel off"
         )
-    known = lstm_choice.choices()
-    where = lstm_choice.cache_file()
+        return [Check("kernels", True, f"{what} ({kernels.ENV_VAR}={mode})", optional=True)]
+    where = measured.cache_file()
     kept = f"kept in {where}" if where else "kept in the process only (CADENZA_CACHE=off)"
-    if known:
-        n_fused = sum(p == "fused" for p in known.values())
-        measured = (
-            f"{len(known)} shape{'s' * (len(known) != 1)} measured on this CPU (the fused layer for "
-            f"{n_fused}, PyTorch's for {len(known) - n_fused}), {kept}"
-        )
-    else:
-        measured = f"none measured yet on this CPU (an fft_* model's first training step measures its layers), {kept}"
-    return Check(
-        "lstm path",
-        True,
-        f"each layer the faster of cadenza's fused layer and PyTorch's, measured once per shape; {measured}",
-        optional=True,
-    )
+    checks = []
+    for name, table, paths, how, when in (
+        (
+            "lstm path",
+            lstm_choice.TABLE,
+            {"fused": "the fused layer", "torch": "PyTorch's"},
+            "each fft_* LSTM layer the faster of cadenza's fused layer and PyTorch's",
+            "an fft_* model's first training step measures its layers",
+        ),
+        (
+            "wavenet products",
+            wavenet_step.TABLE,
+            {"sgemm": "BLAS sgemm", "loops": "the compiled loops"},
+            "WaveNet generation's products through the faster of BLAS and the compiled loops",
+            "the first generation of each stream count measures",
+        ),
+    ):
+        known = measured.choices(table)
+        if known:
+            counts = ", ".join(
+                f"{label} for {sum(p == key for p in known.values())}" for key, label in paths.items()
+            )
+            text = f"{len(known)} shape{'s' * (len(known) != 1)} measured on this CPU ({counts}), {kept}"
+        else:
+            text = f"none measured yet on this CPU ({when}), {kept}"
+        checks.append(Check(name, True, f"{how}, measured once per shape; {text}", optional=True))
+    return checks
 
 
 def check_environment(cpus: bool = True) -> list[Check]:
@@ -221,7 +235,7 @@ def check_environment(cpus: bool = True) -> list[Check]:
                 optional=True,
             )
         )
-    checks.append(check_lstm())
+    checks += check_kernels()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     checks.append(
         Check(

@@ -10,9 +10,8 @@ faster:
 
 - per shape: batch, steps, input and hidden size, dtype, which gradients are needed, training
   mode and the number of torch threads (a choice for 2 threads says little about 16);
-- once per process, and across processes in ``lstm-paths.json`` under cadenza's cache
-  directory (``$CADENZA_CACHE``, else ``~/.cache/cadenza``; ``CADENZA_CACHE=off`` keeps it in
-  the process), filed under the CPU's model name and torch's version, written atomically;
+- once per process, and across processes in cadenza's cache directory, filed under the CPU's
+  model name and torch's version (:mod:`cadenza.kernels.measured`);
 - with a private random generator: measuring draws nothing from torch's global one, so a run
   that measures follows the same random path as one that read the choice from the cache.
 
@@ -31,26 +30,19 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import logging
-import os
-import platform
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-__all__ = ["PATHS", "Shape", "cache_file", "choose", "choices", "measure"]
+from cadenza.kernels import measured
 
-log = logging.getLogger(__name__)
+__all__ = ["PATHS", "TABLE", "Shape", "choices", "choose", "measure", "torch_layer"]
 
 #: The two LSTM layers: cadenza's fused layer and PyTorch's ``torch.lstm`` (what ``nn.LSTM`` runs).
 PATHS = ("fused", "torch")
-#: The file under the cache directory that keeps the choices.
-CACHE_NAME = "lstm-paths.json"
+#: The table of :mod:`cadenza.kernels.measured` that keeps the choices.
+TABLE = "lstm"
 #: Timed repetitions of each path after one warm-up call each (the fastest is kept), fewer
 #: where one call of both already takes :data:`BUDGET_S` seconds (paper size on 2 cores).
 REPS = 3
@@ -78,10 +70,6 @@ class Shape:
         )
 
 
-_lock = threading.Lock()
-_memo: dict[Shape, str] = {}
-
-
 def shape_of(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, training: bool) -> Shape:
     """The :class:`Shape` of a layer's call on ``x`` (B, T, I) with these weights, now."""
     needs = torch.is_grad_enabled() and (w_ih.requires_grad or w_hh.requires_grad or x.requires_grad)
@@ -93,28 +81,7 @@ def shape_of(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, training: 
 
 def choose(shape: Shape) -> str:
     """``"fused"`` or ``"torch"``: the faster layer for ``shape`` here, measured on first need."""
-    with _lock:
-        if shape in _memo:
-            return _memo[shape]
-        cached = _load().get(_machine(), {}).get(shape.text())
-        if cached is not None and cached.get("path") in PATHS:
-            _memo[shape] = cached["path"]
-            return cached["path"]
-        start = time.perf_counter()
-        seconds = measure(shape)
-        path = min(PATHS, key=lambda p: seconds[p])
-        _memo[shape] = path
-        where = _save(shape, path, seconds)
-        log.info(
-            "LSTM layer %s: fused %.1f ms, PyTorch's %.1f ms a pass -> %s (measured in %.1f s%s)",
-            shape.text(),
-            1e3 * seconds["fused"],
-            1e3 * seconds["torch"],
-            "cadenza's fused layer" if path == "fused" else "PyTorch's",
-            time.perf_counter() - start,
-            f"; kept in {where}" if where else "",
-        )
-        return path
+    return measured.choose(TABLE, shape.text(), lambda: measure(shape), "LSTM layer", PATHS)
 
 
 def measure(shape: Shape) -> dict[str, float]:
@@ -197,73 +164,9 @@ def torch_layer(
 
 def choices() -> dict[str, str]:
     """The choices known for this machine (shape text -> path), the process's and the cache's."""
-    known = {k: v["path"] for k, v in _load().get(_machine(), {}).items() if v.get("path") in PATHS}
-    with _lock:
-        known.update({s.text(): p for s, p in _memo.items()})
-    return known
-
-
-def cache_file() -> Path | None:
-    """``lstm-paths.json`` in cadenza's cache directory, or None where the cache is off."""
-    from cadenza.data.prepare import cache_dir
-
-    root = cache_dir()
-    return None if root is None else root / CACHE_NAME
+    return measured.choices(TABLE)
 
 
 def forget() -> None:
     """Forget this process's choices (the cache file stays): the next call reads or measures."""
-    with _lock:
-        _memo.clear()
-
-
-@functools.cache
-def _machine() -> str:
-    """What a choice holds for: the CPU's model name and torch's version."""
-    name = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name or platform.processor() or platform.machine()} | torch {torch.__version__}"
-
-
-def _load() -> dict[str, dict[str, dict]]:
-    path = cache_file()
-    if path is None:
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # none yet, or unreadable: measured again and rewritten
-    if not isinstance(data, dict):
-        return {}
-    return {
-        m: c for m, c in data.items() if isinstance(c, dict) and all(isinstance(v, dict) for v in c.values())
-    }
-
-
-def _save(shape: Shape, path: str, seconds: dict[str, float]) -> Path | None:
-    """Adds one choice to the cache file (atomically: a temporary file, then a rename)."""
-    file = cache_file()
-    if file is None:
-        return None
-    data = _load()
-    machine = data.setdefault(_machine(), {})
-    if not isinstance(machine, dict):
-        machine = data[_machine()] = {}
-    machine[shape.text()] = {"path": path, **{f"{p}_ms": round(1e3 * s, 3) for p, s in seconds.items()}}
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, file)
-    except OSError as e:
-        log.debug("could not keep the LSTM choice in %s: %s", file, e)
-        tmp.unlink(missing_ok=True)
-        return None
-    return file
+    measured.forget()

@@ -46,13 +46,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 
-from cadenza.kernels import enabled, guards
+from cadenza.kernels import enabled, guards, measured, mode
 
 __all__ = ["available", "blas_sgemm", "compiled", "run"]
 
@@ -196,7 +197,7 @@ def run(
     squares = level.squares.numpy() if on else np.zeros(C, np.float64)
     alpha, threshold = (float(level.alpha), float(level.threshold)) if on else (0.0, -1.0)
 
-    def group(b0: int, b1: int) -> None:
+    def group(b0: int, b1: int, gemm: int = gemm) -> None:
         loop(
             c[b0:b1], T0, np.ascontiguousarray(r[:, b0:b1]), dil_arr, e0, e1, b_in, dil,
             np.ascontiguousarray(bias[:, b0:b1]), *rest, uu[b0:b1], float(temperature),
@@ -204,14 +205,62 @@ def run(
             ms[b0:b1], squares, alpha, threshold,
         )  # fmt: skip
 
-    with threadpool_limits(1, user_api="blas"):  # the groups are the parallelism
+    def probe(gemm: int) -> float:  # seconds of PROBE_SAMPLES draws of every group side by side, on copies
+        end = T0 + PROBE_SAMPLES
+
+        def one(b0: int, b1: int) -> None:
+            loop(
+                c[b0:b1, :end].copy(), T0, r[:, b0:b1].copy(), dil_arr, e0, e1, b_in, dil,
+                np.ascontiguousarray(bias[:, b0:b1]), *rest, uu[b0:b1, :PROBE_SAMPLES].copy(),
+                float(temperature), float(min_p), no_logits, gemm, T0 - 1, ms[b0:b1].copy(), squares,
+                alpha, threshold,
+            )  # fmt: skip
+
+        t = time.perf_counter()
         if n_groups == 1:
-            group(0, B)
+            one(0, B)
         else:
             with ThreadPoolExecutor(n_groups) as pool:
-                list(pool.map(group, bounds[:-1], bounds[1:]))
+                list(pool.map(one, bounds[:-1], bounds[1:]))
+        return time.perf_counter() - t
+
+    with threadpool_limits(1, user_api="blas"):  # the groups are the parallelism
+        if gemm and mode() == "auto" and c.shape[1] - T0 >= PROBE_SAMPLES:
+            shape = f"streams={B} groups={n_groups} R{R} D{dil.shape[2] // 2} S{rest[2].shape[1]} C{C} layers={len(dilations)}"
+            gemm = (
+                gemm if _products(shape, lambda: {"sgemm": probe(gemm), "loops": probe(0)}) == "sgemm" else 0
+            )
+        if n_groups == 1:
+            group(0, B, gemm)
+        else:
+            with ThreadPoolExecutor(n_groups) as pool:
+                list(pool.map(group, bounds[:-1], bounds[1:], [gemm] * n_groups))
     if on:
         level.ms = torch.from_numpy(ms)
+
+
+#: Draws of every stream that :func:`run` times with each way of multiplying (``CADENZA_KERNELS=auto``).
+PROBE_SAMPLES = 48
+#: The table of :mod:`cadenza.kernels.measured` that keeps which way is faster.
+TABLE = "wavenet products"
+
+
+def _products(shape: str, timings: Any) -> str:
+    """``"sgemm"`` or ``"loops"``: how the loop multiplies for ``shape`` on this machine, measured
+    once (the faster of three alternating probes each) and kept. On an Intel Xeon scipy's
+    OpenBLAS ``sgemm`` made 16 streams 2.6-4.7x one stream; on an AMD EPYC (2026-12-06) its
+    small products cost so much per call that one stream drew 13,000 samples/s through it
+    against 66,000 through the loop's own multiplication."""
+    import scipy
+
+    def measure() -> dict[str, float]:
+        timings()  # warm-up: the first calls page the buffers in
+        runs = [timings() for _ in range(3)]
+        return {p: min(r[p] for r in runs) for p in ("sgemm", "loops")}
+
+    return measured.choose(
+        TABLE, f"{shape} scipy {scipy.__version__}", measure, "WaveNet's step products", ("sgemm", "loops")
+    )
 
 
 def _make_sgemm_call() -> Any:
@@ -261,19 +310,51 @@ def _make_sgemm_call() -> Any:
 
 def _mm_impl(gemm, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):  # type: ignore[no-untyped-def]
     """``C = A B + beta C`` as :func:`_sgemm_call` describes it: through BLAS at address ``gemm``,
-    or (``gemm == 0``) as loops over contiguous rows of ``A``."""
+    or (``gemm == 0``) as loops over contiguous columns of ``A`` (m, the output channels).
+
+    The loops take two columns of ``C`` (two streams) and four of ``A`` at a time: each entry
+    of ``C`` is read and written once per four products, each of ``A`` read once for two
+    streams (one column and one product at a time spent its time loading and storing ``C``)."""
     if gemm != 0:
         _sgemm_call(gemm, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)  # noqa: F821
         return
-    for col in range(n):
-        out = c[c_off + col * ldc : c_off + col * ldc + m]
+    k4 = k - k % 4
+    col = 0
+    while col < n:
+        two = col + 1 < n
+        o0 = c[c_off + col * ldc : c_off + col * ldc + m]
+        o1 = c[c_off + (col + 1) * ldc : c_off + (col + 1) * ldc + m] if two else o0
         if beta == 0:
-            out[:] = 0
-        for p in range(k):
-            bp = b[b_off + col * ldb + p]
+            o0[:] = 0
+            if two:
+                o1[:] = 0
+        x0 = b[b_off + col * ldb : b_off + col * ldb + k]
+        x1 = b[b_off + (col + 1) * ldb : b_off + (col + 1) * ldb + k] if two else x0
+        for p in range(0, k4, 4):
+            r0 = a[a_off + p * lda : a_off + p * lda + m]
+            r1 = a[a_off + (p + 1) * lda : a_off + (p + 1) * lda + m]
+            r2 = a[a_off + (p + 2) * lda : a_off + (p + 2) * lda + m]
+            r3 = a[a_off + (p + 3) * lda : a_off + (p + 3) * lda + m]
+            u0, u1, u2, u3 = x0[p], x0[p + 1], x0[p + 2], x0[p + 3]
+            if two:
+                v0, v1, v2, v3 = x1[p], x1[p + 1], x1[p + 2], x1[p + 3]
+                for i in range(m):
+                    a0, a1, a2, a3 = r0[i], r1[i], r2[i], r3[i]
+                    o0[i] += a0 * u0 + a1 * u1 + a2 * u2 + a3 * u3
+                    o1[i] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
+            else:
+                for i in range(m):
+                    o0[i] += r0[i] * u0 + r1[i] * u1 + r2[i] * u2 + r3[i] * u3
+        for p in range(k4, k):
             row = a[a_off + p * lda : a_off + p * lda + m]
+            u0 = x0[p]
             for i in range(m):
-                out[i] += row[i] * bp
+                o0[i] += row[i] * u0
+            if two:
+                v0 = x1[p]
+                for i in range(m):
+                    o1[i] += row[i] * v0
+        col += 2
 
 
 def _max_impl(v):  # type: ignore[no-untyped-def]

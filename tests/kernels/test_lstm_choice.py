@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cadenza.kernels import lstm, lstm_choice
+from cadenza.kernels import lstm, lstm_choice, measured
 from cadenza.kernels.lstm import lstm_forward
 
 SHAPE = lstm_choice.Shape(4, 6, 5, 7, "float32", "weights", True, 1)
@@ -20,9 +20,9 @@ def fresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """``auto``, an empty cache directory of its own and no choice remembered in the process."""
     monkeypatch.setenv("CADENZA_KERNELS", "auto")
     monkeypatch.setenv("CADENZA_CACHE", str(tmp_path))
-    lstm_choice.forget()
+    measured.forget()
     yield tmp_path
-    lstm_choice.forget()
+    measured.forget()
 
 
 def timings(fused: float, torch_: float) -> object:
@@ -49,9 +49,12 @@ def test_the_faster_path_is_chosen_and_kept_on_disk(
     assert lstm_choice.choose(SHAPE) == expected
     assert lstm_choice.choose(SHAPE) == expected
     assert measure.calls == [SHAPE]  # once per process
-    saved = json.loads((fresh / lstm_choice.CACHE_NAME).read_text())
-    (entries,) = saved.values()  # filed under this machine
-    assert entries == {SHAPE.text(): {"path": expected, "fused_ms": 1e3 * fused, "torch_ms": 1e3 * torch_}}
+    saved = json.loads((fresh / measured.CACHE_NAME).read_text())
+    assert saved == {  # filed under this machine, in the LSTM's table
+        measured.machine(): {
+            "lstm": {SHAPE.text(): {"path": expected, "fused_ms": 1e3 * fused, "torch_ms": 1e3 * torch_}}
+        }
+    }
     lstm_choice.forget()  # a new process: reads the file, measures nothing
     monkeypatch.setattr(lstm_choice, "measure", no_measuring)
     assert lstm_choice.choose(SHAPE) == expected
@@ -71,20 +74,24 @@ def test_another_shape_or_thread_count_is_measured_anew(monkeypatch: pytest.Monk
 def test_a_corrupt_or_foreign_cache_file_is_measured_again_and_rewritten(
     fresh: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    file = fresh / lstm_choice.CACHE_NAME
+    file = fresh / measured.CACHE_NAME
     measure = timings(2.0, 1.0)
     monkeypatch.setattr(lstm_choice, "measure", measure)
+    other = {"other CPU | torch 1.0": {"lstm": {SHAPE.text(): {"path": "fused"}}}}
     for text in (
         "{not json",
         "[1, 2]",
-        json.dumps({"other CPU | torch 1.0": {SHAPE.text(): {"path": "fused"}}}),
+        json.dumps(other),
+        json.dumps({measured.machine(): {"lstm": {SHAPE.text(): {"path": "foreign"}}}}),
     ):
         file.write_text(text)
         lstm_choice.forget()
         assert lstm_choice.choose(SHAPE) == "torch"
-    assert len(measure.calls) == 3
-    saved = json.loads(file.read_text())
-    assert saved["other CPU | torch 1.0"] == {SHAPE.text(): {"path": "fused"}}  # another machine's kept
+    assert len(measure.calls) == 4
+    file.write_text(json.dumps(other))
+    lstm_choice.forget()
+    lstm_choice.choose(SHAPE)
+    assert json.loads(file.read_text())["other CPU | torch 1.0"] == other["other CPU | torch 1.0"]  # kept
     assert not list(fresh.glob(".*.tmp"))  # written through a temporary file, renamed
 
 
@@ -171,11 +178,13 @@ def boom() -> None:
 
 
 def test_a_real_choice_is_measured_once_and_reported_by_doctor(fresh: Path) -> None:
-    from cadenza.doctor import check_lstm
+    from cadenza.doctor import check_kernels
 
     module = nn.LSTM(6, 9, batch_first=True).train()
     lstm_forward(module, torch.randn(5, 8, 6))
     (choice,) = lstm_choice.choices().values()
     assert choice in lstm_choice.PATHS
-    check = check_lstm()
-    assert check.ok and "1 shape" in check.detail and str(fresh) in check.detail
+    lstm_check, wavenet_check = check_kernels()
+    assert lstm_check.ok and "1 shape measured" in lstm_check.detail and str(fresh) in lstm_check.detail
+    assert f"the fused layer for {int(choice == 'fused')}" in lstm_check.detail
+    assert "none measured yet" in wavenet_check.detail

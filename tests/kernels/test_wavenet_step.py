@@ -138,3 +138,52 @@ def test_the_kernel_reads_the_seed_as_the_forward_pass_primes_the_queues() -> No
     assert torch.equal(out["kernel"][0], out["forward"][0])
     assert torch.equal(out["kernel"][0][:, :n_seed], seed)
     assert (out["kernel"][1] - out["forward"][1]).abs().max() < 1e-4
+
+
+def test_the_loops_own_products_with_odd_channel_counts_equal_the_forward_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without BLAS, channels that are no multiple of 4 (the products' remainders) and 3 streams
+    (a pair, then one) on one thread: the same classes, logits within 1e-4."""
+    monkeypatch.setattr(wavenet_step, "blas_sgemm", lambda: 0)
+    torch.manual_seed(0)
+    config = Config.tiny(n_stacks=1, n_layers=3, residual_channels=6, dilation_channels=5, skip_channels=10)
+    model = Model(config, DataInfo(n_features=1, representation=MULAW)).eval()
+    seed = torch.randint(0, 256, (3, 12), generator=torch.Generator().manual_seed(1))
+    u = torch.rand(3, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    ref = model.sample(seed, 40, uniforms=u, mode="naive", return_logits=True)
+    classes, logits = model.sample(seed, 40, uniforms=u, mode="fast", return_logits=True)
+    assert (logits - ref[1]).abs().max() < 1e-4
+    assert torch.equal(classes, ref[0])
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_auto_measures_blas_against_the_loops_once_and_keeps_the_faster(
+    batch: int, monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    """``CADENZA_KERNELS=auto``: both ways timed on copies (the output is still the forward
+    pass's), the choice kept for this shape and reused without measuring again."""
+    from cadenza.kernels import measured
+
+    monkeypatch.setenv("CADENZA_KERNELS", "auto")
+    monkeypatch.setenv("CADENZA_CACHE", str(tmp_path))
+    measured.forget()
+    model = tiny_model(labels=())
+    n = wavenet_step.PROBE_SAMPLES + 12
+    seed = torch.randint(0, 256, (batch, 20), generator=torch.Generator().manual_seed(1))
+    u = torch.rand(batch, n, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    ref = model.sample(seed, n, uniforms=u, mode="naive", return_logits=True)
+    try:
+        for _ in range(2):
+            classes, logits = model.sample(seed, n, uniforms=u, mode="fast", return_logits=True)
+            assert (logits - ref[1]).abs().max() < 1e-4
+            assert torch.equal(classes, ref[0])
+            (key, path), *others = measured.choices(wavenet_step.TABLE).items()
+            assert not others and path in ("sgemm", "loops") and f"streams={batch} " in key
+            monkeypatch.setattr(measured, "_save", lambda *a: pytest.fail("measured twice"))
+        measured.forget()
+        monkeypatch.setattr(wavenet_step, "PROBE_SAMPLES", 10**6)  # longer than the clip: no probe
+        monkeypatch.setattr(measured, "choose", lambda *a, **k: pytest.fail("no probe should run"))
+        model.sample(seed, n, uniforms=u, mode="fast")
+    finally:
+        measured.forget()

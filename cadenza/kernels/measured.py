@@ -1,0 +1,166 @@
+"""Choices between two equivalent code paths, measured once on this machine and remembered.
+
+Some kernels have no path that wins on every CPU: the LSTM layer (cadenza's fused layer or
+PyTorch's oneDNN RNN, :mod:`.lstm_choice`) and WaveNet's step products (scipy's BLAS ``sgemm``
+or the compiled loop's own multiplication, :mod:`.wavenet_step`). Each such kernel asks
+:func:`choose` with a *table* (which kernel), a *key* (the shape of the call) and a function
+that times every path; the fastest is kept:
+
+- once per process (in memory), and across processes in ``kernel-choices.json`` under
+  cadenza's cache directory (``$CADENZA_CACHE``, else ``~/.cache/cadenza``;
+  ``CADENZA_CACHE=off`` keeps choices in the process only), filed under the CPU's model name
+  and torch's version, so that a home directory shared by several machines keeps each one's;
+- written atomically (a temporary file, then a rename); an unreadable file is measured again
+  and rewritten;
+- reported by ``cadenza doctor`` (:func:`choices`) and logged when made.
+
+The paths of a table compute the same results (within float rounding), so a choice changes
+speed only.
+
+Examples
+--------
+>>> import os
+>>> os.environ["CADENZA_CACHE"] = "off"
+>>> choose("example", "n=3", lambda: {"slow": 2.0, "fast": 1.0})
+'fast'
+>>> choices("example")
+{'n=3': 'fast'}
+>>> forget()
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable, Collection
+from pathlib import Path
+
+import torch
+
+__all__ = ["CACHE_NAME", "cache_file", "choices", "choose", "forget", "machine"]
+
+log = logging.getLogger(__name__)
+
+#: The file under the cache directory that keeps the choices.
+CACHE_NAME = "kernel-choices.json"
+
+_lock = threading.RLock()
+_memo: dict[tuple[str, str], str] = {}
+
+
+def choose(
+    table: str, key: str, measure: Callable[[], dict[str, float]], what: str = "", paths: Collection[str] = ()
+) -> str:
+    """The fastest path of ``table`` for ``key``: remembered, read from the cache file, or
+    measured now by ``measure()`` (seconds per path, lower is better) and kept. ``paths``, when
+    given, are the names a cached choice may have (any other is measured again)."""
+    with _lock:
+        if (table, key) in _memo:
+            return _memo[table, key]
+        cached = _load().get(machine(), {}).get(table, {}).get(key)
+        if (
+            cached is not None
+            and isinstance(cached.get("path"), str)
+            and (not paths or cached["path"] in paths)
+        ):
+            _memo[table, key] = cached["path"]
+            return cached["path"]
+        start = time.perf_counter()
+        seconds = measure()
+        path = min(seconds, key=lambda p: seconds[p])
+        _memo[table, key] = path
+        where = _save(table, key, path, seconds)
+        log.info(
+            "%s %s: %s -> %s (measured in %.2f s%s)",
+            what or table,
+            key,
+            ", ".join(f"{p} {1e3 * s:.2f} ms" for p, s in seconds.items()),
+            path,
+            time.perf_counter() - start,
+            f"; kept in {where}" if where else "",
+        )
+        return path
+
+
+def choices(table: str) -> dict[str, str]:
+    """The choices known for ``table`` on this machine (key -> path), the process's and the file's."""
+    known = {k: v["path"] for k, v in _load().get(machine(), {}).get(table, {}).items() if "path" in v}
+    with _lock:
+        known.update({k: p for (t, k), p in _memo.items() if t == table})
+    return known
+
+
+def forget() -> None:
+    """Forget this process's choices (the cache file stays): the next call reads or measures."""
+    with _lock:
+        _memo.clear()
+
+
+def cache_file() -> Path | None:
+    """``kernel-choices.json`` in cadenza's cache directory, or None where the cache is off."""
+    from cadenza.data.prepare import cache_dir
+
+    root = cache_dir()
+    return None if root is None else root / CACHE_NAME
+
+
+@functools.cache
+def machine() -> str:
+    """What a choice holds for: the CPU's model name and torch's version."""
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name or platform.processor() or platform.machine()} | torch {torch.__version__}"
+
+
+def _load() -> dict[str, dict[str, dict[str, dict]]]:
+    """The cache file as {machine: {table: {key: entry}}}, whatever of it is well formed."""
+    path = cache_file()
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # none yet, or unreadable: measured again and rewritten
+    if not isinstance(data, dict):
+        return {}
+    out: dict[str, dict[str, dict[str, dict]]] = {}
+    for m, tables in data.items():
+        if isinstance(tables, dict):
+            out[m] = {
+                t: {k: v for k, v in entries.items() if isinstance(v, dict)}
+                for t, entries in tables.items()
+                if isinstance(entries, dict)
+            }
+    return out
+
+
+def _save(table: str, key: str, path: str, seconds: dict[str, float]) -> Path | None:
+    """Adds one choice to the cache file, atomically."""
+    file = cache_file()
+    if file is None:
+        return None
+    data = _load()
+    entry = {"path": path, **{f"{p}_ms": round(1e3 * s, 3) for p, s in seconds.items()}}
+    data.setdefault(machine(), {}).setdefault(table, {})[key] = entry
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, file)
+    except OSError as e:
+        log.debug("could not keep the choice in %s: %s", file, e)
+        tmp.unlink(missing_ok=True)
+        return None
+    return file
