@@ -18,6 +18,10 @@ less than one clip each.
   ``generate`` at ``--n 1`` and ``--n 8``, new samples (seq2seq) or frames (fft) per second in
   total, seed reading included as ``cadenza generate`` runs it. Goal: ``--n 8`` at least 3x
   the total of ``--n 1``.
+* ``wavenet-small-sgemm``: the same WaveNet with every product through scipy's BLAS
+  ``sgemm`` (``CADENZA_KERNELS=on``), beside the default (``auto``: each stream count takes
+  the faster of ``sgemm`` and the compiled loop's own products, measured on this machine in a
+  fresh cache directory; the choices are recorded).
 
 Every figure is the median of ``--repeats`` runs; the runs of all cases and stream counts are
 interleaved (one of each, then again), so that a change in the machine's load hits them
@@ -105,18 +109,21 @@ class Case:
 
     def __init__(self, name: str, build: Callable[[], Any], streams: tuple[int, int], n_frames: int,
                  n_features: int, unit: str, seconds_per_unit: float, goal: float,
-                 flops: Callable[[Any], float] | None = None) -> None:  # fmt: skip
+                 flops: Callable[[Any], float] | None = None, kernels: str = "auto") -> None:  # fmt: skip
         self.name, self.streams, self.n_frames, self.n_features = name, streams, n_frames, n_features
+        self.kernels = kernels  # CADENZA_KERNELS while this case runs
         self.unit, self.seconds_per_unit, self.goal = unit, seconds_per_unit, goal
         self.model = build()
         self.flops_per_unit = flops(self.model) if flops is not None else None
         self.times: dict[int, list[tuple[float, float]]] = {n: [] for n in streams}
 
     def warm_up(self) -> None:
-        for n in self.streams:
-            generate_once(self.model, n, min(self.n_frames, 4), self.n_features)
+        os.environ["CADENZA_KERNELS"] = self.kernels
+        for n in self.streams:  # long enough for auto's probes (wavenet_step.PROBE_SAMPLES)
+            generate_once(self.model, n, min(self.n_frames, 64), self.n_features)
 
     def run(self, n: int) -> None:
+        os.environ["CADENZA_KERNELS"] = self.kernels
         self.times[n].append(generate_once(self.model, n, self.n_frames, self.n_features))
 
     def row(self) -> dict[str, Any]:
@@ -152,7 +159,9 @@ class Case:
 
 def cases(sizes: list[str], wavenet_samples: int, s2s_samples: int, fft_frames: dict[str, int]) -> list[Case]:
     out = [Case("wavenet-small", wavenet_small, (1, 16), wavenet_samples, 0, "samples", 1 / SAMPLE_RATE,
-                GOAL_WAVENET, wavenet_flops_per_sample)]  # fmt: skip
+                GOAL_WAVENET, wavenet_flops_per_sample),
+           Case("wavenet-small-sgemm", wavenet_small, (1, 16), wavenet_samples, 0, "samples", 1 / SAMPLE_RATE,
+                GOAL_WAVENET, wavenet_flops_per_sample, kernels="on")]  # fmt: skip
     for size in sizes:
         out.append(Case(f"seq2seq-{size}", lambda s=size: registered("seq2seq", s, n_features=1), (1, 8),
                         s2s_samples, 1, "samples", 1 / SAMPLE_RATE, GOAL_N8))  # fmt: skip
@@ -176,6 +185,12 @@ def main() -> None:
     p.add_argument("--fft-frames-paper", type=int, default=8)
     args = p.parse_args()
     run_as_cadenza()
+    import tempfile
+
+    from cadenza.kernels import measured, wavenet_step
+
+    cache = tempfile.TemporaryDirectory(prefix="cadenza-bench-")
+    os.environ["CADENZA_CACHE"] = cache.name  # the per-machine choices measured afresh, recorded
     load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
     sizes = [s for s in args.sizes.split(",") if s]
@@ -207,8 +222,12 @@ def main() -> None:
             "n8_vs_n1": GOAL_N8,
         },  # fmt: skip
         "wavenet_realtime_1_stream": wavenet["n1"]["realtime_per_stream"],
+        "wavenet_default_vs_sgemm_always": {
+            n: wavenet[n]["samples_per_s"] / rows[1][n]["samples_per_s"] for n in ("n1", "n16")
+        },
         "repeats": args.repeats,
         "rows": rows,
+        "wavenet_products": measured.choices(wavenet_step.TABLE),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
