@@ -15,7 +15,9 @@ kernel                      replaces                                        used
                             LSTM step shared by many windows
 :mod:`.wavenet_step`        WaveNet's cached generation step in torch       ``wavenet`` ``mode=fast``
                             (``mode=cached``), compiled with numba, every
-                            stream of a step in one BLAS ``sgemm``
+                            stream of a step in one product (BLAS
+                            ``sgemm`` or the loop's own, whichever is
+                            faster here)
 :mod:`.rmsprop`             ``torch.optim.RMSprop.step``: the plain CPU     ``optim.name=rmsprop``
                             update as one compiled pass over memory
 :mod:`.spectral`            the mel projection (thread-independent bits),   ``mel``/``mfcc`` encode and
@@ -29,10 +31,11 @@ gradients for the LSTM, logits within 1e-4 for WaveNet, parameters and state for
 The switch
 ----------
 ``CADENZA_KERNELS`` in the environment chooses: ``auto`` (the default, also when unset or empty)
-runs every kernel, except that each LSTM layer runs whichever of cadenza's fused layer and
-PyTorch's own (oneDNN's RNN on most CPUs) was faster for its shape on this machine, measured
-once and remembered (:mod:`.lstm_choice`); ``on`` runs every kernel, the fused LSTM included;
-``off`` runs the plain PyTorch references. It is read at every call, so
+runs every kernel, and where two paths each win on some CPUs it takes the one measured faster
+for the call's shape on this machine, once, and remembers it (:mod:`.measured`): each LSTM
+layer cadenza's fused layer or PyTorch's own (oneDNN's RNN, :mod:`.lstm_choice`), WaveNet's
+step products scipy's BLAS ``sgemm`` or the compiled loop's own; ``on`` runs every kernel with
+the fused LSTM and BLAS always; ``off`` runs the plain PyTorch references. It is read at every call, so
 ``os.environ["CADENZA_KERNELS"] = "off"`` also works from Python at any time. Results agree
 with the kernels' within float rounding; with the kernels off, dropout draws its masks
 differently, so training with dropout follows another (equally valid) random path (``auto``

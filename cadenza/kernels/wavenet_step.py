@@ -12,9 +12,13 @@ number of streams:
 
 * every product is one matrix product over the streams, ``(streams x in) @ (in x out)``: the
   two taps of a layer's dilated convolution, its residual and skip 1x1 convolutions and the
-  two head convolutions. They go to BLAS: scipy's ``sgemm`` (:mod:`scipy.linalg.cython_blas`,
-  its address from numba's ``get_cython_function_address``) called from the compiled loop,
-  whose small-matrix kernels read each weight once per step for all the streams. One stream
+  two head convolutions. They go either to BLAS, scipy's ``sgemm``
+  (:mod:`scipy.linalg.cython_blas`, its address from numba's ``get_cython_function_address``)
+  called from the compiled loop, or to the loop's own products (two streams and four inputs
+  at a time, :func:`_mm_impl`): with ``CADENZA_KERNELS=auto`` whichever a short probe of the
+  call's stream count found faster on this machine (:func:`_products`; on an AMD EPYC the
+  loop's own, 7.9x at one stream and 3.4x at 16, where OpenBLAS's small products cost a few
+  microseconds a call), with ``on`` BLAS always. One stream
   is bound by reading the weights (0.85 MB at the small size, from the L2 cache every
   sample); many are bound by arithmetic (about 160 GFLOP/s on one core here, at 16 streams
   3.9 us per sample against 10 us for one stream). The queues hold each layer's past tap
