@@ -20,10 +20,11 @@ speed only.
 Examples
 --------
 >>> import os
->>> os.environ["CADENZA_CACHE"] = "off"
->>> choose("example", "n=3", lambda: {"slow": 2.0, "fast": 1.0})
+>>> from unittest import mock
+>>> with mock.patch.dict(os.environ, {"CADENZA_CACHE": "off"}):  # kept in the process only
+...     choose("example", "n=3", lambda: {"slow": 2.0, "fast": 1.0})
+...     choices("example")
 'fast'
->>> choices("example")
 {'n=3': 'fast'}
 >>> forget()
 """
