@@ -201,12 +201,10 @@ def lstm_stepper(lstm: nn.LSTM) -> Callable[[torch.Tensor, Layers, Layers], tupl
                 g = torch.addmm(xw, h_layer, w_hh_t) if rec is None else rec(h_layer).add_(xw)  # (n, 4H)
             else:  # W windows: the input part added in place, window by window
                 g = torch.mm(h_layer, w_hh_t).view(-1, *xw.shape).add_(xw).view(n_rows, 4 * hidden)
-            g[:, : 2 * hidden].sigmoid_()  # in place, each slice its own function
-            g[:, 2 * hidden : 3 * hidden].tanh_()
-            g[:, 3 * hidden :].sigmoid_()
+            _gates_(g, hidden)
             i, f, gg, o = g.chunk(4, 1)
             c_layer = f.mul(c_layer).addcmul_(i, gg)
-            x = torch.tanh(c_layer).mul_(o)  # (rows, H), the next layer's input
+            x = _tanh(c_layer).mul_(o)  # (rows, H), the next layer's input
             hs.append(x)
             cs.append(c_layer)
         if len(shape) > 2:
@@ -214,6 +212,33 @@ def lstm_stepper(lstm: nn.LSTM) -> Callable[[torch.Tensor, Layers, Layers], tupl
         return hs, cs
 
     return step
+
+
+#: Below this many entries PyTorch's ``tanh`` is the faster; from it on, ``2 sigmoid(2x) - 1``.
+TANH_MIN_ENTRIES = 1 << 13
+
+
+def _gates_(g: torch.Tensor, hidden: int) -> None:
+    """The activations of an LSTM's gates ``g`` (rows, 4H) in place: sigmoid, sigmoid, tanh,
+    sigmoid. From :data:`TANH_MIN_ENTRIES` entries on, the tanh is ``2 sigmoid(2x) - 1`` (within
+    2e-7): on an AMD EPYC PyTorch's CPU ``tanh`` took 4-16x the time of ``sigmoid`` per entry
+    (147 us for a strided (320, 128) slice, where the whole (320, 512) ``sigmoid_`` took 19)."""
+    gg = g[:, 2 * hidden : 3 * hidden]
+    if gg.numel() < TANH_MIN_ENTRIES:
+        g[:, : 2 * hidden].sigmoid_()
+        gg.tanh_()
+        g[:, 3 * hidden :].sigmoid_()
+        return
+    gg.mul_(2)
+    g.sigmoid_()
+    gg.mul_(2).sub_(1)
+
+
+def _tanh(x: torch.Tensor) -> torch.Tensor:
+    """``torch.tanh(x)``, as ``2 sigmoid(2x) - 1`` from :data:`TANH_MIN_ENTRIES` entries on."""
+    if x.numel() < TANH_MIN_ENTRIES:
+        return torch.tanh(x)
+    return torch.mul(x, 2).sigmoid_().mul_(2).sub_(1)
 
 
 #: :func:`linear_for_rows` packs weights of at least this many entries for at least
@@ -284,14 +309,12 @@ class FusedLSTMLayer(torch.autograd.Function):
         for t in range(n_steps):
             g = gates[:, t]  # (B, 4H), becomes the activations (kept for the backward pass)
             g.add_(recurrent(hs[:, t]))
-            g[:, : 2 * hidden].sigmoid_()
-            g[:, 2 * hidden : 3 * hidden].tanh_()
-            g[:, 3 * hidden :].sigmoid_()
+            _gates_(g, hidden)
             i, f, gg, o = g.chunk(4, 1)
             c = cs[:, t + 1]
             torch.mul(f, cs[:, t], out=c)
             c.addcmul_(i, gg)
-            torch.mul(o, torch.tanh(c), out=hs[:, t + 1])
+            torch.mul(o, _tanh(c), out=hs[:, t + 1])
         ctx.save_for_backward(x, w_ih, w_hh, gates, hs, cs)
         return hs[:, 1:], hs[:, n_steps].clone(), cs[:, n_steps].clone()
 
@@ -308,7 +331,7 @@ class FusedLSTMLayer(torch.autograd.Function):
             if dy is not None:
                 dh = dh + dy[:, t]
             i, f, gg, o = acts[:, t].chunk(4, 1)
-            tanh_c = torch.tanh(cs[:, t + 1])
+            tanh_c = _tanh(cs[:, t + 1])
             di, df, dg, do = dgates[:, t].chunk(4, 1)
             torch.mul(dh, tanh_c, out=do).mul_(o * (1 - o))
             dc = dc + dh * o * (1 - tanh_c * tanh_c)

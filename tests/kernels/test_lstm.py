@@ -226,3 +226,46 @@ def test_bf16_autocast_leaves_onednn_as_it_found_it() -> None:
         assert torch.is_autocast_enabled("cpu")
         assert torch._C._get_mkldnn_enabled() == (before and lstm.cpu_bf16_lstm_supported())
     assert torch._C._get_mkldnn_enabled() == before and not torch.is_autocast_enabled("cpu")
+
+
+def test_gates_through_sigmoid_equal_torchs_activations() -> None:
+    """From TANH_MIN_ENTRIES on, tanh is 2 sigmoid(2x) - 1: within 3e-7 of torch.tanh, the
+    gates' other slices plain sigmoids, and below it torch's own functions exactly."""
+    g = torch.randn(64, 4 * 128, generator=torch.Generator().manual_seed(0)) * 6
+    for rows in (64, 2):  # 8192 entries in the tanh slice (the sigmoid form), 256 (torch's)
+        x = g[:rows].clone()
+        lstm._gates_(x, 128)
+        ref = torch.cat([g[:rows, :256].sigmoid(), g[:rows, 256:384].tanh(), g[:rows, 384:].sigmoid()], 1)
+        assert (x - ref).abs().max() < 3e-7
+        if rows == 2:
+            assert torch.equal(x, ref)
+    c = torch.linspace(-12, 12, 10_000)
+    assert (lstm._tanh(c) - c.tanh()).abs().max() < 3e-7
+    assert torch.equal(lstm._tanh(c[:100]), c[:100].tanh())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_layer_and_stepper_with_the_sigmoid_tanh_equal_the_module(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every activation through the sigmoid form (TANH_MIN_ENTRIES 0): the fused layer's
+    outputs and gradients, and the stepper's step, still the module's."""
+    monkeypatch.setattr(lstm, "TANH_MIN_ENTRIES", 0)
+    torch.manual_seed(0)
+    module = nn.LSTM(5, 7, num_layers=2, batch_first=True).to(dtype)
+    x = torch.randn(3, 6, 5, dtype=dtype, requires_grad=True)
+    inputs = [x, *module.parameters()]
+    tol = {"atol": 2e-6, "rtol": 1e-5} if dtype == torch.float32 else {}
+
+    def loss(y: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return (y**2).sum() + 3 * state[0].sum() + (state[1] ** 3).sum()
+
+    expected = torch.autograd.grad(loss(*module(x)), inputs)
+    got = torch.autograd.grad(loss(*lstm_forward(module, x)), inputs)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, **tol)
+    z, h = torch.randn(4, 5, dtype=dtype), [torch.randn(3, 4, 7, dtype=dtype) for _ in range(2)]
+    got_h, got_c = lstm_stepper(module)(z, h, h)
+    _, (ref_h, ref_c) = module(z.repeat(3, 1)[:, None], (torch.stack(h).view(2, 12, 7),) * 2)
+    torch.testing.assert_close(torch.stack(got_h).view(2, 12, 7), ref_h, **tol)
+    torch.testing.assert_close(torch.stack(got_c).view(2, 12, 7), ref_c, **tol)
