@@ -138,17 +138,26 @@ def forward_flops(model: Any, x: Any) -> tuple[float, float]:
 MM_SIZE = 4096
 
 
-def mm_rate(repeats: int = 3) -> float:
-    """Best fp32 FLOP/s of ``repeats`` dense MM_SIZE x MM_SIZE products (torch's threads as set)."""
+def mm_rate(repeats: int = 3, onednn: bool = False) -> float:
+    """Best fp32 FLOP/s of ``repeats`` dense MM_SIZE x MM_SIZE products (torch's threads as set):
+    ``torch.mm`` (MKL), or with ``onednn`` oneDNN's linear (twice MKL's rate on an AMD EPYC,
+    where MKL takes its AVX2 path; what :mod:`cadenza.kernels.linear` uses there)."""
     import time
 
     import torch
 
     a, b = torch.randn(MM_SIZE, MM_SIZE), torch.randn(MM_SIZE, MM_SIZE)
-    torch.mm(a, b)
+
+    def product() -> None:
+        if onednn:
+            torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+        else:
+            torch.mm(a, b)
+
+    product()
     best = 0.0
     for _ in range(repeats):
         t0 = time.perf_counter()
-        torch.mm(a, b)
+        product()
         best = max(best, 2 * MM_SIZE**3 / (time.perf_counter() - t0))
     return best

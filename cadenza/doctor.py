@@ -87,7 +87,7 @@ def check_kernels() -> list[Check]:
     layers and WaveNet generation's products."""
     from cadenza import kernels
     from cadenza.errors import ParameterError
-    from cadenza.kernels import lstm_choice, measured, wavenet_step
+    from cadenza.kernels import linear, lstm_choice, measured, wavenet_step
 
     try:
         mode = kernels.mode()
@@ -110,6 +110,13 @@ def check_kernels() -> list[Check]:
             {"fused": "the fused layer", "torch": "PyTorch's"},
             "each fft_* LSTM layer the faster of cadenza's fused layer and PyTorch's",
             "an fft_* model's first training step measures its layers",
+        ),
+        (
+            "matrix products",
+            linear.TABLE,
+            {"mkl": "MKL", "onednn": "oneDNN"},
+            "large float32 products (fft_* models' layers) through the faster of MKL and oneDNN",
+            "the first training step of an fft_* model measures its products",
         ),
         (
             "wavenet products",

@@ -43,6 +43,21 @@ def _check_mkldnn_linear() -> None:
         raise RuntimeError(f"oneDNN's packed linear gave a wrong product (shape {tuple(got.shape)})")
 
 
+def _check_mkldnn_matmul() -> None:
+    """oneDNN's linear with a plain (unpacked) weight, ``_linear_pointwise(a, b_t, bias)``,
+    gives ``a @ b_t.T + bias`` for contiguous and transposed factors (what
+    :func:`cadenza.kernels.linear.mm` passes it)."""
+    if not torch.backends.mkldnn.is_available():
+        raise RuntimeError("this PyTorch has no oneDNN (torch.backends.mkldnn.is_available() is False)")
+    g = torch.Generator().manual_seed(0)
+    a, b_t, bias = torch.randn(5, 7, generator=g), torch.randn(6, 7, generator=g), torch.randn(6, generator=g)
+    for x, w, b in ((a, b_t, bias), (a.t().contiguous().t(), b_t, None), (a, b_t.t().contiguous().t(), bias)):
+        got = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+        want = x @ w.t() + (b if b is not None else 0)
+        if got.shape != want.shape or not torch.allclose(got, want, atol=1e-5, rtol=1e-5):
+            raise RuntimeError("oneDNN's linear gave a wrong product")
+
+
 def _check_numba() -> None:
     """numba (a declared dependency) imports and offers ``njit``."""
     import numba
@@ -64,6 +79,7 @@ def _check_scipy_sgemm() -> None:
 #: Guard name -> check; a check raises with the reason when its API does not hold.
 CHECKS: dict[str, Callable[[], None]] = {
     "mkldnn_linear": _check_mkldnn_linear,
+    "mkldnn_matmul": _check_mkldnn_matmul,
     "numba": _check_numba,
     "scipy_sgemm": _check_scipy_sgemm,
 }
@@ -72,6 +88,7 @@ CHECKS: dict[str, Callable[[], None]] = {
 _FALLBACKS = {
     "scipy_sgemm": "WaveNet's compiled step multiplies without BLAS (slower with many streams)",
     "mkldnn_linear": "the fused CPU LSTM multiplies h W_hh^T with torch.mm instead (about 1.3x slower)",
+    "mkldnn_matmul": "large matrix products take MKL (torch.addmm) only: about half the speed on AMD CPUs",
     "numba": (
         "wavenet mode=fast runs as mode=cached, RMSprop as torch.optim.RMSprop and the mel/MFCC "
         "projection, PGHI and Griffin-Lim loops as their numpy/torch references (all slower)"

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from cadenza.kernels import enabled, guards, lstm_choice, mode
+from cadenza.kernels.linear import mm
 
 __all__ = [
     "Dropout",
@@ -301,7 +302,7 @@ class FusedLSTMLayer(torch.autograd.Function):
     def forward(ctx: Any, x, w_ih, w_hh, b, h0, c0):  # type: ignore[override]
         n_batch, n_steps, _ = x.shape
         hidden = w_hh.shape[1]
-        gates = torch.addmm(b, x.reshape(n_batch * n_steps, -1), w_ih.t()).view(n_batch, n_steps, 4 * hidden)
+        gates = mm(x.reshape(n_batch * n_steps, -1), w_ih, b).view(n_batch, n_steps, 4 * hidden)
         hs = x.new_empty(n_batch, n_steps + 1, hidden)  # hs[:, t + 1] = h_t, hs[:, 0] = h0
         cs = x.new_empty(n_batch, n_steps + 1, hidden)
         hs[:, 0], cs[:, 0] = h0, c0
@@ -343,11 +344,11 @@ class FusedLSTMLayer(torch.autograd.Function):
         d_all = dgates.view(n_batch * n_steps, 4 * hidden)
         dx = dw_ih = dw_hh = db = None
         if ctx.needs_input_grad[0]:
-            dx = (d_all @ w_ih).view_as(x)
+            dx = mm(d_all, w_ih.t()).view_as(x)
         if ctx.needs_input_grad[1]:
-            dw_ih = d_all.t() @ x.reshape(n_batch * n_steps, -1)
+            dw_ih = mm(d_all.t(), x.reshape(n_batch * n_steps, -1).t())
         if ctx.needs_input_grad[2]:
-            dw_hh = d_all.t() @ hs[:, :n_steps].reshape(n_batch * n_steps, hidden)
+            dw_hh = mm(d_all.t(), hs[:, :n_steps].reshape(n_batch * n_steps, hidden).t())
         if ctx.needs_input_grad[3]:
             db = d_all.sum(0)
         return dx, dw_ih, dw_hh, db, dh, dc

@@ -78,6 +78,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cadenza.errors import ParameterError
+from cadenza.kernels.linear import Linear
 from cadenza.kernels.lstm import Dropout, dropout_always, linear_for_rows, lstm_forward, lstm_stepper
 from cadenza.models import DataInfo, GenerationRequest
 
@@ -184,7 +185,7 @@ class Model(nn.Module):
         self.encoder: nn.Module
         if config.arch in ("fc", "bilinear"):
             self.encoder = nn.Sequential(
-                nn.Linear(n_features, fc_size), nn.ReLU(), Dropout(config.fc_dropout)
+                Linear(n_features, fc_size), nn.ReLU(), Dropout(config.fc_dropout)
             )
             n_inputs = fc_size
         elif config.arch == "conv1d":
@@ -212,7 +213,7 @@ class Model(nn.Module):
 
         self.lstm = lstm()
         self.lstm2 = lstm() if config.arch == "bilinear" else None
-        self.head = nn.Linear(config.hidden_size, n_features)
+        self.head = Linear(config.hidden_size, n_features)
 
     def encode(self, x: torch.Tensor, n_context: int = 0) -> torch.Tensor:
         """Frames (B, L, F) -> LSTM inputs (B, L - n_context, D); conv2d pads missing context with zeros."""
@@ -400,7 +401,7 @@ class StackCNN(nn.Module):
         #: 1.11-1.24x at paper size on an H200, benchmarks/gpu_conv2d.py). Same arithmetic
         #: either way; False gives NCHW.
         self.channels_last = True
-        self.dense = nn.Linear(c_in * k_blocks * width, n_out)
+        self.dense = Linear(c_in * k_blocks * width, n_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n_batch = x.shape[0]

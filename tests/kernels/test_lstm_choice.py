@@ -184,7 +184,7 @@ def test_a_real_choice_is_measured_once_and_reported_by_doctor(fresh: Path) -> N
     lstm_forward(module, torch.randn(5, 8, 6))
     (choice,) = lstm_choice.choices().values()
     assert choice in lstm_choice.PATHS
-    lstm_check, wavenet_check = check_kernels()
+    lstm_check, _, wavenet_check = check_kernels()
     assert lstm_check.ok and "1 shape measured" in lstm_check.detail and str(fresh) in lstm_check.detail
     assert f"the fused layer for {int(choice == 'fused')}" in lstm_check.detail
     assert "none measured yet" in wavenet_check.detail
