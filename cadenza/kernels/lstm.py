@@ -180,7 +180,7 @@ def lstm_stepper(lstm: nn.LSTM) -> Callable[[torch.Tensor, Layers, Layers], tupl
     def input_product(layer: int, x: torch.Tensor, n: int) -> torch.Tensor:  # x W_ih^T + b
         w_ih, _, _, b = weights[layer]
         if x.shape[0] != n:
-            return torch.addmm(b, x, w_ih.t())
+            return mm(x, w_ih, b)  # many rows: MKL or oneDNN, whichever is faster here
         if (layer, n) not in input_products:
             input_products[layer, n] = linear_for_rows(w_ih, b, n)
         return input_products[layer, n](x)
@@ -201,7 +201,7 @@ def lstm_stepper(lstm: nn.LSTM) -> Callable[[torch.Tensor, Layers, Layers], tupl
                 rec = packed_hh[key]
                 g = torch.addmm(xw, h_layer, w_hh_t) if rec is None else rec(h_layer).add_(xw)  # (n, 4H)
             else:  # W windows: the input part added in place, window by window
-                g = torch.mm(h_layer, w_hh_t).view(-1, *xw.shape).add_(xw).view(n_rows, 4 * hidden)
+                g = mm(h_layer, w_hh).view(-1, *xw.shape).add_(xw).view(n_rows, 4 * hidden)
             _gates_(g, hidden)
             i, f, gg, o = g.chunk(4, 1)
             c_layer = f.mul(c_layer).addcmul_(i, gg)
