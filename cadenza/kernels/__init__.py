@@ -13,6 +13,10 @@ kernel                      replaces                                        used
                             through oneDNN with ``W`` packed once), a       ``fft_*`` generation and
                             dropout mask from one ``torch.rand``, and one   seq2seq's free-running decoder
                             LSTM step shared by many windows
+:mod:`.linear`              ``torch.addmm``/``F.linear`` (MKL) for large    the ``fft_*`` models' ``Linear``
+                            float32 products: oneDNN where it is faster     layers, the fused LSTM's
+                            here (AMD CPUs: MKL runs AVX2, about half        products and the sliding
+                            oneDNN's rate)                                  window's many-row products
 :mod:`.wavenet_step`        WaveNet's cached generation step in torch       ``wavenet`` ``mode=fast``
                             (``mode=cached``), compiled with numba, every
                             stream of a step in one product (BLAS
@@ -33,9 +37,10 @@ The switch
 ``CADENZA_KERNELS`` in the environment chooses: ``auto`` (the default, also when unset or empty)
 runs every kernel, and where two paths each win on some CPUs it takes the one measured faster
 for the call's shape on this machine, once, and remembers it (:mod:`.measured`): each LSTM
-layer cadenza's fused layer or PyTorch's own (oneDNN's RNN, :mod:`.lstm_choice`), WaveNet's
-step products scipy's BLAS ``sgemm`` or the compiled loop's own; ``on`` runs every kernel with
-the fused LSTM and BLAS always; ``off`` runs the plain PyTorch references. It is read at every call, so
+layer cadenza's fused layer or PyTorch's own (oneDNN's RNN, :mod:`.lstm_choice`), each large
+matrix product MKL or oneDNN (:mod:`.linear`), WaveNet's step products scipy's BLAS ``sgemm``
+or the compiled loop's own; ``on`` runs every kernel with the fused LSTM, oneDNN's products
+and BLAS always; ``off`` runs the plain PyTorch references. It is read at every call, so
 ``os.environ["CADENZA_KERNELS"] = "off"`` also works from Python at any time. Results agree
 with the kernels' within float rounding; with the kernels off, dropout draws its masks
 differently, so training with dropout follows another (equally valid) random path (``auto``
