@@ -65,7 +65,9 @@ The model is plain PyTorch (``nn.LSTM``, ``nn.Linear``, ``nn.Conv1d``/``nn.Conv2
 its LSTMs, their dropout and the generation step go through :mod:`cadenza.kernels.lstm`:
 each layer in training runs cadenza's fused layer or PyTorch's own, whichever was measured
 faster for its shape on this machine (:mod:`cadenza.kernels.lstm_choice`; CUDA keeps cuDNN);
-``CADENZA_KERNELS=off`` runs ``nn.LSTM`` and ``nn.Dropout`` themselves. The parameters are ``nn.LSTM``'s either way.
+its ``Linear`` layers are ``nn.Linear`` whose large products take MKL or oneDNN, whichever
+is faster here (:mod:`cadenza.kernels.linear`). ``CADENZA_KERNELS=off`` runs ``nn.LSTM``,
+``nn.Linear`` and ``nn.Dropout`` themselves. The parameters are ``nn.LSTM``'s either way.
 """
 
 from __future__ import annotations
@@ -184,9 +186,7 @@ class Model(nn.Module):
         fc_size = config.fc_size or config.hidden_size
         self.encoder: nn.Module
         if config.arch in ("fc", "bilinear"):
-            self.encoder = nn.Sequential(
-                Linear(n_features, fc_size), nn.ReLU(), Dropout(config.fc_dropout)
-            )
+            self.encoder = nn.Sequential(Linear(n_features, fc_size), nn.ReLU(), Dropout(config.fc_dropout))
             n_inputs = fc_size
         elif config.arch == "conv1d":
             self.encoder = FrameConv1d(n_features, config.conv_filters, config.conv_kernel, config.conv_pool)
