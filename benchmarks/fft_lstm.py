@@ -231,6 +231,9 @@ def bench_generate(n: int, seconds: float, plain: bool) -> list[dict]:
     seed = torch.randn(n, model.n_seed_frames, N_FEATURES, generator=torch.Generator().manual_seed(0))
     rows = []
     modes = ["sliding", "stateful"] + (["sliding (plain)"] if plain else [])
+    for mode in ("sliding", "stateful"):  # warm-up: the first call measures the kernels' choices
+        model.generate(GenerationRequest(n=n, n_frames=2, generator=torch.Generator(), seed=seed,
+                                         options={"mode": mode}))  # fmt: skip
     for mode in modes:
         request = GenerationRequest(
             n=n,

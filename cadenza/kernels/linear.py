@@ -89,8 +89,12 @@ def _path(a: torch.Tensor, b_t: torch.Tensor) -> str:
     layout = _layout(a) + _layout(b_t)
     if "?" in layout:  # neither contiguous nor a transpose of a contiguous matrix
         return "mkl"
-    key = f"{n_rows}x{n_in} @ {n_in}x{n_out} {layout} threads={torch.get_num_threads()}"
-    return measured.choose(TABLE, key, lambda: _measure(a.shape, b_t.shape, layout), "matrix product", PATHS)
+    rows = 1 << (n_rows - 1).bit_length()  # measured for the power of two at or above: the
+    # sliding window's products grow by one row per window while the seed is read
+    key = f"{rows}x{n_in} @ {n_in}x{n_out} {layout} threads={torch.get_num_threads()}"
+    return measured.choose(
+        TABLE, key, lambda: _measure((rows, n_in), b_t.shape, layout), "matrix product", PATHS
+    )
 
 
 def _layout(t: torch.Tensor) -> str:

@@ -41,7 +41,7 @@ def test_mm_equals_torch_in_every_layout_either_way(
     ref = (a.double() @ b_t.double().t() + bias.double()).float()
     torch.testing.assert_close(linear.mm(a, b_t, bias), ref, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(linear.mm(a, b_t), ref - bias, atol=1e-4, rtol=1e-5)
-    assert calls == [f"130x170 @ 170x200 {layout} threads={torch.get_num_threads()}"] * 2
+    assert calls == [f"256x170 @ 170x200 {layout} threads={torch.get_num_threads()}"] * 2  # rows: 130 -> 256
 
 
 def test_small_float64_or_odd_layouts_take_mkl_without_asking(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,8 +64,9 @@ def test_the_choice_is_measured_once_and_is_the_faster(monkeypatch: pytest.Monke
     a, b_t = factors(130, 170, 200, "nn")
     for _ in range(3):
         linear.mm(a, b_t)  # measured once (a second measurement would raise StopIteration)
+    linear.mm(factors(200, 170, 200, "nn")[0], b_t)  # 200 rows: the same power of two, no measuring
     assert measured.choices(linear.TABLE) == {
-        f"130x170 @ 170x200 nn threads={torch.get_num_threads()}": "onednn"
+        f"256x170 @ 170x200 nn threads={torch.get_num_threads()}": "onednn"  # 130 rows -> 256
     }
 
 
