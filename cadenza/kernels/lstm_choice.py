@@ -3,8 +3,9 @@
 Neither path wins everywhere. On an Intel Xeon whose MKL takes its AVX-512 path, the fused layer
 (:class:`~cadenza.kernels.lstm.FusedLSTMLayer`) trained paper 000's models 1.1-1.7x faster than
 ``nn.LSTM``; on an AMD EPYC (MKL on AVX2, oneDNN's RNN primitive unaffected) ``nn.LSTM`` was the
-faster at every shape measured, by 1.2x at paper size and 4x at the tiny one (README,
-Performance). So with ``CADENZA_KERNELS=auto`` (the default) :func:`choose` times one forward
+faster at every shape measured, by 1.2x at paper size and 4x at the tiny one, until the fused
+layer's products went through oneDNN too (:mod:`cadenza.kernels.linear`); now each wins some
+shapes there (README, Performance). So with ``CADENZA_KERNELS=auto`` (the default) :func:`choose` times one forward
 and backward pass of both for the layer's shape, on random weights of that shape, and keeps the
 faster:
 
