@@ -12,7 +12,8 @@ that times every path; the fastest is kept:
   and torch's version, so that a home directory shared by several machines keeps each one's;
 - written atomically (a temporary file, then a rename); an unreadable file is measured again
   and rewritten;
-- reported by ``cadenza doctor`` (:func:`choices`) and logged when made.
+- reported by ``cadenza doctor`` (:func:`choices`) and logged when made (at INFO where measuring
+  took over :data:`LOUD_SECONDS`).
 
 The paths of a table compute the same results (within float rounding), so a choice changes
 speed only.
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 
 #: The file under the cache directory that keeps the choices.
 CACHE_NAME = "kernel-choices.json"
+#: A choice whose measuring took longer is logged at INFO (the pause it caused), else at DEBUG
+#: (``cadenza -v``; ``cadenza doctor`` lists every choice).
+LOUD_SECONDS = 1.0
 
 _lock = threading.RLock()
 _memo: dict[tuple[str, str], str] = {}
@@ -76,13 +80,15 @@ def choose(
         path = min(seconds, key=lambda p: seconds[p])
         _memo[table, key] = path
         where = _save(table, key, path, seconds)
-        log.info(
-            "%s %s: %s -> %s (measured in %.2f s%s)",
+        elapsed = time.perf_counter() - start
+        log.log(
+            logging.INFO if elapsed > LOUD_SECONDS else logging.DEBUG,  # a pause worth explaining
+            "%s %s: %s -> %s (measured once in %.2f s%s)",
             what or table,
             key,
             ", ".join(f"{p} {1e3 * s:.2f} ms" for p, s in seconds.items()),
             path,
-            time.perf_counter() - start,
+            elapsed,
             f"; kept in {where}" if where else "",
         )
         return path

@@ -188,3 +188,17 @@ def test_a_real_choice_is_measured_once_and_reported_by_doctor(fresh: Path) -> N
     assert lstm_check.ok and "1 shape measured" in lstm_check.detail and str(fresh) in lstm_check.detail
     assert f"the fused layer for {int(choice == 'fused')}" in lstm_check.detail
     assert "none measured yet" in wavenet_check.detail
+
+
+def test_a_quick_choice_is_logged_quietly_and_a_slow_one_at_info(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="cadenza.kernels.measured")
+    measured.choose("example", "quick", lambda: {"a": 1.0, "b": 2.0})
+    monkeypatch.setattr(measured, "LOUD_SECONDS", -1.0)  # every measuring counts as a pause
+    measured.choose("example", "slow", lambda: {"a": 2.0, "b": 1.0})
+    levels = {r.getMessage().split(":")[0]: r.levelno for r in caplog.records}
+    assert levels == {"example quick": logging.DEBUG, "example slow": logging.INFO}
+    assert "-> b (measured once in" in caplog.records[-1].getMessage()
