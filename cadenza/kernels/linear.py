@@ -34,7 +34,6 @@ torch.Size([2, 4])
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -115,14 +114,7 @@ def _measure(a_shape: Any, b_shape: Any, layout: str) -> dict[str, float]:
         return torch.randn(*shape, generator=g)
 
     a, b_t = factor(a_shape, layout[0] == "t"), factor(b_shape, layout[1] == "t")
-    best = {p: float("inf") for p in PATHS}
-    for rep in range(4):
-        for path, fn in (("mkl", _mkl), ("onednn", _onednn)):
-            t = time.perf_counter()
-            fn(a, b_t, None)
-            if rep:
-                best[path] = min(best[path], time.perf_counter() - t)
-    return best
+    return measured.fastest({"mkl": lambda: _mkl(a, b_t, None), "onednn": lambda: _onednn(a, b_t, None)})
 
 
 class LinearFunction(torch.autograd.Function):

@@ -31,7 +31,6 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 
 import torch
@@ -128,19 +127,7 @@ def measure(shape: Shape) -> dict[str, float]:
         "fused": run(lambda: FusedLSTMLayer.apply(x, w_ih, w_hh, b_ih + b_hh, h0, c0)),
         "torch": run(lambda: torch_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, shape.training)),
     }
-    best = {p: float("inf") for p in PATHS}
-    spent = 0.0
-    for rep in range(REPS + 1):
-        for p in PATHS:
-            t = time.perf_counter()
-            calls[p]()
-            elapsed = time.perf_counter() - t
-            spent += elapsed
-            if rep:  # the first round warms up (oneDNN creates its primitives, memory is touched)
-                best[p] = min(best[p], elapsed)
-        if rep and spent > BUDGET_S:
-            break
-    return best
+    return measured.fastest(calls, REPS, BUDGET_S)
 
 
 def torch_layer(

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CACHE_NAME", "cache_file", "choices", "choose", "forget", "machine"]
+__all__ = ["CACHE_NAME", "cache_file", "choices", "choose", "fastest", "forget", "machine"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,28 @@ def choose(
             f"; kept in {where}" if where else "",
         )
         return path
+
+
+def fastest(
+    calls: dict[str, Callable[[], object]], reps: int = 3, budget_s: float = float("inf")
+) -> dict[str, float]:
+    """Seconds of one call of each path: after a warm-up round (first calls create primitives
+    and touch memory), the fastest of ``reps`` rounds in which the paths alternate, so that all
+    see the same moments of a shared machine; fewer rounds (at least one) once the calls have
+    taken ``budget_s`` seconds in all."""
+    best = {p: float("inf") for p in calls}
+    spent = 0.0
+    for rep in range(reps + 1):
+        for path, call in calls.items():
+            t = time.perf_counter()
+            call()
+            elapsed = time.perf_counter() - t
+            spent += elapsed
+            if rep:
+                best[path] = min(best[path], elapsed)
+        if rep and spent > budget_s:
+            break
+    return best
 
 
 def choices(table: str) -> dict[str, str]:

@@ -50,7 +50,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -209,7 +208,7 @@ def run(
             ms[b0:b1], squares, alpha, threshold,
         )  # fmt: skip
 
-    def probe(gemm: int) -> float:  # seconds of PROBE_SAMPLES draws of every group side by side, on copies
+    def probe(gemm: int) -> None:  # PROBE_SAMPLES draws of every group side by side, on copies
         end = T0 + PROBE_SAMPLES
 
         def one(b0: int, b1: int) -> None:
@@ -220,19 +219,19 @@ def run(
                 alpha, threshold,
             )  # fmt: skip
 
-        t = time.perf_counter()
         if n_groups == 1:
             one(0, B)
         else:
             with ThreadPoolExecutor(n_groups) as pool:
                 list(pool.map(one, bounds[:-1], bounds[1:]))
-        return time.perf_counter() - t
 
     with threadpool_limits(1, user_api="blas"):  # the groups are the parallelism
         if gemm and mode() == "auto" and c.shape[1] - T0 >= PROBE_SAMPLES:
             shape = f"streams={B} groups={n_groups} R{R} D{dil.shape[2] // 2} S{rest[2].shape[1]} C{C} layers={len(dilations)}"
             gemm = (
-                gemm if _products(shape, lambda: {"sgemm": probe(gemm), "loops": probe(0)}) == "sgemm" else 0
+                gemm
+                if _products(shape, {"sgemm": lambda: probe(gemm), "loops": lambda: probe(0)}) == "sgemm"
+                else 0
             )
         if n_groups == 1:
             group(0, B, gemm)
@@ -249,7 +248,7 @@ PROBE_SAMPLES = 48
 TABLE = "wavenet products"
 
 
-def _products(shape: str, timings: Any) -> str:
+def _products(shape: str, probes: dict[str, Any]) -> str:
     """``"sgemm"`` or ``"loops"``: how the loop multiplies for ``shape`` on this machine, measured
     once (the faster of three alternating probes each) and kept. On an Intel Xeon scipy's
     OpenBLAS ``sgemm`` made 16 streams 2.6-4.7x one stream; on an AMD EPYC (2026-12-06) its
@@ -257,13 +256,12 @@ def _products(shape: str, timings: Any) -> str:
     against 66,000 through the loop's own multiplication."""
     import scipy
 
-    def measure() -> dict[str, float]:
-        timings()  # warm-up: the first calls page the buffers in
-        runs = [timings() for _ in range(3)]
-        return {p: min(r[p] for r in runs) for p in ("sgemm", "loops")}
-
     return measured.choose(
-        TABLE, f"{shape} scipy {scipy.__version__}", measure, "WaveNet's step products", ("sgemm", "loops")
+        TABLE,
+        f"{shape} scipy {scipy.__version__}",
+        lambda: measured.fastest(probes),
+        "WaveNet's step products",
+        ("sgemm", "loops"),
     )
 
 

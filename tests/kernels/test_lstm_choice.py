@@ -202,3 +202,13 @@ def test_a_quick_choice_is_logged_quietly_and_a_slow_one_at_info(
     levels = {r.getMessage().split(":")[0]: r.levelno for r in caplog.records}
     assert levels == {"example quick": logging.DEBUG, "example slow": logging.INFO}
     assert "-> b (measured once in" in caplog.records[-1].getMessage()
+
+
+def test_fastest_warms_up_alternates_and_stops_at_its_budget() -> None:
+    order: list[str] = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    seconds = measured.fastest(calls, reps=3)
+    assert order == ["a", "b"] * 4 and set(seconds) == {"a", "b"}  # a warm-up round, then 3
+    order.clear()
+    measured.fastest(calls, reps=3, budget_s=0.0)
+    assert order == ["a", "b"] * 2  # the warm-up and one timed round
