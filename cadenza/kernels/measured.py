@@ -140,17 +140,43 @@ def cache_file() -> Path | None:
 
 @functools.cache
 def machine() -> str:
-    """What a choice holds for: the CPU's model name and torch's version."""
-    name = ""
+    """What a choice holds for: the CPU (its model name, family and model numbers and widest vector
+    instructions) and torch's version.
+
+    The model name alone is not enough: virtual machines report "AMD EPYC" for Zen 3 and Zen 4
+    alike, and oneDNN's products ran at twice MKL's rate on one (AVX-512) and at MKL's on the
+    other (AVX2); a home folder shared by a cluster's mixed nodes must not carry one's choices
+    to the other.
+    """
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    name = line.split(":", 1)[1].strip()
-                    break
+            text = f.read()
     except OSError:
-        pass
-    return f"{name or platform.processor() or platform.machine()} | torch {torch.__version__}"
+        text = ""
+    return f"{describe_cpu(text)} | torch {torch.__version__}"
+
+
+def describe_cpu(cpuinfo: str) -> str:
+    """The first processor of a /proc/cpuinfo text as "name (cpu family F model M, widest ISA)".
+
+    >>> describe_cpu("model name: AMD EPYC\\ncpu family: 25\\nmodel: 17\\nflags: fma avx2 avx512f")
+    'AMD EPYC (cpu family 25 model 17, avx512f)'
+    """
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    name = next((fields[k] for k in ("model name", "hardware", "cpu model") if fields.get(k)), "")
+    name = name or platform.processor() or platform.machine()
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    isa = next((f for f in ("avx512f", "avx2", "avx", "sve", "asimd", "neon") if f in flags), "")
+    numbers = " ".join(f"{k} {fields[k]}" for k in ("cpu family", "model") if fields.get(k))
+    detail = ", ".join(x for x in (numbers, isa) if x)
+    return f"{name} ({detail})" if detail else name
 
 
 def _load() -> dict[str, dict[str, dict[str, dict]]]:

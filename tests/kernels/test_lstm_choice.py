@@ -212,3 +212,16 @@ def test_fastest_warms_up_alternates_and_stops_at_its_budget() -> None:
     order.clear()
     measured.fastest(calls, reps=3, budget_s=0.0)
     assert order == ["a", "b"] * 2  # the warm-up and one timed round
+
+
+ZEN3 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx fma avx2\n\nprocessor\t: 1\nmodel name\t: other\n"
+ZEN4 = ZEN3.replace("model\t\t: 1\n", "model\t\t: 17\n").replace("avx2\n", "avx2 avx512f avx512bw\n")
+GRAVITON = "processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd evtstrm aes sve\nCPU part\t: 0xd40\n"
+
+
+def test_choices_are_kept_apart_for_cpus_that_share_a_model_name() -> None:
+    """A VM's "AMD EPYC" is Zen 3 or Zen 4: their products rank differently, so their choices do too."""
+    assert measured.describe_cpu(ZEN3) == "AMD EPYC (cpu family 25 model 1, avx2)"  # the first block only
+    assert measured.describe_cpu(ZEN4) == "AMD EPYC (cpu family 25 model 17, avx512f)"
+    assert "sve" in measured.describe_cpu(GRAVITON)
+    assert measured.machine().endswith(f"| torch {torch.__version__}")
