@@ -379,6 +379,27 @@ def _symbolic_row(bars: np.ndarray, rep: Any) -> dict[str, float | None]:
 
 
 # ----------------------------------------------------------------------------- the evaluation
+
+
+def display_names(sources: Sequence[str | os.PathLike]) -> list[str]:
+    """A row name per source: its folder's name, with as many parent folders as it takes to tell
+    two sources of the same name apart (two studies' ``runs/mel_rnn``).
+
+    >>> display_names(["a/runs/mel_rnn", "b/runs/mel_rnn", "runs/wavenet"])
+    ['a/runs/mel_rnn', 'b/runs/mel_rnn', 'wavenet']
+    """
+    parts = [Path(os.path.abspath(s)).parts for s in sources]
+    depth = [1] * len(parts)
+    while True:
+        names = [str(Path(*p[-d:])) if p else str(s) for p, d, s in zip(parts, depth, sources)]
+        twins = {n for n in names if names.count(n) > 1}
+        grow = [i for i, n in enumerate(names) if n in twins and depth[i] < len(parts[i])]
+        if not grow:
+            return names
+        for i in grow:
+            depth[i] += 1
+
+
 def evaluate(
     sources: Sequence[str | os.PathLike],
     *,
@@ -517,7 +538,7 @@ def evaluate(
     # --- the sets
     sets: list[ClipSet] = []
     lossy: dict[str, Any] = {}  # the runs' representations that only estimate their sound
-    names = list(names) if names is not None else [Path(s).name or str(s) for s in sources]
+    names = list(names) if names is not None else display_names(sources)
     for source, display in zip(sources, names):
         source = Path(source)
         slug = _slug(display, taken)
