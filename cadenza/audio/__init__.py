@@ -3,6 +3,7 @@
 from cadenza.audio.io import (
     AUDIO_EXTENSIONS,
     DECODABLE_EXTENSIONS,
+    LoudAudioWarning,
     PartialAudioWarning,
     audio_info,
     is_silent,
@@ -23,6 +24,7 @@ from cadenza.audio.synth import synthesize
 __all__ = [
     "AUDIO_EXTENSIONS",
     "DECODABLE_EXTENSIONS",
+    "LoudAudioWarning",
     "PartialAudioWarning",
     "RenderFallbackWarning",
     "audio_info",

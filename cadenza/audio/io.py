@@ -15,6 +15,7 @@ is returned as far as it decodes, with a :class:`PartialAudioWarning` that says 
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import secrets
@@ -130,7 +131,38 @@ class PartialAudioWarning(UserWarning):
     @property
     def note(self) -> str:
         """One line for a manifest: ``"kept in part: decoded 1.2 s"``."""
-        return f"kept in part: decoded {self.seconds:.1f} s"
+        return (
+            f"kept in part: decoded {self.seconds:.1f} s"
+            if self.seconds >= 0.1
+            else (f"kept in part: decoded {self.seconds * 1000:.0f} ms")
+        )
+
+
+class LoudAudioWarning(UserWarning):
+    """A floating-point file whose samples go beyond full scale: scaled down, not clipped.
+
+    Floating-point WAV, AIFF-C or CAF files (a DAW's export, a tool that writes another scale)
+    may peak far above 1.0 (0 dBFS); clipped to [-1, 1] such a file would become a square wave.
+    Above :data:`LOUD_PEAK` :func:`read_audio` divides what it read by its peak instead and
+    warns with this category; a corpus job records :attr:`note` in its manifest.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], peak: float) -> None:
+        self.path = str(path)
+        self.peak = float(peak)
+        super().__init__(f"{self.path}: {self.note}")
+
+    @property
+    def note(self) -> str:
+        """One line for a manifest: ``"scaled down: peaked at +9.5 dBFS"``."""
+        return f"scaled down: peaked at +{20 * math.log10(self.peak):.1f} dBFS"
+
+
+#: A peak above this (+6 dBFS) is a float file of another scale: divided by its peak and reported
+#: with :class:`LoudAudioWarning`. Up to it, overs are clipped, as players do: a lossy decoder's
+#: overshoot on a file mastered at full scale (+0.5 to +4 dB on loud material) stays at the
+#: file's level, and a window read with ``offset``/``duration`` at the level of the whole.
+LOUD_PEAK = 2.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,6 +476,10 @@ def _load(
         y = _resample(y, orig_sr, sr, res_type)
     y = np.ascontiguousarray(y, dtype=np.float32)
     if clip:
+        peak = float(np.max(np.abs(y))) if y.size else 0.0
+        if peak > LOUD_PEAK and math.isfinite(peak):  # float samples of another scale
+            y *= np.float32(1.0 / peak)
+            warnings.warn(LoudAudioWarning(path, peak), stacklevel=3)
         np.clip(y, -1.0, 1.0, out=y)
     return y, sr if sr is not None else orig_sr
 
@@ -482,7 +518,8 @@ def read_audio(
     -------
     y : np.ndarray
         float32 samples, shape ``(n,)`` when ``mono``, else ``(n, channels)`` (the layout
-        :func:`write_audio` takes), clipped to [-1, 1].
+        :func:`write_audio` takes), in [-1, 1]: clipped, except a float file that peaks above
+        +6 dBFS, which is divided by its peak (clipped it would be a square wave).
     sr : int
         The sample rate of ``y``.
 
@@ -498,6 +535,8 @@ def read_audio(
     PartialAudioWarning
         When the file was cut short but its first part decodes (a WAV, an Ogg Vorbis/Opus
         file, an MP3 with a Xing header): the samples that decode are returned.
+    LoudAudioWarning
+        When a float file peaks above +6 dBFS (scaled down as above).
 
     Examples
     --------

@@ -268,22 +268,24 @@ def _encode_item(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dic
 
 
 def _load_audio_noting_cuts(item: SourceItem, sr: int) -> tuple[np.ndarray, str]:
-    """:func:`load_audio_item`, and the note of a :class:`PartialAudioWarning` ("" when whole).
+    """:func:`load_audio_item`, and the notes of a :class:`PartialAudioWarning` (a file cut short)
+    or a :class:`LoudAudioWarning` (a float file scaled down to full scale); "" when neither.
 
     Other warnings are shown as they would have been.
     """
-    from cadenza.audio import PartialAudioWarning
+    from cadenza.audio import LoudAudioWarning, PartialAudioWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PartialAudioWarning)
+        warnings.simplefilter("always", LoudAudioWarning)
         y = load_audio_item(item, sr)
-    note = ""
+    notes = []
     for w in caught:
-        if isinstance(w.message, PartialAudioWarning):
-            note = w.message.note
+        if isinstance(w.message, (PartialAudioWarning, LoudAudioWarning)):
+            notes.append(w.message.note)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    return y, note
+    return y, "; ".join(dict.fromkeys(notes))
 
 
 def prepare_one(item: SourceItem, rep_dict: dict[str, Any], out: str, split: str) -> dict[str, Any]:

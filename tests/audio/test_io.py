@@ -478,6 +478,23 @@ def test_write_audio_stereo_flac_24(tmp_path):
     assert sf.info(tmp_path / "st.flac").format == "FLAC"
 
 
+def test_a_float_file_beyond_full_scale_is_divided_by_its_peak(tmp_path):
+    from cadenza.audio import LoudAudioWarning
+
+    x = np.sin(2 * np.pi * 220 * np.arange(8000) / 8000)
+    sf.write(tmp_path / "hot.wav", 1e6 * x, 8000, subtype="FLOAT")
+    with pytest.warns(LoudAudioWarning, match=r"scaled down: peaked at \+120\.0 dBFS"):
+        y, _ = read_audio(tmp_path / "hot.wav")
+    np.testing.assert_allclose(y, x, atol=1e-6)  # the sine, not a square wave at the rails
+    sf.write(tmp_path / "over.wav", 1.5 * x, 8000, subtype="FLOAT")  # a lossy decoder's overshoot
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, _ = read_audio(tmp_path / "over.wav")  # clipped at the file's level, as players do
+    np.testing.assert_allclose(y, np.clip(1.5 * x, -1, 1), atol=1e-6)
+    sf.write(tmp_path / "in-range.wav", 0.5 * x, 8000, subtype="FLOAT")
+    np.testing.assert_array_equal(read_audio(tmp_path / "in-range.wav")[0], (0.5 * x).astype(np.float32))
+
+
 def test_write_audio_clips_and_warns_above_a_thousandth(tmp_path):
     y = sine(8000, amp=0.5)
     y[:80] = 1.5  # 1% clipped

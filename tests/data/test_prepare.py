@@ -368,6 +368,28 @@ def test_truncated_ogg_is_kept_in_part_with_a_warning(tmp_path, capsys):
     assert summary.n_done_before == 2 and summary.warnings == {"cut.ogg": note}
 
 
+def test_a_float_file_beyond_full_scale_is_scaled_down_not_clipped_and_noted(tmp_path, capsys):
+    """A float export at another scale (+9.5 dBFS here) clipped would be a square wave; a small
+    over (a lossy decoder's overshoot) is clipped at the file's level, as players do."""
+    root = tmp_path / "music"
+    root.mkdir()
+    tone = _tone(1.0, 16000)
+    sf.write(root / "hot.wav", 3.0 * tone / np.abs(tone).max(), 16000, subtype="FLOAT")
+    sf.write(root / "over.wav", 1.5 * tone / np.abs(tone).max(), 16000, subtype="FLOAT")
+    out = tmp_path / "store"
+    args = ["prepare", str(root), str(out), "-r", "waveform", "--sample-rate", "16000", "--no-progress"]
+    assert cli([*args, "--workers", "1"]) == 0
+    manifest = _manifest(out)
+    assert manifest["hot.wav"]["status"] == "ok"
+    assert manifest["hot.wav"]["warning"] == "scaled down: peaked at +9.5 dBFS"
+    assert manifest["over.wav"]["status"] == "ok" and "warning" not in manifest["over.wav"]
+    assert "1 file scaled down: peaked at +9.5 dBFS (hot.wav)" in capsys.readouterr().out
+    y = np.asarray(FeatureStore(out).load("hot.wav"))[:, 0]
+    assert np.abs(y).max() == pytest.approx(1.0, abs=1e-6)
+    assert np.mean(np.abs(y) > 0.999) < 0.01  # the shape kept, not flattened at the rails
+    assert np.corrcoef(y, tone[: len(y)])[0, 1] > 0.999
+
+
 def test_summary_names_a_few_files_kept_in_part_and_counts_the_rest(tmp_path):
     from cadenza.data.prepare import PrepareSummary
 
