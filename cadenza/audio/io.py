@@ -6,7 +6,8 @@ when it is importable. Every failure raises :class:`~cadenza.errors.DecodeError`
 a few stable ``reason`` strings, suitable for a corpus manifest:
 
 ``"missing file"``, ``"unreadable file"``, ``"empty file"``, ``"not an audio file"``,
-``"corrupt or truncated audio"``, ``"no audio samples"``, ``"unsupported format"``.
+``"corrupt or truncated audio"``, ``"no audio samples"``, ``"non-finite samples"``,
+``"unsupported format"``.
 
 A file cut short whose first part still decodes (an Ogg stream without its last page, a WAV
 whose data chunk promises more than the file holds, an MP3 shorter than its Xing header says)
@@ -475,6 +476,9 @@ def _load(
     if sr is not None and sr != orig_sr:
         y = _resample(y, orig_sr, sr, res_type)
     y = np.ascontiguousarray(y, dtype=np.float32)
+    bad = int(y.size - np.count_nonzero(np.isfinite(y)))
+    if bad:  # a float file: a writer's glitch, or a model's output gone to NaN
+        raise DecodeError(path, "non-finite samples", f"{bad} of {y.size} samples are NaN or infinite")
     if clip:
         peak = float(np.max(np.abs(y))) if y.size else 0.0
         if peak > LOUD_PEAK and math.isfinite(peak):  # float samples of another scale
@@ -527,7 +531,8 @@ def read_audio(
     ------
     cadenza.errors.DecodeError
         With ``reason`` one of "missing file", "unreadable file", "empty file", "not an audio
-        file", "corrupt or truncated audio", "no audio samples", "unsupported format".
+        file", "corrupt or truncated audio", "no audio samples", "non-finite samples" (a float
+        file holding NaN or infinity), "unsupported format".
         A FLAC stream that breaks off mid-frame is "corrupt or truncated audio".
 
     Warns

@@ -650,7 +650,7 @@ def evaluate(
     }
     if len(ref_items) < 2 * MIN_CLIPS:
         notes.append(
-            f"the reference has {len(ref_items)} clips: too few for set distances and calibration rows "
+            f"the reference has {len(ref_items)} clip{'' if len(ref_items) == 1 else 's'}: too few for set distances and calibration rows "
             f"(at least {2 * MIN_CLIPS}); only the per-clip measures are shown"
         )
     evaluation = Evaluation(FEATURE_VERSION, settings, ref_set, calibration, sets, notes)

@@ -340,6 +340,20 @@ def test_malformed_file_raises_decode_error_with_reason(tmp_path, monkeypatch, k
     assert str(path) in str(caught.value)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_float_file_holding_nan_or_infinity_is_a_decode_error(tmp_path, bad):
+    """A writer's glitch or a model gone to NaN: skipped with its reason, never fed to features."""
+    y = 0.1 * np.sin(np.arange(8000) / 5.0)
+    y[100:110] = bad
+    sf.write(tmp_path / "glitch.wav", y, 8000, subtype="FLOAT")
+    with pytest.raises(DecodeError) as caught:
+        read_audio(tmp_path / "glitch.wav")
+    assert caught.value.reason == "non-finite samples"
+    assert caught.value.detail == "10 of 8000 samples are NaN or infinite"
+    with pytest.raises(DecodeError, match="non-finite samples"):  # resampled, the glitch spreads
+        read_audio(tmp_path / "glitch.wav", sr=16000)
+
+
 @pytest.mark.parametrize(("kind", "reason"), [m for m in MALFORMED if m[0] != "zero-frames"])
 def test_audio_info_classifies_like_read_audio(tmp_path, monkeypatch, kind, reason):
     monkeypatch.setattr(io, "_import_audioread", lambda: None)

@@ -79,6 +79,16 @@ def open_in_chromium(html: Path) -> tuple[list[dict], list[dict], list[str]]:
     return players, images, problems
 
 
+def strict_json(path: Path) -> Any:
+    """``path`` parsed as JSON that other languages read: a NaN or Infinity number fails the test
+    (the words in a message are text, not numbers)."""
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{path}: the number {token} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
 def assert_evaluates(
     run: Path, reference: Path, out: Path, *, seconds: float, n_clips: int = 3
 ) -> dict[str, Any]:
@@ -86,9 +96,7 @@ def assert_evaluates(
     args = ["evaluate", str(run), "--reference", str(reference), "--out", str(out)]
     args += ["--n-clips", str(n_clips), "--seconds", str(seconds), "--n-boot", "20"]
     assert main(args) == 0
-    text = (out / "metrics.json").read_text()
-    assert "NaN" not in text and "Infinity" not in text
-    payload = json.loads(text)
+    payload = strict_json(out / "metrics.json")
     (model,) = payload["sets"]
     assert model["kind"] == "model" and model["n_clips"] == n_clips, model["note"]
     for clip in model["clips"]:

@@ -33,7 +33,7 @@ from cadenza.evaluation.features import (
     clip_features,
     reference_window_features,
 )
-from tests.evaluation.helpers import open_in_chromium
+from tests.evaluation.helpers import open_in_chromium, strict_json
 
 SR = ANALYSIS_SR
 CLIP = 5 * SR  # 5 s clips keep the suite fast
@@ -243,6 +243,7 @@ def test_evaluate_folders_calibration_copies_and_bad_input(
     write_audio(gen / "short.wav", held[: SR // 4], SR)
     (gen / "broken.mp3").write_text("not audio at all")
     (gen / "empty.wav").write_bytes(b"")
+    sf.write(gen / "nan.wav", np.full(CLIP, np.nan), SR, subtype="FLOAT")  # a model gone to NaN
     silent = music21.stream.Stream([music21.note.Rest(quarterLength=8)])
     silent.write("midi", fp=str(gen / "rests.mid"))
 
@@ -250,7 +251,7 @@ def test_evaluate_folders_calibration_copies_and_bad_input(
     ev = evaluate([gen], reference=ref_dir, out=out, n_clips=40, seconds=5.0, n_boot=100, train=train_dir)
 
     (cs,) = ev.sets
-    assert dict(cs.skipped).keys() == {"broken.mp3", "empty.wav"}
+    assert dict(cs.skipped).keys() == {"broken.mp3", "empty.wav", "nan.wav"}
     flags = {c.name: c.flags for c in cs.clips}
     assert all("copy" in flags[f"copy{i}"] for i in range(4)), flags
     assert not any(flags[f"held{i}"] for i in range(4)), flags
@@ -279,13 +280,12 @@ def test_evaluate_folders_calibration_copies_and_bad_input(
         max(groups["floor"].values()) < 1.5 < min(max(g.values()) for n, g in groups.items() if n != "floor")
     )
 
-    payload = json.loads((out / "metrics.json").read_text())
+    payload = strict_json(out / "metrics.json")
     for row, saved in zip(ev.calibration, payload["calibration"]):
         assert saved["gaps"]["groups"] == [[g, pytest.approx(v)] for g, v in row.gaps["groups"]]
     assert "Farthest from the reference" in (out / "report.md").read_text()
-    assert (
-        payload["feature_version"] == ev.feature_version and "NaN" not in (out / "metrics.json").read_text()
-    )
+    assert payload["feature_version"] == ev.feature_version
+    assert dict(cs.skipped)["nan.wav"].startswith("non-finite samples")
     assert (out / "report.html").is_file() and (out / "distances.png").is_file()
     for clip in cs.clips:
         assert clip.audio and (out / clip.audio).is_file() and (out / clip.image).is_file()
