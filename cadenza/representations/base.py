@@ -122,10 +122,17 @@ class Representation:
         return max(1, int(math.ceil(seconds * self.frame_rate - 1e-9)))
 
     def read(self, path: Any) -> np.ndarray:
-        """Frames of an audio file, decoded to mono at ``sample_rate`` (any format, rate, channels)."""
-        from cadenza.audio import read_audio
+        """Frames of an audio file, decoded to mono at ``sample_rate`` (any format, rate, channels),
+        or of a score (MIDI, MusicXML, ...) rendered to sound as ``cadenza prepare`` renders one."""
+        import os
 
-        y, _ = read_audio(path, sr=int(self.sample_rate))  # type: ignore[attr-defined]
+        from cadenza.data.corpora import SCORE_EXTENSIONS
+        from cadenza.data.items import SourceItem
+        from cadenza.data.prepare import load_audio_item
+
+        kind = "score" if os.path.splitext(str(path))[1].lower() in SCORE_EXTENSIONS else "audio"
+        item = SourceItem(id=os.path.basename(str(path)) or "seed", kind=kind, path=str(path))
+        y = load_audio_item(item, int(self.sample_rate))  # type: ignore[attr-defined]
         return np.asarray(self.encode(y), dtype=np.float32)
 
     def quiet_frames(self, n_frames: int, rng: np.random.Generator, *, amplitude: float = 1e-3) -> np.ndarray:

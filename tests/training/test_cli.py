@@ -109,6 +109,35 @@ def test_generate_from_a_seed_file_and_a_chosen_checkpoint(
     assert sf.info(out / "run-seed0-0.wav").frames == SR // 2
 
 
+def test_a_score_seeds_an_audio_model_rendered_as_prepare_renders_it(
+    run_dir: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`--seed-file` takes a MIDI file for an audio model too (the help promised "or score")."""
+    import pretty_midi
+
+    from cadenza.data.items import SourceItem
+    from cadenza.data.prepare import load_audio_item
+    from cadenza.generation.generator import load_generator
+
+    _, run = run_dir
+    score = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(0)
+    piano.notes += [pretty_midi.Note(90, 60 + 2 * (i % 5), 0.25 * i, 0.25 * i + 0.24) for i in range(8)]
+    score.instruments.append(piano)
+    midi = tmp_path / "seed.mid"
+    score.write(str(midi))
+    out = tmp_path / "out"
+    assert main(["generate", str(run), "--seconds", "0.5", "--seed-file", str(midi), "--out", str(out)]) == 0
+    meta = json.loads((out / "run-seed0-0.json").read_text())
+    assert meta["seed_source"] == {**meta["seed_source"], "kind": "file", "path": str(midi)}
+    rep = load_generator(run).representation
+    rendered = load_audio_item(SourceItem("seed.mid", "score", str(midi)), rep.sample_rate)
+    assert np.abs(rendered).max() > 0.01  # real notes, not silence
+    np.testing.assert_array_equal(rep.read(midi), rep.encode(rendered))
+    (tmp_path / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    assert main(["generate", str(run), "--seed-file", str(tmp_path / "broken.mid"), "--out", str(out)]) == 1
+
+
 def test_export_bundle_generates_without_the_store(run_dir: tuple[Path, Path], tmp_path: Path) -> None:
     store, run = run_dir
     assert main(["export", str(run), str(tmp_path / "bundle.pt")]) == 0
