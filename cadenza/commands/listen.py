@@ -43,7 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--host", default="127.0.0.1", help="the address to serve on (default: 127.0.0.1, this machine only)"
     )
     p.add_argument("--port", type=int, default=8000, help="the port (default: 8000; 0: any free port)")
-    p.add_argument("--seconds", type=float, help="the clips' length, at most 12 (default: 10)")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        help="the clips' length, from 1 to 12 (default: 10; a model's clip under 1 s is left out)",
+    )
     p.add_argument(
         "--n-clips", type=int, help="at most this many clips of each model in the test (default: 20)"
     )

@@ -58,6 +58,8 @@ __all__ = [
 
 #: The longest clip a test plays (seconds).
 MAX_SECONDS = 12.0
+#: The shortest: a model's clip under it is left out (a listener cannot judge a click as music).
+MIN_SECONDS = 1.0
 #: ITU-T P.800's absolute category rating scale, best first.
 SCALE = {5: "Excellent", 4: "Good", 3: "Fair", 2: "Poor", 1: "Bad"}
 QUESTION = {"acr": "How good is this clip as music?", "ab": "Which clip is more musical?"}
@@ -277,7 +279,8 @@ def prepare_experiment(
         hidden reference, no anchor and no screening.
     mode : {"acr", "ab"}
     seconds : float
-        The clips' length, at most :data:`MAX_SECONDS`; shorter when the shortest clip is.
+        The clips' length, from :data:`MIN_SECONDS` to :data:`MAX_SECONDS`; shorter when the
+        shortest clip is (a model's clip under :data:`MIN_SECONDS` is left out, with its reason).
     n_clips : int
         At most this many clips of each model (a seeded choice), and of the reference.
     n_per_condition : int, optional
@@ -289,8 +292,8 @@ def prepare_experiment(
     -------
     Experiment
     """
-    if not 0 < seconds <= MAX_SECONDS:
-        raise ParameterError(f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds}")
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        raise ParameterError(f"seconds must be in [{MIN_SECONDS:g}, {MAX_SECONDS:g}], got {seconds}")
     if n_clips < 1:
         raise ParameterError(f"n_clips must be at least 1, got {n_clips}")
     if mode not in N_PER_CONDITION:
@@ -325,6 +328,17 @@ def prepare_experiment(
             files = [files[i] for i in sorted(rng.choice(len(files), n_clips, replace=False))]
         _say(f"{name}: reading {len(files)} clips from {path}")
         read, bad = cl.read_clips(files, max_seconds=seconds)
+        short = [
+            (str(p), f"too short to judge ({len(y) / sr:.2f} s; a trial plays at least {MIN_SECONDS:g} s)")
+            for p, y, sr in read
+            if len(y) < MIN_SECONDS * sr
+        ]
+        if short:
+            log.warning(
+                "%s: leaving out %d clips under %g s (%s)", name, len(short), MIN_SECONDS, short[0][0]
+            )
+            read = [(p, y, sr) for p, y, sr in read if len(y) >= MIN_SECONDS * sr]
+            bad = bad + short
         skipped += bad
         if not read:
             raise ParameterError(

@@ -111,3 +111,19 @@ def test_unusable_folders_are_refused_with_a_reason(tmp_path: Path) -> None:
         prepare_experiment(results, seconds=13.0)
     with pytest.raises(ParameterError, match="no such"):
         prepare_experiment(results, reference=tmp_path / "nowhere")
+
+
+def test_a_click_of_a_clip_is_left_out_with_its_reason_not_the_test_cut_to_it(tmp_path: Path) -> None:
+    """One model's clip of one sample once cut every clip to 0.000125 s and crashed the anchor's filter."""
+    results, reference = make_folders(tmp_path)
+    model = sorted(p for p in results.iterdir() if p.is_dir())[0]
+    sf.write(model / "click.wav", np.zeros(1) + 0.5, 8000)
+    sf.write(model / "blip.wav", tone(440, 0.3, 8000, 0.2), 8000)
+    exp = prepare_experiment(results, reference=reference, seconds=1.0, n_per_condition=1)
+    assert exp.seconds == pytest.approx(1.0)
+    sources = {c["source"] for c in exp.config["clips"].values()}
+    assert not any(s.endswith(("click.wav", "blip.wav")) for s in sources)
+    reasons = dict(exp.config["skipped"])
+    assert reasons[str(model / "blip.wav")] == "too short to judge (0.30 s; a trial plays at least 1 s)"
+    with pytest.raises(ParameterError, match=r"seconds must be in \[1, 12\]"):
+        prepare_experiment(results, reference=reference, seconds=0.5, folder=tmp_path / "other")
