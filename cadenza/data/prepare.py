@@ -235,7 +235,14 @@ def _encode_score(item: SourceItem, rep: Representation) -> tuple[np.ndarray, di
     frames, enc_info = rep.encode_with_info(midi)  # type: ignore[attr-defined]
     info: dict[str, Any] = {k: v for k, v in enc_info.items() if isinstance(v, int | float | str)}
     if not np.any(frames):
-        raise DecodeError(item.path, "no notes", "no note falls in the pitch range")
+        n_drums, n_out = int(enc_info.get("n_drum_notes", 0)), int(enc_info.get("n_dropped_out_of_range", 0))
+        if n_drums and not n_out:
+            detail = f"only drum notes ({n_drums}), which the roll leaves out (--param include_drums=true keeps them)"
+        elif n_out:
+            detail = f"{n_out} notes, none within the roll's pitch range"
+        else:
+            detail = "the score holds no note"
+        raise DecodeError(item.path, "no notes", detail)
     info["duration"] = float(midi.get_end_time())
     return frames, info
 

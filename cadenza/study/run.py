@@ -175,6 +175,18 @@ class StudyResult:
     state: StudyState
 
 
+def _in_study_terms(error: str, model: str | None) -> str:
+    """``error`` with the study's way to do what it advises, where it advises a config change.
+
+    >>> _in_study_terms("the 'train' split has 3 windows, fewer than data.batch_size=16; "
+    ...                 "lower data.batch_size or data.seq_len, or prepare more music", "wavenet")[-74:]
+    '(in a study: --set wavenet:data.batch_size=N, or more music in the source)'
+    """
+    if model and "lower data.batch_size" in error:
+        error += f" (in a study: --set {model}:data.batch_size=N, or more music in the source)"
+    return error
+
+
 # ----------------------------------------------------------------------------- the study
 class _Study:
     def __init__(
@@ -233,6 +245,7 @@ class _Study:
             )
             if not str(exc):
                 error = type(exc).__name__
+            error = _in_study_terms(error, model)
             logs = self.out / "logs"
             logs.mkdir(parents=True, exist_ok=True)
             name = f"{model or 'study'}-{what}".replace("/", "_")

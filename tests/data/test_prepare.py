@@ -552,3 +552,42 @@ def test_watchdog_ends_a_worker_whose_parent_died(tmp_path):
         if _alive(child):
             os.kill(child, signal.SIGKILL)
         parent.stdout.close()
+
+
+def test_a_drums_only_midi_file_is_skipped_with_what_would_keep_it(tmp_path):
+    import pretty_midi
+
+    root = tmp_path / "scores"
+    root.mkdir()
+    for name, drum, pitch in (("drums.mid", True, 36), ("high.mid", False, 120), ("tune.mid", False, 60)):
+        score = pretty_midi.PrettyMIDI()
+        part = pretty_midi.Instrument(0, is_drum=drum)
+        part.notes += [pretty_midi.Note(90, pitch + i % 3, 0.5 * i, 0.5 * i + 0.4) for i in range(8)]
+        score.instruments.append(part)
+        score.write(str(root / name))
+    out = tmp_path / "rolls"
+    piano = ["--param", "lowest_pitch=24", "--param", "n_pitches=84"]  # the GANs' 84 pitches
+    assert (
+        cli(["prepare", str(root), str(out), "-r", "pianoroll", *piano, "--workers", "1", "--no-progress"])
+        == 0
+    )
+    manifest = _manifest(out)
+    assert manifest["tune.mid"]["status"] == "ok"
+    assert manifest["drums.mid"]["reason"] == "no notes"
+    assert manifest["drums.mid"]["detail"] == (
+        "only drum notes (8), which the roll leaves out (--param include_drums=true keeps them)"
+    )
+    assert manifest["high.mid"]["detail"] == "8 notes, none within the roll's pitch range"
+    drums = tmp_path / "with-drums"
+    args = [
+        "prepare",
+        str(root),
+        str(drums),
+        "-r",
+        "pianoroll",
+        "--param",
+        "include_drums=true",
+        "--no-progress",
+    ]
+    assert cli([*args, "--workers", "1"]) == 0
+    assert _manifest(drums)["drums.mid"]["status"] == "ok"  # the advice works
