@@ -47,6 +47,11 @@ DEFAULT_SPLIT = (0.8, 0.1, 0.1)
 #: lead-in and ending (:func:`cadenza.audio.trim_silence`); a store without it holds untrimmed
 #: files, and resuming it would mix the two.
 AUDIO_PREP = 2
+#: A file's mean above this (-60 dBFS) is a recording's DC offset, subtracted before the silence
+#: check and the trim (a constant offset keeps a silent lead-in from counting as silent) and
+#: recorded in the manifest as ``dc_offset``; below it the samples are kept bit for bit (so
+#: stores prepared before it, which it leaves at ``AUDIO_PREP`` 2, differ only in such files).
+DC_OFFSET = 1e-3
 
 
 @dataclasses.dataclass
@@ -258,6 +263,10 @@ def _encode_audio(item: SourceItem, rep: Representation) -> tuple[np.ndarray, di
         raise DecodeError(item.path, "no audio samples")
     from cadenza.audio import is_silent, trim_silence
 
+    offset = float(np.mean(y, dtype=np.float64))
+    if abs(offset) > DC_OFFSET:  # not sound: it wastes a waveform model's range and hides silence
+        y = y - np.float32(offset)
+        info["dc_offset"] = round(offset, 4)
     if is_silent(y):
         raise DecodeError(item.path, "silent", "peak below -60 dBFS")
     y, lead, tail = trim_silence(y, sr)  # a rendered score's dying release, a recording's fade

@@ -591,3 +591,27 @@ def test_a_drums_only_midi_file_is_skipped_with_what_would_keep_it(tmp_path):
     ]
     assert cli([*args, "--workers", "1"]) == 0
     assert _manifest(drums)["drums.mid"]["status"] == "ok"  # the advice works
+
+
+def test_a_dc_offset_is_taken_out_before_the_silence_trim(tmp_path):
+    """A recording 0.1 above zero throughout: its silent second before the music is trimmed, the
+    music kept around zero; a file that is nothing but an offset is silent."""
+    root = tmp_path / "recordings"
+    root.mkdir()
+    sr = 16000
+    music = _tone(2.0, sr)
+    sf.write(root / "offset.wav", np.concatenate([np.zeros(sr), music]) + 0.1, sr, subtype="FLOAT")
+    sf.write(root / "only-offset.wav", np.full(sr, 0.3), sr, subtype="FLOAT")
+    sf.write(root / "clean.wav", music, sr, subtype="FLOAT")
+    out = tmp_path / "store"
+    args = ["prepare", str(root), str(out), "-r", "waveform", "--sample-rate", str(sr), "--no-progress"]
+    assert cli([*args, "--workers", "1"]) == 0
+    manifest = _manifest(out)
+    assert manifest["offset.wav"]["dc_offset"] == pytest.approx(0.1 + music.mean() * 2 / 3, abs=1e-4)
+    assert manifest["offset.wav"]["trimmed"][0] >= 0.9  # the silent lead-in, seen as silent
+    assert manifest["only-offset.wav"]["reason"] == "silent"
+    assert "dc_offset" not in manifest["clean.wav"]
+    store = FeatureStore(out)
+    y = np.asarray(store.load("offset.wav"))[:, 0]
+    assert abs(float(y.mean())) < 0.01 and np.abs(y).max() < 0.5
+    np.testing.assert_array_equal(np.asarray(store.load("clean.wav"))[:, 0], music.astype(np.float32))
