@@ -51,6 +51,7 @@ __all__ = [
     "MusicNetSource",
     "Source",
     "musicnet_labels",
+    "kind_of",
     "open_source",
 ]
 
@@ -62,7 +63,8 @@ ROLL_EXTENSIONS = (".npz",)
 KINDS = ("audio", "score", "roll")
 
 
-def _kind_of(name: str) -> str | None:
+def kind_of(name: str) -> str | None:
+    """The kind of a file by its extension: "audio", "score", "roll", or None for anything else."""
     ext = os.path.splitext(name)[1].lower()
     if ext in AUDIO_EXTENSIONS:
         return "audio"
@@ -199,7 +201,7 @@ class FolderSource(Source):
             top, names = self.root, list(_walk(self.root))
         items = []
         for rel in names:
-            kind = _kind_of(rel)
+            kind = kind_of(rel)
             if kind is None:
                 continue
             parts = rel.split("/")

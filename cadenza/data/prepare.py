@@ -256,7 +256,7 @@ def _encode_audio(item: SourceItem, rep: Representation) -> tuple[np.ndarray, di
     """Any item as sound (a score rendered), resampled and encoded by an audio representation."""
     info: dict[str, Any] = {}
     sr = int(rep.sample_rate)  # type: ignore[attr-defined]
-    y, warning = _load_audio_noting_cuts(item, sr)
+    y, warning = _load_audio_with_notes(item, sr)
     if warning:
         info["warning"] = warning
     if y.size == 0:
@@ -283,7 +283,7 @@ def _encode_item(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dic
     return rep.by_kind(audio=_encode_audio, score=_encode_score)(item, rep)
 
 
-def _load_audio_noting_cuts(item: SourceItem, sr: int) -> tuple[np.ndarray, str]:
+def _load_audio_with_notes(item: SourceItem, sr: int) -> tuple[np.ndarray, str]:
     """:func:`load_audio_item`, and the notes of a :class:`PartialAudioWarning` (a file cut short)
     or a :class:`LoudAudioWarning` (a float file scaled down to full scale); "" when neither.
 

@@ -123,14 +123,14 @@ class Representation:
 
     def read(self, path: Any) -> np.ndarray:
         """Frames of an audio file, decoded to mono at ``sample_rate`` (any format, rate, channels),
-        or of a score (MIDI, MusicXML, ...) rendered to sound as ``cadenza prepare`` renders one."""
+        or of a score or stored roll rendered to sound as ``cadenza prepare`` renders one."""
         import os
 
-        from cadenza.data.corpora import SCORE_EXTENSIONS
+        from cadenza.data.corpora import kind_of
         from cadenza.data.items import SourceItem
         from cadenza.data.prepare import load_audio_item
 
-        kind = "score" if os.path.splitext(str(path))[1].lower() in SCORE_EXTENSIONS else "audio"
+        kind = kind_of(str(path)) or "audio"  # anything else: read_audio says what it is
         item = SourceItem(id=os.path.basename(str(path)) or "seed", kind=kind, path=str(path))
         y = load_audio_item(item, int(self.sample_rate))  # type: ignore[attr-defined]
         return np.asarray(self.encode(y), dtype=np.float32)

@@ -35,6 +35,7 @@ import dataclasses
 import logging
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -175,15 +176,20 @@ class StudyResult:
     state: StudyState
 
 
-def _in_study_terms(error: str, model: str | None) -> str:
-    """``error`` with the study's way to do what it advises, where it advises a config change.
+#: A config setting named in a message ("data.batch_size", "model.head=mdn").
+_SETTING = re.compile(r"\b(?:data|model|optim|schedule|train)\.[a-z_]+")
 
-    >>> _in_study_terms("the 'train' split has 3 windows, fewer than data.batch_size=16; "
-    ...                 "lower data.batch_size or data.seq_len, or prepare more music", "wavenet")[-74:]
-    '(in a study: --set wavenet:data.batch_size=N, or more music in the source)'
+
+def _in_study_terms(error: str, model: str | None) -> str:
+    """``error`` with the study's way to change a config setting, where it advises one.
+
+    >>> _in_study_terms("fewer than data.batch_size=16; lower data.batch_size", "wavenet")
+    'fewer than data.batch_size=16; lower data.batch_size (in a study a setting is changed with --set wavenet:KEY=VALUE)'
+    >>> _in_study_terms("the toy model is broken on purpose", "wavenet")
+    'the toy model is broken on purpose'
     """
-    if model and "lower data.batch_size" in error:
-        error += f" (in a study: --set {model}:data.batch_size=N, or more music in the source)"
+    if model and _SETTING.search(error):
+        error += f" (in a study a setting is changed with --set {model}:KEY=VALUE)"
     return error
 
 
