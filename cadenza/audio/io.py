@@ -16,6 +16,7 @@ is returned as far as it decodes, with a :class:`PartialAudioWarning` that says 
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -162,8 +163,32 @@ class LoudAudioWarning(UserWarning):
 #: A peak above this (+6 dBFS) is a float file of another scale: divided by its peak and reported
 #: with :class:`LoudAudioWarning`. Up to it, overs are clipped, as players do: a lossy decoder's
 #: overshoot on a file mastered at full scale (+0.5 to +4 dB on loud material) stays at the
-#: file's level, and a window read with ``offset``/``duration`` at the level of the whole.
+#: file's level, and a window read with ``offset``/``duration`` at the level of the whole: a
+#: window of a float file is scaled by the whole file's peak (:func:`_float_file_peak`).
 LOUD_PEAK = 2.0
+
+#: libsndfile's floating-point sample formats: the only ones that can go beyond full scale.
+_FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+
+
+@functools.lru_cache(maxsize=256)
+def _float_file_peak(path: str, mtime_ns: int, size: int, mono: bool) -> float:
+    """The largest finite magnitude of a whole float file as read (mixed down when ``mono``).
+
+    Read block by block, once per version of the file (``mtime_ns`` and ``size`` key the cache):
+    the listening test and the evaluation read the first seconds of many files, and a window
+    must be scaled as the whole file is, not by its own peak.
+    """
+    peak = 0.0
+    with sf.SoundFile(path) as f:
+        for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
+            if mono and block.shape[1] > 1:
+                block = block.mean(axis=1)
+            block = np.abs(block)
+            block = block[np.isfinite(block)]
+            if block.size:
+                peak = max(peak, float(block.max()))
+    return peak
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,7 +406,8 @@ def _read_frames(f: sf.SoundFile, n_frames: int, *, mono: bool) -> np.ndarray:
 
 def _decode_soundfile(
     path: Path, kind: str, name: str, *, mono: bool, offset: float, duration: float | None
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, int, float | None]:
+    """The samples, the file's rate, and the whole file's peak where a window of a float file was read."""
     try:
         f = sf.SoundFile(str(path))
     except (sf.SoundFileError, RuntimeError) as e:
@@ -409,10 +435,16 @@ def _decode_soundfile(
                 f"the {name or 'audio'} header promises audio but none decodes",
             )
         cut = _cut_short(path, name, f, start + len(y)) if n_frames < 0 or len(y) < n_frames else None
+        window = start > 0 or (n_frames >= 0 and start + len(y) < f.frames)
+        float_window = window and f.subtype in _FLOAT_SUBTYPES
     if cut is not None:
         # stacklevel 4: the caller of read_audio (through _load and this function).
         warnings.warn(PartialAudioWarning(path, len(y) / orig_sr, cut), stacklevel=4)
-    return y, orig_sr
+    peak = None
+    if float_window:  # a part of a file that may go beyond full scale: the whole file's peak decides
+        st = path.stat()
+        peak = _float_file_peak(str(path), st.st_mtime_ns, st.st_size, mono)
+    return y, orig_sr, peak
 
 
 def _decode_audioread(
@@ -469,10 +501,13 @@ def _load(
     sr = _check_read_args(sr, offset, duration, res_type)
     path = Path(path)
     kind, name = _check_file(path)
+    file_peak = None  # of the whole file where only a window of a float file was read
     if _needs_audioread(kind, name):
         y, orig_sr = _decode_audioread(path, name, mono=mono, offset=offset, duration=duration)
     else:
-        y, orig_sr = _decode_soundfile(path, kind, name, mono=mono, offset=offset, duration=duration)
+        y, orig_sr, file_peak = _decode_soundfile(
+            path, kind, name, mono=mono, offset=offset, duration=duration
+        )
     if sr is not None and sr != orig_sr:
         y = _resample(y, orig_sr, sr, res_type)
     y = np.ascontiguousarray(y, dtype=np.float32)
@@ -481,6 +516,8 @@ def _load(
         raise DecodeError(path, "non-finite samples", f"{bad} of {y.size} samples are NaN or infinite")
     if clip:
         peak = float(np.max(np.abs(y))) if y.size else 0.0
+        if file_peak is not None:
+            peak = file_peak
         if peak > LOUD_PEAK and math.isfinite(peak):  # float samples of another scale
             y *= np.float32(1.0 / peak)
             warnings.warn(LoudAudioWarning(path, peak), stacklevel=3)
@@ -523,7 +560,9 @@ def read_audio(
     y : np.ndarray
         float32 samples, shape ``(n,)`` when ``mono``, else ``(n, channels)`` (the layout
         :func:`write_audio` takes), in [-1, 1]: clipped, except a float file that peaks above
-        +6 dBFS, which is divided by its peak (clipped it would be a square wave).
+        +6 dBFS, which is divided by its peak (clipped it would be a square wave); a window
+        (``offset``, ``duration``) by the whole file's peak, so that it is read at the level the
+        whole file is.
     sr : int
         The sample rate of ``y``.
 

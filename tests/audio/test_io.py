@@ -509,6 +509,33 @@ def test_a_float_file_beyond_full_scale_is_divided_by_its_peak(tmp_path):
     np.testing.assert_array_equal(read_audio(tmp_path / "in-range.wav")[0], (0.5 * x).astype(np.float32))
 
 
+def test_a_window_of_a_loud_float_file_is_scaled_as_the_whole_file_is(tmp_path):
+    from cadenza.audio import LoudAudioWarning
+
+    sr = 8000
+    x = np.sin(2 * np.pi * 220 * np.arange(3 * sr) / sr)
+    level = np.repeat([1.8, 0.5, 4.0], sr)  # the loudest second last; the first alone would be clipped
+    stereo = np.stack([level * x, 0.5 * level * x], axis=1)
+    sf.write(tmp_path / "daw.wav", stereo, sr, subtype="FLOAT")
+    for mono in (True, False):
+        with pytest.warns(LoudAudioWarning, match=r"peaked at \+12\.0 dBFS" if not mono else "scaled down"):
+            whole, _ = read_audio(tmp_path / "daw.wav", mono=mono)
+        for offset, duration in ((0.0, 1.0), (0.5, 1.0), (1.0, None), (0.0, 2.0)):
+            with pytest.warns(LoudAudioWarning):
+                part, _ = read_audio(tmp_path / "daw.wav", mono=mono, offset=offset, duration=duration)
+            start = round(offset * sr)
+            np.testing.assert_allclose(part, whole[start : start + len(part)], atol=1e-6)
+    with pytest.warns(LoudAudioWarning, match=r"peaked at \+9\.5 dBFS"):  # the mix peaks at 0.75 * 4
+        first, _ = read_audio(tmp_path / "daw.wav", duration=1.0, mono=True)
+    assert np.max(np.abs(first)) == pytest.approx(1.8 * 0.75 / 3.0, rel=1e-3)  # not clipped at 1.0
+    # a new version of the file is measured again
+    sf.write(tmp_path / "daw.wav", stereo[:sr] / 1.8 * 0.9, sr, subtype="FLOAT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        part, _ = read_audio(tmp_path / "daw.wav", duration=0.5)
+    assert np.max(np.abs(part)) == pytest.approx(0.9 * 0.75, rel=1e-3)
+
+
 def test_write_audio_clips_and_warns_above_a_thousandth(tmp_path):
     y = sine(8000, amp=0.5)
     y[:80] = 1.5  # 1% clipped
