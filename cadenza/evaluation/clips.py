@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,10 @@ class Item:
     origin: str = ""  # the file (and offset) it came from
     group: str = ""  # clips of one source file share a group (for splitting the reference)
     files: dict[str, Path] = dataclasses.field(default_factory=dict)  # files already written: wav, midi, png
+    #: What ``y`` was divided by when read: a float file's peak above +6 dBFS (1: as in the file).
+    #: Played or converted to PCM such a file is clipped at full scale: the clipping detector
+    #: counts its samples at full scale as they are in the file.
+    scale: float = 1.0
 
 
 def is_store(path: str | os.PathLike) -> bool:
@@ -126,8 +131,8 @@ def read_folder(
         name = str(Path(rel).with_suffix("")).replace(os.sep, "/")
         try:
             if ext in AUDIO_EXTENSIONS:
-                y, sr = read_audio(path, duration=max_seconds)
-                items.append(Item(name=name, y=y, sr=int(sr), origin=str(path), group=str(path)))
+                y, sr, scale = _read_with_scale(read_audio, path, max_seconds)
+                items.append(Item(name=name, y=y, sr=int(sr), origin=str(path), group=str(path), scale=scale))
             elif ext in SCORE_EXTENSIONS:
                 items.append(read_score_item(path, name))
             else:
@@ -136,6 +141,23 @@ def read_folder(
             skipped.append((rel, _reason(exc)))
             log.warning("skipping %s: %s", path, _reason(exc))
     return items, skipped
+
+
+def _read_with_scale(read_audio: Any, path: Path, max_seconds: float | None) -> tuple[np.ndarray, int, float]:
+    """``read_audio(path)`` and what it divided the samples by (its :class:`LoudAudioWarning`'s peak)."""
+    from cadenza.audio import LoudAudioWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y, sr = read_audio(path, duration=max_seconds)
+    scale = 1.0
+    for w in caught:
+        if isinstance(w.message, LoudAudioWarning):
+            scale = w.message.peak
+            log.warning("%s", w.message)
+        else:  # every other warning goes on to the caller's filters
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return y, int(sr), scale
 
 
 def _decode_frames(rep: Any, frames: np.ndarray, seconds: float | None = None) -> tuple[np.ndarray, int, Any]:

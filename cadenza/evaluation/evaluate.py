@@ -121,7 +121,7 @@ class _Measured:
                     "silent_fraction": det.silent_fraction(it.y, it.sr),
                     "flatness": det.flatness(it.y, it.sr),
                     "lufs": det.loudness_lufs(y, ANALYSIS_SR),
-                    "clipping": det.clipping_rate(it.y),
+                    "clipping": det.clipping_rate(it.y, level=det.CLIPPING_LEVEL / it.scale),
                     "loop_score": score,
                     "loop_lag": lag,
                 }

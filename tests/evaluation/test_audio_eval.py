@@ -244,6 +244,8 @@ def test_evaluate_folders_calibration_copies_and_bad_input(
     (gen / "broken.mp3").write_text("not audio at all")
     (gen / "empty.wav").write_bytes(b"")
     sf.write(gen / "nan.wav", np.full(CLIP, np.nan), SR, subtype="FLOAT")  # a model gone to NaN
+    hot = held[2 * SR : 2 * SR + CLIP] * (6.0 / np.max(np.abs(held[2 * SR : 2 * SR + CLIP])))
+    sf.write(gen / "hot.wav", hot, SR, subtype="FLOAT")  # +15.6 dBFS: read scaled down, played clipped
     silent = music21.stream.Stream([music21.note.Rest(quarterLength=8)])
     silent.write("midi", fp=str(gen / "rests.mid"))
 
@@ -257,6 +259,11 @@ def test_evaluate_folders_calibration_copies_and_bad_input(
     assert not any(flags[f"held{i}"] for i in range(4)), flags
     assert flags["stereo-44k"] == [] and "loop" in flags["loop"] and "noise" in flags["noise"]
     assert "short" in flags["short"] and "silent" in flags["rests"]
+    assert flags["hot"] == ["clipping"], flags  # at the file's own level, as a player clips it
+    hot_clip = next(c for c in cs.clips if c.name == "hot")
+    assert hot_clip.measures["clipping"] == pytest.approx(
+        np.mean(np.abs(hot) >= det.CLIPPING_LEVEL), abs=1e-4
+    )
     ratios = {c.name: c.measures["copy_ratio"] for c in cs.clips}
     assert (
         max(ratios[f"copy{i}"] for i in range(4)) < det.COPY_RATIO < min(ratios[f"held{i}"] for i in range(4))
