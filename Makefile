@@ -58,13 +58,13 @@ demo: $(STAMP)
 	$(VENV)/bin/cadenza demo --out demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check cadenza tests benchmarks
-	$(VENV)/bin/ruff format --check cadenza tests benchmarks
+	$(VENV)/bin/ruff check cadenza tests benchmarks conftest.py
+	$(VENV)/bin/ruff format --check cadenza tests benchmarks conftest.py
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cadenza tests benchmarks
-	$(VENV)/bin/ruff format --check cadenza tests benchmarks
+	$(VENV)/bin/ruff check cadenza tests benchmarks conftest.py
+	$(VENV)/bin/ruff format --check cadenza tests benchmarks conftest.py
 
 bench: $(STAMP)
 	for b in benchmarks/[!_]*.py; do $(PY) $$b || exit 1; done
