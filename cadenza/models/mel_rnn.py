@@ -148,10 +148,12 @@ class Model(nn.Module):
         if self.config.head == "mse":
             return z, state
         m, width, r = self.config.n_mixtures, self.k * f, self.config.rank
-        logits, params = z[..., :m], z[..., m:].reshape(b, -1, m, 2 + r, width)
-        log_std = params[..., 1, :].clamp(min=math.log(self.config.min_std))
-        factor = params[..., 2:, :].transpose(-1, -2) if r else None  # (B, S, M, kF, r)
-        return logits, params[..., 0, :], log_std, factor, state
+        # split, not sliced: a slice's gradient is a zero tensor of the whole, filled each time
+        logits, params = z.split([m, z.shape[-1] - m], dim=-1)
+        mean, log_std, factor = params.reshape(b, -1, m, 2 + r, width).split([1, 1, r], dim=-2)
+        log_std = log_std.squeeze(-2).clamp(min=math.log(self.config.min_std))
+        factor = factor.transpose(-1, -2) if r else None  # (B, S, M, kF, r)
+        return logits, mean.squeeze(-2), log_std, factor, state
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x, y = batch["x"].float(), batch["y"].float()
