@@ -115,6 +115,10 @@ class Source:
         self.root = os.path.abspath(os.path.expanduser(os.fspath(root)))
         self.kind = kind
         self._items: list[SourceItem] | None = None
+        #: Files of another kind than the one asked for, by kind, once the list is made: the
+        #: scores of a folder that also holds audio (an audio store is made from recordings),
+        #: the recordings of one asked for scores.
+        self.left_out: Counter[str] = Counter()
         if not os.path.exists(self.root):
             raise SourceError(f"{self.name}:{self.root} does not exist; check the path")
         if kind in ("score", "roll") and self.holds == ("audio",):
@@ -141,9 +145,13 @@ class Source:
         if self._items is None:
             items = self._scan()
             if self.kind == "audio" and any(i.kind == "audio" for i in items):
-                items = [i for i in items if i.kind == "audio"]
+                kept = [i for i in items if i.kind == "audio"]
             elif self.kind in ("score", "roll"):
-                items = [i for i in items if i.kind != "audio"]
+                kept = [i for i in items if i.kind != "audio"]
+            else:
+                kept = items
+            self.left_out = Counter(i.kind for i in items) - Counter(i.kind for i in kept)
+            items = kept
             self._items = sorted(self._unique(items), key=lambda i: i.id)
         return self._items
 

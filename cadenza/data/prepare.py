@@ -52,6 +52,9 @@ AUDIO_PREP = 2
 #: recorded in the manifest as ``dc_offset``; below it the samples are kept bit for bit (so
 #: stores prepared before it, which it leaves at ``AUDIO_PREP`` 2, differ only in such files).
 DC_OFFSET = 1e-3
+#: Audio with less sound than this (seconds, after the trim) is skipped as "too short": a
+#: header with a handful of samples, a click; no model learns music from it.
+MIN_AUDIO_SECONDS = 0.1
 
 
 @dataclasses.dataclass
@@ -68,6 +71,9 @@ class PrepareSummary:
     n_done_before: int = 0
     #: The ``warning`` of each prepared file that has one, by id (``"kept in part: decoded 1.2 s"``).
     warnings: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Files of the source of another kind than the store's, by kind (``{"score": 3}``: the
+    #: scores of a folder that also holds recordings, which an audio store is made from).
+    left_out: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
         text = f"{self.n_ok} of {self.n_files} files prepared, {self.n_skipped} skipped"
@@ -76,6 +82,15 @@ class PrepareSummary:
         for line in self._warning_lines():
             text += f"; {line}"
         text += f"; {self.hours:.2f} h of material in {self.out}"
+        if self.left_out.get("score") or self.left_out.get("roll"):
+            n = self.left_out.get("score", 0) + self.left_out.get("roll", 0)
+            text += (
+                f"; {n} score{'' if n == 1 else 's'} left out: the source also holds recordings, which "
+                "an audio store is made from (prepare the scores on their own to render them)"
+            )
+        if self.left_out.get("audio"):
+            n = self.left_out["audio"]
+            text += f"; {n} audio file{'' if n == 1 else 's'} left out: a piano roll is made from scores"
         if self.n_done_before:
             text += f" ({self.n_done_before} already done by an earlier run)"
         return text
@@ -272,6 +287,10 @@ def _encode_audio(item: SourceItem, rep: Representation) -> tuple[np.ndarray, di
     y, lead, tail = trim_silence(y, sr)  # a rendered score's dying release, a recording's fade
     if lead or tail:
         info["trimmed"] = [round(lead, 3), round(tail, 3)]  # seconds cut at the start and the end
+    if y.size < MIN_AUDIO_SECONDS * sr:
+        raise DecodeError(
+            item.path, "too short", f"{1e3 * y.size / sr:.1f} ms of sound (at least {MIN_AUDIO_SECONDS} s)"
+        )
     frames = rep.encode(y)
     if len(frames) == 0:
         raise DecodeError(item.path, "too short", f"{y.size} samples give no frame")
@@ -645,6 +664,7 @@ def prepare_corpus(
         seconds=time.perf_counter() - t_start,
         n_done_before=n_done_before,
         warnings={r["id"]: r["warning"] for r in ok if r.get("warning")},
+        left_out=dict(src.left_out),
     )
     if not ok:
         raise StoreError(f"none of the {len(items)} files of {source} could be prepared: {summary}")

@@ -89,7 +89,10 @@ def read_score(path: str | os.PathLike[str]) -> pretty_midi.PrettyMIDI:
     else:
         midi = _read_with_music21(path)
     if not any(inst.notes for inst in midi.instruments):
-        raise DecodeError(path, "no notes")
+        n = len(midi.instruments)
+        raise DecodeError(
+            path, "no notes", f"{n} part{'' if n == 1 else 's'}, none with a note" if n else "no part"
+        )
     return midi
 
 

@@ -615,3 +615,41 @@ def test_a_dc_offset_is_taken_out_before_the_silence_trim(tmp_path):
     y = np.asarray(store.load("offset.wav"))[:, 0]
     assert abs(float(y.mean())) < 0.01 and np.abs(y).max() < 0.5
     np.testing.assert_array_equal(np.asarray(store.load("clean.wav"))[:, 0], music.astype(np.float32))
+
+
+def test_a_mixed_folder_says_what_each_store_left_out_and_a_click_is_too_short(music_folder, tmp_path):
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(0)
+    piano.notes += [pretty_midi.Note(90, 60 + i, 0.25 * i, 0.25 * i + 0.5) for i in range(8)]
+    pm.instruments.append(piano)
+    pm.write(str(music_folder / "jazz" / "tune.mid"))
+    pretty_midi.PrettyMIDI().write(str(music_folder / "rock" / "nothing.mid"))
+    sf.write(music_folder / "rock" / "click.wav", _tone(0.004, 44100), 44100)  # 4 ms: a header and a click
+    summary = prepare_corpus(
+        str(music_folder), tmp_path / "audio", representation="fft", rep_params=SMALL_FFT, progress=False
+    )
+    manifest = _manifest(tmp_path / "audio")
+    assert manifest["rock__click.wav"]["reason"] == "too short"
+    assert manifest["rock__click.wav"]["detail"] == "4.0 ms of sound (at least 0.1 s)"
+    assert "jazz__tune.mid" not in manifest and summary.left_out == {"score": 2}
+    assert str(summary).endswith(
+        "; 2 scores left out: the source also holds recordings, which an audio store is made from "
+        "(prepare the scores on their own to render them)"
+    )
+    rolls = prepare_corpus(str(music_folder), tmp_path / "rolls", representation="pianoroll", progress=False)
+    manifest = _manifest(tmp_path / "rolls")
+    assert manifest.keys() == {"jazz__tune.mid", "rock__nothing.mid"}
+    assert manifest["rock__nothing.mid"]["reason"] == "no notes"
+    assert manifest["rock__nothing.mid"]["detail"] == "no part"
+    assert rolls.left_out == {"audio": 10}
+    assert str(rolls).endswith("; 10 audio files left out: a piano roll is made from scores")
+    alone = prepare_corpus(
+        str(music_folder / "jazz" / "tune.mid"),
+        tmp_path / "rendered",
+        representation="fft",
+        rep_params=SMALL_FFT,
+        progress=False,
+    )
+    assert alone.n_ok == 1 and alone.left_out == {} and "left out" not in str(alone)
