@@ -348,3 +348,20 @@ def test_scores_against_a_folder_of_scores(tmp_path: Path) -> None:
         [gen / "drone.mid"], reference=ref, out=tmp_path / "out2", n_clips=30, seconds=10.0, n_boot=0
     )
     assert drone_only.sets[0].symbolic_distances["kad"].value > cs.symbolic_distances["kad"].value
+
+
+def test_a_reference_clip_a_few_samples_long_is_measured_and_flagged_short(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    t = np.arange(SR) / SR
+    tones = [
+        0.3 * np.sin(2 * np.pi * f * t) * (1 + 0.1 * rng.standard_normal(SR)) for f in (220, 330, 440, 550)
+    ]
+    ref_dir = _folder(tmp_path / "reference", tones, "tone")
+    for i in range(4):  # 20 samples: shorter than the low-pass filter's padding (in both halves)
+        write_audio(ref_dir / f"blip{i}.wav", tones[i][:20], SR)
+    gen_dir = _folder(tmp_path / "generated", [tones[1][::-1], tones[2][::-1]], "gen")
+    ev = evaluate([gen_dir], reference=ref_dir, out=tmp_path / "out", n_clips=10, seconds=1.0, n_boot=20)
+    flags = {c.name: c.flags for c in ev.reference.clips}  # reference clips are named file-part
+    assert all("short" in flags[f"blip{i}-0"] and "short" not in flags[f"tone{i:02d}-0"] for i in range(4))
+    lowpass = next(row for row in ev.calibration if row.name.startswith("low-pass"))
+    assert len(lowpass.clips) == 4 and lowpass.distances["kad"].value is not None
