@@ -49,6 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--device", default="auto", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda or mps"
     )
     p.add_argument(
+        "--set",
+        dest="set_overrides",
+        action="append",
+        default=[],
+        metavar="OVERRIDE",
+        help="a training override, repeatable (as cadenza study's --set; the same as one given without --set)",
+    )
+    p.add_argument(
         "overrides",
         nargs="*",
         help="training overrides: SECTION.KEY=VALUE for every model (data.batch_size=8), "
@@ -69,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_demo(
         args.out,
         models=[m.strip() for m in args.models.split(",") if m.strip()] or None,
-        overrides=args.overrides or None,
+        overrides=[*args.overrides, *args.set_overrides] or None,
         workers=args.workers or default_workers(getattr(args, "threads", None)),
         device=args.device,
         command=shlex.join(["cadenza", *sys.argv[1:]]) if "demo" in sys.argv[1:] else None,

@@ -51,6 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="config changes, checked by type"
     )
+    p.add_argument(
+        "--set",
+        dest="set_overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a config change, repeatable (as cadenza study's --set; the same as one given without --set)",
+    )
     p.add_argument("--data", metavar="STORE", help="the feature store to train on (sets data.store)")
     p.add_argument(
         "--run",
@@ -79,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         args.config,
         data=args.data,
         run=args.run,
-        overrides=args.overrides,
+        overrides=[*args.overrides, *args.set_overrides],
         device=args.device,
         restart=args.restart,
         progress=False if args.no_progress else None,

@@ -222,6 +222,16 @@ def test_cli_reports_a_bad_override_in_one_line(
     assert code == 1
     assert len(err) == 1 and "unknown key 'hidden_sise'" in err[0] and "hidden_size" in err[0]
     assert not (tmp_path / "r").exists()  # nothing started
+    # --set, as cadenza study takes it, is read the same way
+    code = main(
+        ["train", "fft_base-tiny", "--data", str(store), "--run", str(tmp_path / "r"), "--set", "optim.lr=-1"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "optim.lr" in err[0], err
+    assert not (tmp_path / "r").exists()
+    sets = ["--set", "train.max_steps=2", "--set", "train.tensorboard=false", "--no-progress"]
+    assert main(["train", "fft_base-tiny", "--data", str(store), "--run", str(tmp_path / "r"), *sets]) == 0
+    assert "at step 2," in capsys.readouterr().out
 
 
 def test_every_optimiser_and_schedule_a_config_may_name_is_built() -> None:
