@@ -19,7 +19,10 @@ tone or a wash. ``head`` chooses what the network predicts:
     standard deviations. ``input_noise`` adds Gaussian noise (normalised units) to the inputs
     in training, so that the model learns to read frames as imperfect as its own samples; it
     is off by default: on the rendered chorales a tiny model trained with 0.1 ran free with
-    per-band temporal spread 0.5-0.9x that of real music, and 0.6-1.0x without.
+    per-band temporal spread 0.5-0.9x that of real music, and 0.6-1.0x without. ``rank`` > 0
+    gives each component a covariance ``diag + W W^T`` with ``W`` of ``rank`` columns predicted
+    at every step (:mod:`cadenza.models.mixture`), so that the bands of a drawn frame can move
+    together (a chord's onset lifts many bands at once) instead of each on its own.
 ``mse``
     The plain regressor (the obvious reading of the paper), kept for comparison.
 
