@@ -19,10 +19,7 @@ tone or a wash. ``head`` chooses what the network predicts:
     standard deviations. ``input_noise`` adds Gaussian noise (normalised units) to the inputs
     in training, so that the model learns to read frames as imperfect as its own samples; it
     is off by default: on the rendered chorales a tiny model trained with 0.1 ran free with
-    per-band temporal spread 0.5-0.9x that of real music, and 0.6-1.0x without. ``rank`` > 0
-    gives each component a covariance ``diag + W W^T`` with ``W`` of ``rank`` columns predicted
-    at every step (:mod:`cadenza.models.mixture`), so that the bands of a drawn frame can move
-    together (a chord's onset lifts many bands at once) instead of each on its own.
+    per-band temporal spread 0.5-0.9x that of real music, and 0.6-1.0x without.
 ``mse``
     The plain regressor (the obvious reading of the paper), kept for comparison.
 
@@ -79,9 +76,6 @@ class Config:
     #: Parallel scheduled sampling: the share of input steps replaced in training by the model's
     #: own draws for them (from a first pass without gradients).
     self_feed: float = dataclasses.field(default=0.0, metadata={"min": 0.0, "max": 1.0})
-    #: mdn: directions per component along which the predicted bands move together (a covariance
-    #: ``diag + W W^T``, ``W`` of ``rank`` columns); 0: diagonal, every band drawn on its own.
-    rank: int = dataclasses.field(default=0, metadata={"min": 0})
 
     @classmethod
     def paper(cls, **changes: Any) -> Config:
@@ -131,7 +125,7 @@ class Model(nn.Module):
             batch_first=True,
             dropout=config.dropout if config.n_layers > 1 else 0.0,
         )
-        n_out = config.n_mixtures * (1 + (2 + config.rank) * width) if config.head == "mdn" else width
+        n_out = config.n_mixtures * (1 + 2 * width) if config.head == "mdn" else width
         self.out = nn.Linear(config.hidden_size, n_out)
         #: The range of every feature over the training targets seen (normalised units): a sample
         #: beyond it is a draw from a component's tail, not music, and is clamped back.
@@ -141,8 +135,8 @@ class Model(nn.Module):
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, ...]:
         """Frames (B, T, F) -> the head's parameters for the next k frames at each of S = T / k steps.
 
-        ``mdn``: (logits (B, S, M), means (B, S, M, kF), log std (B, S, M, kF), low-rank factors
-        (B, S, M, kF, rank) or None when ``rank`` is 0, state); ``mse``: (prediction (B, S, kF), state).
+        ``mdn``: (logits (B, S, M), means (B, S, M, kF), log std (B, S, M, kF), state);
+        ``mse``: (prediction (B, S, kF), state).
         """
         b, t, f = x.shape
         steps = x.reshape(b, t // self.k, self.k * f)  # (B, S, kF): k frames per step
@@ -150,13 +144,10 @@ class Model(nn.Module):
         z = self.out(h)  # (B, S, n_out)
         if self.config.head == "mse":
             return z, state
-        m, width, r = self.config.n_mixtures, self.k * f, self.config.rank
-        # split, not sliced: a slice's gradient is a zero tensor of the whole, filled each time
-        logits, params = z.split([m, z.shape[-1] - m], dim=-1)
-        mean, log_std, factor = params.reshape(b, -1, m, 2 + r, width).split([1, 1, r], dim=-2)
-        log_std = log_std.squeeze(-2).clamp(min=math.log(self.config.min_std))
-        factor = factor.transpose(-1, -2) if r else None  # (B, S, M, kF, r)
-        return logits, mean.squeeze(-2), log_std, factor, state
+        m, width = self.config.n_mixtures, self.k * f
+        logits, params = z[..., :m], z[..., m:].reshape(b, -1, m, 2, width)
+        log_std = params[..., 1, :].clamp(min=math.log(self.config.min_std))
+        return logits, params[..., 0, :], log_std, state
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x, y = batch["x"].float(), batch["y"].float()
@@ -171,9 +162,9 @@ class Model(nn.Module):
         if self.config.head == "mse":
             prediction, _ = self(x)
             return {"loss": F.mse_loss(prediction, target)}
-        logits, mean, log_std, factor, _ = self(x)
+        logits, mean, log_std, _ = self(x)
         return {
-            "loss": mixture_nll(logits, mean, log_std, target, factor),
+            "loss": mixture_nll(logits, mean, log_std, target),
             "mse": F.mse_loss(mixture_mean(logits, mean), target).detach(),
         }
 
@@ -188,13 +179,10 @@ class Model(nn.Module):
         """``x`` (B, T, F) with a share ``self_feed`` of its steps after the first replaced by the
         model's own draws for them, as generation would have fed it (Duckworth et al. 2019)."""
         b, t, f = x.shape
-        logits, mean, log_std, factor, _ = self(x)  # step s predicts input step s + 1
+        logits, mean, log_std, _ = self(x)  # step s predicts input step s + 1
         s, m, width = logits.shape[1], logits.shape[2], self.k * f
         drawn = sample_mixture(
-            logits.reshape(b * s, m),
-            mean.reshape(b * s, m, width),
-            log_std.reshape(b * s, m, width),
-            factor=None if factor is None else factor.reshape(b * s, m, width, -1),
+            logits.reshape(b * s, m), mean.reshape(b * s, m, width), log_std.reshape(b * s, m, width)
         ).reshape(b, s, self.k, f)
         drawn = self._in_range(drawn)
         steps = x.reshape(b, s, self.k, f).clone()
@@ -222,8 +210,7 @@ class Model(nn.Module):
         out = seed.new_empty(n, n_steps, self.k * f)
         *head, state = self(seed)
         for s in range(n_steps):
-            last = [None if p is None else p[:, -1:] for p in head]
-            step = self._draw(last, temperature, request.generator)  # (n, 1, kF)
+            step = self._draw([p[:, -1:] for p in head], temperature, request.generator)  # (n, 1, kF)
             frames = step.reshape(n, self.k, f)
             frames = self._in_range(frames)
             out[:, s] = frames.reshape(n, -1)
@@ -234,8 +221,5 @@ class Model(nn.Module):
         """One step's frames (n, 1, kF) from the head's parameters at that step."""
         if self.config.head == "mse":
             return head[0]
-        logits, mean, log_std, factor = head  # (n, 1, M), (n, 1, M, kF) twice, (n, 1, M, kF, r) or None
-        factor = None if factor is None else factor[:, 0]
-        return sample_mixture(logits[:, 0], mean[:, 0], log_std[:, 0], temperature, generator, factor)[
-            :, None
-        ]
+        logits, mean, log_std = head  # (n, 1, M), (n, 1, M, kF), (n, 1, M, kF)
+        return sample_mixture(logits[:, 0], mean[:, 0], log_std[:, 0], temperature, generator)[:, None]

@@ -1,15 +1,10 @@
-"""Mixtures of Gaussians as a network's output (Bishop 1994; Graves 2013).
+"""Mixtures of diagonal Gaussians as a network's output (Bishop 1994; Graves 2013).
 
 A regressor trained by least squares predicts the mean of what may come next; fed its own
 predictions it settles on a blurred average (a steady tone, a wash). A mixture head predicts a
 distribution instead, is trained by its negative log-likelihood and is *sampled* at generation,
 so each generated value is one of the futures the model finds likely. The mel RNN (paper 001)
 and the Seq2Seq (paper 002) use it; the layout of the parameters is theirs, the maths is here.
-
-Each component's covariance is diagonal, or (``factor`` given) diagonal plus a low-rank part
-``W W^T`` with ``W`` of ``r`` columns: ``r`` directions along which the values move together,
-as the bands of a spectrum rise and fall together at a note's onset. A diagonal component draws
-every value's deviation on its own: frame after frame, each band flickers independently.
 """
 
 from __future__ import annotations
@@ -23,17 +18,11 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def mixture_nll(
-    logits: torch.Tensor,
-    mean: torch.Tensor,
-    log_std: torch.Tensor,
-    y: torch.Tensor,
-    factor: torch.Tensor | None = None,
+    logits: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, y: torch.Tensor
 ) -> torch.Tensor:
-    """Negative log-likelihood of ``y`` (B, S, D) under Gaussian mixtures, per value (nats).
+    """Negative log-likelihood of ``y`` (B, S, D) under diagonal Gaussian mixtures, per value (nats).
 
-    ``logits`` (B, S, M), ``mean`` and ``log_std`` (B, S, M, D); ``factor`` (B, S, M, D, r), when
-    given, adds ``W W^T`` to each component's diagonal covariance (the Woodbury identity keeps
-    the cost at r x r matrices).
+    ``logits`` (B, S, M), ``mean`` and ``log_std`` (B, S, M, D).
 
     >>> import torch
     >>> y = torch.zeros(1, 1, 2)
@@ -41,23 +30,9 @@ def mixture_nll(
     >>> round(nll.item(), 4)  # one standard normal: 0.5 log(2 pi)
     0.9189
     """
-    inv_std = (-log_std).exp()
-    z = (y[..., None, :] - mean) * inv_std  # (B, S, M, D): residuals whitened by the diagonal
-    log_density = (-0.5 * z.square() - log_std - 0.5 * _LOG_2PI).sum(-1)  # (B, S, M)
-    if factor is not None:
-        # Sigma = D + W W^T. With V = D^-1/2 W and C = I + V^T V (r x r, Cholesky L):
-        # log det Sigma = log det D + log det C; r^T Sigma^-1 r = |z|^2 - |L^-1 V^T z|^2.
-        v = factor * inv_std[..., None]  # (B, S, M, D, r)
-        c = v.transpose(-1, -2) @ v  # (B, S, M, r, r)
-        c = c + torch.eye(c.shape[-1], dtype=c.dtype, device=c.device)
-        chol = torch.linalg.cholesky(c)
-        u = torch.linalg.solve_triangular(chol, (v.transpose(-1, -2) @ z[..., None]), upper=False)
-        log_density = (
-            log_density
-            + 0.5 * u[..., 0].square().sum(-1)
-            - torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
-        )
-    log_joint = F.log_softmax(logits, dim=-1) + log_density  # (B, S, M)
+    z = (y[..., None, :] - mean) / log_std.exp()  # (B, S, M, D)
+    log_density = -0.5 * z.square() - log_std - 0.5 * _LOG_2PI  # (B, S, M, D)
+    log_joint = F.log_softmax(logits, dim=-1) + log_density.sum(-1)  # (B, S, M)
     return -torch.logsumexp(log_joint, dim=-1).mean() / y.shape[-1]
 
 
@@ -72,13 +47,11 @@ def sample_mixture(
     log_std: torch.Tensor,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
-    factor: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One draw (n, D) from each of n mixtures: ``logits`` (n, M), ``mean`` and ``log_std`` (n, M, D).
 
     The component is drawn with its weight, then the value from its Gaussian with the standard
-    deviation scaled by ``temperature`` (0: the mixture's mean, no draw); ``factor`` (n, M, D, r)
-    adds its low-rank part: ``r`` values drawn once, spread over the D values by ``W``.
+    deviation scaled by ``temperature`` (0: the mixture's mean, no draw).
 
     >>> import torch
     >>> logits = torch.tensor([[0.0, -1e9]])  # all the weight on the first component
@@ -96,9 +69,4 @@ def sample_mixture(
     rows = torch.arange(len(pick), device=pick.device)
     mu, std = mean[rows, pick], log_std[rows, pick].exp()  # (n, D)
     noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-    deviation = std * noise
-    if factor is not None:
-        w = factor[rows, pick]  # (n, D, r)
-        shared = torch.randn(w.shape[0], w.shape[2], 1, generator=generator, device=w.device, dtype=w.dtype)
-        deviation = deviation + (w @ shared)[..., 0]
-    return mu + temperature * deviation
+    return mu + temperature * std * noise

@@ -18,7 +18,7 @@ from cadenza.evaluation.detectors import LOOP_THRESHOLD, loop_score
 from cadenza.evaluation.features import ANALYSIS_SR, clip_features
 from cadenza.models import DataInfo, GenerationRequest, get_model_spec
 from cadenza.models.mel_rnn import CELLS, Config, Model
-from cadenza.models.mixture import mixture_mean, mixture_nll, sample_mixture
+from cadenza.models.mixture import mixture_mean, mixture_nll
 from cadenza.training import load_checkpoint
 from tests.evaluation.helpers import assert_evaluates
 from tests.models.spectral import band_std, flux, prepare_store, real_measures
@@ -68,53 +68,10 @@ def test_mixture_nll_equals_torch_distributions() -> None:
     assert torch.allclose(mixture_mean(logits, mean), mixture.mean, atol=1e-6)
 
 
-def test_low_rank_mixture_nll_and_draws_match_torch_distributions() -> None:
-    g = torch.Generator().manual_seed(0)
-    logits, mean = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, 6, generator=g)
-    log_std, y = 0.3 * torch.randn(2, 3, 4, 6, generator=g), torch.randn(2, 3, 6, generator=g)
-    factor = torch.randn(2, 3, 4, 6, 2, generator=g)
-    mixture = D.MixtureSameFamily(
-        D.Categorical(logits=logits), D.LowRankMultivariateNormal(mean, factor, log_std.exp().square())
-    )
-    expected = -mixture.log_prob(y).mean() / 6
-    assert mixture_nll(logits, mean, log_std, y, factor).item() == pytest.approx(expected.item(), rel=1e-5)
-    # draws from one component: its covariance diag(std^2) + W W^T, not the diagonal alone
-    n = 40000
-    w = factor[0, 0, :1].expand(n, 1, 6, 2)
-    std = log_std[0, 0, :1].expand(n, 1, 6)
-    drawn = sample_mixture(torch.zeros(n, 1), torch.zeros(n, 1, 6), std, generator=g, factor=w)
-    cov = torch.cov(drawn.T)
-    expected_cov = torch.diag(std[0, 0].exp().square()) + w[0, 0] @ w[0, 0].T
-    assert torch.allclose(cov, expected_cov, atol=0.1 * expected_cov.abs().max())
-    cold = sample_mixture(
-        torch.zeros(n, 1), torch.zeros(n, 1, 6), std, temperature=0.5, generator=g, factor=w
-    )
-    assert torch.allclose(torch.cov(cold.T), 0.25 * expected_cov, atol=0.03 * expected_cov.abs().max())
-
-
-def test_a_low_rank_head_trains_generates_and_keeps_the_diagonal_heads_draws() -> None:
-    model = tiny_model(rank=3)
-    logits, mean, log_std, factor, _ = model(torch.zeros(2, 8, 16))
-    assert factor.shape == (2, 8, 4, 16, 3) and tiny_model()(torch.zeros(2, 8, 16))[3] is None
-    t = torch.arange(9, dtype=torch.float32)[:, None]
-    x = torch.sin(0.7 * t + torch.linspace(0, 3, 16)) + 0.3 * torch.randn(4, 9, 1)  # the bands move together
-    batch = {"x": x[:, :-1], "y": x[:, 1:]}
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    first = model.losses(batch)["loss"].item()
-    for _ in range(40):
-        opt.zero_grad()
-        model.losses(batch)["loss"].backward()
-        opt.step()
-    assert model.losses(batch)["loss"].item() < first - 0.3
-    g = torch.Generator().manual_seed(3)
-    out = model.generate(GenerationRequest(n=2, n_frames=5, generator=g, seed=x[:2, :8]))
-    assert out.shape == (2, 5, 16) and torch.isfinite(out).all()
-
-
 def test_frame_groups_come_from_the_dataset_shift() -> None:
     model = tiny_model(shift=2)
     assert model.k == 2 and model.rnn.input_size == 32
-    logits, mean, log_std, _, _ = model(torch.zeros(3, 8, 16))
+    logits, mean, log_std, _ = model(torch.zeros(3, 8, 16))
     assert logits.shape == (3, 4, 4) and mean.shape == log_std.shape == (3, 4, 4, 32)
     assert log_std.min() >= np.log(model.config.min_std) - 1e-6  # the clamp
     with pytest.raises(ParameterError, match="divide data.seq_len=8"):
@@ -136,7 +93,7 @@ def test_generation_samples_reproducibly_and_temperature_zero_is_the_mean() -> N
     cold = run(1, temperature=0)
     assert torch.equal(cold, run(2, temperature=0))  # no randomness left
     # the first group is the mixture mean after reading the seed
-    logits, mean, _, _, _ = model(seed)
+    logits, mean, _, _ = model(seed)
     assert torch.allclose(cold[:, :2].reshape(2, 32), mixture_mean(logits[:, -1], mean[:, -1]), atol=1e-6)
     with pytest.raises(ParameterError, match="temperature only"):
         run(1, mode="sliding")
@@ -193,7 +150,7 @@ def test_self_feed_puts_each_steps_draw_where_generation_would_read_it(shift: in
     fed = model._self_fed(x)
     torch.manual_seed(5)
     with torch.no_grad():
-        logits, mean, log_std, _, _ = model(x)
+        logits, mean, log_std, _ = model(x)
     s, m, w = logits.shape[1], logits.shape[2], shift * 16
     drawn = sample_mixture(logits.reshape(-1, m), mean.reshape(-1, m, w), log_std.reshape(-1, m, w))
     drawn = drawn.reshape(3, s * shift, 16)  # untrained: no range to keep to yet
