@@ -76,6 +76,9 @@ class Config:
     #: Parallel scheduled sampling: the share of input steps replaced in training by the model's
     #: own draws for them (from a first pass without gradients).
     self_feed: float = dataclasses.field(default=0.0, metadata={"min": 0.0, "max": 1.0})
+    #: The share ``self_feed`` falls linearly to 0 over this many training steps, then the model
+    #: trains on real frames alone (0: the share stays ``self_feed`` throughout).
+    self_feed_steps: int = dataclasses.field(default=0, metadata={"min": 0})
 
     @classmethod
     def paper(cls, **changes: Any) -> Config:
@@ -149,6 +152,17 @@ class Model(nn.Module):
         log_std = params[..., 1, :].clamp(min=math.log(self.config.min_std))
         return logits, params[..., 0, :], log_std, state
 
+    #: Training steps done before the current one; the trainer sets it (``self_feed_steps`` reads it).
+    n_steps_trained = 0
+
+    @property
+    def self_feed_share(self) -> float:
+        """The share of input steps fed the model's own draws at this training step."""
+        c = self.config
+        if c.self_feed_steps <= 0:
+            return c.self_feed
+        return c.self_feed * max(0.0, 1.0 - self.n_steps_trained / c.self_feed_steps)
+
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x, y = batch["x"].float(), batch["y"].float()
         if self.training:
@@ -156,7 +170,7 @@ class Model(nn.Module):
             torch.maximum(self.high, y.detach().amax((0, 1)), out=self.high)
             if self.config.input_noise > 0:
                 x = x + self.config.input_noise * torch.randn_like(x)
-            if self.config.self_feed > 0:
+            if self.self_feed_share > 0:
                 x = self._self_fed(x)
         target = y.reshape(y.shape[0], -1, self.k * y.shape[2])  # (B, S, kF)
         if self.config.head == "mse":
@@ -186,7 +200,7 @@ class Model(nn.Module):
         ).reshape(b, s, self.k, f)
         drawn = self._in_range(drawn)
         steps = x.reshape(b, s, self.k, f).clone()
-        swap = torch.rand(b, s - 1, 1, 1, device=x.device) < self.config.self_feed
+        swap = torch.rand(b, s - 1, 1, 1, device=x.device) < self.self_feed_share
         steps[:, 1:] = torch.where(swap, drawn[:, :-1], steps[:, 1:])
         return steps.reshape(b, t, f)
 

@@ -170,3 +170,21 @@ def test_self_feed_puts_each_steps_draw_where_generation_would_read_it(shift: in
     torch.testing.assert_close(model.losses(batch)["loss"], tiny_model(shift).eval().losses(batch)["loss"])
     with pytest.raises(ParameterError, match="model.head=mdn"):
         tiny_model(shift, head="mse", self_feed=0.3)
+
+
+def test_self_feed_steps_lower_the_share_to_real_frames_alone() -> None:
+    model = tiny_model(self_feed=0.4, self_feed_steps=100)
+    shares = []
+    for step in (0, 25, 50, 99, 100, 5000):
+        model.n_steps_trained = step  # as the trainer sets it before each step
+        shares.append(model.self_feed_share)
+    assert shares == pytest.approx([0.4, 0.3, 0.2, 0.004, 0.0, 0.0])
+    assert tiny_model(self_feed=0.4).self_feed_share == 0.4  # 0: constant
+    # past the last step the loss is teacher forcing's: the inputs are the real frames
+    x, y = torch.randn(3, 8, 16), torch.randn(3, 8, 16)
+    model.train()
+    torch.manual_seed(2)
+    fed = model.losses({"x": x, "y": y})["loss"]
+    torch.testing.assert_close(fed, tiny_model(self_feed=0.0).train().losses({"x": x, "y": y})["loss"])
+    model.n_steps_trained = 0
+    assert model.losses({"x": x, "y": y})["loss"].item() != fed.item()
