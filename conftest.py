@@ -1,9 +1,10 @@
 """Settings for the whole suite (tests/ and the package's doctests).
 
-The suite keeps its kernel choices (:mod:`cadenza.kernels.measured`) in a cache folder of its
-own, so that a test run neither reads the user's choices (a test would then skip the
-measuring it means to exercise) nor leaves its own, made beside other tests on a busy machine,
-in ``~/.cache/cadenza`` for later runs. The folder is made once by the main process and shared
+The suite keeps cadenza's cache (``$CADENZA_CACHE``: the kernel choices of
+:mod:`cadenza.kernels.measured` and the rendered scores of :mod:`cadenza.data.prepare`) in a
+folder of its own, so that a test run neither reads the user's cache (a test would then skip
+the measuring or rendering it means to exercise) nor leaves its own, made beside other tests on
+a busy machine, in ``~/.cache/cadenza`` for later runs. The folder is made once by the main process and shared
 with pytest-xdist's workers and every command a test starts, which inherit the environment.
 """
 

@@ -515,9 +515,10 @@ def _load(
     if bad:  # a float file: a writer's glitch, or a model's output gone to NaN
         raise DecodeError(path, "non-finite samples", f"{bad} of {y.size} samples are NaN or infinite")
     if clip:
-        peak = float(np.max(np.abs(y))) if y.size else 0.0
         if file_peak is not None:
             peak = file_peak
+        else:
+            peak = float(np.max(np.abs(y))) if y.size else 0.0
         if peak > LOUD_PEAK and math.isfinite(peak):  # float samples of another scale
             y *= np.float32(1.0 / peak)
             warnings.warn(LoudAudioWarning(path, peak), stacklevel=3)

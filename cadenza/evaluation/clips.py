@@ -115,7 +115,6 @@ def read_folder(
         Files that could not be decoded and files of other kinds (e.g. ``notes.txt``: "not audio
         or a score"); hidden files and JSON sidecars are passed over silently.
     """
-    from cadenza.audio import read_audio
 
     folder = Path(folder)
     if not folder.exists():
@@ -131,7 +130,7 @@ def read_folder(
         name = str(Path(rel).with_suffix("")).replace(os.sep, "/")
         try:
             if ext in AUDIO_EXTENSIONS:
-                y, sr, scale = _read_with_scale(read_audio, path, max_seconds)
+                y, sr, scale = _read_with_scale(path, max_seconds)
                 items.append(Item(name=name, y=y, sr=int(sr), origin=str(path), group=str(path), scale=scale))
             elif ext in SCORE_EXTENSIONS:
                 items.append(read_score_item(path, name))
@@ -143,9 +142,9 @@ def read_folder(
     return items, skipped
 
 
-def _read_with_scale(read_audio: Any, path: Path, max_seconds: float | None) -> tuple[np.ndarray, int, float]:
+def _read_with_scale(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int, float]:
     """``read_audio(path)`` and what it divided the samples by (its :class:`LoudAudioWarning`'s peak)."""
-    from cadenza.audio import LoudAudioWarning
+    from cadenza.audio import LoudAudioWarning, read_audio
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
