@@ -280,10 +280,10 @@ def _encode_audio(item: SourceItem, rep: Representation) -> tuple[np.ndarray, di
 
     offset = float(np.mean(y, dtype=np.float64))
     if abs(offset) > DC_OFFSET:  # not sound: it wastes a waveform model's range and hides silence
-        y = y - np.float32(offset)
+        y = _without_offset(item, y, sr, offset)
         info["dc_offset"] = round(offset, 4)
     if is_silent(y):
-        raise DecodeError(item.path, "silent", "peak below -60 dBFS")
+        raise DecodeError(item.path, "silent", _silence_detail(item, info.get("dc_offset")))
     y, lead, tail = trim_silence(y, sr)  # a rendered score's dying release, a recording's fade
     if lead or tail:
         info["trimmed"] = [round(lead, 3), round(tail, 3)]  # seconds cut at the start and the end
@@ -300,6 +300,51 @@ def _encode_audio(item: SourceItem, rep: Representation) -> tuple[np.ndarray, di
 
 def _encode_item(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dict[str, Any]]:
     return rep.by_kind(audio=_encode_audio, score=_encode_score)(item, rep)
+
+
+def _without_offset(item: SourceItem, y: np.ndarray, sr: int, offset: float) -> np.ndarray:
+    """``y`` less its constant offset. A recording at another rate is read again and the offset
+    taken out before resampling: resampled with it, the file's first and last samples are steps
+    that the resampler rings on (a click at each end, kept by the trim as sound)."""
+    if item.kind == "audio":
+        from cadenza.audio import read_audio
+        from cadenza.audio.io import _resample
+
+        try:
+            with warnings.catch_warnings():  # said once already, by the first reading
+                warnings.simplefilter("ignore")
+                native, file_sr = read_audio(item.path)
+        except Exception:  # noqa: BLE001 - it was read once: keep that reading
+            native, file_sr = None, sr
+        if native is not None and file_sr != sr:
+            native = native - np.float32(np.mean(native, dtype=np.float64))
+            out = _resample(native, file_sr, sr, "soxr_hq").astype(np.float32, copy=False)
+            if out.shape == y.shape:
+                return out
+    return y - np.float32(offset)
+
+
+def _silence_detail(item: SourceItem, dc_offset: float | None) -> str:
+    """Why a file with samples holds no sound: a constant offset alone, or channels that cancel."""
+    if dc_offset is not None:
+        return f"a constant offset of {dc_offset:+.3f} (DC) and no sound beside it"
+    if item.kind == "audio":
+        from cadenza.audio import read_audio
+
+        try:  # rare: read again, every channel apart, to tell a phase-inverted pair from silence
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                y, _ = read_audio(item.path, mono=False)
+        except Exception:  # noqa: BLE001 - the detail is a courtesy; the file was read once already
+            y = None
+        if y is not None and y.ndim == 2 and min(y.shape) > 1:
+            peak = float(np.max(np.abs(y)))
+            if peak > 1e-3:
+                return (
+                    f"its {min(y.shape)} channels cancel when mixed to mono (one is the other inverted; "
+                    f"each peaks at {20 * np.log10(peak):.0f} dBFS): keep one channel with an audio editor"
+                )
+    return "peak below -60 dBFS"
 
 
 def _load_audio_with_notes(item: SourceItem, sr: int) -> tuple[np.ndarray, str]:

@@ -32,6 +32,7 @@ import dataclasses
 import os
 import types
 import typing
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Union
@@ -178,7 +179,45 @@ class ExperimentConfig:
             saved = getattr(family, "SAVED_DEFAULTS", {})
             if any(key not in model for key in saved):
                 raw = {**raw, "model": {**{k: v for k, v in saved.items() if k not in model}, **model}}
-        return build_config(raw, source=source)
+        return build_config(_without_unknown_keys(raw, source), source=source)
+
+
+class SavedConfigWarning(UserWarning):
+    """A saved config holds keys this cadenza does not know; they were left out."""
+
+
+def _without_unknown_keys(raw: Any, source: str) -> Any:
+    """A saved config without the keys this version has no field for (a setting an experiment
+    added and a later version dropped, or one of a newer version), each named in a
+    :class:`SavedConfigWarning`: the run still loads, and its weights must still fit the model
+    built without them. Families list fields they retired on purpose in ``RETIRED_FIELDS``."""
+    if not isinstance(raw, dict):
+        return raw
+    out, dropped = dict(raw), []
+    for section, values in raw.items():
+        if not isinstance(values, dict):
+            continue
+        try:
+            valid = _section_fields(section, raw) if section in SECTIONS else None
+        except ConfigError:
+            valid = None  # build_config reports the model section's problem
+        if valid is None:
+            continue
+        if section == "model":
+            spec = get_model_spec(str(values["name"]))
+            valid = {**valid, **dict.fromkeys(getattr(spec.family, "RETIRED_FIELDS", ()))}
+        unknown = [k for k in values if k not in valid]
+        if unknown:
+            out[section] = {k: v for k, v in values.items() if k not in unknown}
+            dropped += [f"{section}.{k}={values[k]!r}" for k in unknown]
+    if dropped:
+        warnings.warn(
+            f"{source}: left out {', '.join(dropped)}: not settings of this version of cadenza (saved by "
+            "another version or an experiment); the run is loaded without them and may behave differently",
+            SavedConfigWarning,
+            stacklevel=3,
+        )
+    return out
 
 
 def _plain(value: Any) -> Any:

@@ -603,6 +603,11 @@ def test_a_dc_offset_is_taken_out_before_the_silence_trim(tmp_path):
     sf.write(root / "offset.wav", np.concatenate([np.zeros(sr), music]) + 0.1, sr, subtype="FLOAT")
     sf.write(root / "only-offset.wav", np.full(sr, 0.3), sr, subtype="FLOAT")
     sf.write(root / "clean.wav", music, sr, subtype="FLOAT")
+    # at another rate: the resampler leaves edges on a constant that the trim sees as 50 ms of sound
+    sf.write(root / "offset-44k.wav", np.full(2 * 44100, -0.5), 44100, subtype="FLOAT")
+    sf.write(root / "music-44k.wav", _tone(1.0, 44100) + 0.2, 44100, subtype="FLOAT")
+    tone = _tone(1.0, sr)
+    sf.write(root / "inverted.wav", np.stack([tone, -tone], axis=1), sr, subtype="FLOAT")
     out = tmp_path / "store"
     args = ["prepare", str(root), str(out), "-r", "waveform", "--sample-rate", str(sr), "--no-progress"]
     assert cli([*args, "--workers", "1"]) == 0
@@ -610,6 +615,17 @@ def test_a_dc_offset_is_taken_out_before_the_silence_trim(tmp_path):
     assert manifest["offset.wav"]["dc_offset"] == pytest.approx(0.1 + music.mean() * 2 / 3, abs=1e-4)
     assert manifest["offset.wav"]["trimmed"][0] >= 0.9  # the silent lead-in, seen as silent
     assert manifest["only-offset.wav"]["reason"] == "silent"
+    assert manifest["only-offset.wav"]["detail"] == "a constant offset of +0.300 (DC) and no sound beside it"
+    assert manifest["offset-44k.wav"]["reason"] == "silent", manifest["offset-44k.wav"]
+    assert manifest["offset-44k.wav"]["detail"].startswith("a constant offset of -0.500 (DC)")
+    assert manifest["inverted.wav"]["reason"] == "silent"
+    # the offset is taken out before resampling: no step at either end for the resampler to ring on
+    import librosa
+
+    got = np.asarray(FeatureStore(out).load("music-44k.wav"))[:, 0]
+    want = librosa.resample(_tone(1.0, 44100), orig_sr=44100, target_sr=sr, res_type="soxr_hq")
+    assert got.shape == want.shape and np.abs(got - want).max() < 0.01, np.abs(got - want).max()
+    assert manifest["inverted.wav"]["detail"].startswith("its 2 channels cancel when mixed to mono")
     assert "dc_offset" not in manifest["clean.wav"]
     store = FeatureStore(out)
     y = np.asarray(store.load("offset.wav"))[:, 0]

@@ -139,6 +139,29 @@ def test_a_run_saved_before_a_config_field_existed_resumes(store: Path, tmp_path
         )
 
 
+def test_a_run_saved_with_a_key_this_version_lacks_loads_and_resumes_with_a_warning(
+    store: Path, tmp_path: Path
+) -> None:
+    """A setting an experiment added (or a newer version has) is left out, named, not a crash."""
+    from cadenza.generation import load_generator
+    from cadenza.training.config import SavedConfigWarning
+
+    run, overrides = tmp_path / "run", [*TINY, "train.max_epochs=1000"]
+    train("fft_base-tiny", data=store, run=run, overrides=[*overrides, "train.max_steps=2"])
+    last = run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    state["config"]["model"]["prior"] = True
+    state["config"]["train"]["ema"] = 0.999
+    torch.save(state, last)
+    with pytest.warns(SavedConfigWarning, match=r"model.prior=True, train.ema=0.999"):
+        gen = load_generator(run, checkpoint=last)
+    assert gen.config.model_name == "fft_base"
+    with pytest.warns(SavedConfigWarning, match="model.prior=True"):
+        assert (
+            train("fft_base-tiny", data=store, run=run, overrides=[*overrides, "train.max_steps=4"]).step == 4
+        )
+
+
 def test_progress_under_a_time_budget_shows_the_time_left_not_a_step_count(
     store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
