@@ -23,19 +23,24 @@ tone or a wash. ``head`` chooses what the network predicts:
 ``mse``
     The plain regressor (the obvious reading of the paper), kept for comparison.
 
-Trained only on real frames (teacher forcing, the paper's way and ``self_feed=0``), a model
-reads its own draws for the first time at generation, and some fall into a quiet state the
-music never holds (0.45% of the chorales' frames are 40 dB below their file's peak): at 1200
-steps, one seed of the tiny model left 5 of 30 clips more than 20% below -50 dBFS. ``self_feed``
-(parallel scheduled sampling, Duckworth et al. 2019) replaces that share of the input steps, at
-random, with the model's own draws for them from a first pass without gradients, so that it
-learns to go on from frames like its own: at 0.3 (the tiny config) the same seed left none, and
-its KAD fell from 0.82 to 0.60 (the other seed: 0.62 and 0.65, no quiet clip either way). It
-has a price: the first pass makes a step cost 1.3-1.6 times as much, and at the study's budget
-(8 minutes) the KAD rose from 0.36 to 0.50 with no quiet clip either way (docs/study.md, section 8;
-section 16: 0.549 against teacher forcing's 0.416 at 12,741 steps). ``self_feed_steps`` lets the
-share fall linearly to 0 over that many steps, to have the guard early and real frames later
-(off in every config: at 6,000, 0.502).
+Trained only on real frames (teacher forcing, the paper's way and the configs'), a model reads
+its own draws for the first time at generation, and some fall into a quiet state the music
+never holds (0.45% of the chorales' frames are 40 dB below their file's peak): at the demo's
+size (24 chorales, 1300 steps) each of three seeds left one clip of 30 quiet for 27-49% of it.
+Generation guards against it with the **level floor** (on by default; ``--option
+level_floor=false`` for the plain sampler): a drawn frame whose level (its mean over the bands)
+is below that of all but the quietest 1% of the training frames is raised to it, every band
+alike. With it the same three runs left no clip quiet for more than 2%, and at the study's
+budget (12,741 steps) the KAD is 0.384 (docs/study.md, section 17).
+
+``self_feed`` (parallel scheduled sampling, Duckworth et al. 2019) is the other guard, the
+tiny config's from 2026-12-03 to 2026-12-06: that share of the input steps, at random, is
+replaced by the model's own draws for them from a first pass without gradients, so that it
+learns to go on from frames like its own. It kept short runs out of the quiet state too, at a
+price: the first pass makes a step cost 1.3-1.6 times as much, and the draws it trains on
+flicker, so that at the study's budget the KAD was 0.549 against teacher forcing's 0.416
+(section 16). ``self_feed_steps`` lets the share fall linearly to 0 over that many steps (at
+2,000: 0.437 where teacher forcing with the floor measured 0.384, section 17).
 
 Generation (``cadenza generate RUN --option temperature=0.8``): the recurrence reads a real
 seed of T frames, then runs free for ``n_frames``, feeding each sampled group back in. A sample
@@ -57,6 +62,9 @@ from torch import nn
 from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest
 from cadenza.models.mixture import mixture_mean, mixture_nll, sample_mixture
+
+#: The share of the training frames quieter than the level a generated frame is kept at.
+FLOOR_QUANTILE = 0.01
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 HEADS = ("mdn", "mse")
@@ -137,6 +145,16 @@ class Model(nn.Module):
         #: beyond it is a draw from a component's tail, not music, and is clamped back.
         self.register_buffer("low", torch.full((self.n_features,), math.inf))
         self.register_buffer("high", torch.full((self.n_features,), -math.inf))
+        #: The level (mean over the bands, normalised units) that all but the quietest 1% of the
+        #: training frames reach, a moving average of each batch's: generation keeps its frames
+        #: at or above it (``level_floor``), the guard against the quiet state.
+        self.register_buffer("floor", torch.tensor(-math.inf))
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        state_dict.setdefault(prefix + "floor", torch.tensor(-math.inf))  # saved before it: no floor
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, ...]:
         """Frames (B, T, F) -> the head's parameters for the next k frames at each of S = T / k steps.
@@ -171,6 +189,8 @@ class Model(nn.Module):
         if self.training:
             torch.minimum(self.low, y.detach().amin((0, 1)), out=self.low)
             torch.maximum(self.high, y.detach().amax((0, 1)), out=self.high)
+            quiet = torch.quantile(y.detach().mean(-1).flatten(), FLOOR_QUANTILE)
+            self.floor.copy_(quiet if not torch.isfinite(self.floor) else 0.99 * self.floor + 0.01 * quiet)
             if self.config.input_noise > 0:
                 x = x + self.config.input_noise * torch.randn_like(x)
             if self.self_feed_share > 0:
@@ -212,9 +232,10 @@ class Model(nn.Module):
         """``request.seed`` (n, T, F) -> (n, n_frames, F): read the seed, then run free, sampling."""
         options = dict(request.options)
         temperature = float(options.pop("temperature", 1.0))
+        level_floor = _flag(options.pop("level_floor", True), "level_floor")
         if options:
             raise ParameterError(
-                f"mel_rnn takes the generation option temperature only, got {sorted(options)}"
+                f"mel_rnn takes the generation options temperature and level_floor only, got {sorted(options)}"
             )
         if temperature < 0:
             raise ParameterError(f"temperature must be 0 or more, got {temperature}")
@@ -230,9 +251,18 @@ class Model(nn.Module):
             step = self._draw([p[:, -1:] for p in head], temperature, request.generator)  # (n, 1, kF)
             frames = step.reshape(n, self.k, f)
             frames = self._in_range(frames)
+            if level_floor:
+                frames = self._above_floor(frames)
             out[:, s] = frames.reshape(n, -1)
             *head, state = self(frames, state)
         return out.reshape(n, n_steps * self.k, f)[:, : request.n_frames]
+
+    def _above_floor(self, frames: torch.Tensor) -> torch.Tensor:
+        """``frames (..., F)`` each raised, all bands alike, to the level of ``floor`` if below it."""
+        if not torch.isfinite(self.floor):
+            return frames
+        lift = (self.floor - frames.mean(-1, keepdim=True)).clamp(min=0)
+        return torch.minimum(frames + lift, self.high) if torch.isfinite(self.high).all() else frames + lift
 
     def _draw(self, head: list[torch.Tensor], temperature: float, generator: torch.Generator) -> torch.Tensor:
         """One step's frames (n, 1, kF) from the head's parameters at that step."""
@@ -240,3 +270,15 @@ class Model(nn.Module):
             return head[0]
         logits, mean, log_std = head  # (n, 1, M), (n, 1, M, kF), (n, 1, M, kF)
         return sample_mixture(logits[:, 0], mean[:, 0], log_std[:, 0], temperature, generator)[:, None]
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A generation option's yes or no, given as a bool or as text (``--option level_floor=false``)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ParameterError(f"{name} must be true or false, got {value!r}")

@@ -14,7 +14,7 @@ from torch import distributions as D
 from cadenza.cli import main
 from cadenza.data import FeatureStore
 from cadenza.errors import ParameterError
-from cadenza.evaluation.detectors import LOOP_THRESHOLD, loop_score
+from cadenza.evaluation.detectors import LOOP_THRESHOLD, loop_score, silent_fraction
 from cadenza.evaluation.features import ANALYSIS_SR, clip_features
 from cadenza.models import DataInfo, GenerationRequest, get_model_spec
 from cadenza.models.mel_rnn import CELLS, Config, Model
@@ -95,8 +95,41 @@ def test_generation_samples_reproducibly_and_temperature_zero_is_the_mean() -> N
     # the first group is the mixture mean after reading the seed
     logits, mean, _, _ = model(seed)
     assert torch.allclose(cold[:, :2].reshape(2, 32), mixture_mean(logits[:, -1], mean[:, -1]), atol=1e-6)
-    with pytest.raises(ParameterError, match="temperature only"):
+    with pytest.raises(ParameterError, match="temperature and level_floor only"):
         run(1, mode="sliding")
+
+
+def test_generation_keeps_frames_at_or_above_the_quietest_percent_of_training_frames() -> None:
+    """The level floor: learned in training (1% quantile of frame levels), applied when running free."""
+    model = tiny_model()
+    y = torch.randn(4, 8, 16) + torch.linspace(-3, 3, 8)[None, :, None]  # levels from -3 to 3
+    model.losses({"x": y, "y": y})
+    levels = y.mean(-1).flatten()
+    assert model.floor.item() == pytest.approx(torch.quantile(levels, 0.01).item(), abs=1e-6)
+    model.losses({"x": y + 1, "y": y + 1})  # a moving average of each batch's quantile
+    assert model.floor.item() == pytest.approx(torch.quantile(levels, 0.01).item() + 0.01, abs=1e-5)
+    model.floor.fill_(0.5)  # as if the music were never quieter than that
+    model.eval()
+    seed = torch.randn(3, 8, 16) - 2
+
+    def run(**options: object) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        request = GenerationRequest(n=3, n_frames=40, generator=g, seed=seed, options=options)
+        return model.generate(request)
+
+    guarded, free = run(), run(level_floor="false")
+    assert guarded.mean(-1).min() >= 0.5 - 1e-5
+    assert free.mean(-1).min() < 0.5  # the draws left alone go below it
+    kept = free.mean(-1) >= 0.5
+    assert torch.equal(guarded[:, 0][kept[:, 0]], free[:, 0][kept[:, 0]])  # a frame above it is untouched
+    with pytest.raises(ParameterError, match="level_floor must be true or false"):
+        run(level_floor="maybe")
+    # a model saved before the floor existed loads, and generates without one
+    state = model.state_dict()
+    del state["floor"]
+    old = tiny_model()
+    old.load_state_dict(state)
+    assert old.floor.item() == -float("inf")
 
 
 def test_registered_and_refuses_other_stores() -> None:
@@ -124,6 +157,7 @@ def test_cli_trains_resumes_and_runs_free_without_collapse(store: Path, tmp_path
         frames = rep.encode(y)
         spreads.append(band_std(frames))
         assert 0.5 * real_flux <= flux(frames) <= 2 * real_flux, (flux(frames), real_flux)
+        assert silent_fraction(y, sr) < 0.2  # not in the quiet state (the level floor's guard)
         import librosa
 
         score, _ = loop_score(clip_features(librosa.resample(y, orig_sr=sr, target_sr=ANALYSIS_SR)))
