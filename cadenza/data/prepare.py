@@ -306,19 +306,15 @@ def _without_offset(item: SourceItem, y: np.ndarray, sr: int, offset: float) -> 
     """``y`` less its constant offset. A recording at another rate is read again and the offset
     taken out before resampling: resampled with it, the file's first and last samples are steps
     that the resampler rings on (a click at each end, kept by the trim as sound)."""
-    if item.kind == "audio":
-        from cadenza.audio import read_audio
-        from cadenza.audio.io import _resample
+    from cadenza.audio import audio_info, read_audio
+    from cadenza.audio.io import _resample
 
-        try:
-            with warnings.catch_warnings():  # said once already, by the first reading
-                warnings.simplefilter("ignore")
-                native, file_sr = read_audio(item.path)
-        except Exception:  # noqa: BLE001 - it was read once: keep that reading
-            native, file_sr = None, sr
-        if native is not None and file_sr != sr:
-            native = native - np.float32(np.mean(native, dtype=np.float64))
-            out = _resample(native, file_sr, sr, "soxr_hq").astype(np.float32, copy=False)
+    if item.kind == "audio" and _quietly(audio_info, item.path, default={}).get("sr", sr) != sr:
+        native = _quietly(read_audio, item.path)
+        if native is not None:
+            samples, file_sr = native
+            samples = samples - np.float32(np.mean(samples, dtype=np.float64))
+            out = _resample(samples, file_sr, sr, "soxr_hq").astype(np.float32, copy=False)
             if out.shape == y.shape:
                 return out
     return y - np.float32(offset)
@@ -328,23 +324,30 @@ def _silence_detail(item: SourceItem, dc_offset: float | None) -> str:
     """Why a file with samples holds no sound: a constant offset alone, or channels that cancel."""
     if dc_offset is not None:
         return f"a constant offset of {dc_offset:+.3f} (DC) and no sound beside it"
-    if item.kind == "audio":
-        from cadenza.audio import read_audio
+    from cadenza.audio import read_audio
 
-        try:  # rare: read again, every channel apart, to tell a phase-inverted pair from silence
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                y, _ = read_audio(item.path, mono=False)
-        except Exception:  # noqa: BLE001 - the detail is a courtesy; the file was read once already
-            y = None
-        if y is not None and y.ndim == 2 and min(y.shape) > 1:
-            peak = float(np.max(np.abs(y)))
-            if peak > 1e-3:
-                return (
-                    f"its {min(y.shape)} channels cancel when mixed to mono (one is the other inverted; "
-                    f"each peaks at {20 * np.log10(peak):.0f} dBFS): keep one channel with an audio editor"
-                )
+    # rare: read again, every channel apart, to tell a phase-inverted pair from silence
+    channels = _quietly(read_audio, item.path, mono=False) if item.kind == "audio" else None
+    if channels is not None and channels[0].ndim == 2 and min(channels[0].shape) > 1:
+        y = channels[0]
+        peak = float(np.max(np.abs(y)))
+        if peak > 1e-3:
+            return (
+                f"its {min(y.shape)} channels cancel when mixed to mono (one is the other inverted; "
+                f"each peaks at {20 * np.log10(peak):.0f} dBFS): keep one channel with an audio editor"
+            )
     return "peak below -60 dBFS"
+
+
+def _quietly(read: Any, path: str, *, default: Any = None, **kwargs: Any) -> Any:
+    """``read(path, **kwargs)`` for a file read once already: its warnings were given then, and
+    a failure now gives ``default`` (what is read again only improves on the first reading)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return read(path, **kwargs)
+    except Exception:  # noqa: BLE001 - the first reading stands
+        return default
 
 
 def _load_audio_with_notes(item: SourceItem, sr: int) -> tuple[np.ndarray, str]:

@@ -62,6 +62,7 @@ from torch import nn
 from cadenza.errors import ParameterError
 from cadenza.models import DataInfo, GenerationRequest
 from cadenza.models.mixture import mixture_mean, mixture_nll, sample_mixture
+from cadenza.validation import coerce
 
 #: The share of the training frames quieter than the level a generated frame is kept at.
 FLOOR_QUANTILE = 0.01
@@ -169,9 +170,10 @@ class Model(nn.Module):
         if self.config.head == "mse":
             return z, state
         m, width = self.config.n_mixtures, self.k * f
-        logits, params = z[..., :m], z[..., m:].reshape(b, -1, m, 2, width)
-        log_std = params[..., 1, :].clamp(min=math.log(self.config.min_std))
-        return logits, params[..., 0, :], log_std, state
+        # split, not sliced: a slice's gradient is a zero tensor of the whole, filled each time
+        logits, params = z.split([m, z.shape[-1] - m], dim=-1)
+        mean, log_std = params.reshape(b, -1, m, 2, width).unbind(-2)
+        return logits, mean, log_std.clamp(min=math.log(self.config.min_std)), state
 
     #: Training steps done before the current one; the trainer sets it (``self_feed_steps`` reads it).
     n_steps_trained = 0
@@ -232,7 +234,7 @@ class Model(nn.Module):
         """``request.seed`` (n, T, F) -> (n, n_frames, F): read the seed, then run free, sampling."""
         options = dict(request.options)
         temperature = float(options.pop("temperature", 1.0))
-        level_floor = _flag(options.pop("level_floor", True), "level_floor")
+        level_floor = coerce(options.pop("level_floor", True), bool, "level_floor")
         if options:
             raise ParameterError(
                 f"mel_rnn takes the generation options temperature and level_floor only, got {sorted(options)}"
@@ -270,15 +272,3 @@ class Model(nn.Module):
             return head[0]
         logits, mean, log_std = head  # (n, 1, M), (n, 1, M, kF), (n, 1, M, kF)
         return sample_mixture(logits[:, 0], mean[:, 0], log_std[:, 0], temperature, generator)[:, None]
-
-
-def _flag(value: Any, name: str) -> bool:
-    """A generation option's yes or no, given as a bool or as text (``--option level_floor=false``)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ParameterError(f"{name} must be true or false, got {value!r}")

@@ -122,7 +122,7 @@ def test_generation_keeps_frames_at_or_above_the_quietest_percent_of_training_fr
     assert free.mean(-1).min() < 0.5  # the draws left alone go below it
     kept = free.mean(-1) >= 0.5
     assert torch.equal(guarded[:, 0][kept[:, 0]], free[:, 0][kept[:, 0]])  # a frame above it is untouched
-    with pytest.raises(ParameterError, match="level_floor must be true or false"):
+    with pytest.raises(ParameterError, match="level_floor: expected bool"):
         run(level_floor="maybe")
     # a model saved before the floor existed loads, and generates without one
     state = model.state_dict()
