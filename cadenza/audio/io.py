@@ -167,6 +167,11 @@ class LoudAudioWarning(UserWarning):
 #: window of a float file is scaled by the whole file's peak (:func:`_float_file_peak`).
 LOUD_PEAK = 2.0
 
+#: Sample rates a file of sound can have, in Hz. A header outside them is damaged: at 1 Hz a
+#: 30 KB WAV would become 4 hours of audio (a 2 GB feature shard) once resampled, at 2 GHz none.
+#: 1 kHz holds nothing above 500 Hz; 3.072 MHz is 64 times 48 kHz, beyond any recording's rate.
+AUDIO_RATES = (1000, 3_072_000)
+
 #: libsndfile's floating-point sample formats: the only ones that can go beyond full scale.
 _FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 
@@ -204,6 +209,9 @@ def _sniff(head: bytes) -> tuple[str, str]:
     for magic, name in _SNDFILE_MAGIC:
         if head.startswith(magic):
             return "sndfile", name
+    bom = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}.get(head[:2])
+    if bom and _looks_like_text(head[2 : len(head) & ~1].decode(bom, errors="replace")):
+        return "text", "UTF-16 text"  # a byte-order mark, which an MPEG frame sync also matches
     if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0:
         # An MPEG audio frame sync; layer bits 00 mean AAC in an ADTS stream.
         return ("foreign", "AAC") if (head[1] & 0x06) == 0 else ("sndfile", "MP3")
@@ -214,12 +222,15 @@ def _sniff(head: bytes) -> tuple[str, str]:
         return "foreign", "MP4/M4A"
     if head.startswith(b"MThd"):
         return "midi", "MIDI"
-    if head and b"\x00" not in head:
-        text = head.decode("utf-8", errors="replace")
-        n_bad = sum(1 for c in text if c == "\ufffd" or (not c.isprintable() and c not in "\r\n\t\f"))
-        if n_bad <= max(1, len(text) // 100):  # allow a multibyte character cut at the end
-            return "text", "HTML/XML" if head.lstrip().startswith(b"<") else "text"
+    if head and b"\x00" not in head and _looks_like_text(head.decode("utf-8", errors="replace")):
+        return "text", "HTML/XML" if head.lstrip().startswith(b"<") else "text"
     return "unknown", ""
+
+
+def _looks_like_text(text: str) -> bool:
+    """True when (nearly) every character of ``text`` is printable or a line break."""
+    n_bad = sum(1 for c in text if c == "\ufffd" or (not c.isprintable() and c not in "\r\n\t\f"))
+    return bool(text) and n_bad <= max(1, len(text) // 100)  # allow a multibyte character cut at the end
 
 
 def _check_file(path: Path) -> tuple[str, str]:
@@ -243,6 +254,17 @@ def _check_file(path: Path) -> tuple[str, str]:
     if kind == "midi":
         raise DecodeError(path, "not an audio file", "a MIDI file: render it with cadenza.audio.render_midi")
     return kind, name
+
+
+def _check_rate(path: Path, name: str, sr: int) -> None:
+    """Raise the DecodeError for a header whose sample rate no sound has (:data:`AUDIO_RATES`)."""
+    low, high = AUDIO_RATES
+    if not low <= sr <= high:
+        raise DecodeError(
+            path,
+            "corrupt or truncated audio",
+            f"the {name or 'audio'} header gives a sample rate of {sr} Hz (audio is {low} Hz to {high} Hz)",
+        )
 
 
 def _needs_audioread(kind: str, name: str) -> bool:
@@ -416,6 +438,7 @@ def _decode_soundfile(
         if f.frames == 0:
             raise DecodeError(path, "no audio samples", f"a valid {f.format} header with 0 frames")
         orig_sr = f.samplerate
+        _check_rate(path, name, orig_sr)
         start = round(offset * orig_sr)
         if start >= f.frames:
             raise ParameterError(
@@ -468,6 +491,7 @@ def _decode_audioread(
     y = (pcm.astype(np.float32) / 32768.0).reshape(-1, channels)  # (n, channels)
     if len(y) == 0:
         raise DecodeError(path, "no audio samples", f"{name} stream with 0 frames")
+    _check_rate(path, name, orig_sr)
     start = round(offset * orig_sr)
     if start >= len(y):
         raise ParameterError(
@@ -508,12 +532,12 @@ def _load(
         y, orig_sr, file_peak = _decode_soundfile(
             path, kind, name, mono=mono, offset=offset, duration=duration
         )
+    bad = int(y.size - np.count_nonzero(np.isfinite(y)))
+    if bad:  # a float file: a writer's glitch, or a model's output gone to NaN (counted as in the file)
+        raise DecodeError(path, "non-finite samples", f"{bad} of {y.size} samples are NaN or infinite")
     if sr is not None and sr != orig_sr:
         y = _resample(y, orig_sr, sr, res_type)
     y = np.ascontiguousarray(y, dtype=np.float32)
-    bad = int(y.size - np.count_nonzero(np.isfinite(y)))
-    if bad:  # a float file: a writer's glitch, or a model's output gone to NaN
-        raise DecodeError(path, "non-finite samples", f"{bad} of {y.size} samples are NaN or infinite")
     if clip:
         if file_peak is not None:
             peak = file_peak
@@ -573,7 +597,8 @@ def read_audio(
         With ``reason`` one of "missing file", "unreadable file", "empty file", "not an audio
         file", "corrupt or truncated audio", "no audio samples", "non-finite samples" (a float
         file holding NaN or infinity), "unsupported format".
-        A FLAC stream that breaks off mid-frame is "corrupt or truncated audio".
+        A FLAC stream that breaks off mid-frame is "corrupt or truncated audio", and so is a
+        header whose sample rate is outside :data:`AUDIO_RATES` (1 kHz to 3.072 MHz).
 
     Warns
     -----
@@ -643,6 +668,7 @@ def audio_info(path: str | os.PathLike[str]) -> dict[str, Any]:
             ) from e
         except Exception as e:  # audioread backends raise their own error types
             raise DecodeError(path, "corrupt or truncated audio", f"{name}: audioread says: {e}") from e
+        _check_rate(path, name, sr)
         return {
             "sr": sr,
             "channels": channels,
@@ -655,6 +681,7 @@ def audio_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         info = sf.info(str(path))
     except (sf.SoundFileError, RuntimeError) as e:
         raise _open_error(path, kind, name, e) from e
+    _check_rate(path, name, int(info.samplerate))
     return {
         "sr": int(info.samplerate),
         "channels": int(info.channels),

@@ -55,6 +55,11 @@ DC_OFFSET = 1e-3
 #: Audio with less sound than this (seconds, after the trim) is skipped as "too short": a
 #: header with a handful of samples, a click; no model learns music from it.
 MIN_AUDIO_SECONDS = 0.1
+#: A score whose last event lies further in than this, in hours or in beats, is skipped as "too
+#: long": a stray event or a damaged delta time far past the music (a 60-byte MIDI file with a
+#: note 2**27 ticks in is 19 hours: 6.8 GB to encode as a roll, more to render), not a piece.
+MAX_SCORE_HOURS = 4.0
+MAX_SCORE_BEATS = 40_000
 
 
 @dataclasses.dataclass
@@ -243,10 +248,21 @@ def load_score_item(item: SourceItem) -> Any:
     from cadenza.data.scores import read_lpd_npz, read_score
 
     if item.kind == "score":
-        return read_score(item.path)
-    if item.kind == "roll":
-        return read_lpd_npz(item.path)
-    raise DecodeError(item.path, "not a score", "piano rolls need MIDI, MusicXML or pianoroll .npz files")
+        midi = read_score(item.path)
+    elif item.kind == "roll":
+        midi = read_lpd_npz(item.path)
+    else:
+        raise DecodeError(item.path, "not a score", "piano rolls need MIDI, MusicXML or pianoroll .npz files")
+    seconds = float(midi.get_end_time())
+    beats = midi.time_to_tick(seconds) / midi.resolution
+    if seconds > 3600 * MAX_SCORE_HOURS or beats > MAX_SCORE_BEATS:
+        raise DecodeError(
+            item.path,
+            "too long",
+            f"its last event is {seconds / 3600:.1f} h ({beats:.0f} beats) in, beyond {MAX_SCORE_HOURS:g} h "
+            f"or {MAX_SCORE_BEATS} beats: a stray event or a damaged delta time past the music?",
+        )
+    return midi
 
 
 def _encode_score(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dict[str, Any]]:
@@ -276,6 +292,8 @@ def _encode_audio(item: SourceItem, rep: Representation) -> tuple[np.ndarray, di
         info["warning"] = warning
     if y.size == 0:
         raise DecodeError(item.path, "no audio samples")
+    if y.size < MIN_AUDIO_SECONDS * sr:  # before the offset: one sample is its own "constant offset"
+        raise DecodeError(item.path, "too short", _too_short(y.size, sr))
     from cadenza.audio import is_silent, trim_silence
 
     offset = float(np.mean(y, dtype=np.float64))
@@ -288,14 +306,17 @@ def _encode_audio(item: SourceItem, rep: Representation) -> tuple[np.ndarray, di
     if lead or tail:
         info["trimmed"] = [round(lead, 3), round(tail, 3)]  # seconds cut at the start and the end
     if y.size < MIN_AUDIO_SECONDS * sr:
-        raise DecodeError(
-            item.path, "too short", f"{1e3 * y.size / sr:.1f} ms of sound (at least {MIN_AUDIO_SECONDS} s)"
-        )
+        raise DecodeError(item.path, "too short", _too_short(y.size, sr))
     frames = rep.encode(y)
     if len(frames) == 0:
         raise DecodeError(item.path, "too short", f"{y.size} samples give no frame")
     info["duration"] = float(y.size / sr)
     return frames, info
+
+
+def _too_short(n: int, sr: int) -> str:
+    """``"50.0 ms of sound (at least 0.1 s)"``."""
+    return f"{1e3 * n / sr:.1f} ms of sound (at least {MIN_AUDIO_SECONDS} s)"
 
 
 def _encode_item(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dict[str, Any]]:

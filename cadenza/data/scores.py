@@ -117,6 +117,8 @@ def _midi_from_bytes(path: str, data: bytes, *, shrink: bool = False) -> pretty_
         raise DecodeError(path, "corrupt MIDI", f"{type(exc).__name__}: {exc}") from None
     if mid.type == 2:
         raise DecodeError(path, "corrupt MIDI", "type 2 (asynchronous) MIDI files are not supported")
+    if data[12] & 0x80:  # the header's division counts SMPTE frames, not beats
+        _smpte_to_beats(path, mid, 256 - data[12], data[13])
     _shrink_ticks(mid, always=shrink)
     try:
         with warnings.catch_warnings():
@@ -125,6 +127,27 @@ def _midi_from_bytes(path: str, data: bytes, *, shrink: bool = False) -> pretty_
             return pretty_midi.PrettyMIDI(mido_object=mid)
     except (ValueError, KeyError, IndexError, TypeError, ZeroDivisionError) as exc:
         raise DecodeError(path, "corrupt MIDI", f"{type(exc).__name__}: {exc}") from None
+
+
+def _smpte_to_beats(path: str, mid: mido.MidiFile, fps: int, ticks_per_frame: int) -> None:
+    """Time a file of SMPTE division (``fps`` frames a second, ``ticks_per_frame`` ticks each) in
+    beats of one second: its ticks per second become ticks per beat at 60 bpm, and its tempo
+    events, which SMPTE time ignores, are dropped (their delta times go to the next event)."""
+    if fps not in (24, 25, 29, 30) or ticks_per_frame == 0:
+        raise DecodeError(
+            path, "corrupt MIDI", f"SMPTE division of {fps} frames/s, {ticks_per_frame} ticks/frame"
+        )
+    mid.ticks_per_beat = (30 if fps == 29 else fps) * ticks_per_frame  # 29: 29.97 drop-frame, within 0.1%
+    for track in mid.tracks:
+        kept, carry = [], 0
+        for msg in track:
+            if msg.type == "set_tempo":
+                carry += msg.time
+            else:
+                kept.append(msg.copy(time=msg.time + carry))
+                carry = 0
+        track[:] = kept
+    mid.tracks[0].insert(0, mido.MetaMessage("set_tempo", tempo=1_000_000, time=0))
 
 
 def _shrink_ticks(mid: mido.MidiFile, *, always: bool = False) -> None:
@@ -156,6 +179,8 @@ def _shrink_ticks(mid: mido.MidiFile, *, always: bool = False) -> None:
 def _read_with_music21(path: str) -> pretty_midi.PrettyMIDI:
     import music21
 
+    if path.lower().endswith(".mxl"):
+        _check_mxl(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -175,6 +200,22 @@ def _read_with_music21(path: str) -> pretty_midi.PrettyMIDI:
     if not midis:
         raise first_error or DecodeError(path, "no notes", "an empty collection of scores")
     return midis[0] if len(midis) == 1 else _concatenate(midis)
+
+
+def _check_mxl(path: str) -> None:
+    """Raise the DecodeError for an ``.mxl`` archive without MusicXML in it (music21 fails on the
+    missing member with a TypeError). One that is no zip is left to music21, which reads plain XML."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return
+    if not any(n.lower().endswith((".xml", ".musicxml")) and not n.startswith("META-INF/") for n in names):
+        raise DecodeError(
+            path,
+            "unparseable score",
+            f"an .mxl archive without MusicXML inside ({', '.join(names[:3]) or 'empty'})",
+        )
 
 
 def _music21_to_pretty_midi(path: str, stream: Any) -> pretty_midi.PrettyMIDI:

@@ -308,6 +308,9 @@ def _write_malformed(tmp_path, kind):
     elif kind == "m4a":
         path = tmp_path / "song.m4a"
         path.write_bytes(b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00M4A isommp42" + bytes(64))
+    elif kind == "utf16":  # its byte-order mark FF FE is also an MPEG frame sync
+        path = tmp_path / "readme.wav"
+        path.write_bytes(("These are my notes, not a recording.\n" * 5).encode("utf-16"))
     elif kind == "missing":
         path = tmp_path / "nowhere" / "gone.wav"
     else:
@@ -325,6 +328,7 @@ MALFORMED = [
     ("truncated-flac", "corrupt or truncated audio"),
     ("zero-frames", "no audio samples"),
     ("m4a", "unsupported format"),
+    ("utf16", "not an audio file"),
     ("missing", "missing file"),
 ]
 
@@ -350,8 +354,24 @@ def test_a_float_file_holding_nan_or_infinity_is_a_decode_error(tmp_path, bad):
         read_audio(tmp_path / "glitch.wav")
     assert caught.value.reason == "non-finite samples"
     assert caught.value.detail == "10 of 8000 samples are NaN or infinite"
-    with pytest.raises(DecodeError, match="non-finite samples"):  # resampled, the glitch spreads
+    with pytest.raises(DecodeError) as caught:  # counted as in the file, not as resampling spreads it
         read_audio(tmp_path / "glitch.wav", sr=16000)
+    assert caught.value.detail == "10 of 8000 samples are NaN or infinite"
+
+
+@pytest.mark.parametrize("rate", [1, 7, 5_000_000])
+def test_a_header_with_a_rate_no_sound_has_is_corrupt(tmp_path, rate):
+    """At 1 Hz a 32 KB WAV became 4.4 hours at 16 kHz (a 2 GB feature shard); at 2 GHz no sample."""
+    path = tmp_path / "odd.wav"
+    sf.write(path, sine(16000), rate)
+    for read in (lambda: read_audio(path, sr=16000), lambda: audio_info(path)):
+        with pytest.raises(DecodeError) as caught:
+            read()
+        assert caught.value.reason == "corrupt or truncated audio"
+        assert (
+            caught.value.detail
+            == f"the WAV header gives a sample rate of {rate} Hz (audio is 1000 Hz to 3072000 Hz)"
+        )
 
 
 @pytest.mark.parametrize(("kind", "reason"), [m for m in MALFORMED if m[0] != "zero-frames"])

@@ -669,3 +669,41 @@ def test_a_mixed_folder_says_what_each_store_left_out_and_a_click_is_too_short(m
         progress=False,
     )
     assert alone.n_ok == 1 and alone.left_out == {} and "left out" not in str(alone)
+
+
+def test_a_file_of_one_sample_is_too_short_not_an_offset(tmp_path):
+    """A single sample is its own mean: it was skipped as 'silent', a constant offset (DC)."""
+    root = tmp_path / "music"
+    root.mkdir()
+    sf.write(root / "one.wav", np.array([0.5]), 16000)
+    sf.write(root / "good.wav", _tone(1.0, 16000), 16000)
+    prepare_corpus(str(root), tmp_path / "store", representation="waveform", progress=False)
+    record = _manifest(tmp_path / "store")["one.wav"]
+    assert (record["reason"], record["detail"]) == ("too short", "0.1 ms of sound (at least 0.1 s)")
+
+
+def test_a_score_whose_last_event_is_hours_or_many_beats_in_is_too_long(tmp_path, monkeypatch):
+    """A stray event far past the music (a damaged delta time): 60 bytes of MIDI became a roll of
+    millions of steps, gigabytes to encode; it is skipped before it is encoded or rendered."""
+    import pretty_midi
+
+    from cadenza.data import prepare
+
+    root = tmp_path / "scores"
+    root.mkdir()
+    for name, notes, bpm in [
+        ("tune.mid", [(60, 0.0, 1.0), (64, 1.0, 2.0)], 120.0),
+        ("stray.mid", [(60, 0.0, 60.0), (64, 5 * 3600.0, 5 * 3600.0 + 60.0)], 4.0),  # 5 h: 1204 beats
+        ("beats.mid", [(60, 0.0, 1.0), (64, 1000.0, 1001.0)], 120.0),  # 2002 beats: 17 minutes
+    ]:
+        pm = pretty_midi.PrettyMIDI(initial_tempo=bpm)
+        piano = pretty_midi.Instrument(0)
+        piano.notes += [pretty_midi.Note(90, p, a, b) for p, a, b in notes]
+        pm.instruments.append(piano)
+        pm.write(str(root / name))
+    monkeypatch.setattr(prepare, "MAX_SCORE_BEATS", 1500)
+    summary = prepare_corpus(str(root), tmp_path / "rolls", representation="pianoroll", progress=False)
+    manifest = _manifest(tmp_path / "rolls")
+    assert summary.n_ok == 1 and summary.reasons == {"too long": 2}
+    assert manifest["stray.mid"]["detail"].startswith("its last event is 5.0 h (1204 beats) in, beyond 4 h")
+    assert manifest["beats.mid"]["detail"].startswith("its last event is 0.3 h (2002 beats) in")

@@ -109,6 +109,40 @@ def test_truncated_missing_and_silent_midi(tmp_path: Path):
         read_score(silent)
 
 
+def test_midi_of_smpte_division_is_timed_in_seconds(tmp_path: Path):
+    """A division of 25 frames a second, 40 ticks each: 1000 ticks a second, whatever the tempo
+    events say (mido reads the division as 59176 ticks a beat; pretty_midi then failed)."""
+    mid = mido.MidiFile(type=1, ticks_per_beat=480)
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("set_tempo", tempo=500_000))
+    for i, pitch in enumerate((60, 64, 67)):
+        track.append(mido.Message("note_on", note=pitch, velocity=90, time=0 if i == 0 else 250))
+        if i == 1:
+            track.append(mido.MetaMessage("set_tempo", tempo=250_000, time=100))
+        track.append(mido.Message("note_off", note=pitch, velocity=0, time=500 if i != 1 else 400))
+    mid.tracks.append(track)
+    mid.save(tmp_path / "smpte.mid")
+    data = bytearray((tmp_path / "smpte.mid").read_bytes())
+    data[12:14] = bytes([0x100 - 25, 40])
+    (tmp_path / "smpte.mid").write_bytes(bytes(data))
+    notes = read_score(tmp_path / "smpte.mid").instruments[0].notes
+    assert [(n.pitch, round(n.start, 6), round(n.end, 6)) for n in notes] == [
+        (60, 0.0, 0.5),
+        (64, 0.75, 1.25),
+        (67, 1.5, 2.0),
+    ]
+
+
+def test_mxl_archive_without_musicxml_says_so(tmp_path: Path):
+    path = tmp_path / "score.mxl"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "no score here")
+    with pytest.raises(DecodeError) as info:
+        read_score(path)
+    assert info.value.reason == "unparseable score"
+    assert info.value.detail == "an .mxl archive without MusicXML inside (readme.txt)"
+
+
 # ---------------------------------------------------------------------------- music21
 def test_music21_chorale_from_the_corpus():
     import music21
