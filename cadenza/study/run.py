@@ -401,18 +401,18 @@ class _Study:
     def _config(self, model: str, store: Path) -> tuple[Any, list[str]]:
         """The packaged ``<model>-<preset>`` config (else the family's preset) and the study's overrides."""
         from cadenza.data import FeatureStore
-        from cadenza.training.config import build_config, load_config, packaged_configs
+        from cadenza.training.config import apply_overrides, build_config, load_config, packaged_configs
         from cadenza.training.optim import EPOCH_SCHEDULES
 
         name = f"{model}-{self.s.preset}"
+        mine = self.model_overrides.get(model, [])
         if name in packaged_configs():
-            cfg = load_config(name)
             config: Any = name
+            cfg = load_config(name, mine)  # as the user's --set leaves it: its schedule decides below
         else:  # a family without packaged configs (registered by a plug-in): its preset as it is
-            cfg = build_config(
-                {"model": {"name": model, "preset": self.s.preset}}, source=f"{model} {self.s.preset}"
-            )
-            config = cfg
+            raw = {"model": {"name": model, "preset": self.s.preset}}
+            config = build_config(raw, source=f"{model} {self.s.preset}")
+            cfg = build_config(apply_overrides(raw, mine), source=f"{model} {self.s.preset} with --set")
         overrides: list[str] = []
         if self.s.budget.kind != "config":
             # The configs' own lengths give way to the budget: wavenet-tiny's max_steps=400 had
@@ -434,7 +434,7 @@ class _Study:
                 overrides.append("schedule.name=none")
         if cfg.data.label_key and not FeatureStore(store).label_values(cfg.data.label_key):
             overrides.append("data.label_key=null")  # the source has no such label: unconditioned
-        overrides += self.model_overrides.get(model, [])
+        overrides += mine  # last: what the user sets explicitly (a span, a plateau) stands
         return config, overrides
 
     def _train(self, model: str, store: Path) -> dict[str, Any]:

@@ -199,3 +199,24 @@ def test_report_compares_models_with_the_floor_and_garbage(tmp_path: Path) -> No
     assert "**No collapse**: not met: fft_base (loop 7/10)" in text
     assert "not met by fft_base" in text and "10 min of training each (wall-clock, measured)" in text
     assert "<table>" in html.read_text() and "<strong>no</strong>" in html.read_text()
+
+
+def test_a_schedule_set_on_the_command_line_is_spread_over_the_budget(tmp_path: Path) -> None:
+    from cadenza.study.run import _Study
+
+    def study_overrides(*sets: str) -> list[str]:
+        settings = resolve_settings(
+            tmp_path, source="music21:chorales", models=["mel_rnn"], budget="10m", overrides=list(sets)
+        )
+        study = _Study(tmp_path, settings, workers=1, device="cpu", say=lambda _: None)
+        return study._config("mel_rnn", tmp_path)[1]
+
+    # mel_rnn-tiny has no schedule: a cosine one set with --set must span the budget, not the
+    # study's lifted epoch limit (under which it had stayed at its first rate throughout)
+    assert "schedule.span_epochs=30" not in study_overrides()
+    got = study_overrides("mel_rnn:schedule.name=cosine")
+    assert got.index("schedule.span_epochs=30") < got.index("schedule.name=cosine")
+    assert "schedule.span_epochs=12" in study_overrides("schedule.name=step", "train.max_epochs=12")
+    # what the user sets explicitly comes last and stands
+    got = study_overrides("mel_rnn:schedule.name=cosine", "mel_rnn:schedule.span_epochs=5")
+    assert got[-1] == "schedule.span_epochs=5"
