@@ -65,6 +65,42 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cadenza {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        print(
+            f"cadenza {args.command}: error: out of memory ({detail}); "
+            f"{_LESS.get(args.command, 'ask for less')}",
+            file=sys.stderr,
+        )
+        return 1
+
+
+#: What to ask for less of, per verb, when what was asked for does not fit in memory.
+_LESS = {
+    "train": "choose a smaller model (model.*) or data.batch_size",
+    "generate": "ask for fewer --seconds or a smaller --n",
+    "evaluate": "ask for fewer --seconds or a smaller --n-clips",
+}
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation that failed (numpy's MemoryError, torch's CPU or GPU one).
+
+    >>> _out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"))
+    True
+    >>> _out_of_memory(RuntimeError("shape mismatch"))
+    False
+    """
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return (
+        "can't allocate memory" in text
+        or "CUDA out of memory" in text
+        or type(exc).__name__ == "OutOfMemoryError"
+    )
 
 
 if __name__ == "__main__":

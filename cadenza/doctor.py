@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import platform
 import shutil
 import subprocess
@@ -67,18 +68,32 @@ def check_cpus() -> list[Check]:
             f"{threads.RECHECK_SECONDS:g} s in training unless set; --threads N or {threads.ENV_VAR}=N sets it)",
             optional=True,
         ),
-        Check(
-            "denormals",
-            True,
-            (
-                f"kept as they are ({threads.DENORMALS_ENV}=keep): training on x86 can slow "
-                "threefold as subnormal floats appear"
-            )
-            if threads.keep_denormals()
-            else f"treated as zero in training and generation ({threads.DENORMALS_ENV}=keep keeps them)",
-            optional=True,
-        ),
+        _denormals(),
     ]
+
+
+def _denormals() -> Check:
+    """How subnormal floats are treated; a ``CADENZA_DENORMALS`` other than ``keep`` (a typo) is
+    flagged, since it leaves them flushed as if it were not set."""
+    from cadenza import threads
+
+    value = os.environ.get(threads.DENORMALS_ENV, "").strip()
+    if threads.keep_denormals():
+        detail = (
+            f"kept as they are ({threads.DENORMALS_ENV}=keep): training on x86 can slow "
+            "threefold as subnormal floats appear"
+        )
+        return Check("denormals", True, detail, optional=True)
+    detail = f"treated as zero in training and generation ({threads.DENORMALS_ENV}=keep keeps them)"
+    if value:
+        return Check(
+            "denormals",
+            False,
+            f"{detail}; {threads.DENORMALS_ENV}={value!r} means nothing",
+            f"set {threads.DENORMALS_ENV}=keep to keep them, or unset it",
+            optional=True,
+        )
+    return Check("denormals", True, detail, optional=True)
 
 
 def check_kernels() -> list[Check]:

@@ -112,13 +112,16 @@ def coerce(value: Any, hint: Any, where: str, *, strict: bool = False) -> Any:
     if hint is float:
         if isinstance(value, bool):
             raise _bad(where, hint, value)
-        if isinstance(value, (int, float)):
-            return float(value)
+        number = value
         if isinstance(value, str):
             try:
-                return float(value.strip())
+                number = float(value.strip())
             except ValueError:
                 raise _bad(where, hint, value) from None
+        if isinstance(number, (int, float)):
+            if not math.isfinite(number):  # nan passes every range check; inf is no setting either
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+            return float(number)
         raise _bad(where, hint, value)
     if hint is str:
         if isinstance(value, str):

@@ -237,6 +237,14 @@ def test_doctor_reports_cpus_load_and_threads(monkeypatch: pytest.MonkeyPatch) -
     threads._reset()
     detail = {c.name: c for c in check_cpus()}["threads"].detail
     assert detail.startswith("1 (set by CADENZA_THREADS; the free CPUs would give")
+    # a value other than keep (a typo) leaves subnormals flushed: said, not passed over as set
+    monkeypatch.setenv(threads.DENORMALS_ENV, "kep")
+    check = {c.name: c for c in check_cpus()}["denormals"]
+    assert not check.ok and "CADENZA_DENORMALS='kep' means nothing" in check.detail
+    assert "set CADENZA_DENORMALS=keep" in check.cost
+    monkeypatch.setenv(threads.DENORMALS_ENV, "keep")
+    check = {c.name: c for c in check_cpus()}["denormals"]
+    assert check.ok and check.detail.startswith("kept as they are")
 
 
 # ----------------------------------------------------------------------------- subnormal floats

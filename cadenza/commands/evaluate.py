@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from cadenza import threads
+from cadenza.commands import seed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=20000,
         help="Table 1: at most this many training bars, whole phrases at random (default: 20000; 0: all)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
     p.add_argument("--all", action="store_true", help="Table 1: show muspy's metrics too")
     p.add_argument(
         "--legacy", action="store_true", help="Table 1: UPC and QN as MuseGAN's released code counts them"
@@ -117,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         return _table1(args, options)
     if not args.runs:
         raise ParameterError("give runs, bundles or folders to evaluate (and --reference REF)")
+    missing = [s for s in args.runs if not Path(s).exists()]
+    if missing:  # a mistyped path, found before the reference is measured and every run generates
+        raise ParameterError(f"no such run, bundle, folder or file: {', '.join(missing)}")
     if reference is None:
         reference = next((s for s in map(_run_store, args.runs) if s), None)
         if reference is None:

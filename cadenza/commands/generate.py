@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from cadenza import threads
+from cadenza.commands import seed
 from cadenza.errors import ParameterError
 
 
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     length.add_argument("--beats", type=float, help="symbolic models: length in beats instead of seconds")
     length.add_argument("--bars", type=float, help="symbolic models: length in bars instead of seconds")
     p.add_argument("--n", type=int, default=1, help="number of samples (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
     p.add_argument("--out", default="samples", help="output folder (default: samples)")
     p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint to use instead of best.pt")
     p.add_argument(
@@ -71,6 +72,8 @@ def parse_options(items: list[str]) -> dict[str, object]:
             options[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
             options[key.strip()] = value
+        if value.strip().lower() in ("nan", ".nan", "+nan", "-nan"):  # float() reads it; no option takes it
+            raise ParameterError(f"--option {item!r}: expected a number, got NaN")
     return options
 
 

@@ -158,6 +158,7 @@ class PianorollPhrases(_StoreWindows):
             label_key=label_key,
             labels=labels,
         )
+        self.min_hop = steps_per_bar
         self.n_bars = n_bars
         self.resolution = resolution
         self.factor = rep.resolution // resolution

@@ -69,6 +69,9 @@ class ShardReader:
 class _StoreWindows(Dataset):
     """Shared machinery: (file, window) indexing over a store split and lazy memory maps."""
 
+    #: The smallest hop between window starts, in frames (phrases start on bar lines).
+    min_hop = 1
+
     def __init__(
         self,
         store: FeatureStore | str | os.PathLike,

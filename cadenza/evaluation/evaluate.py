@@ -452,9 +452,13 @@ def evaluate(
         raise ParameterError(f"n_clips must be at least 1, got {n_clips}")
     if not seconds > 0:
         raise ParameterError(f"seconds must be positive, got {seconds}")
+    if n_boot < 0:
+        raise ParameterError(f"n_boot must be 0 (no intervals) or more, got {n_boot}")
     if names is not None and len(names) != len(sources):
         raise ParameterError(f"{len(names)} names for {len(sources)} sources")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {out} is a file, not a folder for the report; give a folder")
     clips_dir = out / "clips"
     out.mkdir(parents=True, exist_ok=True)
     taken: set[str] = {"reference"}

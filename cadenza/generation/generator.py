@@ -112,7 +112,20 @@ def load_generator(
 ) -> Generator:
     """The model of a run, checkpoint or bundle, in eval mode on ``device``."""
     path = find_checkpoint(source, checkpoint)
-    state = load_checkpoint(path)
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as exc:
+        last = path.with_name("last.pt")
+        # a run's best.pt damaged (outside cadenza: its writes are atomic): its last.pt is a model too
+        if (
+            checkpoint is not None
+            or not Path(source).is_dir()
+            or path.name != "best.pt"
+            or not last.is_file()
+        ):
+            raise
+        log.warning("%s; generating from %s instead", exc, last)
+        path, state = last, load_checkpoint(last)
     config = ExperimentConfig.from_dict(state["config"], source=f"{path} (saved config)")
     spec = get_model_spec(state["model"])
     info = DataInfo.from_dict(state["data_info"])
@@ -276,8 +289,19 @@ def synthesize(
     """
     if n < 1:
         raise ParameterError(f"n must be at least 1, got {n}")
+    if seed_file is not None and gen.n_seed_frames == 0:
+        raise ParameterError(
+            f"model {gen.config.model_name} does not continue music (it starts from noise), so it has "
+            "no use for a seed file; leave out --seed-file"
+        )
+    if (options or {}).get("style") and not gen.info.labels:
+        raise ParameterError(
+            f"model {gen.config.model_name} was trained without labels (data.label_key), so --style has "
+            "nothing to blend; leave it out"
+        )
     rep = gen.representation
     n_frames = rep.frames_for(seconds=seconds, beats=beats, bars=bars)
+    _require_memory(n * n_frames * gen.info.n_features * 4)  # the float32 frames returned, at least
     rng = np.random.default_rng(seed)
     device = next(gen.model.parameters()).device
     seed_tensor, sources = None, [{"kind": "none"}] * n
@@ -300,7 +324,19 @@ def synthesize(
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(int(seed))
         with torch.no_grad():
-            frames = gen.model.generate(request)  # (n, n_frames, F), normalised
+            try:
+                frames = gen.model.generate(request)  # (n, n_frames, F), normalised
+            except (TypeError, ValueError) as exc:  # a family reading an option as a number
+                unread = [
+                    f"{k}={v}"
+                    for k, v in (options or {}).items()
+                    if isinstance(v, str) and repr(v) in str(exc)
+                ]
+                if not unread:
+                    raise
+                raise ParameterError(
+                    f"generation option {unread[0]} of model {gen.config.model_name} cannot be read ({exc})"
+                ) from None
     gen.model.train(was_training)
     frames = frames.detach().float().cpu().numpy()
     if frames.shape[:2] != (n, n_frames):
@@ -314,6 +350,20 @@ def synthesize(
             "the checkpoint may come from a diverged run: try an earlier one with --checkpoint"
         )
     return raw, sources
+
+
+def _require_memory(n_bytes: int) -> None:
+    """Refuse, before any work, a result whose frames alone exceed this machine's memory (a
+    model that chains its output piece by piece would otherwise grind for hours first)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: let the allocator say
+        return
+    if n_bytes > total:
+        raise ParameterError(
+            f"the frames asked for take {n_bytes / 2**30:,.0f} GiB, more than this machine's "
+            f"{total / 2**30:,.0f} GiB of memory; ask for shorter or fewer samples"
+        )
 
 
 def decode_to_audio(rep: Representation, frames: np.ndarray, seconds: float | None = None) -> np.ndarray:
@@ -381,6 +431,8 @@ def generate_from_run(
     list of Path
         The audio (or MIDI) files, in sample order; each has a ``.json`` sidecar beside it.
     """
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ParameterError(f"--out {out} is a file, not a folder for the samples; give a folder")
     gen = load_generator(source, checkpoint=checkpoint, device=device)
     frames, sources = synthesize(
         gen, n=n, seconds=seconds, beats=beats, bars=bars, seed=seed, seed_file=seed_file, options=options

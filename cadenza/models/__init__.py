@@ -189,6 +189,9 @@ class ModelSpec:
         return self.family.Model(config, info)
 
 
+#: What the convolutional FFT LSTMs need: GRUV frames (the others read any frames as vectors).
+_FFT: Mapping[str, tuple[Any, ...]] = MappingProxyType({"name": ("fft",)})
+
 MODELS: dict[str, ModelSpec] = {
     "fft_base": ModelSpec(
         key="fft_base",
@@ -208,12 +211,16 @@ MODELS: dict[str, ModelSpec] = {
         module="cadenza.models.fft_lstm",
         summary="paper 000: 12 frequency filters of 3 + max pooling of 2 per frame -> LSTM -> dense, MSE",
         fixed=MappingProxyType({"arch": "conv1d"}),
+        requires=_FFT,  # its convolutions read a frame as N real parts, then N imaginary parts
+        prepare="--representation fft",
     ),
     "fft_conv2d": ModelSpec(
         key="fft_conv2d",
         module="cadenza.models.fft_lstm",
         summary="paper 000: K-frame stacks as 2-channel K x N images -> CNN -> LSTM -> dense, MSE",
         fixed=MappingProxyType({"arch": "conv2d"}),
+        requires=_FFT,  # its convolutions read a frame as N real parts, then N imaginary parts
+        prepare="--representation fft",
     ),
     "fft_bilinear": ModelSpec(
         key="fft_bilinear",

@@ -117,8 +117,8 @@ class Representation:
         """
         if beats is not None or bars is not None:
             raise ParameterError(f"a {self.name} representation counts seconds, not beats or bars")
-        if seconds is None or not seconds > 0:
-            raise ParameterError(f"seconds must be positive, got {seconds}")
+        if seconds is None or not 0 < seconds < math.inf:
+            raise ParameterError(f"seconds must be a positive, finite number, got {seconds}")
         return max(1, int(math.ceil(seconds * self.frame_rate - 1e-9)))
 
     def read(self, path: Any) -> np.ndarray:

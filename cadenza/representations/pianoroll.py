@@ -270,8 +270,8 @@ class PianoRoll(Representation):
         if len(given) != 1:
             raise ParameterError("give one of seconds, beats or bars")
         kind, value = given[0]
-        if not value > 0:
-            raise ParameterError(f"{kind} must be positive, got {value}")
+        if not 0 < value < math.inf:
+            raise ParameterError(f"{kind} must be a positive, finite number, got {value}")
         n_beats = {"seconds": value * self.tempo / 60.0, "beats": value, "bars": value * self.beats_per_bar}[
             kind
         ]

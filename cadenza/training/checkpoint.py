@@ -76,7 +76,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> di
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a truncated or foreign file: torch raises many kinds
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint, damaged or not a checkpoint at all ({_why(exc)})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cadenza checkpoint")
     if int(state.get("version", 0)) > VERSION:
@@ -84,6 +86,22 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> di
             f"{path}: written by a newer cadenza (format {state['version']}); upgrade cadenza"
         )
     return state
+
+
+def _why(exc: BaseException) -> str:
+    """What ``torch.load`` said, without its advice to load with ``weights_only=False`` (which
+    would run whatever code a damaged or foreign file holds: never the fix here).
+
+    >>> _why(RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory"))
+    'RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central directory'
+    >>> _why(Exception("Weights only load failed. Re-running ...\\nWeightsUnpickler error: \\n\\nUnsupported operand 6\\n\\nCheck the ..."))
+    'Exception: Unsupported operand 6'
+    """
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n", 1)[0]
+    text = text.strip().split("\n", 1)[0] if text.strip() else "the file ends early"
+    return f"{type(exc).__name__}: {text}"
 
 
 # ----------------------------------------------------------------------------- RNG states

@@ -429,6 +429,13 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a config (not UTF-8 text)") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: not a config: it holds a {type(raw).__name__}, where a config is a mapping of "
+            f"the sections {', '.join(SECTIONS)}"
+        )
     return raw if raw is not None else {}
 
 

@@ -74,6 +74,9 @@ class DatasetSpec:
     cls: type
     fields: tuple[str, ...]
     options: type = NoOptions
+    #: The settings that make its windows shorter, and those that make them overlap more (hints).
+    length_keys: str = "data.seq_len"
+    hop_keys: str = "data.hop"
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -81,9 +84,17 @@ DATASETS: dict[str, DatasetSpec] = {
         SequenceWindows, ("seq_len", "hop", "normalization", "label_key"), SequenceOptions
     ),
     # --- raw-audio windows of paper 002 (Seq2Seq, WaveNet) ---
-    "audio": DatasetSpec(AudioWindows, ("hop", "label_key"), AudioOptions),
+    "audio": DatasetSpec(
+        AudioWindows,
+        ("hop", "label_key"),
+        AudioOptions,
+        "data.options.n_input and data.options.n_output",
+        "data.options.hop",
+    ),
     # --- piano-roll phrases of paper 004 (GANs) ---
-    "phrases": DatasetSpec(PianorollPhrases, ("label_key",), PhraseOptions),
+    "phrases": DatasetSpec(
+        PianorollPhrases, ("label_key",), PhraseOptions, "data.options.n_bars", "data.options.hop_bars"
+    ),
 }
 
 
@@ -211,14 +222,41 @@ class EpochBatchSampler(Sampler[list[int]]):
                 yield indices
 
 
-def require_batches(dataset: Dataset, batch_size: int, split: str) -> None:
-    """Fail early when a split cannot fill a single batch."""
+def require_batches(dataset: Dataset, data: DataConfig, split: str) -> None:
+    """Fail early when a split cannot fill a single batch, naming the settings that would help.
+
+    With no window at all a smaller batch cannot help: every file is shorter than one window
+    (or the split has no file), so the message asks for shorter windows or longer music.
+    """
     n = len(dataset)  # type: ignore[arg-type]
-    if n < batch_size:
+    if n >= data.batch_size:
+        return
+    spec = dataset_spec(data.dataset)
+    if n == 0:
+        store = dataset.store  # type: ignore[attr-defined]
+        records = store.records_of(split)
+        quiet = getattr(dataset, "n_quiet", 0)
+        if not records:
+            raise StoreError(f"the {split!r} split of {store.path} has no files; prepare more music")
+        if quiet:
+            raise StoreError(
+                f"every one of the {quiet} windows of the {split!r} split has a target that is mostly "
+                "silence (data.options.skip_quiet); set data.options.skip_quiet=false or prepare "
+                "louder music"
+            )
+        longest = max(int(r["n_frames"]) for r in records)
         raise StoreError(
-            f"the {split!r} split has {n} windows, fewer than data.batch_size={batch_size}; "
-            "lower data.batch_size or data.seq_len, or prepare more music"
+            f"the {split!r} split has no window: each of its {len(records)} files is shorter than "
+            f"one window of {dataset.span} frames (the longest has {longest}), so a smaller "  # type: ignore[attr-defined]
+            f"data.batch_size cannot help; shorten the windows ({spec.length_keys}) or prepare "
+            "longer music"
         )
+    # Windows already one hop unit apart (a frame; a bar for phrases) cannot overlap more.
+    overlap = f", let them overlap more ({spec.hop_keys})" if dataset.hop > dataset.min_hop else ""  # type: ignore[attr-defined]
+    raise StoreError(
+        f"the {split!r} split has {n} windows, fewer than data.batch_size={data.batch_size}; lower "
+        f"data.batch_size, shorten the windows ({spec.length_keys}){overlap} or prepare more music"
+    )
 
 
 def batch_size_of(batch: Any) -> int:

@@ -205,6 +205,10 @@ class Trainer:
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ParameterError(
+                f"{self.run_dir} is a file, not a run directory; train into a folder (new, or a run's)"
+            )
         self.dist = distributed.setup(device)
         self.device = self.dist.device
         if self.device.type == "cuda":
@@ -216,6 +220,10 @@ class Trainer:
             raise ParameterError("no feature store: pass --data STORE (or set data.store in the config)")
         self.store = FeatureStore(cfg.data.store)
         self.spec = get_model_spec(cfg.model_name)
+        # the store's representation first: windowing another kind of store fails in its own terms
+        self.spec.check(
+            DataInfo(n_features=self.store.n_features, representation=self.store.representation.to_dict())
+        )
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.last_path = self.ckpt_dir / "last.pt"
         self.best_path = self.ckpt_dir / "best.pt"
@@ -229,7 +237,7 @@ class Trainer:
 
         # data
         self.train_set = build_dataset(cfg.data, self.store, "train")
-        require_batches(self.train_set, cfg.data.batch_size, "train")
+        require_batches(self.train_set, cfg.data, "train")
         labels = list(self.train_set.labels or [])  # type: ignore[attr-defined]
         valid = build_dataset(cfg.data, self.store, cfg.data.valid_split, labels=labels or None)
         self.valid_set = valid if len(valid) else None  # type: ignore[arg-type]
@@ -321,7 +329,18 @@ class Trainer:
             )
 
     def _resume(self) -> None:
-        state = load_checkpoint(self.last_path)
+        try:
+            state = load_checkpoint(self.last_path)
+        except CheckpointError as exc:  # damaged outside cadenza: its own writes are atomic
+            keep = (
+                " (it deletes best.pt too: copy that away first to keep it)"
+                if self.best_path.is_file()
+                else ""
+            )
+            raise CheckpointError(
+                f"{exc}; the run cannot resume without it: start it again with --restart{keep}, "
+                "or train into another --run"
+            ) from None
         if state.get("model") != self.config.model_name:
             raise ConfigError(
                 f"{self.run_dir} holds a {state.get('model')} run, not {self.config.model_name}; "

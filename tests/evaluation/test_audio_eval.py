@@ -325,6 +325,29 @@ def test_a_small_reference_gives_per_clip_measures_and_a_note(
     assert "no usable clip" in json.loads((out / "metrics.json").read_text())["sets"][0]["note"]
 
 
+def test_mistakes_in_the_command_are_one_error_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t = np.arange(22050 * 2) / 22050
+    ref_dir = _folder(tmp_path / "ref", [0.3 * np.sin(2 * np.pi * 220 * t).astype(np.float32)], "tone")
+    (tmp_path / "file").write_text("x")
+    cases = [
+        # a mistyped source: was a whole evaluation, exit 0, and a note in the report
+        (["evaluate", str(tmp_path / "typo"), str(ref_dir)], "no such run, bundle, folder or file: "),
+        (
+            ["evaluate", str(ref_dir), "--out", str(tmp_path / "file")],
+            "is a file, not a folder",
+        ),  # a traceback
+        (["evaluate", str(ref_dir), "--n-boot", "-1"], "n_boot must be 0 (no intervals) or more, got -1"),
+    ]
+    for args, expected in cases:
+        out = [] if "--out" in args else ["--out", str(tmp_path / "out")]
+        assert main([*args, "--reference", str(ref_dir), *out]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_scores_against_a_folder_of_scores(tmp_path: Path) -> None:
     """MIDI against MIDI: EB, UPC and QN per set and set distances over per-bar features."""
     ref, gen = tmp_path / "ref", tmp_path / "gen"

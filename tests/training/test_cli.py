@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 
 from cadenza.cli import main
+from cadenza.errors import ParameterError
 from cadenza.training import load_checkpoint
 from cadenza.training.logs import read_metrics
 from tests.training.conftest import BLOCK, SR, TINY, make_store, tone
@@ -182,6 +183,79 @@ def test_generate_without_a_checkpoint_is_one_clear_error(
     assert main(["generate", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no checkpoint" in err[0] and "cadenza train" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--seconds", "inf"], "seconds must be a positive, finite number, got inf"),  # an OverflowError
+        # refused before any work (a GAN chaining phrases ground for minutes before it ran out)
+        (["--seconds", "1e12"], "GiB, more than this machine's"),
+        (["--option", "temperature=nan"], "--option 'temperature=nan': expected a number, got NaN"),
+        (["--style", "bach=1"], "trained without labels (data.label_key), so --style has nothing to blend"),
+        (["--out", "FILE"], "is a file, not a folder for the samples"),  # a FileExistsError
+    ],
+)
+def test_generate_refuses_what_it_cannot_honour_in_one_line(
+    run_dir: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    expected: str,
+) -> None:
+    _, run = run_dir
+    (tmp_path / "FILE").write_text("x")
+    args = [a.replace("FILE", str(tmp_path / "FILE")) for a in args]
+    assert main(["generate", str(run), "--seconds", "0.5", "--out", str(tmp_path / "o"), *args]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+
+
+def test_generate_says_which_option_or_argument_it_cannot_read(
+    run_dir: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cadenza.generation import generator, load_generator, synthesize
+
+    _, run = run_dir
+    with pytest.raises(SystemExit):  # numpy's generators take no negative seed: was a ValueError
+        main(["generate", str(run), "--seed", "-1"])
+    assert "a seed is a whole number of 0 or more, got '-1'" in capsys.readouterr().err
+    gen = load_generator(run)
+    # a family that reads an option as a number (as mel_rnn's temperature): a ValueError before
+    monkeypatch.setattr(gen.model, "generate", lambda request: float(request.options["temperature"]))
+    with pytest.raises(
+        ParameterError, match=r"generation option temperature=hot of model fft_base cannot be read"
+    ):
+        synthesize(gen, n=1, seconds=0.5, seed=0, options={"temperature": "hot"})
+    monkeypatch.setattr(gen.model, "n_seed_frames", 0)  # a model that starts from noise (a GAN)
+    with pytest.raises(ParameterError, match="no use for a seed file; leave out --seed-file"):
+        synthesize(gen, n=1, seconds=0.5, seed=0, seed_file=tmp_path / "x.wav")
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(generator, "generate_from_run", out_of_memory)
+    monkeypatch.setattr("cadenza.generation.generate_from_run", out_of_memory)
+    assert main(["generate", str(run), "--seconds", "1e9"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and "out of memory" in err[0] and "ask for fewer --seconds or a smaller --n" in err[0]
+    )
+
+
+def test_generate_from_a_run_whose_best_checkpoint_is_damaged_uses_its_last(
+    run_dir: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, run = run_dir
+    damaged = tmp_path / "run"
+    shutil.copytree(run, damaged)
+    (damaged / "checkpoints" / "best.pt").write_bytes(b"\x80\x02garbage")
+    assert main(["generate", str(damaged), "--seconds", "0.5", "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "run-seed0-0.json").read_text())["checkpoint"].endswith("last.pt")
+    assert "best.pt: not a readable checkpoint" in caplog.text and "weights_only" not in caplog.text
 
 
 @pytest.mark.slow

@@ -172,6 +172,9 @@ def test_resolved_config_round_trips() -> None:
         ("train.seed.x=1", r"train.seed is a single value \(int\), not a mapping"),
         ("lr=0.1", r"expected SECTION.KEY=VALUE"),
         ("model.name=wavenet9", r"unknown model 'wavenet9'; expected one of \[.*'fft_base'"),
+        # NaN passes every range check (torch's optimiser then raised a traceback), inf trained on
+        ("optim.lr=nan", r"optim.lr: expected a finite number, got 'nan'"),
+        ("optim.lr=inf", r"optim.lr: expected a finite number, got 'inf'"),
     ],
 )
 def test_bad_override_gives_one_clear_error(override: str, expected: str) -> None:
@@ -197,6 +200,10 @@ def test_bad_override_gives_one_clear_error(override: str, expected: str) -> Non
         ("model: [fft_base\n", r"bad.yaml: not valid YAML \(line 2"),
         ("model:\n  name: fft_base\noptim: 3\n", r"section 'optim' must be a mapping"),
         ("model:\n  name: fft_base\noptim:\n  groups: {b: {lr: slow}}\n", None),
+        # not a mapping of sections: a word, a list (an AttributeError traceback before)
+        ("fft_base-tiny\n", r"bad.yaml: not a config: it holds a str, where a config is a mapping"),
+        ("- model\n- data\n", r"bad.yaml: not a config: it holds a list"),
+        ("model:\n  name: fft_base\n  dropout: .nan\n", r"model.dropout: expected a finite number"),
     ],
 )
 def test_bad_config_file_gives_one_clear_error(tmp_path: Path, text: str, expected: str | None) -> None:
@@ -256,6 +263,9 @@ def test_every_optimiser_and_schedule_a_config_may_name_is_built() -> None:
         ("seq2seq", {"name": "waveform", "encoding": "mulaw"}, "encoding in ['float']"),
         ("wavenet", {"name": "fft"}, "--representation waveform --param encoding=mulaw"),
         ("bilstm_gan", {"name": "waveform"}, "name in ['pianoroll']"),
+        # a frame read as N real parts then N imaginary parts: mel bands trained on silently before
+        ("fft_conv1d", {"name": "mel"}, "name in ['fft']"),
+        ("fft_conv2d", {"name": "mfcc"}, "--representation fft"),
     ],
 )
 def test_what_a_family_needs_of_the_data_is_checked_in_one_place(

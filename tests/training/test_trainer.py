@@ -511,6 +511,69 @@ def test_a_gan_resumed_inside_its_pretraining_gives_bitwise_equal_losses(tmp_pat
     ]
 
 
+def test_a_store_shorter_than_one_window_names_the_window_length_not_the_batch_size(
+    tmp_path: Path,
+) -> None:
+    from cadenza.data.store import create_store
+    from cadenza.representations import make_representation
+
+    # Every piece is 2 bars, shorter than the GAN's 4-bar phrase: no window, whatever the batch.
+    rep = make_representation("pianoroll", resolution=4, lowest_pitch=48, n_pitches=24)
+    roll = np.zeros((2 * 16, 24), np.uint8)
+    roll[::4, 5] = 1
+    create_store(tmp_path / "short", rep, {f"p{i}": (roll, "train", {}) for i in range(3)})
+    with pytest.raises(CadenzaError, match="no window") as error:
+        train(
+            "cnn_lstm_gan-tiny",
+            data=tmp_path / "short",
+            run=tmp_path / "run",
+            overrides=["data.batch_size=1"],
+        )
+    message = str(error.value)
+    assert "shorter than one window of 64 frames (the longest has 32)" in message
+    assert "data.options.n_bars" in message and "lower data.batch_size" not in message
+    # With windows, but fewer than a batch: phrases a bar apart cannot overlap more.
+    with pytest.raises(CadenzaError, match="3 windows, fewer than data.batch_size=16") as error:
+        train(
+            "cnn_lstm_gan-tiny",
+            data=tmp_path / "short",
+            run=tmp_path / "run",
+            overrides=["data.options.n_bars=2"],
+        )
+    assert "shorten the windows (data.options.n_bars) or prepare" in str(error.value)
+    assert "hop_bars" not in str(error.value)
+
+
+def test_a_store_of_another_representation_is_named_before_its_windows_are_counted(
+    store: Path, tmp_path: Path
+) -> None:
+    # The FFT store has too few windows for mel_rnn-tiny's batch: the representation is what is wrong.
+    with pytest.raises(CadenzaError, match=r"model mel_rnn trains on stores with name in \['mel'\]"):
+        train("mel_rnn-tiny", data=store, run=tmp_path / "run")
+    with pytest.raises(CadenzaError, match="--representation waveform"):  # not AudioWindows' own words
+        train("seq2seq-tiny", data=_roll_store(tmp_path / "rolls"), run=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_last_checkpoint_says_how_to_go_on_and_a_file_is_no_run(
+    store: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    overrides = [*TINY, "train.max_epochs=1"]
+    train("fft_base-tiny", data=store, run=run, overrides=overrides)
+    (run / "checkpoints" / "last.pt").write_bytes(bytes(range(256)) * 4)  # damaged outside cadenza
+    with pytest.raises(CheckpointError) as error:
+        train("fft_base-tiny", data=store, run=run, overrides=[*TINY, "train.max_epochs=2"])
+    message = str(error.value)
+    assert "last.pt: not a readable checkpoint" in message and "cannot resume" in message
+    assert "--restart (it deletes best.pt too" in message
+    assert "weights_only" not in message  # torch's advice to load it unsafely is never the fix
+    assert (run / "checkpoints" / "best.pt").is_file()  # nothing deleted
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CadenzaError, match="is a file, not a run directory"):  # was a FileExistsError
+        train("fft_base-tiny", data=store, run=tmp_path / "file", overrides=overrides)
+
+
 def test_rng_state_round_trips() -> None:
     state = rng_state()
     first = (random.random(), float(np.random.rand()), torch.rand(3))  # noqa: NPY002
