@@ -224,6 +224,7 @@ class Trainer:
         self.spec.check(
             DataInfo(n_features=self.store.n_features, representation=self.store.representation.to_dict())
         )
+        _check_label_key(self.store, cfg.data.label_key)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.last_path = self.ckpt_dir / "last.pt"
         self.best_path = self.ckpt_dir / "best.pt"
@@ -852,3 +853,20 @@ def train(
 
 
 __all__ = ["CheckpointError", "TrainResult", "Trainer", "TrainingDiverged", "train"]
+
+
+def _check_label_key(store: FeatureStore, key: str | None) -> None:
+    """A ``data.label_key`` the store's files do not have: an error when they have other labels (a
+    typo would have trained every file as unlabelled), a warning when they have none at all (a
+    packaged config's ``composer`` on one's own folder: the model trains unconditioned)."""
+    if not key or store.label_values(key):
+        return
+    keys = sorted({k for r in store.records for k in r.get("labels", {})})
+    if keys:
+        raise ConfigError(
+            f"data.label_key={key!r}: no file of {store.path} has that label; its files have "
+            f"{', '.join(keys)} (or data.label_key=null: unconditioned)"
+        )
+    log.warning(
+        "no file of %s has the label %r (data.label_key): the model trains unconditioned", store.path, key
+    )

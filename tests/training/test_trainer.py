@@ -22,7 +22,7 @@ from cadenza.training.data import EpochBatchSampler
 from cadenza.training.logs import read_metrics
 from cadenza.training.state import TrainState
 from tests.training import family
-from tests.training.conftest import SR, TINY, tone
+from tests.training.conftest import BLOCK, SR, TINY, tone
 
 STEPS_PER_EPOCH = 7  # 4 training tones of 2 s -> 15 windows of 8+1 frames each -> 60 windows, batch 8
 
@@ -648,3 +648,26 @@ def test_batch_order_is_a_function_of_seed_and_epoch_and_splits_across_processes
         assert len(b0) == len(b1) == 4 and sorted(b0 + b1) == sorted(batches[k])
     with pytest.raises(Exception, match="does not split evenly over 3 processes"):
         EpochBatchSampler(50, 8, world_size=3)
+
+
+def test_a_label_key_no_file_has_is_an_error_when_the_files_have_others(
+    store: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cadenza.data.store import create_store
+    from cadenza.representations import make_representation
+
+    # the store's files are labelled by composer: a typo trained every file as unlabelled
+    with pytest.raises(
+        ConfigError, match=r"data.label_key='compser': no file of .* has that label; its files have composer"
+    ):
+        train("fft_base-tiny", data=store, run=tmp_path / "run", overrides=[*TINY, "data.label_key=compser"])
+    assert not (tmp_path / "run").exists()
+    # a store without any labels (one's own folder): the packaged composer trains unconditioned
+    rep = make_representation("fft", sample_rate=SR, block_size=BLOCK)
+    plan = [("train", 220.0), ("train", 262.0), ("valid", 294.0)]
+    items = {f"t{i}": (rep.encode(tone(2.0, f0, seed=i)), s, {}) for i, (s, f0) in enumerate(plan)}
+    create_store(tmp_path / "plain", rep, items)
+    overrides = [*TINY, "train.max_epochs=1", "data.label_key=composer"]
+    with caplog.at_level("WARNING", logger="cadenza.training.trainer"):
+        train("fft_base-tiny", data=tmp_path / "plain", run=tmp_path / "run2", overrides=overrides)
+    assert "has the label 'composer' (data.label_key): the model trains unconditioned" in caplog.text
