@@ -95,6 +95,23 @@ def _walk(top: str) -> Iterator[str]:
                 yield os.path.relpath(full, top).replace(os.sep, "/")
 
 
+def _csv_rows(path: str, without: str) -> Iterator[list[str]]:
+    """The rows of a corpus's metadata CSV (a byte-order mark is dropped, CRLF and quoted fields
+    read); a file that is not UTF-8 CSV is a :class:`SourceError` that says what to do
+    (``without``: what moving the file away gives, "the recordings without composer labels")."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            yield from csv.reader(f)
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8, or move it away to list {without}"
+        ) from None
+    except (OSError, csv.Error) as exc:
+        raise SourceError(
+            f"cannot read {path} ({exc}); restore it, or move it away to list {without}"
+        ) from None
+
+
 # ------------------------------------------------------------------------------ the base
 class Source:
     """A corpus: a named, rooted, sorted list of items.
@@ -413,20 +430,22 @@ def musicnet_labels(path: str | os.PathLike[str]) -> np.ndarray:
     if not os.path.isfile(path):
         raise DecodeError(path, "missing file")
     names = _MUSICNET_LABEL_DTYPE.names or ()
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        if tuple(header) != names:
-            raise DecodeError(path, "not a MusicNet label file", f"columns {header}, expected {list(names)}")
-        try:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            if tuple(header) != names:
+                raise DecodeError(
+                    path, "not a MusicNet label file", f"columns {header}, expected {list(names)}"
+                )
             rows = [
                 (int(r[0]), int(r[1]), int(r[2]), int(r[3]), float(r[4]), float(r[5]), r[6].strip())
                 for r in reader
                 if r
             ]
-        except (ValueError, IndexError) as exc:
-            raise DecodeError(path, "not a MusicNet label file", str(exc)) from None
-    return np.array(rows, dtype=_MUSICNET_LABEL_DTYPE)
+        return np.array(rows, dtype=_MUSICNET_LABEL_DTYPE)
+    except (ValueError, IndexError, OverflowError, csv.Error) as exc:  # UnicodeDecodeError is a ValueError
+        raise DecodeError(path, "not a MusicNet label file", f"{type(exc).__name__}: {exc}"[:300]) from None
 
 
 class MusicNetSource(Source):
@@ -487,10 +506,18 @@ class MusicNetSource(Source):
     def _scan(self) -> list[SourceItem]:
         meta: dict[str, dict[str, str]] = {}
         if self.metadata_path:
-            with open(self.metadata_path, newline="", encoding="utf-8") as f:
-                for row in csv.DictReader(f):
-                    labels = {k: (row.get(k) or "").strip().lower() for k in ("composer", "ensemble")}
-                    meta[(row.get("id") or "").strip()] = {k: v for k, v in labels.items() if v}
+            rows = _csv_rows(self.metadata_path, "the recordings without composer labels")
+            header = [h.strip().lower() for h in next(rows, [])]
+            if "id" not in header:
+                raise SourceError(
+                    f"{self.metadata_path} is not musicnet_metadata.csv (no id column; columns {header[:9]}); "
+                    "download it again, or move it away to list the recordings without composer labels"
+                )
+            cols = {k: header.index(k) for k in ("id", "composer", "ensemble") if k in header}
+            for row in rows:
+                cell = {k: row[i].strip() if i < len(row) else "" for k, i in cols.items()}
+                labels = {k: cell.get(k, "").lower() for k in ("composer", "ensemble")}
+                meta[cell["id"]] = {k: v for k, v in labels.items() if v}
         items = []
         for split in ("train", "test"):
             folder = os.path.join(self.data_root or self.root, f"{split}_data")
@@ -556,7 +583,9 @@ class GtzanSource(Source):
         return cls._find_genres(path) is not None
 
     def _scan(self) -> list[SourceItem]:
-        found: dict[str, tuple[str, str]] = {}  # stem -> (path, genre); a .wav beats an .au
+        # stem -> (rank, path, genre): a copy in the folder of the genre its name says beats a
+        # misfiled one (jazz.00054 under blues/), then a .wav beats an .au
+        found: dict[str, tuple[tuple[bool, bool], str, str]] = {}
         for genre in GTZAN_GENRES:
             folder = os.path.join(self.genres_root or self.root, genre)
             if not os.path.isdir(folder):
@@ -564,11 +593,12 @@ class GtzanSource(Source):
             for name in sorted(os.listdir(folder)):
                 stem, ext = os.path.splitext(name)
                 if ext.lower() in (".wav", ".au") and not _is_hidden(name):
-                    if stem not in found or ext.lower() == ".wav":
-                        found[stem] = (os.path.join(folder, name), genre)
+                    rank = (stem.split(".")[0].lower() == genre, ext.lower() == ".wav")
+                    if stem not in found or rank > found[stem][0]:
+                        found[stem] = (rank, os.path.join(folder, name), genre)
         if not found:
             raise SourceError(f"gtzan:{self.root} has no .au or .wav file in its genre folders")
-        return [SourceItem(safe_id(s), "audio", p, {"genre": g}) for s, (p, g) in found.items()]
+        return [SourceItem(safe_id(s), "audio", p, {"genre": g}) for s, (_, p, g) in found.items()]
 
 
 # ----------------------------------------------------------------------------------- FMA
@@ -625,7 +655,12 @@ class FmaSource(Source):
         for audio_root in self.audio_roots:
             for rel in _walk(audio_root):
                 stem, ext = os.path.splitext(rel.rsplit("/", 1)[-1])
-                if ext.lower() in AUDIO_EXTENSIONS and stem.isdigit() and stem not in found:
+                if (
+                    ext.lower() in AUDIO_EXTENSIONS
+                    and stem.isascii()
+                    and stem.isdigit()
+                    and stem not in found
+                ):
                     found[stem] = os.path.join(audio_root, *rel.split("/"))
         if not found:
             raise SourceError(f"fma:{self.root} has no NNN/NNNNNN.mp3 file in {', '.join(self.audio_roots)}")
@@ -637,27 +672,31 @@ def read_fma_tracks(path: str) -> dict[int, dict[str, str]]:
     # Its free-text columns (artist bios) are long; raise the csv module's field limit once.
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 26))
     out: dict[int, dict[str, str]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        top, sub = next(reader, []), next(reader, [])
-        filled, current = [], ""
-        for name in top:  # pandas repeats the top level on every column; fill gaps regardless
-            current = name or current
-            filled.append(current)
-        columns = {(t.strip(), s.strip()): i for i, (t, s) in enumerate(zip(filled, sub))}
-        genre_col = columns.get(("track", "genre_top"))
-        split_col = columns.get(("set", "split"))
-        if genre_col is None and split_col is None:
-            raise SourceError(f"{path} is not FMA's tracks.csv (no track/genre_top or set/split column)")
-        for row in reader:
-            if not row or not row[0].strip().isdigit():  # the "track_id,,,," index-name row
-                continue
-            labels = {}
-            if genre_col is not None and genre_col < len(row) and row[genre_col].strip():
-                labels["genre"] = row[genre_col].strip().lower()
-            if split_col is not None and split_col < len(row) and row[split_col].strip():
-                labels["fma_split"] = row[split_col].strip()
-            out[int(row[0])] = labels
+    without = "the audio without genre labels"
+    reader = _csv_rows(path, without)
+    top, sub = next(reader, []), next(reader, [])
+    filled, current = [], ""
+    for name in top:  # pandas repeats the top level on every column; fill gaps regardless
+        current = name or current
+        filled.append(current)
+    columns = {(t.strip(), s.strip()): i for i, (t, s) in enumerate(zip(filled, sub))}
+    genre_col = columns.get(("track", "genre_top"))
+    split_col = columns.get(("set", "split"))
+    if genre_col is None and split_col is None:
+        raise SourceError(
+            f"{path} is not FMA's tracks.csv (no track/genre_top or set/split column in its two header rows); "
+            f"extract it again from fma_metadata.zip, or move it away to list {without}"
+        )
+    for row in reader:
+        track_id = row[0].strip() if row else ""
+        if not (track_id.isascii() and track_id.isdigit()):  # the "track_id,,,," index-name row
+            continue
+        labels = {}
+        if genre_col is not None and genre_col < len(row) and row[genre_col].strip():
+            labels["genre"] = row[genre_col].strip().lower()
+        if split_col is not None and split_col < len(row) and row[split_col].strip():
+            labels["fma_split"] = row[split_col].strip()
+        out[int(track_id)] = labels
     return out
 
 

@@ -51,6 +51,10 @@ MIDI_EXTENSIONS = (".mid", ".midi", ".kar")
 #: Velocity given to the steps of a binary (True/False) piano roll, as pypianoroll does.
 BINARY_VELOCITY = 64
 DEFAULT_TEMPO = 120.0
+#: The most steps a pianoroll .npz may declare over all its tracks: 2**22, 4.2 million (an LPD-5
+#: song at 24 steps a beat has five tracks of some 10,000). The shape is declared, not stored:
+#: a 1 KB file could otherwise ask for gigabytes, and it is refused as "too long" before they are.
+MAX_ROLL_STEPS = 1 << 22
 
 
 # ------------------------------------------------------------------------------ scores
@@ -420,11 +424,20 @@ def _load_pypianoroll(path: str) -> tuple[list[np.ndarray], int, dict[str, Any]]
         try:
             meta = json.loads(bytes(loaded["info.json"]).decode("utf-8"))
             resolution = int(meta.get("resolution") or meta.get("beat_resolution") or 0)
-            rolls, tracks = [], []
+            rolls, tracks, n_steps = [], [], 0
             while str(len(rolls)) in meta:
                 key = f"pianoroll_{len(rolls)}_csc"
                 track = meta[str(len(rolls))] or {}
                 shape = tuple(int(v) for v in loaded[f"{key}_shape"])
+                if len(shape) != 2 or shape[1] != 128:
+                    raise bad(f"a track of shape {shape}, expected (n_steps, 128)")
+                n_steps += shape[0]
+                if n_steps > MAX_ROLL_STEPS:
+                    raise DecodeError(
+                        path,
+                        "too long",
+                        f"its tracks declare {n_steps} steps or more (at most {MAX_ROLL_STEPS}): a damaged shape?",
+                    )
                 matrix = csc_matrix(
                     (loaded[f"{key}_data"], loaded[f"{key}_indices"], loaded[f"{key}_indptr"]), shape=shape
                 )

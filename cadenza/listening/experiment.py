@@ -342,7 +342,8 @@ def prepare_experiment(
         skipped += bad
         if not read:
             raise ParameterError(
-                f"{path}: no readable clip ({len(bad)} skipped: {bad[0][1] if bad else '-'})"
+                f"{path}: no readable clip ({len(bad)} skipped: {bad[0][1] if bad else '-'}); give it clips "
+                f"of at least {MIN_SECONDS:g} s, or move the folder out of {path.parent} to test the other models"
             )
         sets[name] = [(str(p), y, sr) for p, y, sr in read]
     shortest = min((len(y) / sr, origin) for clips in sets.values() for origin, y, sr in clips)

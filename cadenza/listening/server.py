@@ -213,7 +213,7 @@ class App(Flask):
         if request.headers.get("Transfer-Encoding"):
             raise HTTPError(411, "send the body with a Content-Length, not a transfer encoding")
         raw_length = request.headers.get("Content-Length") or "0"
-        if not raw_length.isdigit():
+        if not (raw_length.isascii() and raw_length.isdigit()):  # "²" is a digit to isdigit, not to int
             raise HTTPError(400, "a bad Content-Length")
         length = int(raw_length)
         if length > MAX_BODY:

@@ -316,3 +316,70 @@ def test_lpd(tmp_path: Path):
         tmp_path / "lpd_5" / "lpd_5_cleansed" / LPD_MSD_V0[0] / f"{LPD_MSD_V0[1]}.npz"
     )
     assert len(open_source(str(tmp_path), kind="score")) == 2
+
+
+# ----------------------------------------------------------------- damaged metadata and files
+def test_musicnet_metadata_with_a_bom_or_other_case_keeps_its_labels(tmp_path: Path):
+    """Saved by Excel: a byte-order mark glued to "id" once dropped every composer label silently."""
+    build_musicnet(tmp_path)
+    meta = tmp_path / "musicnet_metadata.csv"
+    meta.write_bytes(b"\xef\xbb\xbf" + meta.read_bytes().replace(b"id,composer", b"ID,Composer", 1))
+    labels = {i.id: i.labels for i in open_source(str(tmp_path)).items()}
+    assert labels["2303"] == {"composer": "bach", "ensemble": "solo violin", "musicnet_split": "test"}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("id,composer\n9999,Händel\n".encode("latin-1"), "not UTF-8 text"),  # was a UnicodeDecodeError
+        (b"", "no id column"),  # was read as no labels at all
+        (b"number;composer\n1727;Schubert\n", "no id column"),
+    ],
+)
+def test_musicnet_metadata_that_cannot_be_read_says_what_to_do(tmp_path: Path, content: bytes, message: str):
+    build_musicnet(tmp_path)
+    (tmp_path / "musicnet_metadata.csv").write_bytes(content)
+    with pytest.raises(SourceError, match=f"{message}.*move it away to list the recordings without"):
+        open_source(str(tmp_path))
+
+
+def test_a_damaged_musicnet_label_file_is_a_decode_error(tmp_path: Path):
+    header = b"start_time,end_time,instrument,note,start_beat,end_beat,note_value\r\n"
+    path = tmp_path / "1727.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + header + b"9182,90078,43,53,4.0,1.5,Quarter\r\n")  # BOM, CRLF
+    assert musicnet_labels(path)["note"].tolist() == [53]
+    for row in (
+        b"1,2,99999,53,4.0,1.5,Quarter\n",
+        b"1,2,43,53,4.0,1.5,Noire \xe9\n",
+    ):  # int16 overflow, latin-1
+        path.write_bytes(header + row)
+        with pytest.raises(DecodeError, match="not a MusicNet label file"):
+            musicnet_labels(path)
+
+
+def test_a_damaged_fma_tracks_csv_says_what_to_do(tmp_path: Path):
+    build_fma(tmp_path)
+    tracks = tmp_path / "fma_metadata" / "tracks.csv"
+    lines = tracks.read_bytes().splitlines(keepends=True)
+    tracks.write_bytes(b"".join(lines[1:]))  # the top header row lost
+    with pytest.raises(SourceError, match="two header rows.*fma_metadata.zip.*without genre labels"):
+        open_source(str(tmp_path))
+    tracks.write_bytes(b"".join(lines) + "7,1,x,,Bj\xf6rk,training,small,Pop,[1],t\n".encode("latin-1"))
+    with pytest.raises(SourceError, match="not UTF-8 text"):  # was a UnicodeDecodeError
+        open_source(str(tmp_path))
+    tracks.write_bytes(b"".join(lines) + "\u00b2,1,x,,B,training,small,Pop,[1],t\n".encode())
+    write_audio(tmp_path / "fma_small" / "000" / "\u00b2.mp3")  # a digit to str.isdigit, not to int()
+    assert ids(open_source(str(tmp_path))) == ["000002", "000005", "001039", "099999"]
+
+
+def test_a_misfiled_gtzan_copy_does_not_take_the_genre_of_its_folder(tmp_path: Path):
+    build_gtzan_tarball(tmp_path)
+    write_audio(tmp_path / "genres" / "blues" / "jazz.00054.au")  # a stray copy, sorted first
+    (tmp_path / "genres" / "pop").mkdir()  # an empty genre
+    labels = {i.id: i.labels["genre"] for i in open_source(str(tmp_path)).items()}
+    assert labels == {
+        "blues.00000": "blues",
+        "blues.00001": "blues",
+        "jazz.00054": "jazz",
+        "rock.00099": "rock",
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -277,3 +278,20 @@ def test_not_a_pianoroll(tmp_path: Path):
     assert read_lpd_roll(silent)[0].shape == (8, 128)
     with pytest.raises(DecodeError, match="no notes"):
         read_lpd_npz(silent)
+
+
+def test_an_npz_declaring_a_huge_roll_is_refused_before_it_is_made(tmp_path: Path):
+    """A 1 KB file once asked for its declared shape: 2**23 steps took 50 s and 4 GB, larger ones all memory."""
+    path = tmp_path / "bomb.npz"
+    arrays = {
+        "pianoroll_0_csc_data": np.ones(1, bool),
+        "pianoroll_0_csc_indices": np.zeros(1, np.int32),
+        "pianoroll_0_csc_indptr": np.r_[0, np.ones(128, np.int32)],
+        "pianoroll_0_csc_shape": np.array([2**40, 128]),
+    }
+    np.savez_compressed(path, **arrays)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("info.json", json.dumps({"beat_resolution": 24, "0": {"program": 0, "name": "Piano"}}))
+    with pytest.raises(DecodeError) as info:
+        read_lpd_roll(path)
+    assert info.value.reason == "too long" and "declare" in info.value.detail

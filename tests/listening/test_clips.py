@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,13 @@ def test_a_click_of_a_clip_is_left_out_with_its_reason_not_the_test_cut_to_it(tm
     assert reasons[str(model / "blip.wav")] == "too short to judge (0.30 s; a trial plays at least 1 s)"
     with pytest.raises(ParameterError, match=r"seconds must be in \[1, 12\]"):
         prepare_experiment(results, reference=reference, seconds=0.5, folder=tmp_path / "other")
+
+
+def test_a_model_without_a_usable_clip_stops_the_test_saying_what_to_do(tmp_path: Path) -> None:
+    results, reference = make_folders(tmp_path)
+    (results / "broken").mkdir()
+    (results / "broken" / "a.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")
+    with pytest.raises(
+        ParameterError, match=f"no readable clip .*or move the folder out of {re.escape(str(results))}"
+    ):
+        prepare_experiment(results, reference=reference, seconds=1.0, n_per_condition=1)

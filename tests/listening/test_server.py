@@ -225,6 +225,22 @@ def test_malformed_and_oversized_requests_get_4xx_never_5xx(served, monkeypatch)
     assert _raw(url, b"GET / HTTP/1.1\r\n" + many + b"\r\n").split()[1] == b"431"
 
 
+def test_a_content_length_of_unicode_digits_is_a_400_not_a_500(served) -> None:
+    """``"\xb2"`` (latin-1 "²") passed ``str.isdigit`` and then failed ``int()``: a 500 with a traceback."""
+    _, url, _ = served
+    cookie = Listener(url)
+    cookie.start()
+    for path, extra in (("/api/start", b""), ("/api/answer", f"Cookie: {cookie.cookie}\r\n".encode())):
+        request = (
+            b"POST "
+            + path.encode()
+            + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + extra
+            + b"Content-Length: \xb2\r\nConnection: close\r\n\r\n{}"
+        )
+        assert _raw(url, request).split()[1] == b"400", path
+
+
 def test_a_bug_is_a_logged_json_500_and_requests_are_logged_quietly(served, monkeypatch, caplog) -> None:
     exp, url, _ = served
     who = Listener(url)
