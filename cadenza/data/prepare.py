@@ -79,6 +79,9 @@ class PrepareSummary:
     #: Files of the source of another kind than the store's, by kind (``{"score": 3}``: the
     #: scores of a folder that also holds recordings, which an audio store is made from).
     left_out: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: The held-out splits drawn files that were all skipped, with how many (``{"test": 1}``):
+    #: splits are drawn from the ids before decoding, so evaluation would find no held-out music.
+    empty_splits: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
         text = f"{self.n_ok} of {self.n_files} files prepared, {self.n_skipped} skipped"
@@ -98,6 +101,12 @@ class PrepareSummary:
             text += f"; {n} audio file{'' if n == 1 else 's'} left out: a piano roll is made from scores"
         if self.n_done_before:
             text += f" ({self.n_done_before} already done by an earlier run)"
+        for split, n in sorted(self.empty_splits.items()):
+            files = "its file was" if n == 1 else f"all {n} of its files were"
+            text += (
+                f"; warning: the {split} split holds no music ({files} skipped), so nothing held out "
+                "is there to evaluate against: prepare more music, or with another --seed"
+            )
         return text
 
     def _warning_lines(self, n_shown: int = 3) -> list[str]:
@@ -734,6 +743,11 @@ def prepare_corpus(
         n_done_before=n_done_before,
         warnings={r["id"]: r["warning"] for r in ok if r.get("warning")},
         left_out=dict(src.left_out),
+        empty_splits={
+            split: n
+            for split, n in collections.Counter(r["split"] for r in records).items()
+            if split in ("valid", "test") and not any(r["split"] == split for r in ok)
+        },
     )
     if not ok:
         raise StoreError(f"none of the {len(items)} files of {source} could be prepared: {summary}")

@@ -707,3 +707,21 @@ def test_a_score_whose_last_event_is_hours_or_many_beats_in_is_too_long(tmp_path
     assert summary.n_ok == 1 and summary.reasons == {"too long": 2}
     assert manifest["stray.mid"]["detail"].startswith("its last event is 5.0 h (1204 beats) in, beyond 4 h")
     assert manifest["beats.mid"]["detail"].startswith("its last event is 0.3 h (2002 beats) in")
+
+
+def test_a_held_out_split_whose_files_were_all_skipped_is_reported(tmp_path):
+    """Splits are drawn from the ids before decoding: when the test split's only file is broken
+    the store has no held-out music, which the summary must say (it said nothing)."""
+    root = tmp_path / "music"
+    root.mkdir()
+    for i in range(5):
+        sf.write(root / f"piece{i}.wav", _tone(1.0, 16000, freq=220.0 * (i + 1)), 16000)
+    items = [SourceItem(f"piece{i}.wav", "audio", str(root / f"piece{i}.wav"), {}) for i in range(5)]
+    test = [i for i, split in assign_splits(items, seed=0).items() if split == "test"]
+    assert len(test) == 1
+    (root / test[0]).write_bytes(b"RIFF" + bytes(40))  # broken
+    summary = prepare_corpus(str(root), tmp_path / "store", representation="waveform", progress=False)
+    assert summary.empty_splits == {"test": 1}
+    assert "warning: the test split holds no music (its file was skipped)" in str(summary)
+    fine = prepare_corpus(str(root), tmp_path / "other", representation="waveform", seed=1, progress=False)
+    assert fine.empty_splits == {} and "warning" not in str(fine)
