@@ -66,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="OVERRIDE",
         help="a training override, repeatable: SECTION.KEY=VALUE for every model (data.batch_size=8), "
-        "MODEL:SECTION.KEY=VALUE for one (wavenet:optim.lr=1e-3)",
+        "MODEL:SECTION.KEY=VALUE for one (wavenet:optim.lr=1e-3); --set '' alone drops the changes "
+        "a study was given before",
     )
     threads.add_argument(p)
     p.set_defaults(func=run)
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_study(
         args.out,
         source=args.source,
-        models=args.models.split(",") if args.models else None,
+        models=args.models.split(",") if args.models is not None else None,
         budget=args.budget,
         preset=args.preset,
         max_files=args.max_files,
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         listen_clips=args.listen_clips,
         listen_seconds=args.listen_seconds,
         bars=args.bars,
-        overrides=args.overrides or None,
+        # none given: the study's own; --set '' alone: none any more
+        overrides=[o for o in args.overrides if o.strip()] if args.overrides else None,
         workers=args.workers or default_workers(getattr(args, "threads", None)),
         device=args.device,
         command=_command_line(),

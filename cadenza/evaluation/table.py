@@ -201,6 +201,17 @@ def table1(
     """
     from cadenza.generation import load_generator
 
+    # Checked before a run is loaded: each row is measured in whole phrases of bars_per_piece bars.
+    if runs and n_bars < bars_per_piece:
+        raise ParameterError(
+            f"n_bars (--bars) {n_bars}: Table 1 measures whole phrases of {bars_per_piece} bars; "
+            f"ask for at least {bars_per_piece}"
+        )
+    if max_data_bars is not None and max_data_bars < bars_per_piece:
+        raise ParameterError(
+            f"max_data_bars (--data-bars) {max_data_bars}: Table 1 measures whole phrases of "
+            f"{bars_per_piece} bars; give at least {bars_per_piece}, or 0 for every bar of the data"
+        )
     gens = [load_generator(run, device=device) for run in runs]
     if data is None:
         if not gens:
@@ -252,7 +263,14 @@ def write_table(
 ) -> list[Path]:
     """``table1.md``, ``table1.csv`` (every metric) and ``table1.json`` (every metric) in ``out``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"{out} is a file, not a folder for Table 1; give another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParameterError(
+            f"{out}: cannot make the folder for Table 1 ({exc.strerror}); give another --out"
+        ) from None
     md = out / "table1.md"
     atomic_write_text(md, format_table(rows, columns=columns, with_paper=with_paper))
     keys = list(rows[0].metrics) if rows else []

@@ -126,11 +126,24 @@ def load_generator(
             raise
         log.warning("%s; generating from %s instead", exc, last)
         path, state = last, load_checkpoint(last)
+    missing = [k for k in ("model", "config", "data_info", "weights", "representation") if k not in state]
+    if missing:  # cadenza writes every one: the file was damaged or made by hand
+        raise CheckpointError(
+            f"{path}: a cadenza checkpoint without its {', '.join(missing)}; export the run again, "
+            "or use another checkpoint"
+        )
     config = ExperimentConfig.from_dict(state["config"], source=f"{path} (saved config)")
     spec = get_model_spec(state["model"])
     info = DataInfo.from_dict(state["data_info"])
     model = spec.build(config.model, info)
-    model.load_state_dict(state["weights"])
+    try:
+        model.load_state_dict(state["weights"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        detail = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: its weights do not fit its own model ({detail}); the file was damaged or edited: "
+            "export the run again, or use another checkpoint"
+        ) from None
     model.to(resolve_device(device)).eval()
     source = Path(source)
     if source.is_dir():

@@ -396,5 +396,14 @@ def budget_from(value: Any) -> Budget:
     if isinstance(value, Budget):
         return value
     if isinstance(value, Mapping):
-        return Budget(str(value["kind"]), float(value.get("value", 0.0)))
+        kind, amount = value.get("kind"), value.get("value", 0.0)
+        if kind not in ("seconds", "steps", "config"):
+            raise ParameterError(f"kind {kind!r} is not one of seconds, steps, config")
+        if kind != "config" and (
+            isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 < amount < float("inf")
+        ):
+            raise ParameterError(f"a {kind} budget of {amount!r}: expected a positive number")
+        if kind == "steps" and amount < 1:
+            raise ParameterError(f"a budget of {amount!r} steps: at least one step")
+        return Budget(str(kind), float(amount) if kind != "config" else 0.0)
     return Budget.parse(str(value))

@@ -287,7 +287,7 @@ def write_report(out: str | os.PathLike, state: StudyState, plan: Plan) -> tuple
     lines = ["# cadenza study", ""]
     date = (data.get("finished") or data.get("updated") or "")[:10]
     lines += [
-        f"{len(models)} models on `{settings.get('source')}`, {budget.each}"
+        f"{len(models)} model{'s' * (len(models) != 1)} on `{settings.get('source')}`, {budget.each}"
         + (" (wall-clock, measured)" if budget.kind == "seconds" else "")
         + f", {settings.get('preset')} configs; report of {date}.",
         "",

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import platform
 import re
@@ -44,7 +45,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cadenza.errors import ParameterError
+from cadenza.errors import CadenzaError, ParameterError
 from cadenza.study.plan import (
     DEFAULT_BUDGET,
     PRESETS,
@@ -59,7 +60,7 @@ from cadenza.study.plan import (
     plan_study,
     prepare_arguments,
 )
-from cadenza.study.state import StudyError, StudyState, now
+from cadenza.study.state import StudyError, StudyState, lock_study, now
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ __all__ = ["StudyResult", "StudySettings", "resolve_settings", "run_study"]
 
 #: ``train.max_epochs`` under a steps or time budget: the budget stops training, not the epochs.
 NO_EPOCH_LIMIT = 1_000_000
+
+#: Bars of the phrases Table 1 measures (``table1``'s ``bars_per_piece``): the least ``--bars``.
+TABLE1_PHRASE_BARS = 4
 
 #: Settings a study folder keeps: another value needs another ``--out``.
 FIXED = ("source", "preset", "max_files", "seed")
@@ -126,12 +130,16 @@ def resolve_settings(out: str | os.PathLike, **given: Any) -> StudySettings:
         given["models"] = _check_models(given["models"])
     if saved:
         fixed = {k: saved.get(k) for k in FIXED}
+        if "source" in given and _same_folder(given["source"], fixed["source"]):
+            given["source"] = fixed["source"]  # music/ and ./music are one SOURCE
         differ = [k for k in FIXED if k in given and given[k] != fixed[k]]
         if differ:
             listed = ", ".join(f"{k}: {fixed[k]!r} there, {given[k]!r} now" for k in differ)
             raise StudyError(f"{out} holds a study with other settings ({listed}); use another --out")
+        _check_saved(saved, given, state.path)
         merged = {**saved, **given}
-        merged["budget"] = given.get("budget", budget_from(saved["budget"]))
+        if "budget" not in given:
+            merged["budget"] = budget_from(saved["budget"])
         return StudySettings.from_dict(merged)
     if "source" not in given:
         raise ParameterError(f"{out} holds no study yet: give the SOURCE of the music to study")
@@ -139,6 +147,66 @@ def resolve_settings(out: str | os.PathLike, **given: Any) -> StudySettings:
     settings = StudySettings(**given)
     _check_settings(settings)
     return settings
+
+
+def _same_folder(a: Any, b: Any) -> bool:
+    """Whether two SOURCE texts name one existing folder or file (``music/``, ``./music``)."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+#: The type of each setting in ``study.json``, and how a message names it.
+_SAVED_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "source": ((str,), "a text"),
+    "models": ((list,), "a list of model keys"),
+    "preset": ((str,), "a text"),
+    "max_files": ((int, type(None)), "a whole number or null"),
+    "seed": ((int,), "a whole number"),
+    "eval_clips": ((int,), "a whole number"),
+    "eval_seconds": ((int, float), "a number"),
+    "n_boot": ((int,), "a whole number"),
+    "listen_clips": ((int,), "a whole number"),
+    "listen_seconds": ((int, float), "a number"),
+    "bars": ((int,), "a whole number"),
+    "overrides": ((list,), "a list of SECTION.KEY=VALUE texts"),
+}
+
+
+def _check_saved(saved: dict[str, Any], given: dict[str, Any], path: Path) -> None:
+    """The settings read from ``study.json`` that ``given`` leaves to it are of the types the study
+    takes (a hand-edited or damaged file is named, with the way on, instead of failing somewhere
+    inside the study)."""
+    problems = []
+    for name, (types, words) in _SAVED_TYPES.items():
+        if name in given:
+            continue
+        if name not in saved:
+            if name in ("source", "models"):
+                problems.append(f"settings.{name} is missing")
+            continue
+        value = saved[name]
+        items_ok = not isinstance(value, list) or all(isinstance(v, str) for v in value)
+        if isinstance(value, bool) or not isinstance(value, types) or not items_ok:
+            problems.append(f"settings.{name} is {value!r}, not {words}")
+        elif name == "models" and not value:
+            problems.append("settings.models is empty")
+    if "budget" in given:
+        pass
+    elif "budget" not in saved:
+        problems.append("settings.budget is missing")
+    else:
+        try:
+            budget_from(saved["budget"])
+        except (ParameterError, KeyError, TypeError, ValueError) as exc:
+            problems.append(f"settings.budget is {saved['budget']!r} ({exc})")
+    if problems:
+        raise StudyError(
+            f"{path}: {'; '.join(problems)}. The file was edited or damaged: correct it, give the "
+            "setting on the command line (SOURCE, --models, --budget ...), or move the file away and "
+            "run the study again with its SOURCE (the stores and runs in the folder are reused)"
+        )
 
 
 def _check_models(models: Sequence[str]) -> list[str]:
@@ -163,6 +231,16 @@ def _check_settings(s: StudySettings) -> None:
     for name in ("eval_clips", "listen_clips", "bars", "n_boot"):
         if getattr(s, name) < 0:
             raise ParameterError(f"--{name.replace('_', '-')} must not be negative")
+    for name in ("eval_seconds", "listen_seconds"):
+        if not 0 < getattr(s, name) < math.inf:
+            raise ParameterError(
+                f"--{name.replace('_', '-')} {getattr(s, name)}: expected a positive number of seconds"
+            )
+    if 0 < s.bars < TABLE1_PHRASE_BARS:
+        raise ParameterError(
+            f"--bars {s.bars}: Table 1 measures whole phrases of {TABLE1_PHRASE_BARS} bars; give at least "
+            f"{TABLE1_PHRASE_BARS}, or 0 for no Table 1"
+        )
 
 
 @dataclasses.dataclass
@@ -246,9 +324,7 @@ class _Study:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # a study outlives any one model; the error is kept
-            error = (
-                str(exc) if isinstance(exc, ParameterError | StudyError) else f"{type(exc).__name__}: {exc}"
-            )
+            error = str(exc) if isinstance(exc, CadenzaError) else f"{type(exc).__name__}: {exc}"
             if not str(exc):
                 error = type(exc).__name__
             error = _in_study_terms(error, model)
@@ -401,18 +477,10 @@ class _Study:
     def _config(self, model: str, store: Path) -> tuple[Any, list[str]]:
         """The packaged ``<model>-<preset>`` config (else the family's preset) and the study's overrides."""
         from cadenza.data import FeatureStore
-        from cadenza.training.config import apply_overrides, build_config, load_config, packaged_configs
         from cadenza.training.optim import EPOCH_SCHEDULES
 
-        name = f"{model}-{self.s.preset}"
         mine = self.model_overrides.get(model, [])
-        if name in packaged_configs():
-            config: Any = name
-            cfg = load_config(name, mine)  # as the user's --set leaves it: its schedule decides below
-        else:  # a family without packaged configs (registered by a plug-in): its preset as it is
-            raw = {"model": {"name": model, "preset": self.s.preset}}
-            config = build_config(raw, source=f"{model} {self.s.preset}")
-            cfg = build_config(apply_overrides(raw, mine), source=f"{model} {self.s.preset} with --set")
+        config, cfg = _model_config(model, self.s.preset, mine)  # cfg: as the user's --set leaves it
         overrides: list[str] = []
         if self.s.budget.kind != "config":
             # The configs' own lengths give way to the budget: wavenet-tiny's max_steps=400 had
@@ -743,6 +811,43 @@ def _split_overrides(overrides: Sequence[str], models: Sequence[str]) -> dict[st
     return out
 
 
+def _model_config(model: str, preset: str, overrides: Sequence[str]) -> tuple[Any, Any]:
+    """``(config, cfg)``: what the trainer is given for ``model`` (a packaged config's name, else the
+    family's preset) and that config with the study's ``--set`` changes for the model applied."""
+    from cadenza.training.config import apply_overrides, build_config, load_config, packaged_configs
+
+    name = f"{model}-{preset}"
+    if name in packaged_configs():
+        return name, load_config(name, list(overrides))
+    # a family without packaged configs (registered by a plug-in): its preset as it is
+    raw = {"model": {"name": model, "preset": preset}}
+    config = build_config(raw, source=f"{model} {preset}")
+    return config, build_config(apply_overrides(raw, list(overrides)), source=f"{model} {preset} with --set")
+
+
+def _check_overrides(s: StudySettings) -> None:
+    """Every ``--set`` change applied to the config of each model it is for, before any work: a
+    typo found only when the last model starts training would cost the hours before it."""
+    from cadenza.models import MODELS
+
+    per_model = _split_overrides(s.overrides, s.models)  # a bad MODEL: prefix fails here too
+    problems: dict[str, list[str]] = {}
+    for model in s.models:
+        if model not in MODELS or not per_model[model]:
+            continue  # an unknown model fails at its plan, with its reason
+        try:
+            _model_config(model, s.preset, per_model[model])
+        except ParameterError as exc:
+            problems.setdefault(str(exc), []).append(model)
+    if problems:
+        listed = "; ".join(f"{error} (for {', '.join(models)})" for error, models in problems.items())
+        raise ParameterError(
+            f"--set: {listed}. Nothing was done: correct the --set (MODEL:SECTION.KEY=VALUE changes one "
+            "model only; in a study continued, the --set given replace the earlier ones, and --set '' "
+            "drops them)"
+        )
+
+
 def _checkpoint_step(run_dir: Path) -> int:
     """The step saved in ``run_dir/checkpoints/last.pt`` (0 when there is none), read without loading the weights."""
     import torch
@@ -840,14 +945,50 @@ def run_study(
         overrides=list(overrides) if overrides is not None else None,
     )
     _check_settings(settings)
-    _split_overrides(settings.overrides, settings.models)  # a bad MODEL: prefix fails before any work
+    _check_overrides(settings)  # a bad --set fails before any work
+    if workers < 1:
+        raise ParameterError(f"--workers {workers}: at least one process prepares the stores")
+    from cadenza.training.distributed import resolve_device
+
+    resolve_device(device)  # an unknown or absent device, before any store is prepared
+    _check_out(out, settings.source)
     if command is None:
         command = equivalent_command(out, settings)
-    out.mkdir(parents=True, exist_ok=True)
-    study = _Study(out, settings, workers=workers, device=device, say=say)
-    if preface is not None:
-        study.state.data["preface"] = list(preface)
-    return study.run(command)
+    lock = lock_study(out)  # the folder is this process's until the study returns
+    try:
+        study = _Study(out, settings, workers=workers, device=device, say=say)
+        if preface is not None:
+            study.state.data["preface"] = list(preface)
+        return study.run(command)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _check_out(out: Path, source: str) -> None:
+    """Make the study's folder, or say why it cannot be made or written.
+
+    A folder SOURCE must not hold it: the stores prepared after the first model's listening
+    clips would read those clips as music (seen: the mel RNN trained on fft_base's clip).
+    """
+    source_dir = Path(source).expanduser()
+    if source_dir.is_dir():
+        inner, outer = out.resolve(), source_dir.resolve()
+        if inner == outer or outer in inner.parents:
+            raise ParameterError(
+                f"--out {out} is inside the SOURCE folder {source}: the stores made after the first "
+                "model's clips would read those clips as music; give an --out outside it"
+            )
+    if out.exists() and not out.is_dir():
+        raise StudyError(f"--out {out} is a file, not a folder; give a folder for the study")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudyError(
+            f"--out {out}: cannot make the folder ({exc.strerror}); give another --out"
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise StudyError(f"--out {out}: the folder cannot be written; give another --out")
 
 
 def equivalent_command(out: Path, s: StudySettings) -> str:
@@ -862,4 +1003,4 @@ def equivalent_command(out: Path, s: StudySettings) -> str:
     for name in ("seed", "eval_clips", "eval_seconds", "n_boot", "listen_clips", "listen_seconds", "bars"):
         if getattr(s, name) != getattr(defaults, name):
             args += [f"--{name.replace('_', '-')}", f"{getattr(s, name):g}"]
-    return shlex.join([*args, *s.overrides])
+    return shlex.join([*args, *(a for o in s.overrides for a in ("--set", o))])

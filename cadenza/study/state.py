@@ -20,15 +20,55 @@ from typing import Any
 from cadenza.data.store import atomic_write_text
 from cadenza.errors import CadenzaError
 
-__all__ = ["STATE_FILE", "StudyError", "StudyState"]
+__all__ = ["STATE_FILE", "StudyError", "StudyState", "lock_study"]
 
 STATE_FILE = "study.json"
+#: Held (``flock``) by the process running the study in the folder; the kernel lets it go when the
+#: process ends, however it ends, so a killed study leaves no stale lock.
+LOCK_FILE = ".study.lock"
 FORMAT = "cadenza-study"
 VERSION = 1
 
 
 class StudyError(CadenzaError):
     """A study folder that cannot be continued as asked (other settings, an unreadable state)."""
+
+
+#: Fields of a stage's record that the study reads as numbers.
+_NUMBERS = ("steps", "epoch", "seconds", "seconds_per_step", "best_step")
+
+
+def _shape_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the layout of a state read from disk, or None: every section a mapping
+    of records, every record a mapping, the numbers the study reads numbers."""
+    if not isinstance(data.get("settings", {}), dict):
+        return f"settings is {type(data['settings']).__name__}, not a mapping"
+    if not isinstance(data.get("commands", []), list):
+        return f"commands is {type(data['commands']).__name__}, not a list"
+    for section in ("stores", "models", "groups", "table1"):
+        records = data.get(section, {})
+        if not isinstance(records, dict):
+            return f"{section} is {type(records).__name__}, not a mapping"
+        for key, record in records.items():
+            if not isinstance(record, dict):
+                return f"{section}.{key} is {type(record).__name__}, not a mapping"
+    for model, record in data.get("models", {}).items():
+        stages = record.get("stages", {})
+        if not isinstance(stages, dict):
+            return f"models.{model}.stages is {type(stages).__name__}, not a mapping"
+        for stage, rec in stages.items():
+            if not isinstance(rec, dict):
+                return f"models.{model}.stages.{stage} is {type(rec).__name__}, not a mapping"
+            for field in _NUMBERS:
+                value = rec.get(field)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                    return f"models.{model}.stages.{stage}.{field} is {value!r}, not a number"
+            if not isinstance(rec.get("files", []), list):
+                return f"models.{model}.stages.{stage}.files is {rec['files']!r}, not a list"
+    for key, record in data.get("stores", {}).items():
+        if not isinstance(record.get("test_files", []), list):
+            return f"stores.{key}.test_files is {record['test_files']!r}, not a list"
+    return None
 
 
 def now() -> str:
@@ -51,6 +91,17 @@ class StudyState:
                 ) from None
             if not isinstance(data, dict) or data.get("format") != FORMAT:
                 raise StudyError(f"{self.path} is not a cadenza study state; use another --out")
+            version = data.get("version")
+            if isinstance(version, int) and version > VERSION:
+                raise StudyError(
+                    f"{self.path} was written by a newer cadenza (format {version}); upgrade cadenza"
+                )
+            problem = _shape_problem(data)
+            if problem:
+                raise StudyError(
+                    f"{self.path}: {problem}. The file was edited or damaged: correct it, or move it away "
+                    "and run the study again with its SOURCE (the stores and runs in the folder are reused)"
+                )
             self.data = data
         for section in ("stores", "models", "groups"):
             self.data.setdefault(section, {})
@@ -73,7 +124,9 @@ class StudyState:
         return self.data["stores"].setdefault(key, {})
 
     def model(self, key: str) -> dict[str, Any]:
-        return self.data["models"].setdefault(key, {"stages": {}})
+        record = self.data["models"].setdefault(key, {})
+        record.setdefault("stages", {})
+        return record
 
     def stage(self, model: str, stage: str) -> dict[str, Any]:
         return self.model(model)["stages"].setdefault(stage, {})
@@ -93,3 +146,26 @@ class StudyState:
     def is_done(record: dict[str, Any], key: Any = None) -> bool:
         """The record is done, for ``key`` when one is given."""
         return record.get("status") == "done" and (key is None or record.get("key") == key)
+
+
+def lock_study(out: str | os.PathLike) -> Any:
+    """Take the study folder ``out`` for this process, or raise :class:`StudyError`.
+
+    Two studies in one folder would train the same runs and overwrite each other's ``study.json``.
+    Returns the open lock file: the folder is this process's while it is open. Nothing is written
+    to it, so a study run again with nothing to do changes no file.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        return None
+    f = open(Path(out) / LOCK_FILE, "a")  # noqa: SIM115 - held open for the life of the study
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise StudyError(
+            f"another cadenza study is running in {out}; let it finish (or stop it) and run the "
+            "command again, or give another --out"
+        ) from None
+    return f

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from cadenza.data.store import FeatureStore, atomic_write_text
-from cadenza.errors import StoreError
+from cadenza.errors import ParameterError, StoreError
 from cadenza.generation import held_out_clips, load_generator
 from cadenza.training.checkpoint import save_checkpoint
 
@@ -44,6 +44,8 @@ def export_bundle(
 
     Returns the ``.pt`` file written.
     """
+    out = Path(out)
+    _check_out(out)  # before the run is read: a wrong OUT is said at once
     gen = load_generator(run, checkpoint=checkpoint, device="cpu")
     bundle = {k: gen.state[k] for k in BUNDLE_KEYS if k in gen.state}
     bundle["kind"] = "bundle"
@@ -70,10 +72,33 @@ def export_bundle(
                 run,
             )
     bundle["seed_clips"] = clips
-    out = Path(out)
-    if out.suffix == ".pt":
-        return save_checkpoint(out, bundle)
-    out.mkdir(parents=True, exist_ok=True)
-    path = save_checkpoint(out / "bundle.pt", bundle)
-    atomic_write_text(out / "config.yaml", gen.config.to_yaml())
+    try:
+        if out.suffix == ".pt":
+            return save_checkpoint(out, bundle)
+        out.mkdir(parents=True, exist_ok=True)
+        path = save_checkpoint(out / "bundle.pt", bundle)
+        atomic_write_text(out / "config.yaml", gen.config.to_yaml())
+    except OSError as exc:
+        raise ParameterError(
+            f"{out}: cannot write the bundle ({exc.strerror or exc}); give another OUT"
+        ) from None
     return path
+
+
+def _check_out(out: Path) -> None:
+    """``OUT`` can be written as what its name says: a ``.pt`` file, else a folder."""
+    if out.suffix == ".pt" and out.is_dir():
+        raise ParameterError(
+            f"{out} is a folder: OUT ending in .pt is the bundle file; give another name, or one "
+            "without .pt for a bundle folder"
+        )
+    if out.suffix != ".pt" and out.exists() and not out.is_dir():
+        raise ParameterError(
+            f"{out} is a file: OUT not ending in .pt is a bundle folder; give a name ending in .pt "
+            "for a bundle file"
+        )
+    for parent in (out.parent, *out.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ParameterError(f"{out}: {parent} is a file, not a folder; give another OUT")
+            break

@@ -85,3 +85,19 @@ def test_a_store_of_audio_frames_is_refused(tmp_path: Path) -> None:
         table1([], data=tmp_path / "f")
     with pytest.raises(ParameterError, match="give runs"):
         table1([])
+
+
+def test_fewer_bars_than_a_phrase_or_an_unusable_out_is_one_error(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for bars in (0, 3):  # checked before any run is loaded: this one does not exist
+        with pytest.raises(
+            ParameterError, match=rf"--bars\) {bars}: Table 1 measures whole phrases of 4 bars"
+        ):
+            table1([tmp_path / "no-run"], data=store, n_bars=bars)
+    for limit in (-1, 1):  # the limit, not the store, was short of a phrase
+        with pytest.raises(ParameterError, match=rf"--data-bars\) {limit}: .* or 0 for every bar"):
+            table1([], data=store, max_data_bars=limit)
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["evaluate", "--data", str(store), "--out", str(tmp_path / "file")]) == 1
+    assert "file is a file, not a folder for Table 1" in capsys.readouterr().err

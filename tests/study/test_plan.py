@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -115,6 +117,13 @@ def test_settings_come_from_the_study_folder_and_its_data_cannot_change(tmp_path
     assert again.budget == Budget("steps", 20.0)
     with pytest.raises(StudyError, match="max_files: 6 there, 8 now"):
         resolve_settings(tmp_path, max_files=8)
+    music = tmp_path / "music"  # one folder SOURCE, written two ways, is the same study
+    music.mkdir()
+    state.data["settings"]["source"] = f"{music}/"
+    state.save()
+    assert resolve_settings(tmp_path, source=str(music / ".." / "music")).source == f"{music}/"
+    with pytest.raises(StudyError, match="source: .* there, 'music21:chorales' now"):
+        resolve_settings(tmp_path, source="music21:chorales")
     with pytest.raises(ParameterError, match="unknown model"):
         resolve_settings(tmp_path, models=["fft_base", "nope"])
     (tmp_path / "study.json").write_text("{not json")
@@ -220,3 +229,185 @@ def test_a_schedule_set_on_the_command_line_is_spread_over_the_budget(tmp_path: 
     # what the user sets explicitly comes last and stands
     got = study_overrides("mel_rnn:schedule.name=cosine", "mel_rnn:schedule.span_epochs=5")
     assert got[-1] == "schedule.span_epochs=5"
+
+
+def _no_study(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make a study that gets as far as running fail the test at once (nothing here may train)."""
+    from cadenza.study.run import _Study
+
+    def run(self: _Study, command: str) -> None:
+        raise AssertionError(f"the study started: {self.s.models} {self.s.overrides}")
+
+    monkeypatch.setattr(_Study, "run", run)
+
+
+def test_a_bad_set_is_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cadenza.study import run_study
+
+    _no_study(monkeypatch)
+    out = tmp_path / "study"
+    models = ["fft_base", "cnn_lstm_gan", "wavenet"]
+    # found for the last model, not after the others have trained for hours
+    with pytest.raises(ParameterError, match=r"optim.lr: expected float, got 'fast' \(for wavenet\)"):
+        run_study(out, source="music21:chorales", models=models, overrides=["wavenet:optim.lr=fast"])
+    # a key of every model's set that one family does not have is named with that model
+    with pytest.raises(ParameterError, match=r"unknown key 'hidden_size'.*\(for wavenet\). Nothing was done"):
+        run_study(out, source="music21:chorales", models=models, overrides=["model.hidden_size=64"])
+    assert not out.exists()
+
+
+def test_empty_models_and_an_empty_set_on_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cadenza.cli import main
+    from cadenza.study.run import _Study
+
+    _no_study(monkeypatch)
+    # --models "" (an empty shell variable) is no model, not every model for 1 h 44 min
+    assert main(["study", "music21:chorales", "--models", "", "--out", str(tmp_path / "a")]) == 1
+    assert "--models names no model" in capsys.readouterr().err
+    # --set '' drops the changes a study was given before (leaving --set out keeps them)
+    state = StudyState(tmp_path / "b")
+    settings = resolve_settings(tmp_path / "b", source="music21:chorales", models=["fft_base"])
+    state.data["settings"] = {**settings.to_dict(), "overrides": ["data.batch_size=4"]}
+    state.save()
+    seen = []
+
+    def run(self: _Study, command: str) -> object:
+        seen.append(list(self.s.overrides))
+        return type("Result", (), {"failed": {}})()
+
+    monkeypatch.setattr(_Study, "run", run)
+    assert main(["study", "--out", str(tmp_path / "b")]) == 0
+    assert main(["study", "--out", str(tmp_path / "b"), "--set", ""]) == 0
+    assert seen == [["data.batch_size=4"], []]
+
+
+def test_out_must_be_a_writable_folder_outside_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cadenza.study import run_study
+
+    _no_study(monkeypatch)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StudyError, match="is a file, not a folder"):
+        run_study(tmp_path / "file", source="music21:chorales", models=["fft_base"])
+    with pytest.raises(StudyError, match=r"cannot make the folder \(Not a directory\)"):
+        run_study(tmp_path / "file" / "study", source="music21:chorales", models=["fft_base"])
+    # in a folder SOURCE, the stores made after the first model's clips would read the clips as music
+    music = tmp_path / "music"
+    music.mkdir()
+    for out in (music / "study", music):
+        with pytest.raises(ParameterError, match="inside the SOURCE folder"):
+            run_study(out, source=str(music), models=["fft_base"])
+    assert list(music.iterdir()) == []
+
+
+def test_settings_that_would_fail_every_model_later_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cadenza.study import run_study
+
+    _no_study(monkeypatch)
+    for given, message in (
+        ({"bars": 2}, "--bars 2: Table 1 measures whole phrases of 4 bars"),
+        ({"eval_seconds": 0.0}, "--eval-seconds 0.0: expected a positive number"),
+        ({"listen_seconds": float("nan")}, "--listen-seconds nan: expected a positive number"),
+        ({"workers": -1}, "--workers -1: at least one process"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+    ):
+        with pytest.raises(ParameterError, match=message):
+            run_study(tmp_path / "s", source="music21:chorales", models=["cnn_lstm_gan"], **given)
+
+
+def test_a_damaged_study_json_is_named_with_the_way_on(tmp_path: Path) -> None:
+    s = resolve_settings(tmp_path / "x", source="music21:chorales", models=["fft_base"], budget="20steps")
+    good = {
+        "format": "cadenza-study",
+        "version": 1,
+        "settings": s.to_dict(),
+        "models": {"fft_base": {"stages": {"train": {"status": "done", "steps": 20, "seconds": 3.5}}}},
+    }
+    edits = {
+        "settings is str, not a mapping": lambda d: d.update(settings="nonsense"),
+        "models is list, not a mapping": lambda d: d.update(models=[]),
+        "groups is NoneType": lambda d: d.update(groups=None),
+        "commands is str, not a list": lambda d: d.update(commands="x"),
+        "stages.train is str, not a mapping": lambda d: d["models"]["fft_base"]["stages"].update(train="x"),
+        "stages.train.steps is 'many', not a number": lambda d: d["models"]["fft_base"]["stages"][
+            "train"
+        ].update(steps="many"),
+        "settings.max_files is 'six', not a whole number": lambda d: d["settings"].update(max_files="six"),
+        "settings.models is 'fft_base', not a list": lambda d: d["settings"].update(models="fft_base"),
+        "settings.models is empty": lambda d: d["settings"].update(models=[]),
+        "settings.budget is missing": lambda d: d["settings"].pop("budget"),
+        "kind 'parsecs' is not one of": lambda d: d["settings"].update(
+            budget={"kind": "parsecs", "value": 3}
+        ),
+        "a seconds budget of -3: expected a positive number": lambda d: d["settings"].update(
+            budget={"kind": "seconds", "value": -3}
+        ),
+        "written by a newer cadenza": lambda d: d.update(version=99),
+        "stores.fft-16k.test_files is 5, not a list": lambda d: d.update(
+            stores={"fft-16k": {"test_files": 5}}
+        ),
+    }
+    for n, (message, edit) in enumerate(edits.items()):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        data = json.loads(json.dumps(good))
+        edit(data)
+        (folder / "study.json").write_text(json.dumps(data))
+        with pytest.raises(StudyError, match=re.escape(message)) as caught:
+            resolve_settings(folder)
+        assert (
+            "newer" in message
+            or "move it away" in str(caught.value)
+            or "move the file away" in str(caught.value)
+        )
+    # what the command line gives is not read from the file
+    folder = tmp_path / "given"
+    folder.mkdir()
+    data = json.loads(json.dumps(good))
+    data["settings"]["budget"] = "abc"
+    (folder / "study.json").write_text(json.dumps(data))
+    assert resolve_settings(folder, budget="5steps").budget == Budget("steps", 5.0)
+    data["models"]["fft_base"].pop("stages")  # a model's record without its stages: made anew
+    (folder / "study.json").write_text(json.dumps(data))
+    assert StudyState(folder).stage("fft_base", "train") == {}
+
+
+def test_a_second_study_in_the_same_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cadenza.study import run_study
+    from cadenza.study.state import lock_study
+
+    _no_study(monkeypatch)
+    tmp_path.joinpath("s").mkdir()
+    held = lock_study(tmp_path / "s")  # as a study running in another process holds it
+    try:
+        with pytest.raises(StudyError, match="another cadenza study is running in"):
+            run_study(tmp_path / "s", source="music21:chorales", models=["fft_base"])
+    finally:
+        held.close()
+    with pytest.raises(AssertionError, match="the study started"):  # free again: this one may run
+        run_study(tmp_path / "s", source="music21:chorales", models=["fft_base"])
+
+
+def test_the_equivalent_command_runs_as_it_is_written(tmp_path: Path) -> None:
+    from cadenza.cli import build_parser
+    from cadenza.study.run import equivalent_command
+
+    settings = resolve_settings(
+        tmp_path,
+        source="music21:chorales",
+        models=["fft_base", "wavenet"],
+        max_files=6,
+        eval_seconds=2.5,
+        overrides=["data.batch_size=4", "wavenet:optim.lr=1e-3"],
+    )
+    command = equivalent_command(tmp_path, settings)
+    args = build_parser().parse_args(shlex.split(command)[1:])  # an unknown argument exits here
+    assert args.overrides == ["data.batch_size=4", "wavenet:optim.lr=1e-3"]
+    assert args.models == "fft_base,wavenet" and args.max_files == 6 and args.eval_seconds == 2.5

@@ -298,3 +298,41 @@ def test_two_processes_under_torchrun_give_the_weights_of_one(store: Path, tmp_p
         torch.testing.assert_close(two["weights"][name], w, rtol=1e-4, atol=1e-5)
     losses = lambda run: [r["loss"] for r in read_metrics(run / "metrics.csv")]  # noqa: E731
     np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-5)
+
+
+def test_export_to_a_path_that_cannot_hold_the_bundle_is_one_error(
+    run_dir: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, run = run_dir
+    (tmp_path / "taken.pt").mkdir()  # a folder where the bundle file would go
+    (tmp_path / "file").write_text("not a folder")
+    cases = {
+        "taken.pt": "is a folder: OUT ending in .pt is the bundle file",
+        "file": "is a file: OUT not ending in .pt is a bundle folder",
+        "file/bundle.pt": "file is a file, not a folder",
+        "file/deeper/bundle": "file is a file, not a folder",
+    }
+    for out, message in cases.items():
+        assert main(["export", str(run), str(tmp_path / out)]) == 1, out
+        assert message in capsys.readouterr().err, out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "taken.pt"]  # nothing half-written
+    assert not any((tmp_path / "taken.pt").iterdir())
+
+
+def test_a_bundle_damaged_inside_is_one_error(
+    run_dir: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, run = run_dir
+    assert main(["export", str(run), str(tmp_path / "bundle.pt")]) == 0
+    bundle = torch.load(tmp_path / "bundle.pt", weights_only=True)
+    no_weights = {k: v for k, v in bundle.items() if k != "weights"}
+    name, weight = next(iter(bundle["weights"].items()))
+    wrong_shape = {**bundle, "weights": {**bundle["weights"], name: weight[:1]}}
+    for label, state, message in (
+        ("no-weights", no_weights, "a cadenza checkpoint without its weights"),
+        ("wrong-shape", wrong_shape, f"its weights do not fit its own model (size mismatch for {name}"),
+    ):
+        torch.save(state, tmp_path / f"{label}.pt")
+        capsys.readouterr()
+        assert main(["generate", str(tmp_path / f"{label}.pt"), "--out", str(tmp_path / label)]) == 1, label
+        assert message in capsys.readouterr().err, label
