@@ -54,8 +54,12 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if base == "cuda":
         if not torch.cuda.is_available():
             raise ParameterError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
-        index = int(name.split(":")[1]) if ":" in name else local_rank
-        return torch.device("cuda", index)
+        index = name.split(":", 1)[1] if ":" in name else str(local_rank)
+        if not index.isascii() or not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise ParameterError(
+                f"--device {name}: this machine has GPUs cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
+        return torch.device("cuda", int(index))
     if base == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ParameterError("--device mps: Apple MPS is not available; use --device cpu")
     return torch.device(base)

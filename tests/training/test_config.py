@@ -309,3 +309,18 @@ def test_a_schedule_spread_over_a_budget_gives_torchs_lr_at_whole_epochs(name: s
     assert budget_span(no_budget.schedule, no_budget.train) == 0
     plateau = load_config("fft_base-tiny", ["schedule.span_epochs=6", "train.max_seconds=60"])
     assert plateau.schedule.name == "plateau" and budget_span(plateau.schedule, plateau.train) == 0
+
+
+def test_a_cuda_device_that_is_not_there_is_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from cadenza.errors import ParameterError
+    from cadenza.training.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("cuda", local_rank=1) == torch.device("cuda", 1)
+    for bad in ("cuda:x", "cuda:2", "cuda:-1", "cuda:"):  # was a ValueError from int(), or a later crash
+        with pytest.raises(ParameterError, match=f"--device {bad}: this machine has GPUs cuda:0 to cuda:1"):
+            resolve_device(bad)
