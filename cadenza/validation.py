@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import yaml
 
-from cadenza.errors import ConfigError
+from cadenza.errors import ConfigError, ParameterError
 
-__all__ = ["check_limits", "coerce"]
+__all__ = ["check_limits", "coerce", "output_folder"]
 
 
 def _type_name(hint: Any) -> str:
@@ -191,3 +193,22 @@ def _strict(value: Any, hint: Any, where: str) -> Any:
     if hint in (bool, int, float, str):
         raise _bad(where, hint, value)
     return coerce(value, hint, where)
+
+
+def output_folder(out: str | os.PathLike, what: str, *, error: type[Exception] = ParameterError) -> Path:
+    """``--out``, made if missing; ``error`` says so when it is a file or cannot be made.
+
+    >>> import tempfile
+    >>> output_folder(Path(tempfile.mkdtemp()) / "report", "the report").is_dir()
+    True
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise error(f"--out {out} is a file, not a folder for {what}; give another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(
+            f"--out {out}: cannot make the folder ({exc.strerror}) for {what}; give another --out"
+        ) from None
+    return out

@@ -63,6 +63,7 @@ from cadenza.evaluation.features import (
     feature_gaps,
 )
 from cadenza.evaluation.results import Clip, ClipSet, Estimate, Evaluation
+from cadenza.validation import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -456,11 +457,8 @@ def evaluate(
         raise ParameterError(f"n_boot must be 0 (no intervals) or more, got {n_boot}")
     if names is not None and len(names) != len(sources):
         raise ParameterError(f"{len(names)} names for {len(sources)} sources")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ParameterError(f"--out {out} is a file, not a folder for the report; give a folder")
+    out = output_folder(out, "the report")
     clips_dir = out / "clips"
-    out.mkdir(parents=True, exist_ok=True)
     taken: set[str] = {"reference"}
     notes: list[str] = []
 

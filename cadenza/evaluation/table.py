@@ -35,6 +35,7 @@ import numpy as np
 from cadenza.data.store import FeatureStore, atomic_write_text
 from cadenza.errors import ParameterError
 from cadenza.evaluation.symbolic import TABLE_1, symbolic_report
+from cadenza.validation import output_folder
 
 __all__ = [
     "PAPER_004_TABLE_1",
@@ -262,15 +263,7 @@ def write_table(
     rows: Sequence[TableRow], out: str | os.PathLike, *, columns: str = "table1", with_paper: bool = False
 ) -> list[Path]:
     """``table1.md``, ``table1.csv`` (every metric) and ``table1.json`` (every metric) in ``out``."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ParameterError(f"{out} is a file, not a folder for Table 1; give another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ParameterError(
-            f"{out}: cannot make the folder for Table 1 ({exc.strerror}); give another --out"
-        ) from None
+    out = output_folder(out, "Table 1")
     md = out / "table1.md"
     atomic_write_text(md, format_table(rows, columns=columns, with_paper=with_paper))
     keys = list(rows[0].metrics) if rows else []

@@ -61,6 +61,7 @@ from cadenza.study.plan import (
     prepare_arguments,
 )
 from cadenza.study.state import StudyError, StudyState, lock_study, now
+from cadenza.validation import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -979,14 +980,7 @@ def _check_out(out: Path, source: str) -> None:
                 f"--out {out} is inside the SOURCE folder {source}: the stores made after the first "
                 "model's clips would read those clips as music; give an --out outside it"
             )
-    if out.exists() and not out.is_dir():
-        raise StudyError(f"--out {out} is a file, not a folder; give a folder for the study")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StudyError(
-            f"--out {out}: cannot make the folder ({exc.strerror}); give another --out"
-        ) from None
+    output_folder(out, "the study", error=StudyError)
     if not os.access(out, os.W_OK | os.X_OK):
         raise StudyError(f"--out {out}: the folder cannot be written; give another --out")
 
