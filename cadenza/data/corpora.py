@@ -91,7 +91,8 @@ def _walk(top: str) -> Iterator[str]:
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
         for name in filenames:
             full = os.path.join(dirpath, name)
-            if not _is_hidden(name) and os.path.exists(full):  # broken links are not files
+            # a broken link to a music file is listed, so that preparing it records why it was skipped
+            if not _is_hidden(name) and (os.path.exists(full) or kind_of(name) is not None):
                 yield os.path.relpath(full, top).replace(os.sep, "/")
 
 

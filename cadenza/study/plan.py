@@ -117,6 +117,9 @@ class Budget:
                 f"--budget {text!r}: expected a time such as 10m, 2h, 1h30m or 90s, a number of steps "
                 "such as 500steps, or 'config' (each config's own length)"
             )
+        scales = [_UNITS[u] for _, u in parts]
+        if any(a <= b for a, b in zip(scales, scales[1:])):
+            raise ParameterError(f"--budget {text!r}: each unit once, largest first (such as 1h30m or 2m30s)")
         seconds = sum(float(a) * _UNITS[u] for a, u in parts)
         if not seconds > 0:
             raise ParameterError(f"--budget {text!r}: must be more than nothing")

@@ -60,7 +60,7 @@ from cadenza.study.plan import (
     plan_study,
     prepare_arguments,
 )
-from cadenza.study.state import StudyError, StudyState, lock_study, now
+from cadenza.study.state import LOCK_FILE, StudyError, StudyState, lock_study, now
 from cadenza.validation import output_folder
 
 log = logging.getLogger(__name__)
@@ -979,6 +979,15 @@ def _check_out(out: Path, source: str) -> None:
             raise ParameterError(
                 f"--out {out} is inside the SOURCE folder {source}: the stores made after the first "
                 "model's clips would read those clips as music; give an --out outside it"
+            )
+    if out.is_dir() and not (out / "study.json").exists():
+        stray = sorted(p.name for p in out.iterdir() if p.name not in ("data", LOCK_FILE))
+        if stray:
+            shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+            raise StudyError(
+                f"--out {out} is a folder that holds other things ({shown}) and no study.json: a study "
+                "would write its runs, clips and reports among them; give a new or empty folder (one "
+                "that holds only another study's data/ folder is fine: its stores are reused)"
             )
     output_folder(out, "the study", error=StudyError)
     if not os.access(out, os.W_OK | os.X_OK):

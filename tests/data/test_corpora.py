@@ -70,6 +70,7 @@ def test_folder_lists_sorted_with_ids_kinds_and_labels(mixed_folder: Path):
         "bach__Recording.WAV",
         "bach__chorale.mid",
         "bach__fugue.musicxml",
+        "broken.wav",  # a broken link: listed, so that preparing it records it as missing
         "jazz__empty.ogg",
         "jazz__live__b.flac",
         "jazz__take_1.wav",
@@ -85,12 +86,12 @@ def test_folder_lists_sorted_with_ids_kinds_and_labels(mixed_folder: Path):
     assert by_id["rolls__song.npz"].kind == "roll"
     assert by_id["top.wav"].labels == {}
     assert ids(open_source(str(mixed_folder))) == [i.id for i in items]  # a plain path is a folder
-    assert "8 files" in src.describe() and "\n" not in src.describe()
+    assert "9 files" in src.describe() and "\n" not in src.describe()
 
 
 def test_folder_kind_filters(mixed_folder: Path):
     audio = list(open_source(str(mixed_folder), kind="audio").items())
-    assert {i.kind for i in audio} == {"audio"} and len(audio) == 5
+    assert {i.kind for i in audio} == {"audio"} and len(audio) == 6
     symbolic = list(open_source(str(mixed_folder), kind="score").items())
     assert [i.id for i in symbolic] == ["bach__chorale.mid", "bach__fugue.musicxml", "rolls__song.npz"]
     assert ids(open_source(str(mixed_folder), kind="roll")) == [i.id for i in symbolic]

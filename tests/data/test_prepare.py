@@ -726,3 +726,17 @@ def test_a_held_out_split_whose_files_were_all_skipped_is_reported(tmp_path):
     assert "warning: the test split holds no music (its file was skipped)" in str(summary)
     fine = prepare_corpus(str(root), tmp_path / "other", representation="waveform", seed=1, progress=False)
     assert fine.empty_splits == {} and "warning" not in str(fine)
+
+
+def test_a_broken_link_to_a_music_file_is_recorded_as_missing(tmp_path):
+    """A link whose target is gone is skipped with its reason (it was left out without a word)."""
+    root = tmp_path / "music"
+    root.mkdir()
+    for name in ("a.wav", "b.wav", "c.wav"):
+        sf.write(root / name, _tone(1.0, 16000), 16000)
+    os.symlink(root / "moved-away.flac", root / "gone.flac")
+    os.symlink(root / "moved-away.txt", root / "notes.txt")  # not music: not listed at all
+    summary = prepare_corpus(str(root), tmp_path / "store", representation="waveform", progress=False)
+    manifest = _manifest(tmp_path / "store")
+    assert manifest["gone.flac"]["status"] == "skipped" and manifest["gone.flac"]["reason"] == "missing file"
+    assert "notes.txt" not in manifest and summary.n_skipped == 1

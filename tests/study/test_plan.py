@@ -31,6 +31,10 @@ def test_budget_reads_times_steps_and_config() -> None:
     for bad in ("", "ten minutes", "10", "10parsecs", "0s", "0steps", "5steps10m"):
         with pytest.raises(ParameterError, match="--budget"):
             Budget.parse(bad)
+    for repeated in ("5m5m", "30s1m", "1h2h"):  # once read as the sum: 5m5m was 10 minutes
+        with pytest.raises(ParameterError, match="each unit once, largest first"):
+            Budget.parse(repeated)
+    assert Budget.parse("1h2m3s").seconds == 3723.0 and Budget.parse("1hour30min").seconds == 5400.0
 
 
 @pytest.mark.parametrize("preset", ["tiny", "paper"])
@@ -301,6 +305,21 @@ def test_out_must_be_a_writable_folder_outside_the_source(
         with pytest.raises(ParameterError, match="inside the SOURCE folder"):
             run_study(out, source=str(music), models=["fft_base"])
     assert list(music.iterdir()) == []
+    # a folder of other things is refused (the study would write runs/, listen/, report.html there)
+    home = tmp_path / "home"
+    (home / "runs").mkdir(parents=True)
+    (home / "notes.txt").write_text("mine")
+    with pytest.raises(StudyError, match=r"holds other things \(notes.txt, runs\) and no study.json"):
+        run_study(home, source="music21:chorales", models=["fft_base"])
+    assert sorted(p.name for p in home.iterdir()) == ["notes.txt", "runs"]
+    # one holding only another study's data/ (its stores reused), or a study, goes on to run
+    reuse = tmp_path / "reuse"
+    (reuse / "data").mkdir(parents=True)
+    with pytest.raises(AssertionError, match="the study started"):
+        run_study(reuse, source="music21:chorales", models=["fft_base"])
+    (home / "study.json").write_text("{}")
+    with pytest.raises(StudyError, match="study.json"):  # on to reading it: a study, damaged
+        run_study(home, source="music21:chorales", models=["fft_base"])
 
 
 def test_settings_that_would_fail_every_model_later_are_refused(
