@@ -167,6 +167,11 @@ class LoudAudioWarning(UserWarning):
 #: window of a float file is scaled by the whole file's peak (:func:`_float_file_peak`).
 LOUD_PEAK = 2.0
 
+#: A float sample beyond this (2^32, about +193 dBFS) is damaged data: a file written in another
+#: tool's units (16- or 32-bit integer scale) peaks below 2^31, and one wild sample would
+#: otherwise scale the whole file down to nothing (:data:`LOUD_PEAK`) and be skipped as too short.
+WILD_SAMPLE = 2.0**32
+
 #: Sample rates a file of sound can have, in Hz. A header outside them is damaged: at 1 Hz a
 #: 30 KB WAV would become 4 hours of audio (a 2 GB feature shard) once resampled, at 2 GHz none.
 #: 1 kHz holds nothing above 500 Hz; 3.072 MHz is 64 times 48 kHz, beyond any recording's rate.
@@ -535,6 +540,15 @@ def _load(
     bad = int(y.size - np.count_nonzero(np.isfinite(y)))
     if bad:  # a float file: a writer's glitch, or a model's output gone to NaN (counted as in the file)
         raise DecodeError(path, "non-finite samples", f"{bad} of {y.size} samples are NaN or infinite")
+    wild = int(np.count_nonzero(np.abs(y) > WILD_SAMPLE)) if y.size else 0
+    if wild or (file_peak is not None and file_peak > WILD_SAMPLE):
+        largest = max(float(np.max(np.abs(y))) if y.size else 0.0, file_peak or 0.0)
+        where = f"{wild} of {y.size} samples" if wild else "samples elsewhere in the file"
+        raise DecodeError(
+            path,
+            "corrupt or truncated audio",
+            f"{where} beyond ±2^32 (up to {largest:.3g}): damaged data, not a scale any writer uses",
+        )
     if sr is not None and sr != orig_sr:
         y = _resample(y, orig_sr, sr, res_type)
     y = np.ascontiguousarray(y, dtype=np.float32)

@@ -359,6 +359,24 @@ def test_a_float_file_holding_nan_or_infinity_is_a_decode_error(tmp_path, bad):
     assert caught.value.detail == "10 of 8000 samples are NaN or infinite"
 
 
+def test_a_float_file_with_a_wild_sample_is_corrupt_not_scaled_to_nothing(tmp_path):
+    """One 3e38 sample in a tone had scaled the tone to 1e-39 and the file was skipped as too short."""
+    y = 0.1 * np.sin(np.arange(16000) / 5.0)
+    y[5000] = 3e38
+    sf.write(tmp_path / "wild.wav", y, 16000, subtype="FLOAT")
+    for kwargs in ({}, {"sr": 8000}, {"offset": 0.5}):  # the window read holds no wild sample itself
+        with pytest.raises(DecodeError) as caught:
+            read_audio(tmp_path / "wild.wav", **kwargs)
+        assert caught.value.reason == "corrupt or truncated audio"
+        assert "beyond ±2^32 (up to 3e+38): damaged data" in caught.value.detail
+    assert caught.value.detail.startswith("samples elsewhere in the file")
+    # a file in 32-bit integer units is another scale, not damage: scaled down and kept
+    sf.write(tmp_path / "int-scale.wav", y.clip(-1, 1) * 2.0**31, 16000, subtype="FLOAT")
+    with pytest.warns(io.LoudAudioWarning):
+        kept = read_audio(tmp_path / "int-scale.wav")[0]
+    assert np.abs(kept).max() == pytest.approx(1.0, rel=1e-3)
+
+
 @pytest.mark.parametrize("rate", [1, 7, 5_000_000])
 def test_a_header_with_a_rate_no_sound_has_is_corrupt(tmp_path, rate):
     """At 1 Hz a 32 KB WAV became 4.4 hours at 16 kHz (a 2 GB feature shard); at 2 GHz no sample."""
