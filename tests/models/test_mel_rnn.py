@@ -17,7 +17,7 @@ from cadenza.errors import ParameterError
 from cadenza.evaluation.detectors import LOOP_THRESHOLD, loop_score, silent_fraction
 from cadenza.evaluation.features import ANALYSIS_SR, clip_features
 from cadenza.models import DataInfo, GenerationRequest, get_model_spec
-from cadenza.models.mel_rnn import CELLS, Config, Model
+from cadenza.models.mel_rnn import CELLS, Config, Model, running_median
 from cadenza.models.mixture import mixture_mean, mixture_nll
 from cadenza.training import load_checkpoint
 from tests.evaluation.helpers import assert_evaluates
@@ -90,13 +90,40 @@ def test_generation_samples_reproducibly_and_temperature_zero_is_the_mean() -> N
 
     a = run(1)
     assert a.shape == (2, 7, 16) and torch.equal(a, run(1)) and not torch.equal(a, run(2))
-    cold = run(1, temperature=0)
-    assert torch.equal(cold, run(2, temperature=0))  # no randomness left
-    # the first group is the mixture mean after reading the seed
+    cold = run(1, temperature=0, median=1)
+    assert torch.equal(cold, run(2, temperature=0, median=1))  # no randomness left
+    # the first group is the mixture mean after reading the seed (the plain sampler: median=1)
     logits, mean, _, _ = model(seed)
     assert torch.allclose(cold[:, :2].reshape(2, 32), mixture_mean(logits[:, -1], mean[:, -1]), atol=1e-6)
-    with pytest.raises(ParameterError, match="temperature and level_floor only"):
+    with pytest.raises(ParameterError, match="temperature, level_floor and median only"):
         run(1, mode="sliding")
+
+
+def test_generated_frames_pass_a_running_median_along_time() -> None:
+    """The default running median of 3 frames is scipy's median filter over the plain sampler's draws."""
+    from scipy.ndimage import median_filter
+
+    model = tiny_model().eval()
+    seed = torch.randn(3, 8, 16)
+
+    def run(**options: object) -> torch.Tensor:
+        g = torch.Generator().manual_seed(5)
+        return model.generate(GenerationRequest(n=3, n_frames=50, generator=g, seed=seed, options=options))
+
+    plain, smoothed = run(median=1), run()
+    assert not torch.equal(plain, smoothed)
+    for width, got in ((3, smoothed), (5, run(median="5"))):
+        want = median_filter(plain.numpy(), size=(1, width, 1), mode="nearest")
+        np.testing.assert_array_equal(got.numpy(), want)
+    # a one-frame excursion in a band is gone, a step (an onset) is kept where it was
+    frames = torch.zeros(1, 9, 2)
+    frames[0, 4, 0] = 5.0  # one frame's flicker
+    frames[0, 4:, 1] = 3.0  # a note that starts and holds
+    out = running_median(frames, 3)
+    assert out[0, :, 0].abs().max() == 0 and torch.equal(out[0, :, 1], frames[0, :, 1])
+    for bad in (0, 2, -3, "x"):
+        with pytest.raises(ParameterError, match="median"):
+            run(median=bad)
 
 
 def test_generation_keeps_frames_at_or_above_the_quietest_percent_of_training_frames() -> None:
