@@ -60,7 +60,7 @@ from cadenza.study.plan import (
     plan_study,
     prepare_arguments,
 )
-from cadenza.study.state import LOCK_FILE, StudyError, StudyState, lock_study, now
+from cadenza.study.state import StudyError, StudyState, lock_study, now
 from cadenza.validation import output_folder
 
 log = logging.getLogger(__name__)
@@ -981,7 +981,8 @@ def _check_out(out: Path, source: str) -> None:
                 "model's clips would read those clips as music; give an --out outside it"
             )
     if out.is_dir() and not (out / "study.json").exists():
-        stray = sorted(p.name for p in out.iterdir() if p.name not in ("data", LOCK_FILE))
+        # hidden names (the lock, a half-written study.json, a file manager's .DS_Store) do not count
+        stray = sorted(p.name for p in out.iterdir() if p.name != "data" and not p.name.startswith("."))
         if stray:
             shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
             raise StudyError(

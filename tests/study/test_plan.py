@@ -315,6 +315,7 @@ def test_out_must_be_a_writable_folder_outside_the_source(
     # one holding only another study's data/ (its stores reused), or a study, goes on to run
     reuse = tmp_path / "reuse"
     (reuse / "data").mkdir(parents=True)
+    (reuse / ".DS_Store").write_bytes(b"")  # hidden names do not count
     with pytest.raises(AssertionError, match="the study started"):
         run_study(reuse, source="music21:chorales", models=["fft_base"])
     (home / "study.json").write_text("{}")
