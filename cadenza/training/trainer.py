@@ -431,7 +431,20 @@ class Trainer:
         for name, count in self.plan:
             for _ in range(count):
                 self._update(name, batch, values)
+        if not self._monitor_checked:  # a misnamed monitor fails at the first step, not an epoch in
+            self._check_monitor(self._loss_names if self.valid_set is not None else list(values))
         return values
+
+    _monitor_checked = False
+
+    def _check_monitor(self, names: list[str]) -> None:
+        """``train.monitor`` must be one of ``names``, what the model's validation (or, without a
+        validation split, its training means) will report."""
+        self._monitor_checked = True
+        if self.config.train.monitor not in names:
+            raise ConfigError(
+                f"train.monitor: the model has no loss {self.config.train.monitor!r}; it has {sorted(names)}"
+            )
 
     def _follow_budget(self) -> None:
         """Set every lr from the share of the budget spent (``schedule.span_epochs``)."""
@@ -734,10 +747,8 @@ class Trainer:
             self.tracker.valid_row({"epoch": st.epoch, "step": st.step, "split": "valid", **valid})
         source = valid if self.valid_set is not None else train_means
         stopped = ""
-        if source and cfg.monitor not in source:  # a misnamed monitor fails at the first epoch
-            raise ConfigError(
-                f"train.monitor: the model has no loss {cfg.monitor!r}; it has {sorted(source)}"
-            )
+        if source and cfg.monitor not in source:  # checked at the first step; a model whose losses change
+            self._check_monitor(list(source))
         if source and st.step >= getattr(self.model, "first_monitored_step", 0):
             value = source[cfg.monitor]
             if math.isfinite(value) and value < st.best_value - sched_cfg.min_delta:

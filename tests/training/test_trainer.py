@@ -350,6 +350,21 @@ def test_each_optimiser_step_asks_for_its_own_losses_and_the_trainer_counts_the_
     assert {"a", "b", "metric"} <= set(valid[0])
 
 
+def test_a_misnamed_monitor_fails_at_the_first_step_not_an_epoch_in(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    family.register(monkeypatch)
+    cfg = family_config(store, max_epochs=3, monitor="los")
+    trainer = Trainer(cfg, tmp_path / "run", device="cpu")
+    try:
+        with pytest.raises(ConfigError, match=r"train.monitor: the model has no loss 'los'; it has \['loss'"):
+            trainer.fit()
+        assert trainer.state.step <= 1  # the error came at once (it used to wait for the first validation)
+    finally:
+        trainer.close()
+    assert train(family_config(store, max_steps=2, monitor="loss"), run=tmp_path / "good").last.is_file()
+
+
 def test_best_checkpoint_is_chosen_only_from_the_models_first_monitored_step_on(
     store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
