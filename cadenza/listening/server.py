@@ -313,6 +313,10 @@ class App(Flask):
         answered_before = trial in self.store.answers(who.pseudonym).get(who.pseudonym, {})
         if listened < needed and not answered_before:
             raise HTTPError(422, "listen to the whole clip before answering")
+        if not answered_before:  # the page shows the trials in order; a first answer out of it is a script's
+            first = self._progress(who)["next"]
+            if trial != first:
+                raise HTTPError(409, f"trial {first} comes first: the trials are answered in order")
         event = Event(
             who.pseudonym,
             trial=trial,

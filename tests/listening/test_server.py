@@ -65,6 +65,13 @@ def test_a_listener_gets_a_block_plays_its_clips_and_answers(served) -> None:
     status, reply = who.answer(0, [token], 2, seconds=0)  # a change needs no second listen
     assert status == 200
     assert exp.store.answers(who.cookie.split("=")[1].split(".")[0]).popitem()[1][0].rating == 2
+    # a first answer goes in order: trial 2 before trial 1 is refused, trial 0 again is a change
+    third, second = block["trials"][2]["tokens"], block["trials"][1]["tokens"]
+    status, reply = who.answer(2, third, 5, seconds=exp.seconds)
+    assert status == 409 and reply["error"] == "trial 1 comes first: the trials are answered in order"
+    assert who.answer(1, second, 3, seconds=exp.seconds)[0] == 200
+    assert who.answer(2, third, 5, seconds=exp.seconds)[0] == 200
+    assert who.answer(0, [token], 1, seconds=0)[0] == 200
 
 
 def test_nothing_served_names_a_model_or_a_path(served) -> None:
@@ -112,6 +119,7 @@ BAD_ANSWERS = [
     ({"trial": 0, "tokens": ["A" * 16]}, 400),
     ({"trial": 1}, 400),  # the clips of trial 0 sent as trial 1
     ({"trial": 2, "listened": 0.1}, 422),  # not heard to the end
+    ({"trial": 2}, 409),  # heard, but trials 0 and 1 come first
 ]
 
 

@@ -303,6 +303,7 @@ def test_several_optimisers_are_stepped_in_the_configured_ratio(
         model={"two_optimizers": True},
         optim={"ratio": {"a": 1, "b": 3}, "groups": {"b": {"lr": 0.5}}},
         max_steps=4,
+        monitor="metric",  # the model has no "loss"
     )
     result = train(cfg, run=tmp_path / "run")
     state = load_checkpoint(result.last)
@@ -315,7 +316,9 @@ def test_several_optimisers_are_stepped_in_the_configured_ratio(
         row["lr/a"] == 0.01 and row["lr/b"] == 0.5 and row["metric"] == pytest.approx(2 * row["b"], rel=0.2)
     )
     frozen = train(
-        family_config(store, model={"two_optimizers": True}, optim={"ratio": {"b": 0}}, max_steps=2),
+        family_config(
+            store, model={"two_optimizers": True}, optim={"ratio": {"b": 0}}, max_steps=2, monitor="metric"
+        ),
         run=tmp_path / "frozen",
     )
     assert load_checkpoint(frozen.last)["optimizers"]["b"]["state"] == {}
