@@ -747,7 +747,7 @@ class Trainer:
             self.tracker.valid_row({"epoch": st.epoch, "step": st.step, "split": "valid", **valid})
         source = valid if self.valid_set is not None else train_means
         stopped = ""
-        if source and cfg.monitor not in source:  # checked at the first step; a model whose losses change
+        if source and cfg.monitor not in source:  # checked at the first step; again for losses that change
             self._check_monitor(list(source))
         if source and st.step >= getattr(self.model, "first_monitored_step", 0):
             value = source[cfg.monitor]
