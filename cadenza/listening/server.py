@@ -239,9 +239,13 @@ class App(Flask):
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise HTTPError(400, "the body is not valid JSON") from exc
 
-    def _progress(self, who: Listener) -> dict[str, Any]:
+    def _answers(self, who: Listener) -> dict[int, Any]:
+        """The listener's latest answer to each trial answered, by trial."""
+        return self.store.answers(who.pseudonym).get(who.pseudonym, {})
+
+    def _progress(self, who: Listener, answers: dict[int, Any] | None = None) -> dict[str, Any]:
         block = self.exp.design.block(who.number)
-        answers = self.store.answers(who.pseudonym).get(who.pseudonym, {})
+        answers = self._answers(who) if answers is None else answers
         given: dict[str, Any] = {}
         for trial, e in answers.items():
             if 0 <= trial < len(block) and e.tokens == block[trial].tokens:
@@ -310,11 +314,12 @@ class App(Flask):
         if not _is_number(page) or not 0 <= page <= 1_000_000:
             raise HTTPError(400, "page_seconds must be a number of seconds from 0 to 1000000")
         needed = MIN_LISTENED_SHARE * self.exp.seconds * len(tokens)
-        answered_before = trial in self.store.answers(who.pseudonym).get(who.pseudonym, {})
+        answers = self._answers(who)
+        answered_before = trial in answers
         if listened < needed and not answered_before:
             raise HTTPError(422, "listen to the whole clip before answering")
         if not answered_before:  # the page shows the trials in order; a first answer out of it is a script's
-            first = self._progress(who)["next"]
+            first = self._progress(who, answers)["next"]
             if trial != first:
                 raise HTTPError(409, f"trial {first} comes first: the trials are answered in order")
         event = Event(

@@ -193,15 +193,14 @@ def _check_saved(saved: dict[str, Any], given: dict[str, Any], path: Path) -> No
             problems.append(f"settings.{name} is {value!r}, not {words}")
         elif name == "models" and not value:
             problems.append("settings.models is empty")
-    if "budget" in given:
-        pass
-    elif "budget" not in saved:
-        problems.append("settings.budget is missing")
-    else:
-        try:
-            budget_from(saved["budget"])
-        except (ParameterError, KeyError, TypeError, ValueError) as exc:
-            problems.append(f"settings.budget is {saved['budget']!r} ({exc})")
+    if "budget" not in given:
+        if "budget" not in saved:
+            problems.append("settings.budget is missing")
+        else:
+            try:
+                budget_from(saved["budget"])
+            except (ParameterError, KeyError, TypeError, ValueError) as exc:
+                problems.append(f"settings.budget is {saved['budget']!r} ({exc})")
     if problems:
         raise StudyError(
             f"{path}: {'; '.join(problems)}. The file was edited or damaged: correct it, give the "
