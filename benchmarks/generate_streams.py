@@ -22,6 +22,12 @@ less than one clip each.
   ``sgemm`` (``CADENZA_KERNELS=on``), beside the default (``auto``: each stream count takes
   the faster of ``sgemm`` and the compiled loop's own products, measured on this machine in a
   fresh cache directory; the choices are recorded).
+* ``wavenet_products_only``: the small WaveNet's step without its gates, draw and bookkeeping:
+  only its products (the compiled loop's ``_mm`` calls, the same shapes, in the same order,
+  over the model's own weights), at 1 and 16 streams in the same groups as ``generate``, the
+  faster of ``sgemm`` and the loop's own products. ``products_ceiling_ratio`` (16 streams'
+  products alone against one stream's whole generation) is what 16 streams could reach if
+  everything but the products cost nothing: a tighter ceiling than the dense rate's.
 
 Every figure is the median of ``--repeats`` runs; the runs of all cases and stream counts are
 interleaved (one of each, then again), so that a change in the machine's load hits them
@@ -73,6 +79,64 @@ def wavenet_flops_per_sample(model: Any) -> float:
         p.numel() for n, p in model.named_parameters() if p.dim() > 1 and not n.startswith("input_conv")
     )
     return 2.0 * per_sample
+
+
+def products_only_rate(model: Any, streams: int, groups: int, steps: int, repeats: int) -> dict[str, float]:
+    """Samples per second (all streams) of the WaveNet step's products alone: per step and group,
+    each layer's two dilated taps, its skip and residual products, then the head's two products in
+    chunks of ``wavenet_step.HEAD_STREAMS``, as ``_batched_loop`` calls them. Best of ``repeats``
+    runs of ``steps`` steps, the groups side by side in threads; for ``sgemm`` and the loop's own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numba
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from cadenza.kernels import wavenet_step as ws
+
+    ws.compiled()
+    mm, head = ws._mm, ws.HEAD_STREAMS
+
+    @numba.njit(fastmath=True, nogil=True)
+    def products(gemm, B, n_steps, L, R, D, S, C, dil, res, skip, h1, h2, x, h, z, s, a, lg):  # type: ignore[no-untyped-def]
+        zero, one = np.float32(0.0), np.float32(1.0)
+        for _ in range(n_steps):
+            for i in range(L):
+                mm(gemm, 2 * D, B, R, dil, i * 4 * R * D + 2 * R * D, 2 * D, x, 0, R, zero, h, 0, 2 * D)
+                mm(gemm, 2 * D, B, R, dil, i * 4 * R * D, 2 * D, x, 0, R, zero, h, 0, 2 * D)
+                mm(gemm, S, B, D, skip, i * D * S, S, z, 0, D, zero if i == 0 else one, s, 0, S)
+                if i < L - 1:
+                    mm(gemm, R, B, D, res, i * D * R, R, z, 0, D, one, x, 0, R)
+            for b0 in range(0, B, head):
+                nb = min(head, B - b0)
+                mm(gemm, S, nb, S, h1, 0, S, s, b0 * S, S, zero, a, b0 * S, S)
+            for b0 in range(0, B, head):
+                nb = min(head, B - b0)
+                mm(gemm, C, nb, S, h2, 0, C, a, b0 * S, S, zero, lg, b0 * C, C)
+
+    w = model._step_weights(None, 1)
+    dil, res, skip, h1, h2 = (w[k].numpy().reshape(-1) for k in (3, 5, 7, 9, 11))
+    L, R, D = w[3].shape[0], w[0].shape[1], w[3].shape[2] // 2
+    S, C = w[9].shape[0], w[11].shape[1]
+    sizes = [round((g + 1) * streams / groups) - round(g * streams / groups) for g in range(groups)]
+
+    def one_group(gemm: int, B: int, n_steps: int) -> None:
+        g = np.random.default_rng(B)
+        bufs = [(0.01 * g.standard_normal(B * k)).astype(np.float32) for k in (R, 2 * D, D, S, S, C)]
+        products(gemm, B, n_steps, L, R, D, S, C, dil, res, skip, h1, h2, *bufs)
+
+    rates = {}
+    ways = {"sgemm": ws.blas_sgemm(), "loops": 0} if ws.blas_sgemm() else {"loops": 0}
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(groups) as pool:
+        for name, gemm in ways.items():
+            list(pool.map(one_group, [gemm] * groups, sizes, [2] * groups))  # compile, warm
+            best = float("inf")
+            for _ in range(repeats):
+                t = time.perf_counter()
+                list(pool.map(one_group, [gemm] * groups, sizes, [steps] * groups))
+                best = min(best, time.perf_counter() - t)
+            rates[name] = streams * steps / best
+    return rates
 
 
 def registered(key: str, preset: str, **info: Any) -> Any:
@@ -213,6 +277,11 @@ def main() -> None:
     wavenet["mm_gflops"] = mm_gflops
     wavenet["n16"]["fraction_of_mm"] = wavenet["n16"]["gflops"] / mm_gflops
     wavenet["ceiling_ratio"] = mm_gflops / one  # 16 streams at the dense rate, against one stream
+    # A tighter ceiling: the step's products alone, in the groups that generate uses.
+    only = {n: products_only_rate(todo[0].model, n, min(args.threads, n), 2000, args.repeats) for n in (1, 16)}
+    wavenet["products_only_samples_per_s"] = {f"n{n}": rates for n, rates in only.items()}
+    wavenet["products_ceiling_ratio"] = max(only[16].values()) / wavenet["n1"]["samples_per_s"]
+    wavenet["products_share_at_16"] = wavenet["n16"]["samples_per_s"] / max(only[16].values())
     result = {
         "benchmark": "generate_streams",
         "machine": machine(threads=args.threads, **load_record(load_before)),
@@ -248,6 +317,11 @@ def main() -> None:
                 f"{'':20} {row['flops_per_unit'] / 1e3:.0f} kFLOP per sample: {row['n16']['gflops']:.0f} GFLOP/s at 16 "
                 f"streams = {row['n16']['fraction_of_mm']:.2f} of the dense fp32 rate ({row['mm_gflops']:.0f} GFLOP/s); "
                 f"ratio at that rate: {row['ceiling_ratio']:.2f}"
+            )
+            print(
+                f"{'':20} the products alone at 16 streams: {max(row['products_only_samples_per_s']['n16'].values()):.0f} "
+                f"samples/s ({row['products_ceiling_ratio']:.2f}x one stream's generation; generation runs at "
+                f"{row['products_share_at_16']:.2f} of it)"
             )
     under = result["machine"]["taken_under_load"]
     print(f"load before {result['machine']['load_before']}, after {result['machine']['load_after']}"
