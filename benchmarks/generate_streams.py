@@ -278,7 +278,9 @@ def main() -> None:
     wavenet["n16"]["fraction_of_mm"] = wavenet["n16"]["gflops"] / mm_gflops
     wavenet["ceiling_ratio"] = mm_gflops / one  # 16 streams at the dense rate, against one stream
     # A tighter ceiling: the step's products alone, in the groups that generate uses.
-    only = {n: products_only_rate(todo[0].model, n, min(args.threads, n), 2000, args.repeats) for n in (1, 16)}
+    only = {
+        n: products_only_rate(todo[0].model, n, min(args.threads, n), 2000, args.repeats) for n in (1, 16)
+    }
     wavenet["products_only_samples_per_s"] = {f"n{n}": rates for n, rates in only.items()}
     wavenet["products_ceiling_ratio"] = max(only[16].values()) / wavenet["n1"]["samples_per_s"]
     wavenet["products_share_at_16"] = wavenet["n16"]["samples_per_s"] / max(only[16].values())
