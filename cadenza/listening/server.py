@@ -11,8 +11,16 @@ step and nothing comes from a CDN (the page, its script and its styles are packa
 - ``POST /api/start``: a new listener (numbered, seeded, stored) and its signed cookie;
 - ``POST /api/answer``: one rating or choice, stored before the answer is acknowledged;
 - ``GET /audio/<token>.wav``: a clip of the listener's own block, by its opaque token
-  (single byte ranges for players that ask);
+  (single byte ranges for players that ask); the first time each listener gets each clip is
+  stored;
 - ``GET /results[.json|.csv|.md]?key=K``: the results (``K`` is printed by ``cadenza listen``).
+
+An answer is taken only as a listener of the page could have given it: to the next trial
+(a changed answer to any trial answered before is taken at any time), with the trial's clips
+sent to this listener, reported as heard (``listened``, at least :data:`MIN_LISTENED_SHARE` of
+their length), and given no sooner after the later of the clips' first sending and the
+listener's previous first answer than that share of the clips' length: the server's clock,
+which a script cannot report as the page reports ``listened``.
 
 Every field is validated; a bad request gets a 4xx with a JSON ``{"error": ...}`` message,
 never a 500 or a traceback (werkzeug's own refusals, 404, 405 and 413 among them, are answered
@@ -61,6 +69,9 @@ MAX_BODY = 4096
 MAX_DRAIN = 1 << 20
 #: An answer needs this share of its clips' length to have been heard.
 MIN_LISTENED_SHARE = 0.9
+#: Seconds an answer may come sooner than the server's clock says its clips could be heard
+#: (the clock's and the player's granularity; times are stored as seconds since the epoch).
+CLOCK_SLACK = 0.01
 COOKIE = "cadenza_listener"
 COOKIE_DAYS = 30
 TOKEN = re.compile(r"[A-Za-z0-9_-]{16}")
@@ -130,6 +141,7 @@ class App(Flask):
             path: (root.joinpath(name).read_bytes(), ctype) for path, (name, ctype) in STATIC.items()
         }
         self._results_lock = threading.Lock()
+        self._sent: set[tuple[str, str]] = set()  # (listener, token) already in the served log
 
         self.url_map.converters["token"] = _Token
         self.url_map.merge_slashes = False  # "/api//state" is not found, rather than redirected
@@ -314,7 +326,8 @@ class App(Flask):
         if not _is_number(page) or not 0 <= page <= 1_000_000:
             raise HTTPError(400, "page_seconds must be a number of seconds from 0 to 1000000")
         needed = MIN_LISTENED_SHARE * self.exp.seconds * len(tokens)
-        answers = self._answers(who)
+        events = self.store.events(who.pseudonym)
+        answers = {e.trial: e for e in events}  # the latest of each trial
         answered_before = trial in answers
         if listened < needed and not answered_before:
             raise HTTPError(422, "listen to the whole clip before answering")
@@ -322,6 +335,7 @@ class App(Flask):
             first = self._progress(who, answers)["next"]
             if trial != first:
                 raise HTTPError(409, f"trial {first} comes first: the trials are answered in order")
+            self._check_heard(who, tokens, events, needed)
         event = Event(
             who.pseudonym,
             trial=trial,
@@ -336,6 +350,24 @@ class App(Flask):
         progress = self._progress(who)
         return _json({"ok": True, "event": event_id, "next": progress["next"], "done": progress["done"]})
 
+    def _check_heard(self, who: Listener, tokens: list[str], events: list[Event], needed: float) -> None:
+        """Refuse (422) a first answer given sooner than its clips could have been heard: each clip
+        sent to this listener, and ``needed`` seconds on the server's clock since the later of the
+        clips' first sending and the listener's previous first answer (the page shows a trial only
+        once the previous answer is saved, and plays one clip at a time)."""
+        served = self.store.served(who.pseudonym)
+        if any(t not in served for t in tokens):
+            raise HTTPError(422, "play the clips before answering (they were never loaded: reload the page)")
+        first_answers: dict[int, float] = {}
+        for e in events:
+            first_answers.setdefault(e.trial, e.time)
+        since = max([min(served[t] for t in tokens), *first_answers.values()])
+        heard_for = self.store.clock() - since
+        if heard_for + CLOCK_SLACK < needed:
+            raise HTTPError(
+                422, f"listen to the whole clip before answering ({heard_for:.1f} s of {needed:.1f} s)"
+            )
+
     def _audio(self, token: str) -> Response:
         who = self._require_listener()
         mine = {t for trial in self.exp.design.block(who.number) for t in trial.tokens}
@@ -343,7 +375,12 @@ class App(Flask):
         if path is None:
             raise HTTPError(404, "no such clip")
         data = path.read_bytes()
-        headers = [("Accept-Ranges", "bytes"), ("Cache-Control", "private, max-age=3600")]
+        if request.method == "GET" and (who.pseudonym, token) not in self._sent:
+            self.store.mark_served(who.pseudonym, token)  # committed before the clip goes out
+            self._sent.add((who.pseudonym, token))
+        # no-cache: a page loaded again asks the server again (the clip is logged as sent even
+        # where a test's database was made before that log existed)
+        headers = [("Accept-Ranges", "bytes"), ("Cache-Control", "private, no-cache")]
         wanted = request.headers.get("Range")
         if not wanted:
             return Response(data, 200, headers, content_type="audio/wav")

@@ -1,6 +1,6 @@
 """The ratings of a listening test: SQLite in WAL mode, an append-only log of events.
 
-Two tables, both insert-only (triggers refuse ``UPDATE`` and ``DELETE``):
+Three tables, all insert-only (triggers refuse ``UPDATE`` and ``DELETE``):
 
 - ``listeners``: one row per listener: ``number`` (0, 1, 2... in order of arrival, the number
   of the design's block), a random ``pseudonym``, the ``seed`` that shuffled the block, the
@@ -8,6 +8,9 @@ Two tables, both insert-only (triggers refuse ``UPDATE`` and ``DELETE``):
 - ``events``: one row per answer: listener pseudonym, trial, clip token(s), the rating (ACR,
   1-5) or the chosen token (A/B), plays, seconds listened, seconds on the page, configuration
   hash and time. A changed answer is a new event; the last one of a listener's trial counts.
+- ``served``: when each clip was first sent to each listener (one row per listener and clip),
+  so that the server can tell an answer given sooner than the clips could have been heard.
+  Made on first use in a test's database from before it existed.
 
 Every write is its own transaction with ``synchronous=FULL``, committed before the server
 answers, so a rating that was acknowledged survives a ``kill -9`` of the server (and a power
@@ -61,6 +64,16 @@ CREATE TABLE IF NOT EXISTS events (
     config_hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_listener ON events (listener, trial, id);
+CREATE TABLE IF NOT EXISTS served (
+    listener TEXT NOT NULL REFERENCES listeners(pseudonym),
+    token TEXT NOT NULL,
+    time REAL NOT NULL,
+    PRIMARY KEY (listener, token)
+);
+CREATE TRIGGER IF NOT EXISTS served_append_only_u BEFORE UPDATE ON served
+    BEGIN SELECT RAISE(ABORT, 'the served log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS served_append_only_d BEFORE DELETE ON served
+    BEGIN SELECT RAISE(ABORT, 'the served log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
@@ -106,11 +119,16 @@ class Store:
         The database file (``ratings.sqlite``); its ``-wal`` and ``-shm`` files sit beside it.
     config_hash : str
         The test's configuration hash, written into every row.
+    clock : callable
+        Seconds since the epoch for every row's time (``time.time``; tests pass their own).
     """
 
-    def __init__(self, path: str | os.PathLike, *, config_hash: str) -> None:
+    def __init__(
+        self, path: str | os.PathLike, *, config_hash: str, clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = Path(path)
         self.config_hash = config_hash
+        self.clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # one connection, one lock: writes are serialised here, and each is its own transaction
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -137,7 +155,7 @@ class Store:
             try:
                 (number,) = self._db.execute("SELECT COUNT(*) FROM listeners").fetchone()
                 who = Listener(
-                    int(number), "L" + secrets.token_hex(6), int(seed_of(int(number))), time.time()
+                    int(number), "L" + secrets.token_hex(6), int(seed_of(int(number))), self.clock()
                 )
                 self._db.execute(
                     "INSERT INTO listeners (number, pseudonym, seed, config_hash, time) VALUES (?, ?, ?, ?, ?)",
@@ -169,7 +187,7 @@ class Store:
                 "INSERT INTO events (time, listener, trial, tokens, rating, choice, plays, listened,"
                 " page_seconds, config_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    time.time(),
+                    self.clock(),
                     event.listener,
                     int(event.trial),
                     " ".join(event.tokens),
@@ -195,6 +213,20 @@ class Store:
         with self._lock:
             rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
         return [Event(r[0], r[1], tuple(r[2].split()), *r[3:]) for r in rows]
+
+    def mark_served(self, listener: str, token: str) -> None:
+        """Record that clip ``token`` was sent to ``listener`` now, unless it was before."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO served (listener, token, time) VALUES (?, ?, ?)",
+                (listener, token, self.clock()),
+            )
+
+    def served(self, listener: str) -> dict[str, float]:
+        """When each clip was first sent to ``listener``: ``{token: time}``."""
+        with self._lock:
+            rows = self._db.execute("SELECT token, time FROM served WHERE listener = ?", (listener,))
+            return {token: when for token, when in rows.fetchall()}
 
     def answers(self, listener: str | None = None) -> dict[str, dict[int, Event]]:
         """The answer that counts (the last event) of every listener's trials: ``{pseudonym: {trial: event}}``."""

@@ -7,6 +7,7 @@ import http.client
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,27 @@ def make_experiment(root: Path, **kwargs: Any) -> Experiment:
     return prepare_experiment(results, reference=reference, **kwargs)
 
 
+class FastClock:
+    """A clock for the store that runs ``speed`` times faster than the wall clock (from now), or
+    stands still at ``now`` until moved (``speed=0``): the server's check that clips were heard
+    for their length then takes milliseconds, or exactly what a test sets."""
+
+    def __init__(self, speed: float = 1000.0) -> None:
+        self.speed, self.start, self.now = speed, time.monotonic(), 1.8e9
+
+    def __call__(self) -> float:
+        return self.now + self.speed * (time.monotonic() - self.start)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @contextlib.contextmanager
-def serving(exp: Experiment) -> Iterator[str]:
-    """Serve ``exp`` on a free loopback port in a thread; yields the base URL."""
+def serving(exp: Experiment, clock: Any = "fast") -> Iterator[str]:
+    """Serve ``exp`` on a free loopback port in a thread; yields the base URL. The store's clock
+    is a :class:`FastClock` (``"fast"``), the given clock, or the wall clock (None)."""
+    if clock is not None:
+        exp.store.clock = FastClock() if clock == "fast" else clock
     server = make_server(exp, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -76,6 +95,7 @@ def serving(exp: Experiment) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+        exp.store.clock = time.time
 
 
 class Listener:
@@ -124,8 +144,22 @@ class Listener:
         return state["listener"]
 
     def answer(
-        self, trial: int, tokens: list[str], value: Any, *, seconds: float, mode: str = "acr"
+        self,
+        trial: int,
+        tokens: list[str],
+        value: Any,
+        *,
+        seconds: float,
+        mode: str = "acr",
+        fetch: bool = True,
+        wait: float = 0.0,
     ) -> tuple[int, Any]:
+        """Answer ``trial``, after fetching its clips as the page does (``fetch``) and ``wait``
+        seconds (a server on the wall clock wants 0.9 of the clips' length), reporting ``seconds``
+        heard of each."""
+        for token in tokens if fetch else ():
+            self.request("GET", f"/audio/{token}.wav")
+        time.sleep(wait)
         body = {
             "trial": trial,
             "tokens": tokens,

@@ -59,7 +59,7 @@ def test_listeners_complete_compare_and_resume_in_chromium(browser, tmp_path: Pa
     exp = make_experiment(tmp_path, n_per_condition=1)
     n_trials = exp.design.n_trials()
     problems: list[str] = []
-    with serving(exp) as url:
+    with serving(exp, clock=None) as url:  # the wall clock: the page must pass the server's check
         # --- a listener completes a block; nothing unlocks before each clip has played to its end
         first = browser.new_context()
         page = first.new_page()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pretty_midi
@@ -77,22 +78,27 @@ def test_cadenza_listen_serves_a_folder_of_models_and_reports(
         assert "screening rule:" in text and "score" in text  # the experimenter sees the models
         test = json.loads((results / "listening" / "acr" / "test.json").read_text())
         condition = {token: clip["condition"] for token, clip in test["clips"].items()}
-        for script in SCRIPTS:
+
+        def listen(k: int, script: dict[str, int]) -> None:
             who = Listener(urls["listeners"])
             block = who.start()
             for trial, spec in enumerate(block["trials"]):
                 (token,) = spec["tokens"]
                 status, _, wav = who.request("GET", f"/audio/{token}.wav")
                 assert status == 200
-                path = tmp_path / "heard.wav"
+                path = tmp_path / f"heard-{k}.wav"
                 path.write_bytes(wav)
                 y, sr = sf.read(path, dtype="float32")
                 # what a listener hears gives no model away: one rate, one length, one loudness
                 assert (sr, len(y)) == (16000, 16000)
                 assert loudness_lufs(y, sr) == pytest.approx(test["loudness_lufs"], abs=0.5)
-                status, reply = who.answer(trial, [token], script[condition[token]], seconds=1.0)
+                time.sleep(0.95)  # the server takes an answer 0.9 of the clip's length after sending it
+                status, reply = who.answer(trial, [token], script[condition[token]], seconds=1.0, fetch=False)
                 assert status == 200, reply
             assert reply["done"]
+
+        with ThreadPoolExecutor(len(SCRIPTS)) as pool:  # the listeners at once
+            list(pool.map(listen, range(len(SCRIPTS)), SCRIPTS))
         # the experimenter's results page, while the test runs
         results_page = Listener(urls["listeners"])
         status, _, page = results_page.request("GET", "/results?" + urls["results"].split("?")[1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from cadenza.errors import ParameterError
 from cadenza.listening.clips import TEST_FOLDER
 from cadenza.listening.experiment import Experiment, config_hash
 from cadenza.listening.server import MAX_BODY, make_server
-from tests.listening.helpers import MODELS, Listener, make_experiment, serving
+from tests.listening.helpers import MODELS, FastClock, Listener, make_experiment, serving
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,7 @@ def test_a_listener_gets_a_block_plays_its_clips_and_answers(served) -> None:
     token = block["trials"][0]["tokens"][0]
     status, headers, wav = who.request("GET", f"/audio/{token}.wav")
     assert status == 200 and headers["content-type"] == "audio/wav"
+    assert headers["cache-control"] == "private, no-cache"  # reloaded, the page asks (and is logged) again
     assert wav == (exp.folder / "clips" / f"{token}.wav").read_bytes()
     status, headers, part = who.request("GET", f"/audio/{token}.wav", headers={"Range": "bytes=4-99"})
     assert status == 206 and part == wav[4:100] and headers["content-range"] == f"bytes 4-99/{len(wav)}"
@@ -72,6 +74,49 @@ def test_a_listener_gets_a_block_plays_its_clips_and_answers(served) -> None:
     assert who.answer(1, second, 3, seconds=exp.seconds)[0] == 200
     assert who.answer(2, third, 5, seconds=exp.seconds)[0] == 200
     assert who.answer(0, [token], 1, seconds=0)[0] == 200
+
+
+@pytest.mark.parametrize("mode", ["acr", "ab"])
+def test_an_answer_sooner_than_its_clips_could_be_heard_is_refused(tmp_path: Path, mode: str) -> None:
+    """The reported seconds are the page's word; the server's clock is not: a first answer needs
+    its clips sent to the listener, and 0.9 of their length since the later of that and the
+    listener's previous first answer (a clock that stands still until the test moves it)."""
+    exp = make_experiment(tmp_path, mode=mode, n_per_condition=1)
+    clock = FastClock(speed=0)
+    needed = 0.9 * exp.seconds * (2 if mode == "ab" else 1)
+    with serving(exp, clock=clock) as url:
+        who = Listener(url)
+        block = [t["tokens"] for t in who.start()["trials"]]
+
+        def answer(trial: int, **kw) -> tuple[int, dict]:
+            value = 3 if mode == "acr" else block[trial][0]
+            return who.answer(trial, block[trial], value, seconds=exp.seconds, mode=mode, **kw)
+
+        status, reply = answer(0, fetch=False)  # claims to have heard clips it never loaded
+        assert status == 422 and "never loaded" in reply["error"]
+        for tokens in block:  # a script loads every clip of its block at once ...
+            for token in tokens:
+                assert who.request("GET", f"/audio/{token}.wav")[0] == 200
+        status, reply = answer(0, fetch=False)
+        assert status == 422 and reply["error"].startswith("listen to the whole clip before answering")
+        clock.advance(needed - 0.05)
+        assert answer(0, fetch=False)[0] == 422
+        clock.advance(0.05)
+        assert answer(0, fetch=False)[0] == 200
+        # ... and must still spend each trial's length on it after the answer before
+        assert answer(1, fetch=False)[0] == 422
+        clock.advance(needed)
+        assert answer(1, fetch=False)[0] == 200
+        assert answer(0, fetch=False)[0] == 200  # a changed answer needs no second listen
+    pseudonym = who.cookie.split("=")[1].split(".")[0]
+    served = exp.store.served(pseudonym)
+    assert set(served) == {t for tokens in block for t in tokens}  # each clip once, at its first sending
+    assert set(served.values()) == {1.8e9}
+    raw = sqlite3.connect(exp.store.path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        raw.execute("UPDATE served SET time = 0")
+    raw.close()
+    exp.close()
 
 
 def test_nothing_served_names_a_model_or_a_path(served) -> None:
