@@ -61,6 +61,10 @@ LOOP_MIN_LAG = 0.25
 #: Smallest typical frame change (mean |dB| over the log-mel bands) a score is relative to: a
 #: held tone, which barely changes at any lag, is measured against this and scores near 1.
 LOOP_FLOOR_DB = 1.0
+#: The loop search reads at most this many seconds from the clip's start: it compares every lag
+#: with every frame, so its time grows with the square of the length (a 2-hour file in a folder
+#: given to ``cadenza evaluate`` had kept it busy for most of an hour; 60 s take 0.2 s).
+LOOP_MAX_SECONDS = 60.0
 #: A clip whose copy distance is below this share of the held-out clips' median is a likely copy.
 COPY_RATIO = 0.5
 #: A flatness above this multiple of the flattest reference clip's, and above NOISE_FLOOR, is noise.
@@ -171,7 +175,8 @@ def loop_score(features: ClipFeatures) -> tuple[float | None, float | None]:
     is to itself at its best lag than at a typical one. A clip made of one cycle repeated
     scores near 1 at the cycle's length, and so does a held tone (it barely changes at any
     lag); music, whose notes change within any half of the clip, and noise, which never
-    repeats, stay well below. None when less than 1 s of the clip sounds.
+    repeats, stay well below. None when less than 1 s of the clip sounds. Only the first
+    :data:`LOOP_MAX_SECONDS` of a longer clip are searched (the search is quadratic in length).
 
     Examples
     --------
@@ -182,8 +187,9 @@ def loop_score(features: ClipFeatures) -> tuple[float | None, float | None]:
     >>> score > 0.8, lag
     (True, 0.5)
     """
-    logmel = features.logmel  # (T, M) dB
-    loud = features.rms_db > SILENCE_THRESHOLD_DB
+    n_max = int(round(LOOP_MAX_SECONDS * FRAME_RATE))
+    logmel = features.logmel[:n_max]  # (T, M) dB
+    loud = features.rms_db[:n_max] > SILENCE_THRESHOLD_DB
     n = len(logmel)
     min_lag = int(round(LOOP_MIN_LAG * FRAME_RATE))
     max_lag = n // 2

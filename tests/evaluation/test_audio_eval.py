@@ -214,6 +214,27 @@ def test_loop_detector_flags_loops_and_held_tones_and_passes_music(
     assert det.loop_score(clip_features(np.zeros(10 * SR, np.float32))) == (None, None)
 
 
+def test_the_loop_search_of_an_hour_long_clip_reads_its_first_minute_only() -> None:
+    # The search compares every lag with every frame: on a 2-hour file in a folder given to
+    # `cadenza evaluate` it had run for most of an hour (a 30-minute clip: many minutes).
+    import time
+
+    from cadenza.evaluation.features import FRAME_RATE, ClipFeatures
+
+    rng = np.random.default_rng(0)
+    n = int(30 * 60 * FRAME_RATE)
+    cycle = rng.normal(-40.0, 10.0, (int(FRAME_RATE / 2), 32)).astype(np.float32)  # 0.5 s, repeated
+    logmel = rng.normal(-40.0, 10.0, (n, 32)).astype(np.float32)
+    first = int(60 * FRAME_RATE)
+    logmel[:first] = np.tile(cycle, (first // len(cycle) + 1, 1))[:first]
+    rms = np.full(n, -20.0, np.float32)
+    features = ClipFeatures(np.zeros((1, 1)), logmel, np.zeros((n, 12)), np.zeros(n), rms)
+    began = time.perf_counter()
+    score, lag = det.loop_score(features)
+    assert time.perf_counter() - began < 20.0
+    assert score > det.LOOP_THRESHOLD and lag == pytest.approx(0.5, abs=0.02)
+
+
 def _folder(path: Path, ys: list[np.ndarray], prefix: str) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     for i, y in enumerate(ys):
