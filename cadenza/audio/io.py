@@ -397,6 +397,13 @@ def _read_frames(f: sf.SoundFile, n_frames: int, *, mono: bool) -> np.ndarray:
     16-bit PCM is read as int16 and converted by numpy (:func:`_mixes_as_integers`: the same
     floats, faster).
     """
+    if n_frames < 0 and not f.seekable():
+        # libsndfile reads "to the end" only where it can seek, which it cannot in a GSM 6.10 WAV
+        # (a telephone or voice recorder's format): block by block until no frame comes.
+        blocks = []
+        while len(block := _read_frames(f, _BLOCK_FRAMES, mono=mono)):
+            blocks.append(block)
+        return np.concatenate(blocks) if blocks else np.zeros((0,) if mono else (0, f.channels), np.float32)
     as_int = mono and _mixes_as_integers(f)
     if not (mono and f.channels > 1) and not as_int:
         return f.read(n_frames, dtype="float32", always_2d=not mono)
@@ -451,8 +458,12 @@ def _decode_soundfile(
             )
         n_frames = -1 if duration is None else round(duration * orig_sr)
         try:
-            if start:
+            if start and f.seekable():
                 f.seek(start)
+            elif start:  # libsndfile cannot seek in a GSM 6.10 WAV: the frames before are read and dropped
+                left = start
+                while left > 0 and (got := len(f.read(min(_BLOCK_FRAMES, left), dtype="float32"))):
+                    left -= got
             y = _read_frames(f, n_frames, mono=mono)
         except (sf.SoundFileError, RuntimeError) as e:
             raise DecodeError(path, "corrupt or truncated audio", f"decoding failed: {e}") from e

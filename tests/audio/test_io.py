@@ -189,6 +189,23 @@ def test_bad_read_arguments_raise_parameter_error(tmp_path, kwargs):
         read_audio(tmp_path / "ok.wav", **kwargs)
 
 
+def test_a_gsm_wav_which_libsndfile_cannot_seek_in_decodes_whole_and_in_parts(tmp_path):
+    # GSM 6.10 (telephone and voice-recorder WAVs): libsndfile reads "to the end" only where it
+    # can seek, and it cannot here: the whole file was 'failed to decode' (a ValueError).
+    if not sf.check_format("WAV", "GSM610"):
+        pytest.skip("this libsndfile cannot write GSM 6.10")
+    sr = 8000
+    path = tmp_path / "voice.wav"
+    sf.write(path, 0.4 * np.sin(2 * np.pi * 440 * np.arange(2 * sr) / sr), sr, subtype="GSM610")
+    assert not sf.SoundFile(path).seekable()
+    y, got_sr = read_audio(path)
+    assert got_sr == sr and len(y) >= 2 * sr and amplitude(y) == pytest.approx(0.4, abs=0.05)
+    part, _ = read_audio(path, offset=0.5, duration=0.25)
+    np.testing.assert_array_equal(part, y[sr // 2 : sr // 2 + sr // 4])
+    both, _ = read_audio(path, mono=False)
+    assert both.shape == (len(y), 1)
+
+
 def test_truncated_wav_decodes_the_samples_that_are_there(tmp_path):
     x = sine(16000)
     sf.write(tmp_path / "full.wav", x, 16000, subtype="PCM_16")
