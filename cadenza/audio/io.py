@@ -91,11 +91,15 @@ def _import_audioread() -> Any:
 #: Lower-case extensions (with the dot) of the audio files cadenza knows, whether or not this
 #: environment decodes them: a corpus lists every one of them, so that a file it cannot read
 #: shows up in the manifest with its reason ("unsupported format") instead of being passed over.
-AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus")
+#: AAC (.m4a, .aac) and WMA are decoded by audioread where it has ffmpeg or GStreamer.
+AUDIO_EXTENSIONS: tuple[str, ...] = (
+    ".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".opus",
+    ".caf", ".w64", ".m4a", ".aac", ".wma",
+)  # fmt: skip
 
 
 def _decodable_extensions() -> frozenset[str]:
-    ext = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au"}
+    ext = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64"}
     if _soundfile_reads_mp3() or _import_audioread() is not None:
         ext.add(".mp3")
     if "OPUS" in sf.available_subtypes("OGG"):
@@ -500,7 +504,9 @@ def _decode_audioread(
             pcm = np.concatenate([np.frombuffer(buf, dtype="<i2") for buf in f] or [np.zeros(0, "<i2")])
     except audioread.NoBackendError as e:
         raise DecodeError(
-            path, "unsupported format", f"{name}: libsndfile cannot read it and audioread has no backend"
+            path,
+            "unsupported format",
+            f"{name}: libsndfile cannot read it and audioread has no backend (install ffmpeg)",
         ) from e
     except Exception as e:  # audioread backends raise their own error types
         raise DecodeError(path, "corrupt or truncated audio", f"{name}: audioread says: {e}") from e
@@ -689,7 +695,9 @@ def audio_info(path: str | os.PathLike[str]) -> dict[str, Any]:
                 sr, channels, duration = int(f.samplerate), int(f.channels), float(f.duration)
         except audioread.NoBackendError as e:
             raise DecodeError(
-                path, "unsupported format", f"{name}: libsndfile cannot read it and audioread has no backend"
+                path,
+                "unsupported format",
+                f"{name}: libsndfile cannot read it and audioread has no backend (install ffmpeg)",
             ) from e
         except Exception as e:  # audioread backends raise their own error types
             raise DecodeError(path, "corrupt or truncated audio", f"{name}: audioread says: {e}") from e

@@ -740,3 +740,26 @@ def test_a_broken_link_to_a_music_file_is_recorded_as_missing(tmp_path):
     manifest = _manifest(tmp_path / "store")
     assert manifest["gone.flac"]["status"] == "skipped" and manifest["gone.flac"]["reason"] == "missing file"
     assert "notes.txt" not in manifest and summary.n_skipped == 1
+
+
+def test_aac_wma_caf_and_w64_files_are_prepared_or_skipped_with_a_reason(tmp_path):
+    """An iTunes .m4a, an .aac, a .wma beside WAVs were passed over without a word; a .caf and a
+    .w64, which libsndfile reads, were too."""
+    root = tmp_path / "music"
+    root.mkdir()
+    sf.write(root / "a.wav", _tone(1.0, 16000), 16000)
+    sf.write(root / "b.caf", _tone(1.0, 16000), 16000, format="CAF")
+    sf.write(root / "c.w64", _tone(1.0, 16000), 16000, format="W64")
+    (root / "d.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A \x00\x00\x00\x00M4A mp42isom" + bytes(64))
+    (root / "e.aac").write_bytes(b"\xff\xf1\x50\x80\x02\x1f\xfc" + bytes(64))
+    (root / "f.wma").write_bytes(
+        b"\x30\x26\xb2\x75\x8e\x66\xcf\x11\xa6\xd9\x00\xaa\x00\x62\xce\x6c" + bytes(64)
+    )
+    summary = prepare_corpus(str(root), tmp_path / "store", representation="waveform", progress=False)
+    manifest = _manifest(tmp_path / "store")
+    assert sorted(manifest) == ["a.wav", "b.caf", "c.w64", "d.m4a", "e.aac", "f.wma"]
+    assert all(manifest[n]["status"] == "ok" for n in ("a.wav", "b.caf", "c.w64"))
+    for name in ("d.m4a", "e.aac", "f.wma"):  # no decoder here, or ffmpeg finds no sound in them
+        assert manifest[name]["status"] == "skipped", manifest[name]
+        assert manifest[name]["reason"] in ("unsupported format", "corrupt or truncated audio")
+    assert summary.n_skipped == 3
