@@ -45,6 +45,8 @@ from cadenza.evaluation import detectors as det
 from cadenza.evaluation.clips import (
     RENDER_SR,
     Item,
+    folder_clips,
+    folder_training_audio,
     is_run,
     is_store,
     read_folder,
@@ -267,7 +269,7 @@ class _TrainingWindows:
                 audio = store_training_audio(source, seed=self.seed)
             else:
                 _say(f"copy check: reading the training music in {source}")
-                audio = [(item.y, item.sr) for item in read_folder(source)[0]]
+                audio = folder_training_audio(source, seed=self.seed)
             windows = [_dense_windows(_to_analysis(y, sr)) for y, sr in audio if len(y)]
             self.cache[key] = self.space.zw(np.concatenate(windows)) if windows else None
         return self.cache[key]
@@ -327,14 +329,12 @@ def _copy_distances(measured: _Measured, train: np.ndarray, space: _Space) -> np
 
 
 # ----------------------------------------------------------------------------- symbolic
-def _symbolic(items: list[Item], rep: Any) -> np.ndarray | None:
-    """Bars ``(n, steps_per_bar, n_pitches)`` of the items' scores, encoded by ``rep``."""
+def _symbolic(scores: list[Any], rep: Any) -> np.ndarray | None:
+    """Bars ``(n, steps_per_bar, n_pitches)`` of scores (``pretty_midi.PrettyMIDI``), encoded by ``rep``."""
     bars = []
-    for it in items:
-        if it.midi is None:
-            continue
+    for midi in scores:
         try:
-            roll = np.asarray(rep.encode(it.midi))
+            roll = np.asarray(rep.encode(midi))
         except CadenzaError:
             continue
         bars.append(roll.reshape(-1, int(rep.steps_per_bar), roll.shape[-1]))
@@ -470,14 +470,12 @@ def evaluate(
         ref_items, info = store_clips(reference, n_clips=n_clips, seconds=seconds, seed=seed)
         ref_skipped: list[tuple[str, str]] = []
         ref_rep = info["representation"]
-        score_items = ref_items
+        scores = [i.midi for i in ref_items if i.midi is not None]
         if info["note"]:
             notes.append(info["note"])
     elif reference.exists():
         _say(f"reference: the music in {reference}")
-        files, ref_skipped = read_folder(reference)
-        ref_items = _cut(files, n_clips=n_clips, seconds=seconds, seed=seed)
-        score_items = files  # scores are measured whole, not cut
+        ref_items, scores, ref_skipped = folder_clips(reference, n_clips=n_clips, seconds=seconds, seed=seed)
     else:
         raise ParameterError(f"--reference {reference}: no such feature store or folder")
     if not ref_items:
@@ -507,11 +505,11 @@ def evaluate(
 
     # --- symbolic reference
     sym_rep = ref_rep if ref_rep is not None and ref_items[0].midi is not None else None
-    if sym_rep is None and any(i.midi is not None for i in score_items):
+    if sym_rep is None and scores:
         from cadenza.representations import make_representation
 
         sym_rep = make_representation("pianoroll")
-    ref_bars = _symbolic(score_items, sym_rep) if sym_rep is not None else None
+    ref_bars = _symbolic(scores, sym_rep) if sym_rep is not None else None
     if ref_bars is not None:
         ref_set.symbolic = _symbolic_row(ref_bars, sym_rep)
 
@@ -618,7 +616,7 @@ def evaluate(
             clip.measures["copy_ratio"] = r
         cs.note = "; ".join(n for n in (note, copy_note) if n) or None
         if ref_bars is not None:
-            bars = _symbolic(items, sym_rep)
+            bars = _symbolic([i.midi for i in items if i.midi is not None], sym_rep)
             if bars is not None and len(bars):
                 cs.symbolic = _symbolic_row(bars, sym_rep)
                 lp = int(sym_rep.lowest_pitch)
@@ -663,35 +661,6 @@ def evaluate(
 def _standardise(x: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean, scale = ref.mean(axis=0), _scale(ref.std(axis=0))
     return (x - mean) / scale, (ref - mean) / scale
-
-
-def _cut(items: list[Item], *, n_clips: int, seconds: float, seed: int) -> list[Item]:
-    """Files of a reference folder cut into clips of ``seconds``, dealt round-robin over files."""
-    order = np.random.default_rng(seed).permutation(len(items))
-    per_file = []
-    for i in order:
-        it = items[i]
-        n = max(1, int(round(seconds * it.sr)))
-        starts = range(0, max(len(it.y) - n, 0) + 1, n)
-        per_file.append(
-            [
-                Item(
-                    name=f"{it.name}-{k}",
-                    y=it.y[a : a + n],
-                    sr=it.sr,
-                    midi=it.midi if k == 0 and len(starts) == 1 else None,
-                    origin=f"{it.origin}@{a / it.sr:g}s",
-                    group=it.group,
-                )
-                for k, a in enumerate(starts)
-            ]
-        )
-    out: list[Item] = []
-    depth = 0
-    while len(out) < n_clips and any(depth < len(c) for c in per_file):
-        out += [c[depth] for c in per_file if depth < len(c)][: n_clips - len(out)]
-        depth += 1
-    return out
 
 
 def _clip_set(

@@ -394,6 +394,40 @@ def test_scores_against_a_folder_of_scores(tmp_path: Path) -> None:
     assert drone_only.sets[0].symbolic_distances["kad"].value > cs.symbolic_distances["kad"].value
 
 
+def test_a_reference_or_training_folder_is_read_only_as_far_as_its_clips_reach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A whole collection given as --reference or --train was decoded at once, every file whole
+    # (six 20-minute files: 1.9 GB to measure six 2-second clips).
+    import cadenza.audio
+    from cadenza.evaluation import clips
+
+    sr = 8000
+    t = np.arange(20 * sr) / sr
+    ref_dir = _folder(tmp_path / "ref", [], "x")
+    train_dir = _folder(tmp_path / "train", [], "x")
+    for i in range(10):
+        tone = (0.3 * np.sin(2 * np.pi * (200 + 30 * i) * t)).astype(np.float32)
+        sf.write(ref_dir / f"ref{i}.wav", tone, sr)
+        sf.write(train_dir / f"train{i}.wav", tone[::-1], sr)
+    gen_dir = _folder(tmp_path / "gen", [0.3 * np.sin(2 * np.pi * 300 * np.arange(SR) / SR)], "g")
+    decoded: dict[str, float] = {}
+    read_audio = cadenza.audio.read_audio
+
+    def counting(path, **kwargs):
+        y, got_sr = read_audio(path, **kwargs)
+        decoded[Path(path).parent.name] = decoded.get(Path(path).parent.name, 0.0) + len(y) / got_sr
+        return y, got_sr
+
+    monkeypatch.setattr(cadenza.audio, "read_audio", counting)
+    monkeypatch.setattr(clips, "MAX_TRAIN_SECONDS", 5.0)
+    ev = evaluate(
+        [gen_dir], reference=ref_dir, train=train_dir, out=tmp_path / "out", n_clips=3, seconds=1.0, n_boot=0
+    )
+    assert len(ev.reference.clips) == 3 and len({c.name.rsplit("-", 1)[0] for c in ev.reference.clips}) == 3
+    assert decoded["ref"] <= 3 * 3 * 1.0 and decoded["train"] <= 5.0 + 1.0, decoded
+
+
 def test_a_reference_clip_a_few_samples_long_is_measured_and_flagged_short(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     t = np.arange(SR) / SR
