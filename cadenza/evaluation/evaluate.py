@@ -183,9 +183,13 @@ def _clip_distance(z: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- files for the report
-def _write_wav(path: Path, y: np.ndarray, sr: int) -> Path:
+def _write_wav(path: Path, y: np.ndarray, sr: int) -> Path | None:
+    """A player's WAV; None for a clip without a sample (a reference file one sample long at
+    96 kHz has none at the analysis rate), which no WAV holds."""
     from cadenza.audio import write_audio
 
+    if len(y) == 0:
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     peak = float(np.abs(y).max(initial=0.0))
     write_audio(path, np.clip(y, -1.0, 1.0) if peak > 1.0 else y, sr)
@@ -732,7 +736,7 @@ def _calibration(
         return sosfiltfilt(sos, y, padlen=padlen).astype(np.float32) if padlen >= 0 else y.copy()
 
     def noise(y: np.ndarray) -> np.ndarray:
-        rms = float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) or 0.1
+        rms = (float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) if len(y) else 0.0) or 0.1
         return np.clip(rms * rng.standard_normal(len(y)), -1, 1).astype(np.float32)
 
     garbage = {
@@ -818,6 +822,8 @@ def round_trip(y: np.ndarray, rep: Any) -> np.ndarray:
     if rep.sample_rate != ANALYSIS_SR and len(y):
         y = soxr.resample(y, ANALYSIS_SR, rep.sample_rate, quality="HQ").astype(np.float32)
     out = np.asarray(rep.decode(rep.encode(y)), dtype=np.float32).reshape(-1)[: len(y)]
+    if len(out) < len(y):  # a clip shorter than one frame decodes to nothing: silence as long as it
+        out = np.concatenate([out, np.zeros(len(y) - len(out), np.float32)])
     return _to_analysis(out, rep.sample_rate)
 
 

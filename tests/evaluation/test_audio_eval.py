@@ -394,6 +394,32 @@ def test_scores_against_a_folder_of_scores(tmp_path: Path) -> None:
     assert drone_only.sets[0].symbolic_distances["kad"].value > cs.symbolic_distances["kad"].value
 
 
+def test_reference_clips_with_no_sample_at_the_analysis_rate_or_shorter_than_a_frame(tmp_path: Path) -> None:
+    # One sample at 96 kHz is none at 22.05 kHz: the calibration rows made from it had no WAV to
+    # write, and a mel round trip of a clip shorter than a frame came back empty; either stopped
+    # the whole evaluation ("y must be a non-empty array") after all its work.
+    from cadenza.evaluation.evaluate import round_trip
+    from cadenza.representations import make_representation
+
+    rng = np.random.default_rng(5)
+    t = np.arange(SR) / SR
+    tones = [
+        0.3 * np.sin(2 * np.pi * f * t) * (1 + 0.1 * rng.standard_normal(SR)) for f in (220, 330, 440, 550)
+    ]
+    ref_dir = _folder(tmp_path / "reference", tones, "tone")
+    for i in range(4):
+        sf.write(ref_dir / f"blip{i}.wav", np.array([0.5]), 96000)
+    gen_dir = _folder(tmp_path / "generated", [tones[1][::-1], tones[2][::-1]], "gen")
+    ev = evaluate([gen_dir], reference=ref_dir, out=tmp_path / "out", n_clips=10, seconds=1.0, n_boot=20)
+    silence = next(row for row in ev.calibration if row.name == "digital silence")
+    assert len(silence.clips) == 4 and all(
+        c.audio is None or (tmp_path / "out" / c.audio).is_file() for c in silence.clips
+    )
+    mel = make_representation("mel")
+    for n in (1, 20, 100):
+        assert len(round_trip(np.full(n, 0.5, np.float32), mel)) == n
+
+
 def test_a_reference_or_training_folder_is_read_only_as_far_as_its_clips_reach(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
