@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 from cadenza import __version__
 from cadenza.errors import CadenzaError
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             reexec_under_tcmalloc([sys.executable, "-m", "cadenza", *sys.argv[1:]])
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.formatwarning = _format_warning
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -75,6 +77,21 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+_python_format_warning = warnings.formatwarning
+
+
+def _format_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """cadenza's own warnings (a seed file kept in part, a loud file scaled down, a score rendered
+    without FluidSynth) as one line for the user: Python's format adds the file and source line
+    of the ``warnings.warn`` call (``prepare.py:208: PartialAudioWarning: ...`` and
+    ``y, _ = read_audio(item.path, sr=sr)``). Other libraries' warnings keep Python's format."""
+    if category.__module__.split(".")[0] == "cadenza":
+        return f"warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
 
 
 #: What to ask for less of, per verb, when what was asked for does not fit in memory.

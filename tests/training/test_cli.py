@@ -110,6 +110,32 @@ def test_generate_from_a_seed_file_and_a_chosen_checkpoint(
     assert sf.info(out / "run-seed0-0.wav").frames == SR // 2
 
 
+def test_a_seed_file_cut_short_is_one_warning_line_not_python_source(
+    run_dir: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Python's warning format printed `.../prepare.py:208: PartialAudioWarning: ...` and the
+    source line `y, _ = read_audio(item.path, sr=sr)` to the user."""
+    from cadenza.audio import write_audio
+
+    _, run = run_dir
+    whole, cut = tmp_path / "whole.wav", tmp_path / "cut.wav"
+    write_audio(whole, tone(2.0, 440.0, seed=9), SR)
+    data = whole.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])  # the header still promises 2 s
+    done = subprocess.run(
+        [sys.executable, "-m", "cadenza", "generate", str(run), "--seconds", "0.5", "--seed-file", str(cut)]
+        + ["--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CADENZA_MALLOC": "system"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if "kept in part" in ln]
+    assert lines and lines[0].startswith("warning: ") and str(cut) in lines[0], done.stderr
+    assert "PartialAudioWarning" not in done.stderr and "read_audio(" not in done.stderr, done.stderr
+
+
 def test_a_score_seeds_an_audio_model_rendered_as_prepare_renders_it(
     run_dir: tuple[Path, Path], tmp_path: Path
 ) -> None:
