@@ -124,6 +124,7 @@ def _midi_from_bytes(path: str, data: bytes, *, shrink: bool = False) -> pretty_
     if data[12] & 0x80:  # the header's division counts SMPTE frames, not beats
         _smpte_to_beats(path, mid, 256 - data[12], data[13])
     _shrink_ticks(mid, always=shrink)
+    _lengthen_zero_notes(mid)
     try:
         with warnings.catch_warnings():
             # "tempo events on non-zero tracks" (music21 writes them there): harmless here.
@@ -178,6 +179,35 @@ def _shrink_ticks(mid: mido.MidiFile, *, always: bool = False) -> None:
         for msg, delta in zip(track, np.diff(scaled, prepend=0)):
             msg.time = int(delta)
     mid.ticks_per_beat = new_tpb
+
+
+def _lengthen_zero_notes(mid: mido.MidiFile) -> None:
+    """Move the note-off of a note that ends at the tick it starts (a drum machine's or a
+    tracker's hit) one tick later. pretty_midi keeps such a note open until the next note-off
+    of its pitch: a file of them had no notes at all ("no notes: no part"), and repeated hits
+    became notes held from one hit to the next."""
+    for track in mid.tracks:
+        tick, started, moved = 0, {}, False
+        events = []
+        for order, msg in enumerate(track):
+            tick += msg.time
+            key = (getattr(msg, "channel", None), getattr(msg, "note", None))
+            if msg.type == "note_on" and msg.velocity > 0:
+                started[key] = tick
+            elif msg.type in ("note_on", "note_off") and started.get(key) == tick:
+                events.append((tick + 1, -1, order, msg))  # before the events of the next tick
+                moved = True
+                continue
+            events.append((tick, 0, order, msg))
+        if not moved:
+            continue
+        end = max(e[0] for e in events)
+        events = [(end, 1, *e[2:]) if e[3].type == "end_of_track" else e for e in events]  # stays last
+        events.sort(key=lambda e: e[:3])
+        last = 0
+        for at, _, _, msg in events:
+            msg.time, last = at - last, at
+        track[:] = [e[3] for e in events]
 
 
 def _read_with_music21(path: str) -> pretty_midi.PrettyMIDI:

@@ -110,6 +110,24 @@ def test_truncated_missing_and_silent_midi(tmp_path: Path):
         read_score(silent)
 
 
+def test_notes_that_end_at_the_tick_they_start_are_kept_one_tick_long(tmp_path: Path):
+    """A drum machine's hits (note-off at the note-on's tick): pretty_midi kept each open until
+    the next note-off of its pitch, so a file of them had 'no notes', and repeated hits of one
+    pitch were held from hit to hit."""
+    mid = mido.MidiFile(type=0, ticks_per_beat=480)
+    track = mido.MidiTrack()
+    for i, pitch in enumerate((60, 62, 64, 60, 60)):
+        track.append(mido.Message("note_on", note=pitch, velocity=90, time=0 if i == 0 else 480))
+        track.append(mido.Message("note_off", note=pitch, velocity=0, time=0))
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    mid.tracks.append(track)
+    mid.save(tmp_path / "hits.mid")
+    notes = sorted(read_score(tmp_path / "hits.mid").instruments[0].notes, key=lambda n: n.start)
+    assert [n.pitch for n in notes] == [60, 62, 64, 60, 60]
+    assert [round(n.start, 6) for n in notes] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert all(0 < n.end - n.start < 0.002 for n in notes)  # one tick: 1/960 s at 120 bpm
+
+
 def test_midi_of_smpte_division_is_timed_in_seconds(tmp_path: Path):
     """A division of 25 frames a second, 40 ticks each: 1000 ticks a second, whatever the tempo
     events say (mido reads the division as 59176 ticks a beat; pretty_midi then failed)."""
