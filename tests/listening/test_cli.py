@@ -79,9 +79,7 @@ def test_cadenza_listen_serves_a_folder_of_models_and_reports(
         test = json.loads((results / "listening" / "acr" / "test.json").read_text())
         condition = {token: clip["condition"] for token, clip in test["clips"].items()}
 
-        def listen(k: int, script: dict[str, int]) -> None:
-            who = Listener(urls["listeners"])
-            block = who.start()
+        def listen(k: int, who: Listener, block: dict, script: dict[str, int]) -> None:
             for trial, spec in enumerate(block["trials"]):
                 (token,) = spec["tokens"]
                 status, _, wav = who.request("GET", f"/audio/{token}.wav")
@@ -97,8 +95,10 @@ def test_cadenza_listen_serves_a_folder_of_models_and_reports(
                 assert status == 200, reply
             assert reply["done"]
 
-        with ThreadPoolExecutor(len(SCRIPTS)) as pool:  # the listeners at once
-            list(pool.map(listen, range(len(SCRIPTS)), SCRIPTS))
+        listeners = [Listener(urls["listeners"]) for _ in SCRIPTS]
+        blocks = [who.start() for who in listeners]  # numbered in the order of SCRIPTS
+        with ThreadPoolExecutor(len(SCRIPTS)) as pool:  # then listening at once
+            list(pool.map(listen, range(len(SCRIPTS)), listeners, blocks, SCRIPTS))
         # the experimenter's results page, while the test runs
         results_page = Listener(urls["listeners"])
         status, _, page = results_page.request("GET", "/results?" + urls["results"].split("?")[1])
