@@ -822,8 +822,10 @@ def round_trip(y: np.ndarray, rep: Any) -> np.ndarray:
     if rep.sample_rate != ANALYSIS_SR and len(y):
         y = soxr.resample(y, ANALYSIS_SR, rep.sample_rate, quality="HQ").astype(np.float32)
     out = np.asarray(rep.decode(rep.encode(y)), dtype=np.float32).reshape(-1)[: len(y)]
-    if len(out) < len(y):  # a clip shorter than one frame decodes to nothing: silence as long as it
-        out = np.concatenate([out, np.zeros(len(y) - len(out), np.float32)])
+    if len(out) == 0 and len(y):  # a clip shorter than one hop decodes to nothing: silence as long as it
+        out = np.zeros(len(y), np.float32)
+    # (a longer clip comes back up to a hop short, 15 ms of 10 s, and is measured so, as it was
+    # in every study: padding it with silence had moved the chorales' mel round-trip row by 4%)
     return _to_analysis(out, rep.sample_rate)
 
 
