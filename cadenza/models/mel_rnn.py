@@ -48,9 +48,9 @@ bands) stays up between notes. The generated frames therefore pass a **running m
 ``median`` frames along time, band by band (default 3; ``--option median=1`` for the plain
 sampler): a one-frame excursion in a band goes, a step that holds (a note's onset) stays where
 it is. Over five pairs of trained runs and draws (three seeds at 12,741 steps, one study at
-its 8 minutes) the KAD moved by -0.041, -0.020, +0.002, -0.016 and -0.029 against the same
-draws unfiltered, the onset features 0.8-1.1 reference deviations nearer the chorales each time; a median of 5 or 7 frames measured worse (0.358,
-0.425 against 0.371), as did noise correlated from frame to frame (0.496 at 0.5; study.md
+its 8 minutes) the KAD moved by -0.038, -0.035, +0.002, -0.016 and -0.029 against the same
+draws unfiltered, the onset features 0.8-1.1 reference deviations nearer the chorales each time; a median of 5 or 7 frames measured worse (0.377,
+0.453 against 0.384), as did noise correlated from frame to frame (0.496 at 0.5; study.md
 section 19).
 
 Generation (``cadenza generate RUN --option temperature=0.8``): the recurrence reads a real
