@@ -35,7 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed-file",
         metavar="FILE",
-        help="an audio file (or score) to start from (models that continue music)",
+        help=(
+            "an audio file (or score) to start from (models that continue music): its windows come "
+            "from its first 10 minutes, read as prepare reads a file (a silent file is refused)"
+        ),
     )
     p.add_argument("--device", default="cpu", help="cpu (default, reproducible), auto, cuda or mps")
     p.add_argument(

@@ -101,11 +101,18 @@ class PrepareSummary:
             text += f"; {n} audio file{'' if n == 1 else 's'} left out: a piano roll is made from scores"
         if self.n_done_before:
             text += f" ({self.n_done_before} already done by an earlier run)"
-        for split, n in sorted(self.empty_splits.items()):
-            files = "its file was" if n == 1 else f"all {n} of its files were"
+        if self.empty_splits:  # one warning, however many splits
+            splits = sorted(self.empty_splits, key=SPLITS.index)
+            n = sum(self.empty_splits.values())
+            if len(splits) == 1:
+                which = f"the {splits[0]} split holds"
+                files = "its file was" if n == 1 else f"all {n} of its files were"
+            else:
+                which = f"the {' and '.join(splits)} splits hold"
+                files = "both of their files were" if n == 2 else f"all {n} of their files were"
             text += (
-                f"; warning: the {split} split holds no music ({files} skipped), so nothing held out "
-                "is there to evaluate against: prepare more music, or with another --seed"
+                f"; warning: {which} no music ({files} skipped), so nothing held out is there to "
+                "evaluate against: prepare more music, or with another --seed"
             )
         return text
 
@@ -200,20 +207,27 @@ def assign_splits(
 
 
 # ------------------------------------------------------------------ one file
-def load_audio_item(item: SourceItem, sr: int) -> np.ndarray:
-    """Mono float32 samples at ``sr`` for any item: decoded, or rendered from a score or roll."""
+def load_audio_item(item: SourceItem, sr: int, *, max_seconds: float | None = None) -> np.ndarray:
+    """Mono float32 samples at ``sr`` for any item: decoded, or rendered from a score or roll;
+    only its first ``max_seconds`` when given (a score's head alone is rendered)."""
     from cadenza.audio import read_audio, render_midi
 
     if item.kind == "audio":
-        y, _ = read_audio(item.path, sr=sr)
+        y, _ = read_audio(item.path, sr=sr, duration=max_seconds)
         return y
     cached = _render_cache_path(item.path, sr)
     if cached is not None and cached.exists():
         try:
-            return np.load(cached)
+            y = np.load(cached, mmap_mode="r" if max_seconds is not None else None)
+            return np.array(y[: _n_samples(max_seconds, sr)])
         except (OSError, ValueError):
             cached.unlink(missing_ok=True)
-    y = render_midi(load_score_item(item), sr=sr)
+    midi = load_score_item(item)
+    if max_seconds is not None and midi.get_end_time() > max_seconds:
+        from cadenza.data.scores import score_head
+
+        return render_midi(score_head(midi, max_seconds), sr=sr)[: _n_samples(max_seconds, sr)]  # not cached
+    y = render_midi(midi, sr=sr)
     if cached is not None:
         try:
             from cadenza.data.store import atomic_save_npy
@@ -223,6 +237,10 @@ def load_audio_item(item: SourceItem, sr: int) -> np.ndarray:
         except OSError:
             pass  # a cache we cannot write only costs time
     return y
+
+
+def _n_samples(seconds: float | None, sr: int) -> int | None:
+    return None if seconds is None else int(round(seconds * sr))
 
 
 def cache_dir() -> Path | None:
@@ -274,9 +292,15 @@ def load_score_item(item: SourceItem) -> Any:
     return midi
 
 
-def _encode_score(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dict[str, Any]]:
+def _encode_score(
+    item: SourceItem, rep: Representation, max_seconds: float | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """A score (MIDI, MusicXML, LPD roll) encoded by a score representation."""
     midi = load_score_item(item)
+    if max_seconds is not None:
+        from cadenza.data.scores import score_head
+
+        midi = score_head(midi, max_seconds)
     frames, enc_info = rep.encode_with_info(midi)  # type: ignore[attr-defined]
     info: dict[str, Any] = {k: v for k, v in enc_info.items() if isinstance(v, int | float | str)}
     if not np.any(frames):
@@ -292,11 +316,13 @@ def _encode_score(item: SourceItem, rep: Representation) -> tuple[np.ndarray, di
     return frames, info
 
 
-def _encode_audio(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dict[str, Any]]:
+def _encode_audio(
+    item: SourceItem, rep: Representation, max_seconds: float | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Any item as sound (a score rendered), resampled and encoded by an audio representation."""
     info: dict[str, Any] = {}
     sr = int(rep.sample_rate)  # type: ignore[attr-defined]
-    y, warning = _load_audio_with_notes(item, sr)
+    y, warning = _load_audio_with_notes(item, sr, max_seconds=max_seconds)
     if warning:
         info["warning"] = warning
     if y.size == 0:
@@ -328,8 +354,48 @@ def _too_short(n: int, sr: int) -> str:
     return f"{1e3 * n / sr:.1f} ms of sound (at least {MIN_AUDIO_SECONDS} s)"
 
 
-def _encode_item(item: SourceItem, rep: Representation) -> tuple[np.ndarray, dict[str, Any]]:
-    return rep.by_kind(audio=_encode_audio, score=_encode_score)(item, rep)
+class FileNoteWarning(UserWarning):
+    """What ``prepare`` would note in its manifest about a file read alone (:func:`read_frames`):
+    kept in part, or scaled down from beyond full scale."""
+
+
+def _encode_item(
+    item: SourceItem, rep: Representation, max_seconds: float | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    return rep.by_kind(audio=_encode_audio, score=_encode_score)(item, rep, max_seconds)
+
+
+def read_frames(
+    path: str | os.PathLike[str],
+    rep: Representation,
+    *,
+    max_seconds: float | None = None,
+    info: dict[str, Any] | None = None,
+) -> np.ndarray:
+    """The frames of one file as ``cadenza prepare`` would store them: any audio or score
+    (rendered for an audio representation), its constant offset taken out and the silence at
+    its ends trimmed; only its first ``max_seconds`` when given. A seed file is read this way.
+    ``info``, when given, receives what ``prepare`` records of the file (``trimmed``: the
+    seconds cut at its start and end; ``dc_offset``; ``duration``).
+
+    Raises
+    ------
+    DecodeError
+        Where ``prepare`` would skip the file, with the same reason ("silent", "too short",
+        "not an audio file"...). A file read in part (cut short, or scaled down from beyond
+        full scale) warns, as ``prepare`` notes it.
+    """
+    from cadenza.data.corpora import kind_of
+
+    path = os.fspath(path)
+    kind = kind_of(path) or "audio"  # anything else: read_audio says what it is
+    item = SourceItem(id=os.path.basename(path) or "file", kind=kind, path=path)
+    frames, found = _encode_item(item, rep, max_seconds)
+    if found.get("warning"):
+        warnings.warn(FileNoteWarning(f"{path}: {found['warning']}"), stacklevel=2)
+    if info is not None:
+        info.update(found)
+    return frames
 
 
 def _without_offset(item: SourceItem, y: np.ndarray, sr: int, offset: float) -> np.ndarray:
@@ -380,7 +446,9 @@ def _quietly(read: Any, path: str, *, default: Any = None, **kwargs: Any) -> Any
         return default
 
 
-def _load_audio_with_notes(item: SourceItem, sr: int) -> tuple[np.ndarray, str]:
+def _load_audio_with_notes(
+    item: SourceItem, sr: int, max_seconds: float | None = None
+) -> tuple[np.ndarray, str]:
     """:func:`load_audio_item`, and the notes of a :class:`PartialAudioWarning` (a file cut short)
     or a :class:`LoudAudioWarning` (a float file scaled down to full scale); "" when neither.
 
@@ -391,7 +459,7 @@ def _load_audio_with_notes(item: SourceItem, sr: int) -> tuple[np.ndarray, str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PartialAudioWarning)
         warnings.simplefilter("always", LoudAudioWarning)
-        y = load_audio_item(item, sr)
+        y = load_audio_item(item, sr, max_seconds=max_seconds)
     notes = []
     for w in caught:
         if isinstance(w.message, (PartialAudioWarning, LoudAudioWarning)):
@@ -870,6 +938,7 @@ class _progress_bar:
 __all__ = [
     "SPLITS",
     "CadenzaError",
+    "FileNoteWarning",
     "PrepareSummary",
     "assign_splits",
     "load_audio_item",
@@ -877,4 +946,5 @@ __all__ = [
     "pick_files",
     "prepare_corpus",
     "prepare_one",
+    "read_frames",
 ]

@@ -30,6 +30,7 @@ Failures raise :class:`cadenza.errors.DecodeError` with a short reason: "missing
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -44,7 +45,7 @@ import pretty_midi
 
 from cadenza.errors import DecodeError
 
-__all__ = ["MIDI_EXTENSIONS", "read_lpd_npz", "read_lpd_roll", "read_score"]
+__all__ = ["MIDI_EXTENSIONS", "read_lpd_npz", "read_lpd_roll", "read_score", "score_head"]
 
 MIDI_EXTENSIONS = (".mid", ".midi", ".kar")
 
@@ -120,7 +121,7 @@ def _midi_from_bytes(path: str, data: bytes, *, shrink: bool = False) -> pretty_
     except (EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise DecodeError(path, "corrupt MIDI", f"{type(exc).__name__}: {exc}") from None
     if mid.type == 2:
-        raise DecodeError(path, "corrupt MIDI", "type 2 (asynchronous) MIDI files are not supported")
+        _patterns_in_sequence(mid)
     if data[12] & 0x80:  # the header's division counts SMPTE frames, not beats
         _smpte_to_beats(path, mid, 256 - data[12], data[13])
     _shrink_ticks(mid, always=shrink)
@@ -132,6 +133,57 @@ def _midi_from_bytes(path: str, data: bytes, *, shrink: bool = False) -> pretty_
             return pretty_midi.PrettyMIDI(mido_object=mid)
     except (ValueError, KeyError, IndexError, TypeError, ZeroDivisionError) as exc:
         raise DecodeError(path, "corrupt MIDI", f"{type(exc).__name__}: {exc}") from None
+
+
+def _patterns_in_sequence(mid: mido.MidiFile) -> None:
+    """A type 2 file as the one track it plays: its tracks are independent patterns, heard one
+    after another (the format of some drum machines and old sequencers), so they are laid end
+    to end, each pattern's tempo and program changes going on until the next changes them."""
+    merged = mido.MidiTrack()
+    carry = 0
+    for track in mid.tracks:
+        for msg in track:
+            if msg.type == "end_of_track":  # a pattern's end: the next starts there
+                carry += msg.time
+            else:
+                merged.append(msg.copy(time=msg.time + carry))
+                carry = 0
+    merged.append(mido.MetaMessage("end_of_track", time=carry))
+    mid.type = 0
+    mid.tracks[:] = [merged]
+
+
+def score_head(midi: pretty_midi.PrettyMIDI, seconds: float) -> pretty_midi.PrettyMIDI:
+    """The first ``seconds`` of a score: its notes that start before then, cut there (``midi``
+    itself when it ends sooner). Rendering or encoding a long file's head costs the head's time,
+    not the file's.
+
+    Examples
+    --------
+    >>> pm = pretty_midi.PrettyMIDI()
+    >>> piano = pretty_midi.Instrument(program=0)
+    >>> piano.notes += [pretty_midi.Note(90, 60, 0.0, 1.5), pretty_midi.Note(90, 64, 3.0, 4.0)]
+    >>> pm.instruments.append(piano)
+    >>> [(n.start, n.end) for n in score_head(pm, 1.0).instruments[0].notes]
+    [(0.0, 1.0)]
+    >>> len(pm.instruments[0].notes)  # not modified
+    2
+    """
+    if midi.get_end_time() <= seconds:
+        return midi
+    head = copy.copy(midi)
+    head.instruments = []
+    for inst in midi.instruments:
+        part = pretty_midi.Instrument(program=inst.program, is_drum=inst.is_drum, name=inst.name)
+        part.notes = [
+            pretty_midi.Note(n.velocity, n.pitch, n.start, min(n.end, seconds))
+            for n in inst.notes
+            if n.start < seconds
+        ]
+        part.pitch_bends = [b for b in inst.pitch_bends if b.time < seconds]
+        part.control_changes = [c for c in inst.control_changes if c.time < seconds]
+        head.instruments.append(part)
+    return head
 
 
 def _smpte_to_beats(path: str, mid: mido.MidiFile, fps: int, ticks_per_frame: int) -> None:

@@ -97,11 +97,16 @@ def _read_score(path: Path) -> Any:
         return pretty_midi.PrettyMIDI(str(path))
 
 
-def read_score_item(path: Path, name: str) -> Item:
-    """A score file rendered to audio at ``RENDER_SR``; one without notes is kept as silence."""
+def read_score_item(path: Path, name: str, max_seconds: float | None = None) -> Item:
+    """A score file rendered to audio at ``RENDER_SR`` (only its first ``max_seconds`` when
+    given: a two-hour MIDI file in a reference folder is not rendered whole for a clip of it);
+    one without notes is kept as silence."""
     from cadenza.audio import render_midi
+    from cadenza.data.scores import score_head
 
     midi = _read_score(path)
+    if max_seconds is not None:
+        midi = score_head(midi, max_seconds)
     y = render_midi(midi, sr=RENDER_SR) if any(i.notes for i in midi.instruments) else np.zeros(0, np.float32)
     if len(y) == 0:  # nothing sounds: a second of silence, so it is measured (and flagged)
         y = np.zeros(max(RENDER_SR, int(midi.get_end_time() * RENDER_SR)), np.float32)
@@ -140,7 +145,7 @@ def _read_item(path: Path, rel: str, max_seconds: float | None) -> Item:
     if path.suffix.lower() in AUDIO_EXTENSIONS:
         y, sr, scale = _read_with_scale(path, max_seconds)
         return Item(name=name, y=y, sr=int(sr), origin=str(path), group=str(path), scale=scale)
-    return read_score_item(path, name)
+    return read_score_item(path, name, max_seconds)
 
 
 def read_folder(

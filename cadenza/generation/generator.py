@@ -53,6 +53,9 @@ SEED_SPLITS = ("test", "valid", "train")
 SEED_DRAWS = 10
 #: Amplitude of the noise seed used when no real music is at hand.
 NOISE_SEED_AMPLITUDE = 1e-3
+#: How much of a seed file is read: its windows come from its first ten minutes (a whole
+#: concert recording would otherwise be decoded to start from a few seconds of it).
+SEED_FILE_SECONDS = 600.0
 #: A sample more than this share silent (see :func:`cadenza.evaluation.detectors.silent_fraction`) gets a warning.
 SILENCE_WARNING = 0.5
 
@@ -207,16 +210,29 @@ def _quiet_audio(rep: Representation, frames: np.ndarray) -> bool:
 def file_clips(
     path: str | os.PathLike, rep: Representation, n_frames: int, n: int, rng: np.random.Generator
 ) -> list[tuple[np.ndarray, dict[str, Any]]]:
-    """``n`` random windows of ``n_frames`` frames of a file (audio or score, as ``rep`` reads it)."""
-    frames = rep.read(path)
+    """``n`` random windows of ``n_frames`` frames of a file (audio or score, as ``rep`` reads it:
+    as ``cadenza prepare`` would, its offset taken out and its silent ends trimmed), drawn from
+    its first :data:`SEED_FILE_SECONDS`."""
+    from cadenza.data.prepare import read_frames
+    from cadenza.errors import DecodeError
+
+    found: dict[str, Any] = {}
+    try:
+        frames = read_frames(path, rep, max_seconds=SEED_FILE_SECONDS, info=found)
+    except DecodeError as exc:
+        raise ParameterError(f"--seed-file {exc}: a seed must hold music; give another file") from None
     if len(frames) < n_frames:
         raise ParameterError(
             f"{path}: {len(frames)} frames, but the model starts from {n_frames} frames; use a longer seed file"
         )
+    lead = float((found.get("trimmed") or [0.0])[0])
     out = []
     for _ in range(n):
         start = int(rng.integers(len(frames) - n_frames + 1))
-        out.append((frames[start : start + n_frames], {"kind": "file", "path": str(path), "start": start}))
+        source: dict[str, Any] = {"kind": "file", "path": str(path), "start": start}
+        if rep.input_kind == "audio":  # where in the file: its silent start was trimmed
+            source["seconds"] = round(lead + start / rep.frame_rate, 3)
+        out.append((frames[start : start + n_frames], source))
     return out
 
 

@@ -303,7 +303,7 @@ class Model(nn.Module):
         rep = representation_from_dict(self.representation)
         clips = []
         for path in paths:
-            frames = np.asarray(normalizer.apply(rep.read(path)), dtype=np.float32)
+            frames = np.asarray(normalizer.apply(rep.read(path, max_seconds=600.0)), dtype=np.float32)
             if frames.shape[0] < self.seq_len:
                 raise ParameterError(
                     f"{path} gives {frames.shape[0]} frames; interpolation encodes clips of {self.seq_len} "

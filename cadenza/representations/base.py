@@ -121,19 +121,15 @@ class Representation:
             raise ParameterError(f"seconds must be a positive, finite number, got {seconds}")
         return max(1, int(math.ceil(seconds * self.frame_rate - 1e-9)))
 
-    def read(self, path: Any) -> np.ndarray:
+    def read(self, path: Any, *, max_seconds: float | None = None) -> np.ndarray:
         """Frames of an audio file, decoded to mono at ``sample_rate`` (any format, rate, channels),
-        or of a score or stored roll rendered to sound as ``cadenza prepare`` renders one."""
-        import os
+        or of a score or stored roll rendered to sound, as ``cadenza prepare`` reads one: its
+        constant offset taken out, the silence at its ends trimmed; only its first
+        ``max_seconds`` when given. Raises :class:`~cadenza.errors.DecodeError` for a file that
+        ``prepare`` would skip (silent, too short, not audio...)."""
+        from cadenza.data.prepare import read_frames
 
-        from cadenza.data.corpora import kind_of
-        from cadenza.data.items import SourceItem
-        from cadenza.data.prepare import load_audio_item
-
-        kind = kind_of(str(path)) or "audio"  # anything else: read_audio says what it is
-        item = SourceItem(id=os.path.basename(str(path)) or "seed", kind=kind, path=str(path))
-        y = load_audio_item(item, int(self.sample_rate))  # type: ignore[attr-defined]
-        return np.asarray(self.encode(y), dtype=np.float32)
+        return np.asarray(read_frames(path, self, max_seconds=max_seconds), dtype=np.float32)
 
     def quiet_frames(self, n_frames: int, rng: np.random.Generator, *, amplitude: float = 1e-3) -> np.ndarray:
         """``n_frames`` frames of noise at ``amplitude`` (about -60 dBFS), encoded."""

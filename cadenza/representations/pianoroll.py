@@ -283,11 +283,13 @@ class PianoRoll(Representation):
         ]
         return max(1, int(math.ceil(n_beats * self.resolution - 1e-9)))
 
-    def read(self, path: Any) -> np.ndarray:
-        """The roll of a MIDI file or any score music21 parses."""
-        from cadenza.data.scores import read_score
+    def read(self, path: Any, *, max_seconds: float | None = None) -> np.ndarray:
+        """The roll of a MIDI file or any score music21 parses (only its first ``max_seconds``
+        when given), as ``cadenza prepare`` reads one: a file without notes in the roll's range
+        raises :class:`~cadenza.errors.DecodeError` ("no notes")."""
+        from cadenza.data.prepare import read_frames
 
-        return self.encode(read_score(path))
+        return read_frames(path, self, max_seconds=max_seconds)
 
     def quiet_frames(self, n_frames: int, rng: np.random.Generator, *, amplitude: float = 0.0) -> np.ndarray:
         """``n_frames`` empty steps."""

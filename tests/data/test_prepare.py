@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -14,8 +15,8 @@ import yaml
 from cadenza.cli import main as cli
 from cadenza.data import FeatureStore, prepare_corpus
 from cadenza.data.items import SourceItem
-from cadenza.data.prepare import assign_splits, pick_files
-from cadenza.errors import ParameterError, SourceError, StoreError
+from cadenza.data.prepare import assign_splits, pick_files, read_frames
+from cadenza.errors import DecodeError, ParameterError, SourceError, StoreError
 from cadenza.representations import make_representation
 
 SMALL_FFT = {"block_size": 400}
@@ -652,7 +653,8 @@ def test_a_mixed_folder_says_what_each_store_left_out_and_a_click_is_too_short(m
     assert "jazz__tune.mid" not in manifest and summary.left_out == {"score": 2}
     assert (
         "; 2 scores left out: the source also holds recordings, which an audio store is made from "
-        "(prepare the scores on their own to render them); warning: the test split holds no music"
+        "(prepare the scores on their own to render them); warning: the valid and test splits hold no music "
+        "(both of their files were skipped)"
     ) in str(summary)  # of its 10 files only 4 are music: both held-out splits drew broken ones
     assert summary.empty_splits == {"valid": 1, "test": 1}
     rolls = prepare_corpus(str(music_folder), tmp_path / "rolls", representation="pianoroll", progress=False)
@@ -726,6 +728,9 @@ def test_a_held_out_split_whose_files_were_all_skipped_is_reported(tmp_path):
     assert "warning: the test split holds no music (its file was skipped)" in str(summary)
     fine = prepare_corpus(str(root), tmp_path / "other", representation="waveform", seed=1, progress=False)
     assert fine.empty_splits == {} and "warning" not in str(fine)
+    both = dataclasses.replace(summary, empty_splits={"test": 2, "valid": 1})
+    assert str(both).count("warning") == 1  # one sentence, not one a split
+    assert "warning: the valid and test splits hold no music (all 3 of their files were skipped)" in str(both)
 
 
 def test_a_broken_link_to_a_music_file_is_recorded_as_missing(tmp_path):
@@ -763,3 +768,29 @@ def test_aac_wma_caf_and_w64_files_are_prepared_or_skipped_with_a_reason(tmp_pat
         assert manifest[name]["status"] == "skipped", manifest[name]
         assert manifest[name]["reason"] in ("unsupported format", "corrupt or truncated audio")
     assert summary.n_skipped == 3
+
+
+def test_a_file_read_alone_is_read_as_prepare_reads_it(tmp_path):
+    """A seed file was read raw: its constant offset and silent start kept, a silent file (or
+    one of a DC offset alone) accepted, and a long one decoded whole for a few seconds of it."""
+    root = tmp_path / "music"
+    root.mkdir()
+    y = np.concatenate([np.zeros(8000), _tone(1.0, 16000), np.zeros(4000)]) + 0.2
+    sf.write(root / "offset.wav", y, 16000, subtype="FLOAT")
+    prepare_corpus(str(root), tmp_path / "store", representation="waveform", progress=False)
+    stored = np.load(tmp_path / "store" / "shards" / "offset.wav.npy")
+    rep = make_representation("waveform")
+    info = {}
+    frames = read_frames(root / "offset.wav", rep, info=info)
+    np.testing.assert_array_equal(frames, stored)
+    assert np.mean(frames.astype(np.float64)) == pytest.approx(0.0, abs=1e-3)  # the offset is gone
+    assert info["dc_offset"] == pytest.approx(0.2, abs=0.01) and 0.4 < info["trimmed"][0] <= 0.5
+    np.testing.assert_array_equal(rep.read(root / "offset.wav"), stored.astype(np.float32))
+    head = rep.read(root / "offset.wav", max_seconds=1.0)  # the first second: 0.5 s of it is silence
+    assert 8000 <= len(head) <= 9000 and len(head) < len(stored)
+    sf.write(root / "dc.wav", np.full(16000, 0.3), 16000, subtype="FLOAT")
+    with pytest.raises(DecodeError, match=r"silent \(a constant offset of \+0.300 \(DC\)"):
+        rep.read(root / "dc.wav")
+    (root / "notes.txt").write_text("not music")
+    with pytest.raises(DecodeError):
+        rep.read(root / "notes.txt")

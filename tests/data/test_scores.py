@@ -11,7 +11,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from cadenza.data.scores import BINARY_VELOCITY, read_lpd_npz, read_lpd_roll, read_score
+from cadenza.data.scores import BINARY_VELOCITY, read_lpd_npz, read_lpd_roll, read_score, score_head
 from cadenza.errors import DecodeError
 
 from ._build_corpora import lpd_tracks, write_lpd_v0, write_lpd_v1, write_midi
@@ -150,6 +150,54 @@ def test_midi_of_smpte_division_is_timed_in_seconds(tmp_path: Path):
         (64, 0.75, 1.25),
         (67, 1.5, 2.0),
     ]
+
+
+def test_a_type_2_file_plays_its_patterns_one_after_another(tmp_path: Path):
+    """Type 2 (a drum machine's or old sequencer's patterns) was refused as 'corrupt MIDI'. Its
+    tracks are heard in turn, each at its own tempo; a program change goes on into the next."""
+    mid = mido.MidiFile(type=2, ticks_per_beat=480)
+    for pitches, tempo, program in (((60, 62), 500_000, 40), ((67, 69, 71), 250_000, None)):
+        track = mido.MidiTrack()
+        track.append(mido.MetaMessage("set_tempo", tempo=tempo))
+        if program is not None:
+            track.append(mido.Message("program_change", program=program))
+        for pitch in pitches:
+            track.append(mido.Message("note_on", note=pitch, velocity=90))
+            track.append(mido.Message("note_off", note=pitch, velocity=0, time=480))
+        track.append(mido.MetaMessage("end_of_track", time=480))  # a beat of rest closes each pattern
+        mid.tracks.append(track)
+    mid.save(tmp_path / "patterns.mid")
+    midi = read_score(tmp_path / "patterns.mid")
+    assert [(p, s, e) for prog, _, p, s, e, _ in note_list(midi)] == [
+        (60, 0.0, 0.5),
+        (62, 0.5, 1.0),
+        (67, 1.5, 1.75),  # after the first pattern's closing rest (0.5 s), at twice the tempo
+        (69, 1.75, 2.0),
+        (71, 2.0, 2.25),
+    ]
+    assert {inst.program for inst in midi.instruments} == {40}
+
+
+def test_score_head_keeps_what_sounds_before_the_cut():
+    pm = pretty_midi.PrettyMIDI(initial_tempo=100)
+    violin, drums = pretty_midi.Instrument(program=40), pretty_midi.Instrument(program=0, is_drum=True)
+    violin.notes += [
+        pretty_midi.Note(80, 67, 0.5, 3.0),
+        pretty_midi.Note(80, 69, 2.0, 2.5),
+        pretty_midi.Note(80, 71, 5, 6),
+    ]
+    drums.notes += [pretty_midi.Note(100, 36, t, t + 0.1) for t in np.arange(0.0, 6.0, 0.5)]
+    violin.control_changes += [pretty_midi.ControlChange(7, 100, 0.0), pretty_midi.ControlChange(7, 20, 4.0)]
+    pm.instruments += [violin, drums]
+    head = score_head(pm, 2.2)
+    assert [(n.pitch, n.start, n.end) for n in head.instruments[0].notes] == [
+        (67, 0.5, 2.2),
+        (69, 2.0, 2.2),
+    ]
+    assert head.instruments[1].is_drum and len(head.instruments[1].notes) == 5  # 0.0 ... 2.0
+    assert [c.time for c in head.instruments[0].control_changes] == [0.0]
+    assert head.get_end_time() == pytest.approx(2.2) and pm.get_end_time() == pytest.approx(6.0)  # pm kept
+    assert score_head(pm, 60.0) is pm
 
 
 def test_mxl_archive_without_musicxml_says_so(tmp_path: Path):

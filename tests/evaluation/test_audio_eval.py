@@ -456,6 +456,36 @@ def test_a_reference_or_training_folder_is_read_only_as_far_as_its_clips_reach(
     assert decoded["ref"] <= 3 * 3 * 1.0 and decoded["train"] <= 5.0 + 1.0, decoded
 
 
+def test_a_reference_folder_of_long_scores_is_rendered_only_as_far_as_its_clips_reach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scores were rendered whole: a folder of two-hour MIDI files took an hour for a few clips.
+    import pretty_midi
+
+    import cadenza.audio
+
+    ref_dir = _folder(tmp_path / "ref", [], "x")
+    for i in range(3):
+        pm = pretty_midi.PrettyMIDI()
+        piano = pretty_midi.Instrument(0)
+        piano.notes += [pretty_midi.Note(90, 60 + (k + i) % 12, 0.5 * k, 0.5 * k + 0.45) for k in range(240)]
+        pm.instruments.append(piano)
+        pm.write(str(ref_dir / f"long{i}.mid"))  # two minutes each
+    gen_dir = _folder(tmp_path / "gen", [0.3 * np.sin(2 * np.pi * 300 * np.arange(SR) / SR)], "g")
+    rendered: list[float] = []
+    render_midi = cadenza.audio.render_midi
+
+    def counting(midi, **kwargs):
+        y = render_midi(midi, **kwargs)
+        rendered.append(len(y) / kwargs["sr"])
+        return y
+
+    monkeypatch.setattr(cadenza.audio, "render_midi", counting)
+    ev = evaluate([gen_dir], reference=ref_dir, out=tmp_path / "out", n_clips=2, seconds=1.0, n_boot=0)
+    assert len(ev.reference.clips) == 2 and rendered and len(rendered) <= 2
+    assert max(rendered) <= 2 * 1.0 + 1.5, rendered  # the head a file's clips can reach, and its release
+
+
 def test_a_reference_clip_a_few_samples_long_is_measured_and_flagged_short(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     t = np.arange(SR) / SR

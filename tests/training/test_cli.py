@@ -136,6 +136,45 @@ def test_a_seed_file_cut_short_is_one_warning_line_not_python_source(
     assert "PartialAudioWarning" not in done.stderr and "read_audio(" not in done.stderr, done.stderr
 
 
+def test_a_silent_seed_file_is_refused_and_a_silent_start_is_passed_over(
+    run_dir: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A seed of silence or of a DC offset alone was taken without a word (the clip then began
+    from nothing); a seed's windows could fall in its silent first seconds."""
+    from cadenza.audio import write_audio
+
+    _, run = run_dir
+    write_audio(tmp_path / "dc.wav", np.full(SR, 0.3, np.float32), SR, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "generate",
+                str(run),
+                "--seconds",
+                "0.5",
+                "--seed-file",
+                str(tmp_path / "dc.wav"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert (
+        "dc.wav: silent (a constant offset of +0.300 (DC) and no sound beside it)" in err
+        and "give another" in err
+    )
+    late = np.concatenate([np.zeros(2 * SR, np.float32), tone(1.0, 440.0, seed=3)])
+    write_audio(tmp_path / "late.wav", late, SR)
+    args = ["generate", str(run), "--seconds", "0.5", "--n", "3", "--seed-file", str(tmp_path / "late.wav")]
+    assert main([*args, "--out", str(out)]) == 0
+    for i in range(3):
+        source = json.loads((out / f"run-seed0-{i}.json").read_text())["seed_source"]
+        assert source["kind"] == "file" and 1.9 <= source["seconds"] <= 3.0, source  # in the tone
+
+
 def test_a_score_seeds_an_audio_model_rendered_as_prepare_renders_it(
     run_dir: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -160,7 +199,9 @@ def test_a_score_seeds_an_audio_model_rendered_as_prepare_renders_it(
     rep = load_generator(run).representation
     rendered = load_audio_item(SourceItem("seed.mid", "score", str(midi)), rep.sample_rate)
     assert np.abs(rendered).max() > 0.01  # real notes, not silence
-    np.testing.assert_array_equal(rep.read(midi), rep.encode(rendered))
+    from cadenza.audio import trim_silence
+
+    np.testing.assert_array_equal(rep.read(midi), rep.encode(trim_silence(rendered, rep.sample_rate)[0]))
     (tmp_path / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
     assert main(["generate", str(run), "--seed-file", str(tmp_path / "broken.mid"), "--out", str(out)]) == 1
 
