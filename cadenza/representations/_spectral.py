@@ -356,22 +356,58 @@ def mel_spectrogram(
         raise ParameterError("mel_spectrogram needs samples of shape (n,) or (..., n), got a scalar")
     lead = y.shape[:-1]
     y2 = y.reshape(math.prod(lead), y.shape[-1])
-    if center:
-        if pad_mode not in PAD_MODES:
-            raise ParameterError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-        y2 = np.pad(y2, ((0, 0), (n_fft // 2, n_fft // 2)), mode=pad_mode)  # type: ignore[call-overload]
-    if y2.shape[-1] < n_fft:
+    if center and pad_mode not in PAD_MODES:
+        raise ParameterError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+    half = n_fft // 2 if center else 0
+    n_padded = y2.shape[-1] + 2 * half
+    if n_padded < n_fft:
         raise ParameterError(f"{y2.shape[-1]} samples are fewer than n_fft={n_fft} (use center=True)")
-    frames = torch.from_numpy(y2).unfold(-1, n_fft, hop_length)  # (B, T, n_fft), a view
-    n_frames = frames.shape[1]
+    edges = _pad_edges(y2, half, pad_mode) if half else None
+    n_frames = 1 + (n_padded - n_fft) // hop_length
     weights = _mel_weights(sr, n_fft, n_mels, fmin, fmax, htk, norm)
     win = _window_tensor(n_fft, win_length, torch.float32)
-    out = np.empty((frames.shape[0], n_frames, n_mels), dtype=np.float32)
-    for b in range(frames.shape[0]):
+    out = np.empty((y2.shape[0], n_frames, n_mels), dtype=np.float32)
+    for b in range(y2.shape[0]):
         for f0 in range(0, n_frames, _MEL_CHUNK_FRAMES):
-            spec = torch.fft.rfft(frames[b, f0 : f0 + _MEL_CHUNK_FRAMES] * win)  # (n, n_freq) complex64
-            mel_project(spec, weights, power, out[b, f0 : f0 + _MEL_CHUNK_FRAMES])
+            f1 = min(f0 + _MEL_CHUNK_FRAMES, n_frames)
+            # the padded samples of frames f0..f1 alone: the whole padded signal was a copy of
+            # the clip (318 MB for an hour at 22.05 kHz), the frames of one chunk are a few MB
+            seg = _padded_slice(y2[b], edges, b, half, f0 * hop_length, (f1 - 1) * hop_length + n_fft)
+            frames = torch.from_numpy(seg).unfold(-1, n_fft, hop_length)  # (f1 - f0, n_fft), a view
+            spec = torch.fft.rfft(frames * win)  # (n, n_freq) complex64
+            mel_project(spec, weights, power, out[b, f0:f1])
     return out.reshape(*lead, n_frames, n_mels)
+
+
+def _pad_edges(y2: np.ndarray, half: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``half`` samples ``np.pad(y2, ((0, 0), (half, half)), mode)`` puts before and after each
+    row of ``y2`` ``(B, n)``, without padding the whole."""
+    n = y2.shape[-1]
+    if n <= half + 1:  # short: np.pad's own rules (reflections of reflections) on the few samples
+        padded = np.pad(y2, ((0, 0), (half, half)), mode=mode)  # type: ignore[call-overload]
+        return padded[:, :half], padded[:, half + n :]
+    ends = np.concatenate([y2[:, : half + 1], y2[:, n - half - 1 :]], axis=1)
+    padded = np.pad(ends, ((0, 0), (half, half)), mode=mode)  # type: ignore[call-overload]
+    if mode == "wrap":  # wraps to the other end of the whole row, not of the two ends kept
+        return y2[:, n - half :].copy(), y2[:, :half].copy()
+    return padded[:, :half], padded[:, -half:]
+
+
+def _padded_slice(
+    row: np.ndarray, edges: tuple[np.ndarray, np.ndarray] | None, b: int, half: int, start: int, stop: int
+) -> np.ndarray:
+    """Samples ``start:stop`` of ``row`` padded with ``edges`` (``half`` on each side), float32."""
+    n = row.shape[-1]
+    lo, hi = start - half, stop - half  # in the row's own samples
+    if lo >= 0 and hi <= n:
+        return row[lo:hi]
+    parts = []
+    if lo < 0:
+        parts.append(edges[0][b, half + lo : half + min(hi, 0)])  # type: ignore[index]
+    parts.append(row[max(lo, 0) : max(min(hi, n), 0)])
+    if hi > n:
+        parts.append(edges[1][b, max(lo - n, 0) : hi - n])  # type: ignore[index]
+    return np.concatenate(parts)
 
 
 def log_mel_spectrogram(

@@ -104,6 +104,27 @@ def test_power_spectrogram_chunks_agree(monkeypatch):
     np.testing.assert_allclose(whole, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("pad_mode", _spectral.PAD_MODES)
+@pytest.mark.parametrize("n", [5, 300, 1025, 5000])
+def test_mel_pads_each_chunk_as_padding_the_whole_signal_would(monkeypatch, pad_mode, n):
+    """The mel spectrogram padded the whole clip first (a copy: 318 MB for an hour at 22.05 kHz);
+    each chunk of frames is now padded alone, to the same frames."""
+    y = np.stack([music_signal(1.0, seed=1)[:n], music_signal(1.0, seed=2)[:n]])
+    half = 512
+    whole = np.pad(y, ((0, 0), (half, half)), mode=pad_mode)
+    left, right = _spectral._pad_edges(y, half, pad_mode)
+    np.testing.assert_array_equal(left, whole[:, :half])
+    np.testing.assert_array_equal(right, whole[:, half + n :])
+    monkeypatch.setattr(_spectral, "_MEL_CHUNK_FRAMES", 3)  # chunks that start and end in either pad
+    mel = _spectral.mel_spectrogram(y, sr=22050, n_fft=1024, hop_length=256, n_mels=32, pad_mode=pad_mode)
+    frames = torch.from_numpy(whole.astype(np.float32)).unfold(-1, 1024, 256)
+    win = _spectral._window_tensor(1024, None, torch.float32)
+    weights = _spectral._mel_weights(22050, 1024, 32, 0.0, None, False, "slaney")
+    mag = torch.fft.rfft(frames * win).abs().square().numpy()
+    assert mel.shape == (2, 1 + n // 256, 32)
+    np.testing.assert_allclose(mel, mag @ weights.dense.T, rtol=1e-5, atol=1e-6 * mel.max())
+
+
 @pytest.mark.parametrize(
     ("sr", "n_fft", "win_length", "n_mels", "fmin", "fmax", "htk", "norm"),
     [
