@@ -16,6 +16,7 @@ is returned as far as it decodes, with a :class:`PartialAudioWarning` that says 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import numbers
@@ -455,12 +456,16 @@ class _Scanned:
         self.bad, self.wild, self.peak = self.bad + bad, self.wild + wild, max(self.peak, peak)
 
 
-def _read_resampled(f: sf.SoundFile, n_frames: int, sr: int, res_type: str, scanned: _Scanned) -> np.ndarray:
+def _read_resampled(
+    f: sf.SoundFile, n_frames: int, sr: int, res_type: str, scanned: _Scanned, minus: float = 0.0
+) -> np.ndarray:
     """Up to ``n_frames`` (-1: to the end) of ``f`` mixed to mono and resampled to ``sr`` block by
     block as they decode: the samples :func:`_resample` gives from the whole decoding (soxr's
     stream is bit for bit its one-shot), in the memory of the result alone. Decoded whole first,
     an hour of 44.1 kHz audio held 635 MB at the file's rate beside its 318 MB at 22.05 kHz.
-    ``scanned`` counts the file's own samples (how many, non-finite, wild, their peak)."""
+    ``scanned`` counts the file's own samples (how many, non-finite, wild, their peak); ``minus``
+    is taken from each before it is resampled (a constant offset: resampled with it, the first
+    and last samples are steps the resampler rings on)."""
     stream = soxr.ResampleStream(f.samplerate, sr, 1, dtype="float32", quality=RES_TYPES[res_type])
     expected = n_frames if n_frames >= 0 else max(f.frames - f.tell(), 0)
     out = np.empty(round(expected * sr / f.samplerate) + 64, dtype=np.float32)
@@ -469,6 +474,8 @@ def _read_resampled(f: sf.SoundFile, n_frames: int, sr: int, res_type: str, scan
         want = _BLOCK_FRAMES if n_frames < 0 else min(_BLOCK_FRAMES, n_frames - scanned.n)
         block = _read_frames(f, want, mono=True) if want > 0 else np.zeros(0, np.float32)
         scanned.add(block)
+        if minus:
+            block = block - np.float32(minus)
         last = len(block) < want or want == 0 or (n_frames >= 0 and scanned.n >= n_frames)
         chunk = stream.resample_chunk(block, last=last)
         if pos + len(chunk) > len(out):  # the header undercounted (an MP3's estimate)
@@ -492,6 +499,7 @@ def _decode_soundfile(
     offset: float,
     duration: float | None,
     resample: tuple[int, str] | None = None,
+    minus: float = 0.0,
 ) -> tuple[np.ndarray, int, float | None, _Scanned | None]:
     """The samples, the file's rate, the whole file's peak where a window of a float file was
     read, and, where ``resample`` (``(sr, res_type)``) asked for mono samples at another rate and
@@ -521,7 +529,7 @@ def _decode_soundfile(
             scanned = None
             if mono and resample is not None and resample[0] != orig_sr:
                 scanned = _Scanned()
-                y = _read_resampled(f, n_frames, resample[0], resample[1], scanned)
+                y = _read_resampled(f, n_frames, resample[0], resample[1], scanned, minus)
                 n_read = scanned.n
             else:
                 y = _read_frames(f, n_frames, mono=mono)
@@ -626,6 +634,7 @@ def _load(
     duration: float | None,
     res_type: str,
     clip: bool,
+    minus: float = 0.0,
 ) -> tuple[np.ndarray, int]:
     sr = _check_read_args(sr, offset, duration, res_type)
     path = Path(path)
@@ -643,7 +652,10 @@ def _load(
             offset=offset,
             duration=duration,
             resample=(sr, res_type) if sr else None,
+            minus=minus,
         )
+    if minus and scanned is None:  # not taken out as the blocks decoded: from the samples at the file's rate
+        y = y - np.float32(minus)
     if scanned is None:
         n_file = y.size
         bad, wild, y_peak = _scan(y)
@@ -746,6 +758,43 @@ def read_audio(
     ((16000,), dtype('float32'), 16000)
     """
     return _load(path, sr=sr, mono=mono, offset=offset, duration=duration, res_type=res_type, clip=True)
+
+
+def read_audio_without_offset(
+    path: str | os.PathLike[str], *, sr: int, duration: float | None = None
+) -> tuple[np.ndarray, float]:
+    """Mono samples at ``sr`` less the file's constant (DC) offset, taken out at the file's own
+    rate before resampling, and that offset (the mean of the samples read, at the file's rate).
+
+    Resampled with the offset in, the file's first and last samples are steps that the
+    resampler rings on (a click at each end); the mean is found in a first pass, block by block,
+    so that neither pass holds the file at its own rate. Errors and warnings as
+    :func:`read_audio`'s.
+    """
+    path = Path(path)
+    kind, name = _check_file(path)
+    total, count = 0.0, 0
+    if not _needs_audioread(kind, name):
+        with warnings.catch_warnings(), contextlib.suppress(sf.SoundFileError, RuntimeError):
+            warnings.simplefilter("ignore")  # the second pass gives them
+            with sf.SoundFile(str(path)) as f:
+                limit = -1 if duration is None else round(duration * f.samplerate)
+                while limit < 0 or count < limit:
+                    want = _BLOCK_FRAMES if limit < 0 else min(_BLOCK_FRAMES, limit - count)
+                    block = _read_frames(f, want, mono=True)
+                    if not len(block):
+                        break
+                    total += float(np.sum(block, dtype=np.float64))
+                    count += len(block)
+    if count == 0:  # audioread's formats, or a file the first pass could not read: read it whole
+        y, file_sr = read_audio(path, duration=duration)
+        mean = float(np.mean(y, dtype=np.float64))
+        return _resample(y - np.float32(mean), file_sr, sr, "soxr_hq").astype(np.float32, copy=False), mean
+    mean = total / count
+    y, _ = _load(
+        path, sr=sr, mono=True, offset=0.0, duration=duration, res_type="soxr_hq", clip=True, minus=mean
+    )
+    return y, mean
 
 
 def audio_info(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -333,7 +333,7 @@ def _encode_audio(
 
     offset = float(np.mean(y, dtype=np.float64))
     if abs(offset) > DC_OFFSET:  # not sound: it wastes a waveform model's range and hides silence
-        y = _without_offset(item, y, sr, offset)
+        y = _without_offset(item, y, sr, offset, max_seconds)
         info["dc_offset"] = round(offset, 4)
     if is_silent(y):
         raise DecodeError(item.path, "silent", _silence_detail(item, info.get("dc_offset")))
@@ -398,21 +398,20 @@ def read_frames(
     return frames
 
 
-def _without_offset(item: SourceItem, y: np.ndarray, sr: int, offset: float) -> np.ndarray:
+def _without_offset(
+    item: SourceItem, y: np.ndarray, sr: int, offset: float, max_seconds: float | None = None
+) -> np.ndarray:
     """``y`` less its constant offset. A recording at another rate is read again and the offset
-    taken out before resampling: resampled with it, the file's first and last samples are steps
-    that the resampler rings on (a click at each end, kept by the trim as sound)."""
-    from cadenza.audio import audio_info, read_audio
-    from cadenza.audio.io import _resample
+    taken out before resampling (:func:`~cadenza.audio.io.read_audio_without_offset`, which holds
+    neither pass at the file's rate): resampled with it, the file's first and last samples are
+    steps that the resampler rings on (a click at each end, kept by the trim as sound)."""
+    from cadenza.audio import audio_info
+    from cadenza.audio.io import read_audio_without_offset
 
     if item.kind == "audio" and _quietly(audio_info, item.path, default={}).get("sr", sr) != sr:
-        native = _quietly(read_audio, item.path)
-        if native is not None:
-            samples, file_sr = native
-            samples = samples - np.float32(np.mean(samples, dtype=np.float64))
-            out = _resample(samples, file_sr, sr, "soxr_hq").astype(np.float32, copy=False)
-            if out.shape == y.shape:
-                return out
+        again = _quietly(read_audio_without_offset, item.path, sr=sr, duration=max_seconds)
+        if again is not None and again[0].shape == y.shape:
+            return again[0]
     if y.flags.writeable:  # in place: a copy of an hour of audio is 318 MB more
         y -= np.float32(offset)
         return y

@@ -206,6 +206,35 @@ def test_resampled_as_decoded_equals_resampling_the_whole_decoding_in_the_memory
     np.testing.assert_array_equal(part, np.clip(io._resample(whole_part, 44100, 22050, "soxr_hq"), -1, 1))
 
 
+def test_an_offset_is_taken_out_at_the_files_rate_without_holding_the_file_at_its_rate(tmp_path, monkeypatch):
+    """prepare took a DC offset out before resampling by reading the whole file again at its own
+    rate (635 MB an hour at 44.1 kHz), and a seed's 10 minutes were read whole for it."""
+    import tracemalloc
+
+    n = 44100 * 8 + 5
+    music = 0.3 * np.sin(2 * np.pi * 330 * np.arange(n) / 44100)
+    sf.write(tmp_path / "offset.wav", np.stack([music + 0.25, music + 0.15], 1), 44100, subtype="FLOAT")
+    monkeypatch.setattr(io, "_BLOCK_FRAMES", 10_000)
+    monkeypatch.setattr(io, "_SCAN_BLOCK", 10_000)
+    native, _ = read_audio(tmp_path / "offset.wav")
+    mean = float(np.mean(native, dtype=np.float64))
+    expected = io._resample(native - np.float32(mean), 44100, 16000, "soxr_hq")
+    del native
+    tracemalloc.start()
+    try:
+        y, found = io.read_audio_without_offset(tmp_path / "offset.wav", sr=16000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found == pytest.approx(0.2, abs=1e-3) and found == pytest.approx(mean, abs=1e-7)
+    np.testing.assert_allclose(y, expected, atol=1e-6)
+    assert abs(float(y[:50].mean())) < 0.01 and abs(float(y[-50:].mean())) < 0.01  # no step at either end
+    # a few blocks beside the result; the file at its own rate would be 1.4 MB more
+    assert peak < y.nbytes + 400_000, (peak, y.nbytes)
+    head, _ = io.read_audio_without_offset(tmp_path / "offset.wav", sr=16000, duration=2.0)
+    assert len(head) == 32000
+
+
 def test_offset_and_duration_cut_exact_frames(tmp_path):
     x = np.random.default_rng(2).uniform(-1, 1, 8000)
     sf.write(tmp_path / "cut.wav", x, 8000, subtype="FLOAT")
