@@ -285,7 +285,9 @@ def store_clips(
 ) -> tuple[list[Item], dict[str, Any]]:
     """``n_clips`` clips of ``seconds`` from a feature store's held-out split, decoded back to sound.
 
-    The ``test`` split (``valid`` when there is no test split, with a note; never ``train``).
+    The ``test`` split (``valid`` when there is no test split, with a note; never ``train``);
+    where the test split's files give fewer than ``n_clips`` clips (a small folder of your own
+    music: 10% of ten files is one file), the ``valid`` split's files follow them, with a note.
     Files are taken in a seeded order, each cut into consecutive clips of ``seconds`` (a file
     shorter than that is one shorter clip), clips dealt round-robin over files so that many
     pieces are represented. Scores (piano rolls) are cut at their tempo and rendered.
@@ -301,19 +303,34 @@ def store_clips(
     store = FeatureStore(store_path)
     rep = store.representation
     note = None
+    more: list[str] = []  # the valid split's files, where the test split's are too few
     if split is None:
         split = "test" if store.ids("test") else "valid"
         if split == "valid":
             note = f"{store.path} has no test split: its valid split is the reference"
+        else:
+            more = store.ids("valid")
     ids = store.ids(split)
     if not ids:
         raise ParameterError(
             f"{store.path} has no held-out files (no test or valid split); prepare it again with "
             "held-out fractions, or pass a folder of held-out music as --reference"
         )
-    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    rng = np.random.default_rng(seed)
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    extra = [more[i] for i in rng.permutation(len(more))]
     per_file: list[list[Item]] = []
-    for item_id in order:
+    n_test = None
+    for item_id in order + extra:
+        if item_id in extra and n_test is None:
+            n_test = sum(map(len, per_file))
+            if n_test >= n_clips:
+                break
+            split = f"{split}+valid"
+            note = (
+                f"{store.path}'s test split gives {n_test} clip{'' if n_test == 1 else 's'} of {seconds:g} s, "
+                f"fewer than {n_clips}: its valid split's files are in the reference too"
+            )
         frames = np.asarray(store.load(item_id))
         step = rep.frames_for(seconds=seconds)
         cuts = [frames[a : a + step] for a in range(0, max(len(frames) - step, 0) + 1, step)]

@@ -469,6 +469,7 @@ def generate_from_run(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    quiet: list[tuple[str, float]] = []  # (sample, silent share) of the mostly silent samples
     reference = reference_clip(gen, frames.shape[1], np.random.default_rng(seed))
     for i in range(n):
         stem = out / f"{gen.name}-seed{seed}-{i}"
@@ -482,12 +483,7 @@ def generate_from_run(
         else:
             silent = silent_fraction(*audio)
             if silent > SILENCE_WARNING:
-                log.warning(
-                    "%s is %.0f%% silence (10 ms frames below %g dBFS): the model may have collapsed",
-                    stem.name,
-                    100 * silent,
-                    SILENCE_THRESHOLD_DB,
-                )
+                quiet.append((stem.name, silent))
         files = write_output(gen.representation, frames[i], stem, seconds, audio=audio, reference=reference)
         sidecar = {
             "silent_fraction": silent,
@@ -516,4 +512,29 @@ def generate_from_run(
         }
         atomic_write_text(stem.with_suffix(".json"), json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
         written.append(files[0])
+    if quiet:
+        log.warning("%s", silence_warning(quiet, n))
     return written
+
+
+def silence_warning(quiet: list[tuple[str, float]], n: int, shown: int = 3) -> str:
+    """One line for the mostly silent samples of a run of ``n`` (a study's 50 clips gave 50 lines).
+
+    Examples
+    --------
+    >>> silence_warning([("run-seed0-2", 0.62)], 5)
+    'run-seed0-2 is 62% silence (10 ms frames below -50 dBFS): the model may have collapsed'
+    >>> silence_warning([("a-0", 0.6), ("a-3", 0.9), ("a-4", 0.75), ("a-7", 0.51)], 8)
+    '4 of 8 samples are mostly silence (51-90% of 10 ms frames below -50 dBFS: a-0, a-3, a-4 and 1 more): the model may have collapsed'
+    """
+    if len(quiet) == 1:
+        name, share = quiet[0]
+        return f"{name} is {100 * share:.0f}% silence (10 ms frames below {SILENCE_THRESHOLD_DB:g} dBFS): the model may have collapsed"
+    shares = [share for _, share in quiet]
+    names = ", ".join(name for name, _ in quiet[:shown])
+    if len(quiet) > shown:
+        names += f" and {len(quiet) - shown} more"
+    return (
+        f"{len(quiet)} of {n} samples are mostly silence ({100 * min(shares):.0f}-{100 * max(shares):.0f}% of 10 ms "
+        f"frames below {SILENCE_THRESHOLD_DB:g} dBFS: {names}): the model may have collapsed"
+    )

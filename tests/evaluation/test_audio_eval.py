@@ -501,3 +501,25 @@ def test_a_reference_clip_a_few_samples_long_is_measured_and_flagged_short(tmp_p
     assert all("short" in flags[f"blip{i}-0"] and "short" not in flags[f"tone{i:02d}-0"] for i in range(4))
     lowpass = next(row for row in ev.calibration if row.name.startswith("low-pass"))
     assert len(lowpass.clips) == 4 and lowpass.distances["kad"].value is not None
+
+
+def test_a_small_test_split_is_followed_by_the_valid_splits_files(tmp_path: Path) -> None:
+    # A folder of ten files holds one test file: its few clips were the whole reference, too few
+    # for any set distance, while the valid split's held-out files sat unused.
+    from cadenza.data import FeatureStore, prepare_corpus
+    from cadenza.evaluation.clips import store_clips
+
+    root = tmp_path / "music"
+    root.mkdir()
+    t = np.arange(2 * 8000) / 8000
+    for i in range(10):
+        sf.write(root / f"piece{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t), 8000)
+    prepare_corpus(str(root), tmp_path / "store", representation="waveform", sample_rate=8000, progress=False)
+    store = FeatureStore(tmp_path / "store")
+    test, valid = set(store.ids("test")), set(store.ids("valid"))
+    assert len(test) == 1 and len(valid) == 1
+    items, info = store_clips(tmp_path / "store", n_clips=2, seconds=1.0)
+    assert info["split"] == "test" and info["note"] is None and {i.group for i in items} == test
+    items, info = store_clips(tmp_path / "store", n_clips=6, seconds=1.0)
+    assert info["split"] == "test+valid" and "test split gives 2 clips of 1 s, fewer than 6" in info["note"]
+    assert {i.group for i in items} == test | valid and len(items) == 4
