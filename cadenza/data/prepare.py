@@ -218,8 +218,9 @@ def load_audio_item(item: SourceItem, sr: int, *, max_seconds: float | None = No
     cached = _render_cache_path(item.path, sr)
     if cached is not None and cached.exists():
         try:
-            y = np.load(cached, mmap_mode="r" if max_seconds is not None else None)
-            return np.array(y[: _n_samples(max_seconds, sr)])
+            if max_seconds is None:
+                return np.load(cached)
+            return np.array(np.load(cached, mmap_mode="r")[: _n_samples(max_seconds, sr)])
         except (OSError, ValueError):
             cached.unlink(missing_ok=True)
     midi = load_score_item(item)

@@ -356,6 +356,8 @@ def mel_spectrogram(
         raise ParameterError("mel_spectrogram needs samples of shape (n,) or (..., n), got a scalar")
     lead = y.shape[:-1]
     y2 = y.reshape(math.prod(lead), y.shape[-1])
+    if not y2.flags.writeable:  # torch reads only writable arrays without a warning
+        y2 = y2.copy()
     if center and pad_mode not in PAD_MODES:
         raise ParameterError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
     half = n_fft // 2 if center else 0
@@ -386,10 +388,10 @@ def _pad_edges(y2: np.ndarray, half: int, mode: str) -> tuple[np.ndarray, np.nda
     if n <= half + 1:  # short: np.pad's own rules (reflections of reflections) on the few samples
         padded = np.pad(y2, ((0, 0), (half, half)), mode=mode)  # type: ignore[call-overload]
         return padded[:, :half], padded[:, half + n :]
-    ends = np.concatenate([y2[:, : half + 1], y2[:, n - half - 1 :]], axis=1)
-    padded = np.pad(ends, ((0, 0), (half, half)), mode=mode)  # type: ignore[call-overload]
-    if mode == "wrap":  # wraps to the other end of the whole row, not of the two ends kept
+    if mode == "wrap":  # wraps to the other end of the whole row
         return y2[:, n - half :].copy(), y2[:, :half].copy()
+    ends = np.concatenate([y2[:, : half + 1], y2[:, n - half - 1 :]], axis=1)  # all the others read
+    padded = np.pad(ends, ((0, 0), (half, half)), mode=mode)  # type: ignore[call-overload]
     return padded[:, :half], padded[:, -half:]
 
 
