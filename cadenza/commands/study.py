@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-files", type=int, help="at most this many files of SOURCE (default: all)")
     p.add_argument("--seed", type=int, help="seed of the file draw, the split and generation (default: 0)")
     p.add_argument(
+        "--split",
+        metavar="TRAIN,VALID,TEST",
+        help="fractions of the files to train on and to hold out (default: 0.8,0.1,0.1; a small folder "
+        "of your own music: 0.6,0.2,0.2 holds out more to measure against)",
+    )
+    p.add_argument(
         "--eval-clips", type=int, help="clips per model for the metrics (default: 50; 0: no evaluation)"
     )
     p.add_argument("--eval-seconds", type=float, help="length of each metric clip (default: 10)")
@@ -89,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset,
         max_files=args.max_files,
         seed=args.seed,
+        split=args.split,
         eval_clips=args.eval_clips,
         eval_seconds=args.eval_seconds,
         n_boot=args.n_boot,

@@ -655,7 +655,8 @@ def evaluate(
     if len(ref_items) < 2 * MIN_CLIPS:
         notes.append(
             f"the reference has {len(ref_items)} clip{'' if len(ref_items) == 1 else 's'}: too few for set distances and calibration rows "
-            f"(at least {2 * MIN_CLIPS}); only the per-clip measures are shown"
+            f"(at least {2 * MIN_CLIPS}); only the per-clip measures are shown. Hold out more music (`cadenza "
+            "prepare --split 0.6,0.2,0.2`, `cadenza study --split 0.6,0.2,0.2`) or give a folder of it as --reference"
         )
     evaluation = Evaluation(FEATURE_VERSION, settings, ref_set, calibration, sets, notes)
     write_report(evaluation, out)

@@ -74,7 +74,10 @@ NO_EPOCH_LIMIT = 1_000_000
 TABLE1_PHRASE_BARS = 4
 
 #: Settings a study folder keeps: another value needs another ``--out``.
-FIXED = ("source", "preset", "max_files", "seed")
+FIXED = ("source", "preset", "max_files", "seed", "split")
+
+#: The held-out fractions of a study's stores (train, valid, test), as ``cadenza prepare``'s.
+DEFAULT_SPLIT = [0.8, 0.1, 0.1]
 
 
 @dataclasses.dataclass
@@ -87,6 +90,7 @@ class StudySettings:
     preset: str = "tiny"
     max_files: int | None = None
     seed: int = 0
+    split: list[float] = dataclasses.field(default_factory=lambda: list(DEFAULT_SPLIT))
     eval_clips: int = 50
     eval_seconds: float = 10.0
     n_boot: int = 1000
@@ -129,8 +133,12 @@ def resolve_settings(out: str | os.PathLike, **given: Any) -> StudySettings:
         given["budget"] = Budget.parse(given["budget"])
     if "models" in given:
         given["models"] = _check_models(given["models"])
+    if "split" in given:
+        given["split"] = parse_split(given["split"])
     if saved:
         fixed = {k: saved.get(k) for k in FIXED}
+        if fixed["split"] is None:  # a study from before --split: the default
+            fixed["split"] = list(DEFAULT_SPLIT)
         if "source" in given and _same_folder(given["source"], fixed["source"]):
             given["source"] = fixed["source"]  # music/ and ./music are one SOURCE
         differ = [k for k in FIXED if k in given and given[k] != fixed[k]]
@@ -165,6 +173,7 @@ _SAVED_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "preset": ((str,), "a text"),
     "max_files": ((int, type(None)), "a whole number or null"),
     "seed": ((int,), "a whole number"),
+    "split": ((list,), "a list of three fractions"),
     "eval_clips": ((int,), "a whole number"),
     "eval_seconds": ((int, float), "a number"),
     "n_boot": ((int,), "a whole number"),
@@ -188,7 +197,10 @@ def _check_saved(saved: dict[str, Any], given: dict[str, Any], path: Path) -> No
                 problems.append(f"settings.{name} is missing")
             continue
         value = saved[name]
-        items_ok = not isinstance(value, list) or all(isinstance(v, str) for v in value)
+        item_type = (int, float) if name == "split" else str
+        items_ok = not isinstance(value, list) or all(
+            isinstance(v, item_type) and not isinstance(v, bool) for v in value
+        )
         if isinstance(value, bool) or not isinstance(value, types) or not items_ok:
             problems.append(f"settings.{name} is {value!r}, not {words}")
         elif name == "models" and not value:
@@ -221,7 +233,28 @@ def _check_models(models: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(models))
 
 
+def parse_split(value: Any) -> list[float]:
+    """``"0.6,0.2,0.2"`` (or three numbers) as the fractions of a study's stores, checked."""
+    try:
+        parts = [float(x) for x in (value.split(",") if isinstance(value, str) else value)]
+    except (TypeError, ValueError):
+        parts = []
+    if (
+        len(parts) != 3
+        or min(parts) < 0
+        or not math.isclose(sum(parts), 1.0, abs_tol=1e-6)
+        or parts[0] <= 0
+        or parts[1] + parts[2] <= 0
+    ):
+        raise ParameterError(
+            f"--split {value!r}: expected three fractions of the files, train,valid,test, summing to 1, with "
+            "some to train and some held out (e.g. 0.6,0.2,0.2 to hold out more of a small folder)"
+        )
+    return parts
+
+
 def _check_settings(s: StudySettings) -> None:
+    parse_split(s.split)
     if s.preset not in PRESETS:
         raise ParameterError(f"--preset {s.preset!r}: expected one of {PRESETS}")
     if s.max_files is not None and s.max_files < 3:
@@ -433,6 +466,8 @@ class _Study:
         s = self.s
         rec = self.state.store(key)
         want = {"rep": rep, "source": s.source, "max_files": s.max_files, "seed": s.seed}
+        if s.split != DEFAULT_SPLIT:  # (so that the stores of a study from before --split are kept)
+            want["split"] = s.split
         path = self.store_path(key)
         if StudyState.is_done(rec, want) and (path / "meta.yaml").is_file():
             return path
@@ -447,6 +482,7 @@ class _Study:
                 **prepare_arguments(rep),
                 max_files=s.max_files,
                 seed=s.seed,
+                split=tuple(s.split),
                 workers=self.workers,
             )
         except Exception as exc:
@@ -901,6 +937,7 @@ def run_study(
     preset: str | None = None,
     max_files: int | None = None,
     seed: int | None = None,
+    split: str | Sequence[float] | None = None,
     eval_clips: int | None = None,
     eval_seconds: float | None = None,
     n_boot: int | None = None,
@@ -936,6 +973,7 @@ def run_study(
         preset=preset,
         max_files=max_files,
         seed=seed,
+        split=split,
         eval_clips=eval_clips,
         eval_seconds=eval_seconds,
         n_boot=n_boot,
@@ -1002,6 +1040,8 @@ def equivalent_command(out: Path, s: StudySettings) -> str:
     args += ["--preset", s.preset, "--out", str(out)]
     if s.max_files is not None:
         args += ["--max-files", str(s.max_files)]
+    if s.split != DEFAULT_SPLIT:
+        args += ["--split", ",".join(f"{x:g}" for x in s.split)]
     defaults = StudySettings(source="", models=[])
     for name in ("seed", "eval_clips", "eval_seconds", "n_boot", "listen_clips", "listen_seconds", "bars"):
         if getattr(s, name) != getattr(defaults, name):

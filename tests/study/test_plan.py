@@ -431,3 +431,39 @@ def test_the_equivalent_command_runs_as_it_is_written(tmp_path: Path) -> None:
     args = build_parser().parse_args(shlex.split(command)[1:])  # an unknown argument exits here
     assert args.overrides == ["data.batch_size=4", "wavenet:optim.lr=1e-3"]
     assert args.models == "fft_base,wavenet" and args.max_files == 6 and args.eval_seconds == 2.5
+
+
+def test_a_study_holds_out_what_split_says_and_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A folder of ten files held out one file a split (0.8,0.1,0.1): a reference of a few clips,
+    # too few for any set distance; --split holds out more, and fixes the data as --seed does.
+    import cadenza.data
+    from cadenza.study import run_study
+    from cadenza.study.run import DEFAULT_SPLIT, equivalent_command, parse_split
+
+    assert parse_split("0.6,0.2,0.2") == [0.6, 0.2, 0.2] and parse_split([0.7, 0.3, 0.0]) == [0.7, 0.3, 0.0]
+    for bad in ("0.5,0.5", "0.6,0.2,0.3", "0,0.5,0.5", "1,0,0", "a,b,c", "-0.2,0.6,0.6"):
+        with pytest.raises(ParameterError, match="--split"):
+            parse_split(bad)
+    asked: list[tuple] = []
+
+    def prepare(source, out, **kwargs):  # noqa: ANN001, ANN003, ANN202 - records what the study asks
+        asked.append(kwargs["split"])
+        raise RuntimeError("not prepared in this test")
+
+    monkeypatch.setattr(cadenza.data, "prepare_corpus", prepare)
+    out = tmp_path / "study"
+    result = run_study(
+        out, source="music21:chorales", models=["fft_base"], split="0.6,0.2,0.2", eval_clips=0, listen_clips=0
+    )
+    assert asked == [(0.6, 0.2, 0.2)] and "fft_base" in result.failed
+    settings = resolve_settings(out)
+    assert settings.split == [0.6, 0.2, 0.2] and "--split 0.6,0.2,0.2" in equivalent_command(out, settings)
+    with pytest.raises(StudyError, match=r"split: \[0.6, 0.2, 0.2\] there, \[0.8, 0.1, 0.1\] now"):
+        resolve_settings(out, split="0.8,0.1,0.1")
+    state = StudyState(out)  # a study from before --split: the default, and its stores are kept
+    del state.data["settings"]["split"]
+    state.save()
+    assert resolve_settings(out).split == DEFAULT_SPLIT == resolve_settings(out, split="0.8,0.1,0.1").split
+    assert "--split" not in equivalent_command(out, resolve_settings(out))
