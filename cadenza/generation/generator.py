@@ -220,7 +220,8 @@ def file_clips(
     try:
         frames = read_frames(path, rep, max_seconds=SEED_FILE_SECONDS, info=found)
     except DecodeError as exc:
-        raise ParameterError(f"--seed-file {exc}: a seed must hold music; give another file") from None
+        why = "a seed must hold music; " if exc.reason in ("silent", "too short", "no notes") else ""
+        raise ParameterError(f"--seed-file {exc}: {why}give another file") from None
     if len(frames) < n_frames:
         raise ParameterError(
             f"{path}: {len(frames)} frames, but the model starts from {n_frames} frames; use a longer seed file"
