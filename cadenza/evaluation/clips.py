@@ -99,17 +99,16 @@ def _read_score(path: Path) -> Any:
 
 def read_score_item(path: Path, name: str, max_seconds: float | None = None) -> Item:
     """A score file rendered to audio at ``RENDER_SR`` (only its first ``max_seconds`` when
-    given: a two-hour MIDI file in a reference folder is not rendered whole for a clip of it);
-    one without notes is kept as silence."""
+    given: a two-hour MIDI file in a reference folder is not rendered whole for a clip of it),
+    with the whole score (symbolic measures read it whole); one without notes is kept as silence."""
     from cadenza.audio import render_midi
     from cadenza.data.scores import score_head
 
     midi = _read_score(path)
-    if max_seconds is not None:
-        midi = score_head(midi, max_seconds)
-    y = render_midi(midi, sr=RENDER_SR) if any(i.notes for i in midi.instruments) else np.zeros(0, np.float32)
+    heard = midi if max_seconds is None else score_head(midi, max_seconds)
+    y = render_midi(heard, sr=RENDER_SR) if any(i.notes for i in heard.instruments) else np.zeros(0, np.float32)
     if len(y) == 0:  # nothing sounds: a second of silence, so it is measured (and flagged)
-        y = np.zeros(max(RENDER_SR, int(midi.get_end_time() * RENDER_SR)), np.float32)
+        y = np.zeros(max(RENDER_SR, int(heard.get_end_time() * RENDER_SR)), np.float32)
     return Item(
         name=name, y=np.asarray(y, np.float32), sr=RENDER_SR, midi=midi, origin=str(path), group=str(path)
     )

@@ -484,6 +484,10 @@ def test_a_reference_folder_of_long_scores_is_rendered_only_as_far_as_its_clips_
     ev = evaluate([gen_dir], reference=ref_dir, out=tmp_path / "out", n_clips=2, seconds=1.0, n_boot=0)
     assert len(ev.reference.clips) == 2 and rendered and len(rendered) <= 2
     assert max(rendered) <= 2 * 1.0 + 1.5, rendered  # the head a file's clips can reach, and its release
+    from cadenza.evaluation.clips import folder_clips
+
+    _, scores, _ = folder_clips(ref_dir, n_clips=2, seconds=1.0)
+    assert scores and all(s.get_end_time() == pytest.approx(119.95) for s in scores)  # read whole
 
 
 def test_a_reference_clip_a_few_samples_long_is_measured_and_flagged_short(tmp_path: Path) -> None:
