@@ -106,7 +106,11 @@ def read_score_item(path: Path, name: str, max_seconds: float | None = None) -> 
 
     midi = _read_score(path)
     heard = midi if max_seconds is None else score_head(midi, max_seconds)
-    y = render_midi(heard, sr=RENDER_SR) if any(i.notes for i in heard.instruments) else np.zeros(0, np.float32)
+    y = (
+        render_midi(heard, sr=RENDER_SR)
+        if any(i.notes for i in heard.instruments)
+        else np.zeros(0, np.float32)
+    )
     if len(y) == 0:  # nothing sounds: a second of silence, so it is measured (and flagged)
         y = np.zeros(max(RENDER_SR, int(heard.get_end_time() * RENDER_SR)), np.float32)
     return Item(

@@ -80,6 +80,9 @@ LOOP_SECONDS = 0.5
 #: Window hop (frames of 20 ms) of the training windows the copy check searches: a clip cut at
 #: any offset lies within 10 ms of one of them.
 COPY_HOP_FRAMES = 1
+#: The most of each file of an evaluated folder that is heard (a score's symbolic measures read
+#: it whole): an hour-long recording measured whole took 5.2 GB of memory, as one clip.
+MAX_MEASURED_SECONDS = 600.0
 
 
 def _say(text: str) -> None:
@@ -548,6 +551,7 @@ def evaluate(
         slug = _slug(display, taken)
         folder = clips_dir / slug
         skipped: list[tuple[str, str]] = []
+        cut: list[str] = []  # files of a folder measured over their first MAX_MEASURED_SECONDS
         store = None
         loss_curve = None
         try:
@@ -569,8 +573,9 @@ def evaluate(
                     shutil.copyfile(curve, loss_curve)
             elif source.exists():
                 _say(f"{display}: reading {source}")
-                items, skipped = read_folder(source)
+                items, skipped = read_folder(source, max_seconds=MAX_MEASURED_SECONDS)
                 kind = "folder"
+                cut = [i.name for i in items if len(i.y) >= int(MAX_MEASURED_SECONDS * i.sr) - 1]
             else:
                 raise ParameterError(f"{source}: no such run, bundle, folder or file")
         except CadenzaError as exc:
@@ -618,7 +623,15 @@ def evaluate(
         for clip, d, r in zip(cs.clips, copy_d, copy_r):
             clip.measures["copy_distance"] = d
             clip.measures["copy_ratio"] = r
-        cs.note = "; ".join(n for n in (note, copy_note) if n) or None
+        cut_note = None
+        if kind == "folder" and cut:
+            m = MAX_MEASURED_SECONDS
+            span = f"{m / 60:g} minutes" if m >= 60 else f"{m:g} s"
+            cut_note = (
+                f"{len(cut)} file{'s' if len(cut) > 1 else ''} measured over {'their' if len(cut) > 1 else 'its'} "
+                f"first {span} ({', '.join(cut[:3])}{' ...' if len(cut) > 3 else ''})"
+            )
+        cs.note = "; ".join(n for n in (note, copy_note, cut_note) if n) or None
         if ref_bars is not None:
             bars = _symbolic([i.midi for i in items if i.midi is not None], sym_rep)
             if bars is not None and len(bars):

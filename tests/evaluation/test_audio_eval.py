@@ -527,3 +527,23 @@ def test_a_small_test_split_is_followed_by_the_valid_splits_files(tmp_path: Path
     items, info = store_clips(tmp_path / "store", n_clips=6, seconds=1.0)
     assert info["split"] == "test+valid" and "test split gives 2 clips of 1 s, fewer than 6" in info["note"]
     assert {i.group for i in items} == test | valid and len(items) == 4
+
+
+def test_a_long_file_of_an_evaluated_folder_is_heard_over_its_first_minutes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An hour-long recording in an evaluated folder was read and measured whole: 5.2 GB of memory.
+    from cadenza.evaluation import evaluate as ev_module
+
+    monkeypatch.setattr(ev_module, "MAX_MEASURED_SECONDS", 2.0)
+    t = np.arange(5 * SR) / SR
+    ref_dir = _folder(
+        tmp_path / "ref", [0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t[:SR]) for i in range(4)], "r"
+    )
+    gen_dir = _folder(
+        tmp_path / "gen", [0.3 * np.sin(2 * np.pi * 300 * t), 0.3 * np.sin(2 * np.pi * 350 * t[:SR])], "g"
+    )
+    ev = evaluate([gen_dir], reference=ref_dir, out=tmp_path / "out", n_clips=4, seconds=1.0, n_boot=0)
+    (cs,) = ev.sets
+    assert "1 file measured over its first 2 s (g00)" in cs.note, cs.note
+    assert sorted(c.seconds for c in cs.clips) == pytest.approx([1.0, 2.0], abs=0.01)
