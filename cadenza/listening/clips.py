@@ -131,7 +131,7 @@ def read_clip(path: str | os.PathLike, *, max_seconds: float | None = None) -> t
 
     path = Path(path)
     if path.suffix.lower() in SCORE_EXTENSIONS:
-        item = read_score_item(path, path.stem)
+        item = read_score_item(path, path.stem, max_seconds)  # only the head that is heard is rendered
         y, sr = item.y, item.sr
         if max_seconds is not None:
             y = y[: int(max_seconds * sr)]
