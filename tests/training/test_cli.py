@@ -252,6 +252,24 @@ def test_generate_without_a_checkpoint_is_one_clear_error(
     assert len(err) == 1 and "no checkpoint" in err[0] and "cadenza train" in err[0]
 
 
+def test_a_sample_too_long_to_turn_into_sound_here_is_refused_before_it_is_generated(
+    run_dir: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The frames fit, their decoding would not (a mel RNN's hour: some 15 GB of inversion)."""
+    from cadenza.representations import make_representation
+
+    _, run = run_dir
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    frames = total // 1536  # 1,024 bytes of frames and 2,048 of decoding each: between the two
+    seconds = frames / (SR / BLOCK)
+    assert main(["generate", str(run), "--seconds", f"{seconds:.0f}", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "turning one sample into sound: about" in err and "GiB, more than this machine's" in err, err
+    assert not (tmp_path / "o").exists()
+    mel = make_representation("mel")  # ten minutes at 22.05 kHz: 3.1 GB of peak memory, measured
+    assert 2.2 < mel.decode_bytes(int(600 * mel.frame_rate)) / 2**30 < 2.8
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
