@@ -18,15 +18,18 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 
 def mkldnn_linear(w: torch.Tensor, n_rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """``h -> h @ w.T`` for ``n_rows`` rows through oneDNN, ``w`` (out, in) packed once (private API)."""
+    import torch
+
     packed = torch.ops.mkldnn._reorder_linear_weight(w, n_rows)
     return lambda h: torch.ops.mkldnn._linear_pointwise(h, packed, None, "none", [], "")
 
@@ -34,6 +37,8 @@ def mkldnn_linear(w: torch.Tensor, n_rows: int) -> Callable[[torch.Tensor], torc
 def _check_mkldnn_linear() -> None:
     """oneDNN's packed linear (``torch.ops.mkldnn._reorder_linear_weight`` and
     ``_linear_pointwise``) gives ``h @ w.T`` for a small float32 product."""
+    import torch
+
     if not torch.backends.mkldnn.is_available():
         raise RuntimeError("this PyTorch has no oneDNN (torch.backends.mkldnn.is_available() is False)")
     g = torch.Generator().manual_seed(0)
@@ -47,6 +52,8 @@ def _check_mkldnn_matmul() -> None:
     """oneDNN's linear with a plain (unpacked) weight, ``_linear_pointwise(a, b_t, bias)``,
     gives ``a @ b_t.T + bias`` for contiguous and transposed factors (what
     :func:`cadenza.kernels.linear.mm` passes it)."""
+    import torch
+
     if not torch.backends.mkldnn.is_available():
         raise RuntimeError("this PyTorch has no oneDNN (torch.backends.mkldnn.is_available() is False)")
     g = torch.Generator().manual_seed(0)

@@ -48,12 +48,14 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import torch
 
 from cadenza.kernels import enabled, guards
+
+if TYPE_CHECKING:  # torch is imported where a function uses it: the mel projection of numpy
+    import torch  # frames (what `cadenza prepare` computes) runs without it (0.8 s a worker)
 
 __all__ = [
     "MelWeights",
@@ -128,21 +130,34 @@ class MelWeights(NamedTuple):
         return cls(basis, start, stop, offset, data)
 
 
-def mel_project(spec: torch.Tensor, weights: MelWeights, power: float, out: np.ndarray) -> None:
-    """``out[t] = weights.dense @ |spec[t]| ** power`` for frames ``spec`` ``(n, n_freq)`` complex64,
-    into ``out`` ``(n, n_mels)`` float32 (C-contiguous)."""
+def mel_project(spec: torch.Tensor | np.ndarray, weights: MelWeights, power: float, out: np.ndarray) -> None:
+    """``out[t] = weights.dense @ |spec[t]| ** power`` for frames ``spec`` ``(n, n_freq)`` complex64
+    (a torch tensor or a numpy array), into ``out`` ``(n, n_mels)`` float32 (C-contiguous)."""
     compiled = _kernels()
-    if compiled is None or not _fits(spec) or spec.ndim != 2 or not out.flags.c_contiguous:
+    if isinstance(spec, np.ndarray):
+        fits = spec.dtype == np.complex64 and spec.flags.c_contiguous
+    else:
+        fits = _fits(spec)
+    if compiled is None or not fits or spec.ndim != 2 or not out.flags.c_contiguous:
         mel_project_reference(spec, weights, power, out)
         return
+    rows = spec.view(np.float32) if isinstance(spec, np.ndarray) else _rows(spec)
     compiled["mel"](
-        _rows(spec), weights.start, weights.stop, weights.offset, weights.data, np.float32(power / 2.0), out
+        rows, weights.start, weights.stop, weights.offset, weights.data, np.float32(power / 2.0), out
     )
 
 
-def mel_project_reference(spec: torch.Tensor, weights: MelWeights, power: float, out: np.ndarray) -> None:
+def mel_project_reference(
+    spec: torch.Tensor | np.ndarray, weights: MelWeights, power: float, out: np.ndarray
+) -> None:
     """:func:`mel_project` as ``|X| ** power`` times the basis, numpy's float32 matrix product."""
-    mag = torch.view_as_real(spec).square().sum(-1).numpy()
+    if isinstance(spec, np.ndarray):
+        pairs = np.ascontiguousarray(spec, dtype=np.complex64).view(np.float32).reshape(*spec.shape, 2)
+        mag = np.square(pairs).sum(-1)
+    else:
+        import torch
+
+        mag = torch.view_as_real(spec).square().sum(-1).numpy()
     if power != 2.0:
         mag = mag ** np.float32(power / 2.0)
     np.matmul(mag, weights.dense.T, out=out)
@@ -185,6 +200,8 @@ def mel_correct(
 
     ``inv_col`` is ``1 / (M^T 1)`` per frequency (0 where no filter reaches).
     """
+    import torch
+
     compiled = _kernels()
     if compiled is None or not _fits(rebuilt, target, inv_col) or rebuilt.ndim != 3:
         return mel_correct_reference(rebuilt, target, weights, inv_col, power, relax)
@@ -206,6 +223,8 @@ def mel_correct_reference(
     relax: float,
 ) -> torch.Tensor:
     """:func:`mel_correct` with torch products by the dense basis (the reference)."""
+    import torch
+
     m = torch.from_numpy(np.array(weights.dense))
     s = torch.view_as_real(rebuilt).square().sum(-1)  # |X| ** 2
     if power != 2.0:
@@ -428,6 +447,8 @@ def gl_update(
     ``rebuilt`` and ``previous`` are contiguous complex64 tensors, ``magnitude`` a float32
     tensor of their shape. Without ``previous`` (the first step) ``a = rebuilt``.
     """
+    import torch
+
     compiled = _kernels()
     if compiled is None or not _fits(rebuilt, previous, magnitude) or magnitude.shape != rebuilt.shape:
         return gl_update_reference(rebuilt, previous, magnitude, alpha)
@@ -444,12 +465,16 @@ def gl_update_reference(
     rebuilt: torch.Tensor, previous: torch.Tensor | None, magnitude: torch.Tensor, alpha: float
 ) -> torch.Tensor:
     """:func:`gl_update` in torch operations (the reference)."""
+    import torch
+
     angles = rebuilt if previous is None else rebuilt - alpha * previous
     return angles * (magnitude / (angles.abs() + torch.finfo(torch.float32).tiny))
 
 
 def squared_magnitude(spec: torch.Tensor) -> torch.Tensor:
     """``|spec| ** 2``: float32 for complex64 (compiled for a contiguous CPU tensor)."""
+    import torch
+
     compiled = _kernels()
     if compiled is None or not _fits(spec):
         return torch.view_as_real(spec).square().sum(-1)
@@ -460,6 +485,8 @@ def squared_magnitude(spec: torch.Tensor) -> torch.Tensor:
 
 def _fits(*tensors: torch.Tensor | None) -> bool:
     """Whether the compiled loops take these: contiguous CPU tensors of the expected dtypes."""
+    import torch
+
     for x in tensors:
         if x is None:
             continue
@@ -471,11 +498,15 @@ def _fits(*tensors: torch.Tensor | None) -> bool:
 
 def _rows(x: torch.Tensor) -> np.ndarray:
     """A contiguous complex64 tensor ``(..., n)`` as a float32 numpy view ``(rows, 2 n)`` (re, im interleaved)."""
+    import torch
+
     return torch.view_as_real(x).numpy().reshape(-1, 2 * x.shape[-1])
 
 
 def _flat(x: torch.Tensor) -> np.ndarray:
     """A contiguous complex64 tensor as a flat float32 numpy view (re, im interleaved)."""
+    import torch
+
     return torch.view_as_real(x).numpy().reshape(-1)
 
 
