@@ -323,9 +323,8 @@ def store_clips(
     order = [ids[i] for i in rng.permutation(len(ids))]
     extra = [more[i] for i in rng.permutation(len(more))]
     per_file: list[list[Item]] = []
-    n_test = None
-    for item_id in order + extra:
-        if item_id in extra and n_test is None:
+    for k, item_id in enumerate(order + extra):
+        if k == len(order):  # the test split's files are read: the valid split's follow if need be
             n_test = sum(map(len, per_file))
             if n_test >= n_clips:
                 break

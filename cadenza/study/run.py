@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cadenza.data.prepare import DEFAULT_SPLIT as PREPARE_SPLIT
 from cadenza.errors import CadenzaError, ParameterError
 from cadenza.study.plan import (
     DEFAULT_BUDGET,
@@ -77,7 +78,7 @@ TABLE1_PHRASE_BARS = 4
 FIXED = ("source", "preset", "max_files", "seed", "split")
 
 #: The held-out fractions of a study's stores (train, valid, test), as ``cadenza prepare``'s.
-DEFAULT_SPLIT = [0.8, 0.1, 0.1]
+DEFAULT_SPLIT = list(PREPARE_SPLIT)
 
 
 @dataclasses.dataclass

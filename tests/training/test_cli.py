@@ -146,21 +146,8 @@ def test_a_silent_seed_file_is_refused_and_a_silent_start_is_passed_over(
     _, run = run_dir
     write_audio(tmp_path / "dc.wav", np.full(SR, 0.3, np.float32), SR, subtype="FLOAT")
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "generate",
-                str(run),
-                "--seconds",
-                "0.5",
-                "--seed-file",
-                str(tmp_path / "dc.wav"),
-                "--out",
-                str(out),
-            ]
-        )
-        == 1
-    )
+    seeded = ["generate", str(run), "--seconds", "0.5", "--out", str(out), "--seed-file"]
+    assert main([*seeded, str(tmp_path / "dc.wav")]) == 1
     err = capsys.readouterr().err
     assert (
         "dc.wav: silent (a constant offset of +0.300 (DC) and no sound beside it)" in err
@@ -168,8 +155,7 @@ def test_a_silent_seed_file_is_refused_and_a_silent_start_is_passed_over(
     )
     late = np.concatenate([np.zeros(2 * SR, np.float32), tone(1.0, 440.0, seed=3)])
     write_audio(tmp_path / "late.wav", late, SR)
-    args = ["generate", str(run), "--seconds", "0.5", "--n", "3", "--seed-file", str(tmp_path / "late.wav")]
-    assert main([*args, "--out", str(out)]) == 0
+    assert main([*seeded, str(tmp_path / "late.wav"), "--n", "3"]) == 0
     for i in range(3):
         source = json.loads((out / f"run-seed0-{i}.json").read_text())["seed_source"]
         assert source["kind"] == "file" and 1.9 <= source["seconds"] <= 3.0, source  # in the tone
