@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+from typing import Any
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:
@@ -18,3 +20,91 @@ def fsync_dir(directory: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+#: ``errno`` values of a write that failed for want of room, not because of what was written.
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write refused for want of room (``ENOSPC``, or a quota: ``EDQUOT``),
+    or the :class:`~cadenza.errors.DiskFullError` of a run that stopped for it.
+
+    >>> is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    True
+    >>> is_disk_full(OSError(errno.ENOENT, "No such file or directory"))
+    False
+    """
+    from cadenza.errors import DiskFullError
+
+    return isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in _FULL)
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes free to this user on the file system of ``path`` (its nearest existing folder)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def disk_full_text(exc: OSError, fallback: str | os.PathLike | None = None) -> str:
+    """``"no space left on device writing runs/x/last.pt (12.0 MB free there)"``: what a user is
+    told, the file named where the error names one."""
+    where = exc.filename or fallback
+    what = "the disk quota is used up" if exc.errno == errno.EDQUOT else "no space left on device"
+    if where is None:
+        return what
+    free = free_bytes(where)
+    room = "" if free is None else f" ({_size(free)} free there)"
+    return f"{what} writing {where}{room}"
+
+
+def _size(n: int) -> str:
+    """``"512 B"``, ``"12.0 MB"``, ``"3.4 GB"``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def naming(exc: BaseException, path: str | os.PathLike) -> BaseException:
+    """``exc``, or where it is a full disk, the same error naming ``path`` (the file a write was
+    for, not its temporary file; a write through a file object names none)."""
+    if isinstance(exc, OSError) and is_disk_full(exc):
+        return OSError(exc.errno, exc.strerror, str(path))
+    return exc
+
+
+class WriteWatch:
+    """A file object that remembers the first ``OSError`` of its writes (``.error``).
+
+    numpy writes an array to a real file with ``tofile``, whose failure on a full disk is an
+    ``OSError`` without an errno ("64000 requested and 36832 written"), and ``torch.save`` turns
+    a failed write into a ``RuntimeError`` ("unexpected pos"): written through this object they
+    use its ``write``, and the disk's own error is at hand to raise instead.
+    """
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            if self.error is None:
+                self.error = exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+    def failure(self, exc: BaseException, path: str | os.PathLike) -> BaseException:
+        """What to raise for ``exc``, which the write of ``path`` ended with: the disk's error
+        (naming ``path``) where a write failed, else ``exc``."""
+        return naming(self.error if self.error is not None else exc, path)

@@ -8,12 +8,14 @@ Each command module defines ``register(subparsers)``, which adds its parser and 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 import warnings
 
 from cadenza import __version__
+from cadenza._fs import disk_full_text, is_disk_full
 from cadenza.errors import CadenzaError
 
 #: Verbs in the order ``cadenza --help`` lists them.
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             from cadenza._malloc import reexec_under_tcmalloc
 
             reexec_under_tcmalloc([sys.executable, "-m", "cadenza", *sys.argv[1:]])
+    _printable_names()
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.formatwarning = _format_warning
@@ -67,6 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cadenza {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if _refused(exc):  # a folder of another user, a read-only disk: said in one line too
+            print(f"cadenza {args.command}: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 1
+        if not is_disk_full(exc):
+            raise
+        again = _AGAIN.get(args.command, "run it again")
+        print(
+            f"cadenza {args.command}: error: {disk_full_text(exc)}; free some space and {again}",
+            file=sys.stderr,
+        )
+        return 1
     except (MemoryError, RuntimeError) as exc:
         if not _out_of_memory(exc):
             raise
@@ -94,12 +109,35 @@ def _format_warning(
     return _python_format_warning(message, category, filename, lineno, line)
 
 
+def _printable_names() -> None:
+    """A file name that is not valid UTF-8 (Latin-1 bytes from an old archive) reaches Python
+    with surrogates; printed on a strict UTF-8 terminal it would stop the command. It is shown
+    with its odd bytes escaped instead (``caf\\udce9.wav``)."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
+#: What running a verb again does after it stopped for a full disk (its last writes are atomic).
+_AGAIN = {
+    "train": "run the same command again: training goes on from its last checkpoint",
+    "study": "run the same command again: the study goes on where it stopped",
+    "demo": "run the same command again: the demo goes on where it stopped",
+    "prepare": "run the same command again: it goes on with the files not yet prepared",
+}
+
 #: What to ask for less of, per verb, when what was asked for does not fit in memory.
 _LESS = {
     "train": "choose a smaller model (model.*) or data.batch_size",
     "generate": "ask for fewer --seconds or a smaller --n",
     "evaluate": "ask for fewer --seconds or a smaller --n-clips",
 }
+
+
+def _refused(exc: OSError) -> bool:
+    """A file the system would not let this user open or write (permissions, a read-only file
+    system), where the error names it."""
+    return exc.filename is not None and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def _out_of_memory(exc: BaseException) -> bool:

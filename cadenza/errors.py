@@ -38,3 +38,8 @@ class SourceError(CadenzaError):
 
 class StoreError(CadenzaError):
     """A feature store that is missing, incomplete or was prepared with other parameters."""
+
+
+class DiskFullError(StoreError):
+    """A run stopped because its disk is full (not because of what it was writing); what it had
+    finished is kept, and the same command goes on once there is room."""

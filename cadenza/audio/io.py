@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import math
 import numbers
 import os
 import secrets
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,17 @@ class PartialAudioWarning(UserWarning):
         )
 
 
+class UnfinishedAudioWarning(PartialAudioWarning):
+    """A WAV file whose writer never came back to fill in its sizes (a recorder whose battery
+    died, a program killed while recording): its header says 0 frames, its samples follow it.
+    :func:`read_audio` reads them, as far as the file goes, and warns with this category."""
+
+    @property
+    def note(self) -> str:
+        """One line for a manifest: ``"header never finished: read 12.3 s after it"``."""
+        return f"header never finished: read {self.seconds:.1f} s after it"
+
+
 class LoudAudioWarning(UserWarning):
     """A floating-point file whose samples go beyond full scale: scaled down, not clipped.
 
@@ -187,6 +200,18 @@ _FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 
 
 @functools.lru_cache(maxsize=256)
+def _native(path: str | os.PathLike[str]) -> str | bytes:
+    """``path`` as libsndfile can open it. A name that is not valid in the file system's
+    encoding (Latin-1 bytes on a UTF-8 system: old archives, zips made on Windows) reaches
+    Python with surrogates, which soundfile cannot encode; its bytes open it."""
+    text = os.fspath(path)
+    try:
+        text.encode(sys.getfilesystemencoding())
+    except UnicodeEncodeError:
+        return os.fsencode(text)
+    return text
+
+
 def _float_file_peak(path: str, mtime_ns: int, size: int, mono: bool) -> float:
     """The largest finite magnitude of a whole float file as read (mixed down when ``mono``).
 
@@ -195,8 +220,8 @@ def _float_file_peak(path: str, mtime_ns: int, size: int, mono: bool) -> float:
     must be scaled as the whole file is, not by its own peak.
     """
     peak = 0.0
-    with sf.SoundFile(path) as f:
-        for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
+    with _Opened(Path(path)) as opened:
+        for block in opened.f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
             if mono and block.shape[1] > 1:
                 block = block.mean(axis=1)
             block = np.abs(block)
@@ -490,6 +515,101 @@ def _read_resampled(
     return out[:n_out]
 
 
+def _unfinished_wav(path: Path) -> tuple[dict[int, bytes], str] | None:
+    """Where a RIFF WAV's data chunk says 0 bytes and sound follows it (a writer that never came
+    back to fill its sizes in): the header's bytes as they should have been written (by file
+    offset), and what was wrong; else None."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos, align = 12, 0
+        while pos + 8 <= size:
+            fh.seek(pos)
+            chunk = fh.read(8)
+            n_bytes = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"fmt ":
+                fmt = fh.read(min(n_bytes, 16))
+                align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else 0
+            elif chunk[:4] == b"data":
+                if n_bytes or not align:
+                    return None
+                n_data = (size - pos - 8) // align * align
+                if not n_data or n_data >= 2**32:
+                    return None
+                patches = {
+                    4: min(size - 8, 2**32 - 1).to_bytes(4, "little"),
+                    pos + 4: n_data.to_bytes(4, "little"),
+                }
+                return patches, f"its data chunk says 0 bytes; {n_data} follow it"
+            pos += 8 + n_bytes + (n_bytes & 1)
+    return None
+
+
+class _Patched(io.RawIOBase):
+    """A file read as if some of its bytes (``patches``: offset -> bytes) were others."""
+
+    def __init__(self, path: Path, patches: dict[int, bytes]) -> None:
+        self.fh = open(path, "rb")  # noqa: SIM115 - closed with this object
+        self.patches = patches
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        at = self.fh.tell()
+        n = self.fh.readinto(buffer)
+        view = memoryview(buffer).cast("B")
+        for start, data in self.patches.items():
+            lo, hi = max(start, at), min(start + len(data), at + n)
+            if lo < hi:
+                view[lo - at : hi - at] = data[lo - start : hi - start]
+        return n
+
+    def close(self) -> None:
+        self.fh.close()
+        super().close()
+
+
+class _Opened:
+    """libsndfile's reader of ``path`` (``.f``); a WAV whose header was never finished is read
+    through its header as it should have been (``.unfinished`` says what was wrong; else None)."""
+
+    def __init__(self, path: Path) -> None:
+        self.raw: _Patched | None = None
+        self.unfinished: str | None = None
+        self.f = sf.SoundFile(_native(path))
+        if self.f.frames == 0 and self.f.format == "WAV":
+            fix = _unfinished_wav(path)
+            if fix is not None:
+                self.f.close()
+                self.raw = _Patched(path, fix[0])
+                self.unfinished = fix[1]
+                try:
+                    self.f = sf.SoundFile(self.raw)
+                except BaseException:
+                    self.raw.close()
+                    raise
+
+    def __enter__(self) -> _Opened:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.f.close()
+        if self.raw is not None:
+            self.raw.close()
+
+
 def _decode_soundfile(
     path: Path,
     kind: str,
@@ -505,10 +625,11 @@ def _decode_soundfile(
     read, and, where ``resample`` (``(sr, res_type)``) asked for mono samples at another rate and
     they were resampled as they decoded, what was seen of the file's own (else None)."""
     try:
-        f = sf.SoundFile(str(path))
+        opened = _Opened(path)
     except (sf.SoundFileError, RuntimeError) as e:
         raise _open_error(path, kind, name, e) from e
-    with f:
+    with opened:
+        f = opened.f
         if f.frames == 0:
             raise DecodeError(path, "no audio samples", f"a valid {f.format} header with 0 frames")
         orig_sr = f.samplerate
@@ -548,6 +669,8 @@ def _decode_soundfile(
     if cut is not None:
         # stacklevel 4: the caller of read_audio (through _load and this function).
         warnings.warn(PartialAudioWarning(path, n_read / orig_sr, cut), stacklevel=4)
+    elif opened.unfinished is not None:
+        warnings.warn(UnfinishedAudioWarning(path, n_read / orig_sr, opened.unfinished), stacklevel=4)
     peak = None
     if float_window:  # a part of a file that may go beyond full scale: the whole file's peak decides
         st = path.stat()
@@ -777,7 +900,8 @@ def read_audio_without_offset(
     if not _needs_audioread(kind, name):
         with warnings.catch_warnings(), contextlib.suppress(sf.SoundFileError, RuntimeError):
             warnings.simplefilter("ignore")  # the second pass gives them
-            with sf.SoundFile(str(path)) as f:
+            with _Opened(path) as opened:
+                f = opened.f
                 limit = -1 if duration is None else round(duration * f.samplerate)
                 while limit < 0 or count < limit:
                     want = _BLOCK_FRAMES if limit < 0 else min(_BLOCK_FRAMES, limit - count)
@@ -856,18 +980,20 @@ def audio_info(path: str | os.PathLike[str]) -> dict[str, Any]:
             "subtype": "",
         }
     try:
-        info = sf.info(str(path))
+        with _Opened(path) as opened:
+            info = opened.f
+            found = {
+                "sr": int(info.samplerate),
+                "channels": int(info.channels),
+                "frames": int(info.frames),
+                "duration": info.frames / info.samplerate,
+                "format": info.format,
+                "subtype": info.subtype or "",
+            }
     except (sf.SoundFileError, RuntimeError) as e:
         raise _open_error(path, kind, name, e) from e
-    _check_rate(path, name, int(info.samplerate))
-    return {
-        "sr": int(info.samplerate),
-        "channels": int(info.channels),
-        "frames": int(info.frames),
-        "duration": info.frames / info.samplerate,
-        "format": info.format,
-        "subtype": info.subtype or "",
-    }
+    _check_rate(path, name, found["sr"])
+    return found
 
 
 def is_silent(y: np.ndarray, *, threshold_db: float = -60.0) -> bool:
@@ -1045,10 +1171,20 @@ def write_audio(path: str | os.PathLike[str], y: np.ndarray, sr: int, *, subtype
     try:
         with os.fdopen(fd, "wb") as raw:
             channels = 1 if y.ndim == 1 else y.shape[1]
-            with sf.SoundFile(
-                raw, "w", samplerate=sr, channels=channels, subtype=subtype, format=file_format
-            ) as f:
-                f.write(y)
+            sink = _Sink(raw)
+            try:
+                with sf.SoundFile(
+                    sink, "w", samplerate=sr, channels=channels, subtype=subtype, format=file_format
+                ) as f:
+                    f.write(y)
+            except BaseException:
+                if (
+                    sink.error is not None
+                ):  # libsndfile says "assertion" or "error opening": the disk said why
+                    raise sink.failure(path) from None
+                raise
+            if sink.error is not None:
+                raise sink.failure(path)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
@@ -1056,3 +1192,36 @@ def write_audio(path: str | os.PathLike[str], y: np.ndarray, sr: int, *, subtype
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+class _Sink:
+    """The file libsndfile writes through, keeping the first ``OSError`` of a write (a full
+    disk) for :func:`write_audio` to raise: raised inside libsndfile's callback it would be
+    printed as "Exception ignored" and the write would fail as a bare ``AssertionError``."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        if self.error is not None:
+            return 0
+        try:
+            return self.raw.write(data)
+        except OSError as exc:
+            self.error = exc
+            return 0
+
+    def failure(self, path: Path) -> OSError:
+        """The error kept, naming the file that was being written."""
+        assert self.error is not None
+        return OSError(self.error.errno, self.error.strerror, str(path))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def read(self, n: int = -1) -> bytes:
+        return self.raw.read(n)

@@ -174,8 +174,10 @@ class Source:
         return self._items
 
     def _unique(self, items: list[SourceItem]) -> list[SourceItem]:
-        """Tell apart ids that ``safe_id`` made equal ("a b.wav", "a_b.wav") by their paths."""
-        counts = Counter(i.id for i in items)
+        """Tell apart ids that ``safe_id`` made equal ("a b.wav", "a_b.wav") by their paths, and
+        ids equal but for case ("Track.wav", "track.wav"): on a file system that ignores case
+        (macOS, Windows) their shards would be one file, the second written over the first."""
+        counts = Counter(i.id.lower() for i in items)
         if all(n == 1 for n in counts.values()):
             return items
 
@@ -183,7 +185,7 @@ class Source:
             rel = os.path.relpath(item.path, self.root).replace(os.sep, "/")
             return dataclasses.replace(item, id=f"{item.id}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}")
 
-        return [tagged(i) if counts[i.id] > 1 else i for i in items]
+        return [tagged(i) if counts[i.id.lower()] > 1 else i for i in items]
 
     def items(self) -> Iterator[SourceItem]:
         """The items, sorted by id."""

@@ -33,8 +33,29 @@ class SourceItem:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+#: The longest id kept whole. A shard is named ``{id}.npy``, written as ``.{id}.npy.{pid}.tmp``,
+#: and a file name may not exceed 255 bytes: a path deep in a music library ("Artist/Album
+#: (Deluxe Remastered Edition)/01 Title (Live at ...).wav") joined into one id can pass that.
+MAX_ID = 200
+
+
 def safe_id(text: str) -> str:
-    """A file-name-safe id from a relative path: ``"a b/c.wav"`` -> ``"a_b__c.wav"``."""
+    """A file-name-safe id from a relative path: ``"a b/c.wav"`` -> ``"a_b__c.wav"``; an id
+    longer than :data:`MAX_ID` keeps its start and its end (the file's own name) around a hash
+    of the whole path, so that it stays unique.
+
+    >>> safe_id("a b/c.wav")
+    'a_b__c.wav'
+    >>> long = safe_id("/".join(["A very long folder name"] * 12) + "/01 Track.wav")
+    >>> len(long) <= MAX_ID, long[:12], long.endswith("01_Track.wav")
+    (True, 'A_very_long_', True)
+    """
     text = text.replace("\\", "/").strip("/")
     parts = [_UNSAFE.sub("_", p) for p in text.split("/") if p]
-    return "__".join(parts) or "item"
+    whole = "__".join(parts) or "item"
+    if len(whole) <= MAX_ID:
+        return whole
+    import hashlib
+
+    digest = hashlib.sha1(text.encode("utf-8", errors="surrogateescape")).hexdigest()[:10]
+    return f"{whole[:80]}--{digest}--{whole[-100:]}"

@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import json
 import logging
 import multiprocessing
@@ -32,9 +33,17 @@ from typing import Any
 
 import numpy as np
 
+from cadenza._fs import disk_full_text, is_disk_full
 from cadenza.data.items import SourceItem
 from cadenza.data.store import SPLITS, FeatureStore, base_meta, finish_store, read_manifest, write_meta
-from cadenza.errors import CadenzaError, DecodeError, ParameterError, SourceError, StoreError
+from cadenza.errors import (
+    CadenzaError,
+    DecodeError,
+    DiskFullError,
+    ParameterError,
+    SourceError,
+    StoreError,
+)
 from cadenza.representations import Representation, make_representation, representation_from_dict
 
 log = logging.getLogger(__name__)
@@ -473,7 +482,8 @@ def _load_audio_with_notes(
 
 
 def prepare_one(item: SourceItem, rep_dict: dict[str, Any], out: str, split: str) -> dict[str, Any]:
-    """Prepare one file into ``out/shards``; never raises for a bad file, returns its manifest line."""
+    """Prepare one file into ``out/shards``; never raises for a bad file, returns its manifest line.
+    A full disk is not the file's fault: its ``OSError`` is raised, and ``prepare`` stops."""
     from cadenza.data.store import atomic_save_npy
 
     record: dict[str, Any] = {
@@ -495,6 +505,8 @@ def prepare_one(item: SourceItem, rep_dict: dict[str, Any], out: str, split: str
     except MemoryError:
         record.update(status="skipped", reason="out of memory")
     except Exception as exc:  # a long job must outlive any one bad file; the reason is kept
+        if is_disk_full(exc):  # not the file's fault: the run stops, and goes on once there is room
+            raise
         record.update(
             status="skipped", reason="failed to decode", detail=f"{type(exc).__name__}: {exc}"[:300]
         )
@@ -655,6 +667,15 @@ class _Journal:
         self.f.close()
 
 
+def _skipped_for_room(record: dict[str, Any]) -> bool:
+    """A file recorded as skipped because the disk was full (by a cadenza before it stopped for
+    that): prepared again when the run resumes."""
+    detail = str(record.get("detail", ""))
+    return record.get("reason") == "failed to decode" and detail.startswith(
+        (f"OSError: [Errno {errno.ENOSPC}]", f"OSError: [Errno {errno.EDQUOT}]")
+    )
+
+
 def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -774,7 +795,9 @@ def prepare_corpus(
     for r in read_manifest(out / "manifest.jsonl"):
         if r.get("id") not in wanted:
             continue
-        if r.get("status") == "skipped" or (out / "shards" / f"{r['id']}.npy").exists():
+        if (r.get("status") == "skipped" and not _skipped_for_room(r)) or (
+            out / "shards" / f"{r['id']}.npy"
+        ).exists():
             r["split"] = splits[r["id"]]
             done[r["id"]] = r
     todo = [it for it in items if it.id not in done]
@@ -796,6 +819,15 @@ def prepare_corpus(
             done[record["id"]] = record
             journal.write(record)
             bar.advance(record)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        n_kept = sum(r.get("status") == "ok" for r in done.values())
+        raise DiskFullError(
+            f"{disk_full_text(exc, out)}; {n_kept} of {len(items)} files are prepared and kept: free "
+            "some space (or prepare into a folder on another disk) and run the same command again, "
+            "which goes on with the rest"
+        ) from None
     finally:
         journal.close()
         bar.close()
@@ -892,6 +924,10 @@ def _run_pool(
             except cf.process.BrokenProcessPool:
                 suspects = list(in_flight.values())
                 log.warning("a worker died; retrying %d file(s) one at a time", len(suspects))
+            except BaseException:  # a full disk (or a stop): the files not begun are not begun
+                for fut in in_flight:
+                    fut.cancel()
+                raise
 
 
 def _isolated(

@@ -180,15 +180,36 @@ class Experiment:
     def secret(self) -> bytes:
         """The key that signs cookies (made on first use, readable by the owner only)."""
         path = self.folder / "secret.key"
+        damaged = False
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return bytes.fromhex(path.read_text().strip())
+            key = bytes.fromhex(path.read_text().strip())
+            if len(key) == 32:
+                return key
+            damaged = True  # empty or cut short: a key anyone could guess signs nothing
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            damaged = True
         key = secrets.token_bytes(32)
-        with os.fdopen(fd, "w") as f:
-            f.write(key.hex())
-            f.flush()
-            os.fsync(f.fileno())
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:  # whole or not at all: a key file cut short by a full disk would be an empty key
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(key.hex())
+                f.flush()
+                os.fsync(f.fileno())
+            if damaged:
+                log.warning("%s was damaged; a new key signs the cookies (listeners start again)", path)
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)  # fails where another thread made the key first: theirs holds
+                except FileExistsError:
+                    return bytes.fromhex(path.read_text().strip())
+                except OSError:  # a file system without hard links
+                    os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return key
 
     def results_key(self) -> str:
@@ -388,48 +409,54 @@ def prepare_experiment(
     # --- tokens, files, configuration
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "clips").mkdir(parents=True)
-    from cadenza.audio import write_audio
+    try:  # a full disk part way: the clips written so far do not stay to hold the room
+        (tmp / "clips").mkdir(parents=True)
+        from cadenza.audio import write_audio
 
-    clip_table: dict[str, dict[str, Any]] = {}
-    conditions: dict[str, list[str]] = {}
-    k = 0
-    for c in prepared:
-        conditions[c] = []
-        for origin in origins[c]:
-            token = secrets.token_urlsafe(TOKEN_BYTES)
-            write_audio(tmp / "clips" / f"{token}.wav", matched[k], sr)
-            clip_table[token] = {"condition": c, "source": origin}
-            conditions[c].append(token)
-            k += 1
-    design = Design(conditions, mode=mode, n_per_condition=n_per_condition, seed=seed)
-    kinds = {c: ("reference" if c == REFERENCE else "anchor" if c == ANCHOR else "model") for c in conditions}
-    has_reference = REFERENCE in conditions
-    config: dict[str, Any] = {
-        "format": FORMAT,
-        "mode": mode,
-        "request": request,
-        "source": str(source),
-        "reference": None if ref_source is None else str(ref_source),
-        "seconds": round(length, 6),
-        "sample_rate": int(sr),
-        "loudness_lufs": round(level, 3),
-        "anchor_hz": cl.ANCHOR_HZ if has_reference else None,
-        "conditions": {
-            c: {"kind": kinds[c], "source": str(models[c]) if c in models else None} for c in conditions
-        },
-        "screening": {
-            "max_fail_share": MAX_FAIL_SHARE,
-            "rule": screening_rule(mode, has_reference=has_reference),
-        },
-        "design": design.to_dict(),
-        "clips": clip_table,
-        "skipped": [list(s) for s in skipped],
-        "cadenza_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    config["config_hash"] = config_hash(config)
-    atomic_write_text(tmp / "test.json", json.dumps(config, indent=1) + "\n")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, folder)
+        clip_table: dict[str, dict[str, Any]] = {}
+        conditions: dict[str, list[str]] = {}
+        k = 0
+        for c in prepared:
+            conditions[c] = []
+            for origin in origins[c]:
+                token = secrets.token_urlsafe(TOKEN_BYTES)
+                write_audio(tmp / "clips" / f"{token}.wav", matched[k], sr)
+                clip_table[token] = {"condition": c, "source": origin}
+                conditions[c].append(token)
+                k += 1
+        design = Design(conditions, mode=mode, n_per_condition=n_per_condition, seed=seed)
+        kinds = {
+            c: ("reference" if c == REFERENCE else "anchor" if c == ANCHOR else "model") for c in conditions
+        }
+        has_reference = REFERENCE in conditions
+        config: dict[str, Any] = {
+            "format": FORMAT,
+            "mode": mode,
+            "request": request,
+            "source": str(source),
+            "reference": None if ref_source is None else str(ref_source),
+            "seconds": round(length, 6),
+            "sample_rate": int(sr),
+            "loudness_lufs": round(level, 3),
+            "anchor_hz": cl.ANCHOR_HZ if has_reference else None,
+            "conditions": {
+                c: {"kind": kinds[c], "source": str(models[c]) if c in models else None} for c in conditions
+            },
+            "screening": {
+                "max_fail_share": MAX_FAIL_SHARE,
+                "rule": screening_rule(mode, has_reference=has_reference),
+            },
+            "design": design.to_dict(),
+            "clips": clip_table,
+            "skipped": [list(s) for s in skipped],
+            "cadenza_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        config["config_hash"] = config_hash(config)
+        atomic_write_text(tmp / "test.json", json.dumps(config, indent=1) + "\n")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return Experiment(folder)

@@ -44,6 +44,7 @@ import json
 import logging
 import math
 import re
+import sqlite3
 import threading
 from typing import Any
 from urllib.parse import parse_qs
@@ -118,6 +119,12 @@ def _json(payload: Any, status: int = 200, headers: list[tuple[str, str]] | None
     return Response(body, status, headers or [], content_type="application/json")
 
 
+def _utf8(text: str) -> bytes:
+    """A page's text as UTF-8; a model named by a folder whose name is not UTF-8 (surrogates)
+    is shown with its odd bytes escaped, not refused with a 500."""
+    return text.encode("utf-8", errors="backslashreplace")
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -188,7 +195,18 @@ class App(Flask):
         return _json({"error": exc.description or exc.name}, exc.code or 500)
 
     def _failed(self, exc: Exception) -> Response:
-        """A bug: logged here, and the client gets no traceback."""
+        """A bug: logged here, and the client gets no traceback. A full disk is not a bug: the
+        listener is told that the answer was not kept (507), and the experimenter, in the log."""
+        if _disk_full(exc):
+            log.error(
+                "listening server: %s %s: the disk is full (%s); free some space",
+                request.method,
+                request.path,
+                exc,
+            )
+            return _json(
+                {"error": "the server's disk is full, so this was not saved; tell whoever runs the test"}, 507
+            )
         log.exception("listening server: %s %s failed", request.method, request.path)
         return _json({"error": "internal error (logged on the server)"}, 500)
 
@@ -413,18 +431,20 @@ class App(Flask):
         with self._results_lock:  # one analysis at a time
             results = analyse(self.exp, n_boot=1000)
         if request.path == "/results.json":
-            return Response(results_json(results), 200, content_type="application/json")
+            return Response(_utf8(results_json(results)), 200, content_type="application/json")
         if request.path == "/results.csv":
-            return Response(results_csv(results), 200, content_type="text/csv; charset=utf-8")
+            return Response(_utf8(results_csv(results)), 200, content_type="text/csv; charset=utf-8")
         if request.path == "/results.md":
-            return Response(format_table(results), 200, content_type="text/markdown; charset=utf-8")
+            return Response(_utf8(format_table(results)), 200, content_type="text/markdown; charset=utf-8")
         k = self._key
         links = {
             "JSON": f"/results.json?key={k}",
             "CSV": f"/results.csv?key={k}",
             "Markdown": f"/results.md?key={k}",
         }
-        return Response(results_html(results, links=links), 200, content_type="text/html; charset=utf-8")
+        return Response(
+            _utf8(results_html(results, links=links)), 200, content_type="text/html; charset=utf-8"
+        )
 
 
 class _Handler(WSGIRequestHandler):
@@ -495,3 +515,10 @@ def make_server(exp: Experiment, *, host: str = "127.0.0.1", port: int = 8000) -
             f"cannot serve on {host}:{port} (see above); --port 0 picks a free port"
         ) from exc
     return ListeningServer(server)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """An OSError for want of room, or SQLite's own words for it ("database or disk is full")."""
+    from cadenza._fs import is_disk_full
+
+    return is_disk_full(exc) or (isinstance(exc, sqlite3.Error) and "disk is full" in str(exc))

@@ -191,6 +191,7 @@ class Representation:
         import os
         from pathlib import Path
 
+        from cadenza._fs import naming
         from cadenza.audio import write_audio
         from cadenza.errors import CadenzaError
 
@@ -200,8 +201,12 @@ class Representation:
         if score is not None:
             path = stem.with_suffix(".mid")
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            score.write(str(tmp))
-            os.replace(tmp, path)
+            try:
+                score.write(str(tmp))
+                os.replace(tmp, path)
+            except BaseException as exc:
+                tmp.unlink(missing_ok=True)
+                raise naming(exc, path) from None
             files.append(path)
         try:
             y, sr = audio if audio is not None else self.to_audio(frames, seconds=seconds)

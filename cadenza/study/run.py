@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cadenza._fs import is_disk_full
 from cadenza.data.prepare import DEFAULT_SPLIT as PREPARE_SPLIT
 from cadenza.errors import CadenzaError, ParameterError
 from cadenza.study.plan import (
@@ -358,6 +359,8 @@ class _Study:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # a study outlives any one model; the error is kept
+            if is_disk_full(exc):  # not the model's failure, and every stage after it would fail too
+                raise
             error = str(exc) if isinstance(exc, CadenzaError) else f"{type(exc).__name__}: {exc}"
             if not str(exc):
                 error = type(exc).__name__
@@ -366,7 +369,9 @@ class _Study:
             logs.mkdir(parents=True, exist_ok=True)
             name = f"{model or 'study'}-{what}".replace("/", "_")
             log_path = logs / f"{name}.log"
-            log_path.write_text(f"{now()}\n{traceback.format_exc()}")
+            log_path.write_text(
+                f"{now()}\n{traceback.format_exc()}", encoding="utf-8", errors="backslashreplace"
+            )
             self.state.set(
                 record, status="failed", error=error[:2000], log=str(log_path.relative_to(self.out))
             )

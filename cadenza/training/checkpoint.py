@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cadenza._fs import fsync_dir
+from cadenza._fs import WriteWatch, fsync_dir, naming
 from cadenza.errors import CadenzaError
 
 FORMAT = "cadenza-checkpoint"
@@ -55,15 +55,17 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "version": VERSION, **state}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    watch = None
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            watch = WriteWatch(f)
+            torch.save(state, watch)  # a full disk: torch says "unexpected pos", the watch why
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        raise (watch.failure(exc, path) if watch is not None else naming(exc, path)) from None
     fsync_dir(path.parent)
     return path
 

@@ -33,7 +33,8 @@ def _cell(value: Any) -> str:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a ``metrics.csv``: ``epoch`` and ``step`` as int, other numbers as float."""
+    """Rows of a ``metrics.csv``: ``epoch`` and ``step`` as int, other numbers as float. A row
+    cut short before its step (a kill, a full disk, in the middle of a write) is left out."""
     path = Path(path)
     if not path.exists():
         return []
@@ -41,6 +42,10 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     with open(path, newline="", encoding="utf-8") as f:
         for raw in csv.DictReader(f):
             row: dict[str, Any] = {}
+            try:
+                int(raw.get("epoch") or ""), int(raw.get("step") or "")
+            except ValueError:
+                continue
             for k, v in raw.items():
                 if k is None:
                     continue
@@ -57,12 +62,23 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
+def _drop_cut_row(path: Path) -> None:
+    """Take off a last row cut short by a kill or a full disk: the next row would be glued onto it."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return
+    if data and not data.endswith(b"\n"):
+        atomic_write_text(path, data[: data.rfind(b"\n") + 1].decode("utf-8", errors="replace"))
+
+
 class MetricsLog:
     """Appends rows to ``metrics.csv``; a new column rewrites the file once with a wider header."""
 
     def __init__(self, path: str | os.PathLike, *, keep_until_step: int | None = None) -> None:
         self.path = Path(path)
         self.columns: list[str] = []
+        _drop_cut_row(self.path)
         if self.path.exists():
             rows = read_metrics(self.path)
             with open(self.path, newline="", encoding="utf-8") as f:
@@ -176,6 +192,10 @@ def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

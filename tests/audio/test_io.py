@@ -283,6 +283,49 @@ def test_truncated_wav_decodes_the_samples_that_are_there(tmp_path):
     assert "data chunk promises 32000 bytes" in caught[0].message.detail
 
 
+def _unfinish(path, *, trailing: bytes = b"") -> bytes:
+    """The bytes of ``path`` as a recorder that died mid-take leaves them: RIFF and data sizes 0."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data")
+    data[4:8] = bytes(4)
+    data[at + 4 : at + 8] = bytes(4)
+    return bytes(data) + trailing
+
+
+@pytest.mark.parametrize(
+    ("subtype", "channels", "sr"),
+    [("PCM_16", 1, 16000), ("PCM_24", 2, 44100), ("FLOAT", 3, 48000)],
+)
+def test_a_wav_whose_header_was_never_finished_is_read_whole(tmp_path, subtype, channels, sr):
+    x = np.stack([sine(sr, 1.5, freq=220.0 * (c + 1)) for c in range(channels)], axis=1).squeeze()
+    sf.write(tmp_path / "whole.wav", x, sr, subtype=subtype)
+    (tmp_path / "died.wav").write_bytes(
+        _unfinish(tmp_path / "whole.wav", trailing=b"\x01")
+    )  # half a frame more
+    assert sf.info(str(tmp_path / "died.wav")).frames == 0  # what libsndfile alone makes of it
+    whole, _ = read_audio(tmp_path / "whole.wav", sr=16000)
+    with pytest.warns(io.UnfinishedAudioWarning, match="header never finished: read 1.5 s after it"):
+        died, got_sr = read_audio(tmp_path / "died.wav", sr=16000)
+    assert got_sr == 16000
+    np.testing.assert_array_equal(died, whole)
+    info = audio_info(tmp_path / "died.wav")
+    assert info["frames"] == round(1.5 * sr) and info["channels"] == channels and info["sr"] == sr
+    with pytest.warns(io.UnfinishedAudioWarning):
+        part, _ = read_audio(tmp_path / "died.wav", offset=0.5, duration=0.5)
+    np.testing.assert_array_equal(part, read_audio(tmp_path / "whole.wav", offset=0.5, duration=0.5)[0])
+
+
+def test_a_wav_header_of_zero_frames_with_nothing_after_it_is_still_refused(tmp_path):
+    sf.write(tmp_path / "empty.wav", np.zeros(0), 16000)
+    with pytest.raises(DecodeError, match="no audio samples"):
+        read_audio(tmp_path / "empty.wav")
+    sf.write(tmp_path / "one.wav", sine(16000, 0.1), 16000)
+    data = _unfinish(tmp_path / "one.wav")
+    (tmp_path / "header_only.wav").write_bytes(data[: data.index(b"data") + 8] + b"\x01")  # less than a frame
+    with pytest.raises(DecodeError, match="no audio samples"):
+        read_audio(tmp_path / "header_only.wav")
+
+
 def _noise(sr: int, seconds: float) -> np.ndarray:
     """Noise, which compresses badly: a cut at a fraction of the bytes lands in the middle of the audio."""
     return 0.3 * np.random.default_rng(7).standard_normal(round(sr * seconds))

@@ -110,6 +110,57 @@ def test_ids_made_equal_by_safe_id_are_told_apart(tmp_path: Path):
     assert ids(open_source(str(tmp_path))) == first  # stable
 
 
+def test_ids_equal_but_for_case_are_told_apart(tmp_path: Path):
+    write_audio(tmp_path / "Track.wav")
+    write_audio(tmp_path / "track.wav")
+    found = ids(open_source(str(tmp_path)))
+    # two shards a file system that ignores case (macOS, Windows) keeps apart
+    assert len({i.lower() for i in found}) == 2 and all(i.lower().startswith("track.wav-") for i in found)
+
+
+def test_a_file_deep_in_a_library_with_long_names_is_prepared(tmp_path: Path):
+    from cadenza.data import FeatureStore, prepare_corpus
+    from cadenza.data.items import MAX_ID
+
+    artist = "Artist With A Fairly Long Name And Featuring Several Other Artists " * 2
+    album = "Album With A Very Long Title (Deluxe Remastered Anniversary Edition) " * 2
+    deep = tmp_path / "music" / artist.strip() / album.strip()
+    deep.mkdir(parents=True)
+    long_name = "01 A Track Title That Is Long Too (Live at the Royal Albert Hall, 1971) [Remastered].wav"
+    write_audio(deep / long_name, seconds=0.5)
+    write_audio(
+        deep / long_name.replace("01", "02"), seconds=0.5
+    )  # the same start and end: told apart by the hash
+    found = ids(open_source(str(tmp_path / "music")))
+    assert len(set(found)) == 2 and all(len(i) <= MAX_ID and i.endswith("_Remastered_.wav") for i in found)
+    assert all(i.startswith("Artist_With_A_Fairly_Long_Name") for i in found)
+    summary = prepare_corpus(
+        str(tmp_path / "music"),
+        tmp_path / "store",
+        representation="fft",
+        rep_params={"block_size": 400},
+        progress=False,
+    )
+    assert summary.n_ok == 2 and summary.n_skipped == 0  # "File name too long" before
+    assert len(FeatureStore(tmp_path / "store").records) == 2
+
+
+def test_a_file_named_in_latin_1_on_a_utf_8_system_is_prepared(tmp_path: Path):
+    from cadenza.data import prepare_corpus
+
+    src = tmp_path / "music"
+    write_audio(src / "ok.wav", seconds=0.5)
+    write_audio(src / "tmp.wav", seconds=0.5)
+    try:  # an archive made on Windows: the name's bytes are not UTF-8
+        os.rename(src / "tmp.wav", os.fsencode(src) + b"/caf\xe9 latin1.wav")
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    summary = prepare_corpus(
+        str(src), tmp_path / "store", representation="fft", rep_params={"block_size": 400}, progress=False
+    )
+    assert summary.n_ok == 2 and summary.n_skipped == 0  # "UnicodeEncodeError" in soundfile before
+
+
 def test_single_file_is_a_one_item_folder(tmp_path: Path):
     path = write_midi(tmp_path / "piece one.mid")
     src = open_source(str(path))

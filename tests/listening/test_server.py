@@ -315,6 +315,41 @@ def test_a_bug_is_a_logged_json_500_and_requests_are_logged_quietly(served, monk
         make_server(exp, port=port)
 
 
+def test_a_full_disk_is_a_507_that_says_the_answer_was_not_kept(served, monkeypatch, caplog) -> None:
+    exp, url, _ = served
+    who = Listener(url)
+    block = who.start()
+    token = block["trials"][0]["tokens"][0]
+    who.request("GET", f"/audio/{token}.wav")
+
+    def full(event):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(exp.store, "add_event", full)
+    status, reply = who.answer(0, [token], 4, seconds=exp.seconds)
+    assert status == 507 and "disk is full" in reply["error"] and "not saved" in reply["error"]
+    assert any("disk is full" in r.getMessage() and not r.exc_info for r in caplog.records)
+    monkeypatch.undo()
+    assert who.answer(0, [token], 4, seconds=exp.seconds)[0] == 200  # room again: the same answer is taken
+
+
+@pytest.mark.parametrize("content", ["", "abc", "00ff"])
+def test_a_damaged_signing_key_is_replaced_never_used(tmp_path: Path, content: str) -> None:
+    exp = make_experiment(tmp_path, n_per_condition=1)
+    try:
+        path = exp.folder / "secret.key"
+        path.unlink(missing_ok=True)
+        first = exp.secret()
+        assert len(first) == 32 and path.read_text() == first.hex() and exp.secret() == first
+        assert (path.stat().st_mode & 0o777) == 0o600
+        path.write_text(content)  # a key cut short (a full disk before the fix), or edited
+        second = exp.secret()
+        assert len(second) == 32 and second != first and path.read_text() == second.hex()
+        assert not [p for p in exp.folder.iterdir() if p.name.endswith(".tmp")]
+    finally:
+        exp.close()
+
+
 def test_fifty_concurrent_listeners_lose_no_answer(tmp_path: Path) -> None:
     exp = make_experiment(tmp_path, n_per_condition=1)
     n_listeners = 50

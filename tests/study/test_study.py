@@ -174,6 +174,33 @@ def test_study_of_two_families_and_a_broken_model(
     assert "fft_base against the held-out files" not in fourth
 
 
+def test_a_full_disk_stops_the_study_without_failing_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toy.register("full_toy", monkeypatch, disk_full=True)
+    toy.register("next_toy", monkeypatch)
+    out = tmp_path / "study"
+    args = ["study", SOURCE, "--models", "full_toy,next_toy", "--budget", "2steps", "--out", str(out)]
+    args += [*SMALL, "--eval-clips", "0", "--listen-clips", "0"]
+    args += [f"--set={m}:{o}" for m in ("full_toy", "next_toy") for o in toy.FAST]
+    assert cli(args) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("error:") == 1 and "Traceback" not in captured.err
+    assert (
+        "cadenza study: error: no space left on device writing runs/toy/checkpoints/last.pt" in captured.err
+    )
+    assert "the study goes on where it stopped" in captured.err
+    assert "[2/2 next_toy]" not in captured.out  # stopped: the next model would find the disk full too
+    state = _state(out)
+    assert state["models"]["full_toy"]["stages"]["train"]["status"] != "failed"
+    assert not (out / "logs").exists()
+
+    toy.register("full_toy", monkeypatch)  # room again: the same command goes on
+    assert cli(args) == 0
+    state = _state(out)
+    assert all(state["models"][m]["stages"]["train"]["status"] == "done" for m in ("full_toy", "next_toy"))
+
+
 @pytest.mark.slow
 def test_study_killed_in_the_middle_of_training_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

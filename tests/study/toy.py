@@ -2,12 +2,14 @@
 
 :func:`register` puts one into ``cadenza.models.MODELS`` (through ``monkeypatch`` in a test, or
 for good in a subprocess). ``sleep`` makes every training step last that long, so a test can
-kill a study in the middle of training; ``fail`` makes training raise, as a broken model would.
+kill a study in the middle of training; ``fail`` makes training raise, as a broken model would;
+``disk_full`` makes it raise what a write to a full disk raises.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import time
 from types import MappingProxyType
 from typing import Any
@@ -27,6 +29,7 @@ class Config:
     hidden_size: int = 4
     sleep: float = 0.0  # seconds per training step
     fail: bool = False  # raise at the first training step
+    disk_full: bool = False  # the first training step finds the disk full
 
     @classmethod
     def paper(cls, **changes: Any) -> Config:
@@ -52,6 +55,8 @@ class Model(nn.Module):
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.training and self.config.fail:
             raise RuntimeError("the toy model is broken on purpose")
+        if self.training and self.config.disk_full:
+            raise OSError(errno.ENOSPC, "No space left on device", "runs/toy/checkpoints/last.pt")
         if self.training and self.config.sleep:
             time.sleep(self.config.sleep)
         return {"loss": F.mse_loss(self(batch["x"]), batch["y"])}
