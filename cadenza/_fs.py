@@ -108,3 +108,23 @@ class WriteWatch:
         """What to raise for ``exc``, which the write of ``path`` ended with: the disk's error
         (naming ``path``) where a write failed, else ``exc``."""
         return naming(self.error if self.error is not None else exc, path)
+
+
+def printable(name: str) -> str:
+    """A file name as a person reads it. A name that is not valid in the file system's encoding
+    reaches Python with surrogates ("caf\\udce9.wav"), which a plot, a page or a UTF-8 file
+    cannot hold; its bytes are read as Windows' Latin alphabet instead, the usual source of such
+    names (an old archive, a zip made on Windows).
+
+    >>> printable("café.wav"), printable("caf\\udce9.wav")
+    ('café.wav', 'café.wav')
+    """
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        raw = name.encode("utf-8", errors="surrogateescape")
+    try:
+        return raw.decode("cp1252")
+    except UnicodeDecodeError:  # a byte cp1252 leaves undefined
+        return raw.decode("latin-1")

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from cadenza._fs import printable
 from cadenza.data.corpora import AUDIO_EXTENSIONS, SCORE_EXTENSIONS
 from cadenza.errors import CadenzaError, DecodeError, ParameterError
 
@@ -134,7 +135,7 @@ def _listing(folder: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]
         if path.suffix.lower() in AUDIO_EXTENSIONS or path.suffix.lower() in SCORE_EXTENSIONS:
             music.append((path, rel))
         else:
-            other.append((rel, "not audio or a score"))
+            other.append((printable(rel), "not audio or a score"))
     return music, other
 
 
@@ -144,7 +145,7 @@ _BAD_FILE = (CadenzaError, OSError, ValueError, EOFError, IndexError, KeyError)
 
 def _read_item(path: Path, rel: str, max_seconds: float | None) -> Item:
     """One file of a folder as an :class:`Item`: audio at its own rate, a score rendered."""
-    name = str(Path(rel).with_suffix("")).replace(os.sep, "/")
+    name = printable(str(Path(rel).with_suffix("")).replace(os.sep, "/"))
     if path.suffix.lower() in AUDIO_EXTENSIONS:
         y, sr, scale = _read_with_scale(path, max_seconds)
         return Item(name=name, y=y, sr=int(sr), origin=str(path), group=str(path), scale=scale)

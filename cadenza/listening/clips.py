@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cadenza._fs import printable
 from cadenza.audio.io import AUDIO_EXTENSIONS
 from cadenza.data.corpora import SCORE_EXTENSIONS
 from cadenza.errors import CadenzaError, DecodeError, ParameterError
@@ -116,7 +117,7 @@ def model_folders(source: str | os.PathLike) -> tuple[dict[str, Path], Path | No
         if sub.name == REFERENCE_FOLDER:
             reference = sub
         else:
-            models[sub.name] = sub
+            models[printable(sub.name)] = sub  # a name that is not UTF-8 shown as it was meant
     if not models:
         loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
         hint = f" ({len(loose)} audio files lie directly in it: put each model's in its own subfolder)"

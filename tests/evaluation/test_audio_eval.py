@@ -547,3 +547,20 @@ def test_a_long_file_of_an_evaluated_folder_is_heard_over_its_first_minutes(
     (cs,) = ev.sets
     assert "1 file measured over its first 2 s (g00)" in cs.note, cs.note
     assert sorted(c.seconds for c in cs.clips) == pytest.approx([1.0, 2.0], abs=0.01)
+
+
+def test_files_named_in_latin_1_are_measured_and_shown_as_meant(tmp_path: Path) -> None:
+    # A folder from an old archive: names whose bytes are not UTF-8 stopped the report's plots.
+    import os
+
+    t = np.arange(SR) / SR
+    ref_dir = _folder(tmp_path / "ref", [0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t) for i in range(4)], "r")
+    gen_dir = _folder(tmp_path / "gen", [0.3 * np.sin(2 * np.pi * (250 + 40 * i) * t) for i in range(3)], "g")
+    try:
+        os.rename(gen_dir / "g00.wav", os.fsencode(gen_dir) + b"/caf\xe9.wav")
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    ev = evaluate([gen_dir], reference=ref_dir, out=tmp_path / "out", n_clips=4, seconds=1.0, n_boot=0)
+    (cs,) = ev.sets
+    assert "café" in {c.name for c in cs.clips}
+    assert "café" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
