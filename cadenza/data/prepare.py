@@ -306,13 +306,20 @@ def _encode_score(
     item: SourceItem, rep: Representation, max_seconds: float | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """A score (MIDI, MusicXML, LPD roll) encoded by a score representation."""
-    midi = load_score_item(item)
+    from cadenza.data.scores import PartialScoreWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PartialScoreWarning)
+        midi = load_score_item(item)
+    notes = _notes_of(caught, PartialScoreWarning)
     if max_seconds is not None:
         from cadenza.data.scores import score_head
 
         midi = score_head(midi, max_seconds)
     frames, enc_info = rep.encode_with_info(midi)  # type: ignore[attr-defined]
     info: dict[str, Any] = {k: v for k, v in enc_info.items() if isinstance(v, int | float | str)}
+    if notes:
+        info["warning"] = notes
     if not np.any(frames):
         n_drums, n_out = int(enc_info.get("n_drum_notes", 0)), int(enc_info.get("n_dropped_out_of_range", 0))
         if n_drums and not n_out:
@@ -461,24 +468,33 @@ def _quietly(read: Any, path: str, *, default: Any = None, **kwargs: Any) -> Any
 def _load_audio_with_notes(
     item: SourceItem, sr: int, max_seconds: float | None = None
 ) -> tuple[np.ndarray, str]:
-    """:func:`load_audio_item`, and the notes of a :class:`PartialAudioWarning` (a file cut short)
-    or a :class:`LoudAudioWarning` (a float file scaled down to full scale); "" when neither.
+    """:func:`load_audio_item`, and the notes of a :class:`PartialAudioWarning` (a file cut short),
+    a :class:`LoudAudioWarning` (a float file scaled down to full scale) or a
+    :class:`~cadenza.data.scores.PartialScoreWarning` (a MIDI file cut short); "" when none.
 
     Other warnings are shown as they would have been.
     """
     from cadenza.audio import LoudAudioWarning, PartialAudioWarning
+    from cadenza.data.scores import PartialScoreWarning
 
+    kinds = (PartialAudioWarning, LoudAudioWarning, PartialScoreWarning)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PartialAudioWarning)
-        warnings.simplefilter("always", LoudAudioWarning)
+        for kind in kinds:
+            warnings.simplefilter("always", kind)
         y = load_audio_item(item, sr, max_seconds=max_seconds)
+    return y, _notes_of(caught, kinds)
+
+
+def _notes_of(caught: list[warnings.WarningMessage], kinds: Any) -> str:
+    """The notes (``.note``) of the warnings of ``kinds`` among ``caught``, joined; the other
+    warnings are given again, as they would have been."""
     notes = []
     for w in caught:
-        if isinstance(w.message, (PartialAudioWarning, LoudAudioWarning)):
-            notes.append(w.message.note)
+        if isinstance(w.message, kinds):
+            notes.append(w.message.note)  # type: ignore[attr-defined]
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    return y, "; ".join(dict.fromkeys(notes))
+    return "; ".join(dict.fromkeys(notes))
 
 
 def prepare_one(item: SourceItem, rep_dict: dict[str, Any], out: str, split: str) -> dict[str, Any]:

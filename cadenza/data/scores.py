@@ -45,7 +45,14 @@ import pretty_midi
 
 from cadenza.errors import DecodeError
 
-__all__ = ["MIDI_EXTENSIONS", "read_lpd_npz", "read_lpd_roll", "read_score", "score_head"]
+__all__ = [
+    "MIDI_EXTENSIONS",
+    "PartialScoreWarning",
+    "read_lpd_npz",
+    "read_lpd_roll",
+    "read_score",
+    "score_head",
+]
 
 MIDI_EXTENSIONS = (".mid", ".midi", ".kar")
 
@@ -108,18 +115,44 @@ def _check_file(path: str) -> None:
         raise DecodeError(path, "empty file")
 
 
+class PartialScoreWarning(UserWarning):
+    """A MIDI file that breaks off inside a track (a download cut short, a damaged disk) or whose
+    header is preceded by other bytes: what parses is read, and a corpus job records
+    :attr:`note` in its manifest, as it does for audio kept in part."""
+
+    def __init__(self, path: str, note: str) -> None:
+        self.path = path
+        self.note = note  # one line for a manifest
+        super().__init__(f"{path}: {note}")
+
+
+#: How far into a file a MIDI header is looked for (a Mac's 128-byte MacBinary header, a web
+#: server's reply saved with the file).
+_HEADER_SEARCH = 4096
+
+
 def _midi_from_bytes(path: str, data: bytes, *, shrink: bool = False) -> pretty_midi.PrettyMIDI:
     if data[:4] == b"RIFF" and data[8:12] == b"RMID":  # RIFF-wrapped MIDI (.rmi saved as .mid)
         start = data.find(b"MThd")
         data = data[start:] if start >= 0 else b""
+    elif data[:4] != b"MThd" and 0 < (start := data.find(b"MThd\x00\x00\x00\x06", 0, _HEADER_SEARCH)):
+        warnings.warn(
+            PartialScoreWarning(path, f"{start} bytes before its MIDI header passed over"), stacklevel=3
+        )
+        data = data[start:]
     if data[:4] != b"MThd":
         raise DecodeError(path, "not a MIDI file", "no MThd header")
+    data, cut = _mend_tracks(data)
+    if cut:
+        warnings.warn(PartialScoreWarning(path, f"kept in part: {cut}"), stacklevel=3)
     try:
         # clip=True: data bytes above 127, common in files from old sequencers, are clipped
         # instead of refused (pretty_midi's own reader refuses them).
         mid = mido.MidiFile(file=io.BytesIO(data), clip=True)
     except (EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise DecodeError(path, "corrupt MIDI", f"{type(exc).__name__}: {exc}") from None
+    if not mid.tracks:
+        raise DecodeError(path, "no notes", "no track")
     if mid.type == 2:
         _patterns_in_sequence(mid)
     if data[12] & 0x80:  # the header's division counts SMPTE frames, not beats
@@ -133,6 +166,88 @@ def _midi_from_bytes(path: str, data: bytes, *, shrink: bool = False) -> pretty_
             return pretty_midi.PrettyMIDI(mido_object=mid)
     except (ValueError, KeyError, IndexError, TypeError, ZeroDivisionError) as exc:
         raise DecodeError(path, "corrupt MIDI", f"{type(exc).__name__}: {exc}") from None
+
+
+def _event_end(data: bytes, i: int, end: int, status: int | None) -> tuple[int, int | None, bool] | None:
+    """Where the track event at ``i`` (its delta time first) ends, the running status after it,
+    and whether it ends the track; None where it does not fit before ``end``."""
+
+    def vlq(j: int) -> tuple[int, int] | None:
+        value = 0
+        for k in range(4):
+            if j + k >= end:
+                return None
+            value = (value << 7) | (data[j + k] & 0x7F)
+            if not data[j + k] & 0x80:
+                return value, j + k + 1
+        return None
+
+    got = vlq(i)  # the delta time
+    if got is None or got[1] >= end:
+        return None
+    j = got[1]
+    first = data[j]
+    if first == 0xFF:  # meta event: type, length, data
+        if j + 1 >= end:
+            return None
+        got = vlq(j + 2)
+        if got is None or got[1] + got[0] > end:
+            return None
+        return got[1] + got[0], status, data[j + 1] == 0x2F
+    if first in (0xF0, 0xF7):  # system exclusive: length, data
+        got = vlq(j + 1)
+        if got is None or got[1] + got[0] > end:
+            return None
+        return got[1] + got[0], None, False
+    if first & 0x80:
+        status, j = first, j + 1
+    elif status is None:
+        return None  # data without a status to run on: the track is damaged from here
+    kind = status & 0xF0
+    n = 1 if kind in (0xC0, 0xD0) else 2 if kind < 0xF0 else {0xF1: 1, 0xF2: 2, 0xF3: 1}.get(status, 0)
+    return (j + n, status, False) if j + n <= end else None
+
+
+def _mend_tracks(data: bytes) -> tuple[bytes, str]:
+    """``data`` with a track that breaks off (its declared length past the end of the file, or
+    its last event cut) ended after its last whole event, and the header's track count set to
+    the tracks there are; and what was wrong ("" when nothing was)."""
+    if len(data) < 14:
+        return data, ""
+    pos = 8 + int.from_bytes(data[4:8], "big")
+    declared = int.from_bytes(data[10:12], "big")
+    chunks: list[bytes] = []
+    cut = ""
+    n_tracks = 0
+    while pos + 8 <= len(data):
+        kind, length = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "big")
+        body_start, body_end = pos + 8, min(pos + 8 + length, len(data))
+        if kind != b"MTrk":
+            if not kind.isalnum():  # not a chunk: bytes after the last track (a tag, padding)
+                break
+            chunks.append(data[pos:body_end])  # another kind of chunk: mido passes over it
+            pos = body_end
+            continue
+        i, status, ended = body_start, None, False
+        while i < body_end and not ended:
+            step = _event_end(data, i, body_end, status)
+            if step is None:
+                break
+            i, status, ended = step
+        if i < body_end and not ended or body_start + length > len(data):
+            kept = data[body_start:i] + (b"" if ended else b"\x00\xff\x2f\x00")
+            chunks.append(b"MTrk" + len(kept).to_bytes(4, "big") + kept)
+            cut = cut or f"track {n_tracks + 1} breaks off at byte {i} of {len(data)}"
+        else:
+            chunks.append(data[pos:body_end])
+        n_tracks += 1
+        pos = body_start + length
+    if not cut and n_tracks >= declared:  # more tracks than counted: mido reads those counted, as before
+        return data, ""
+    if not cut:
+        cut = f"its header counts {declared} tracks, the file holds {n_tracks}"
+    header = data[:10] + n_tracks.to_bytes(2, "big") + data[12 : 8 + int.from_bytes(data[4:8], "big")]
+    return header + b"".join(chunks), cut
 
 
 def _patterns_in_sequence(mid: mido.MidiFile) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -11,7 +12,14 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from cadenza.data.scores import BINARY_VELOCITY, read_lpd_npz, read_lpd_roll, read_score, score_head
+from cadenza.data.scores import (
+    BINARY_VELOCITY,
+    PartialScoreWarning,
+    read_lpd_npz,
+    read_lpd_roll,
+    read_score,
+    score_head,
+)
 from cadenza.errors import DecodeError
 
 from ._build_corpora import lpd_tracks, write_lpd_v0, write_lpd_v1, write_midi
@@ -98,16 +106,95 @@ def test_malformed_files(tmp_path: Path, name: str, content: bytes, reason: str)
 
 def test_truncated_missing_and_silent_midi(tmp_path: Path):
     whole = write_midi(tmp_path / "whole.mid", [(60 + i % 12, i * 0.1, i * 0.1 + 0.1) for i in range(50)])
-    cut = tmp_path / "cut.mid"
-    cut.write_bytes(whole.read_bytes()[:200])
-    with pytest.raises(DecodeError, match="corrupt MIDI"):
-        read_score(cut)
+    data = whole.read_bytes()
+    for n_bytes in (200, 201, 202, 203):  # cut inside an event at each of its bytes
+        cut = tmp_path / f"cut{n_bytes}.mid"
+        cut.write_bytes(data[:n_bytes])  # a download cut short: it was refused as "corrupt MIDI"
+        with pytest.warns(
+            PartialScoreWarning, match=rf"kept in part: track \d breaks off at byte \d+ of {n_bytes}"
+        ):
+            part = read_score(cut)
+        kept, all_notes = note_list(part), note_list(read_score(whole))
+        missing = [n for n in all_notes if n not in kept]
+        assert 0 < len(kept) < 50 and set(kept) <= set(all_notes)
+        assert max(n[3] for n in kept) <= min(n[3] for n in missing)  # the notes before the cut
     with pytest.raises(DecodeError, match="missing file"):
         read_score(tmp_path / "nowhere.mid")
     silent = tmp_path / "silent.mid"
     pretty_midi.PrettyMIDI().write(str(silent))
     with pytest.raises(DecodeError, match="no notes"):
         read_score(silent)
+
+
+def _smf(tracks: list[bytes], n_declared: int | None = None) -> bytes:
+    n = len(tracks) if n_declared is None else n_declared
+    head = (
+        b"MThd"
+        + (6).to_bytes(4, "big")
+        + (1).to_bytes(2, "big")
+        + n.to_bytes(2, "big")
+        + (480).to_bytes(2, "big")
+    )
+    return head + b"".join(b"MTrk" + len(t).to_bytes(4, "big") + t for t in tracks)
+
+
+#: Five quarter notes (running status inside) and the end of the track.
+_NOTES = (
+    b"".join(bytes([0, 0x90, p, 90, 0x83, 0x60, 0x80, p, 0]) for p in (60, 62, 64, 65, 67))
+    + b"\x00\xff\x2f\x00"
+)
+_TEMPO = b"\x00\xff\x51\x03\x07\xa1\x20\x00\xff\x2f\x00"
+
+
+@pytest.mark.parametrize(
+    ("content", "n_notes", "note"),
+    [
+        (_smf([_TEMPO, _NOTES])[:-30], 2, "kept in part: track 2 breaks off"),  # cut in the last track
+        (
+            _smf([_TEMPO, _NOTES]).replace(len(_NOTES).to_bytes(4, "big"), (9999).to_bytes(4, "big")),
+            5,
+            "breaks off",
+        ),
+        (_smf([_TEMPO, _NOTES], n_declared=3), 5, "its header counts 3 tracks, the file holds 2"),
+        (bytes(128) + _smf([_TEMPO, _NOTES]), 5, "128 bytes before its MIDI header passed over"),  # MacBinary
+        (_smf([_TEMPO, _NOTES]) + b"\x00\xffjunk" * 10, 5, None),  # bytes after the last track: as before
+    ],
+    ids=["cut", "length-past-the-end", "fewer-tracks", "macbinary", "trailing-bytes"],
+)
+def test_a_damaged_midi_file_keeps_what_parses_and_says_what_was_wrong(tmp_path, content, n_notes, note):
+    path = tmp_path / "damaged.mid"
+    path.write_bytes(content)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        midi = read_score(path)
+    notes = [n.pitch for inst in midi.instruments for n in inst.notes]
+    assert notes == [60, 62, 64, 65, 67][:n_notes]
+    said = [str(w.message) for w in caught if issubclass(w.category, PartialScoreWarning)]
+    assert (said == []) if note is None else (len(said) == 1 and note in said[0]), said
+
+
+def test_a_midi_file_without_tracks_has_no_notes(tmp_path: Path):
+    (tmp_path / "empty.mid").write_bytes(_smf([]))
+    with pytest.raises(DecodeError, match="no notes") as info:
+        read_score(tmp_path / "empty.mid")
+    assert info.value.detail == "no track"
+
+
+def test_prepare_notes_a_midi_file_kept_in_part(tmp_path: Path):
+    from cadenza.data import prepare_corpus
+
+    (tmp_path / "music").mkdir()
+    (tmp_path / "music" / "cut.mid").write_bytes(_smf([_TEMPO, _NOTES])[:-30])
+    (tmp_path / "music" / "whole.mid").write_bytes(_smf([_TEMPO, _NOTES]))
+    summary = prepare_corpus(
+        str(tmp_path / "music"), tmp_path / "rolls", representation="pianoroll", progress=False
+    )
+    assert summary.n_ok == 2
+    records = {
+        r["id"]: r for r in map(json.loads, (tmp_path / "rolls" / "manifest.jsonl").read_text().splitlines())
+    }
+    assert records["cut.mid"]["warning"].startswith("kept in part: track 2 breaks off")
+    assert "warning" not in records["whole.mid"]
 
 
 def test_notes_that_end_at_the_tick_they_start_are_kept_one_tick_long(tmp_path: Path):
