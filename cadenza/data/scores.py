@@ -35,6 +35,7 @@ import io
 import json
 import math
 import os
+import re
 import warnings
 import zipfile
 from typing import Any
@@ -382,10 +383,14 @@ def _read_with_music21(path: str) -> pretty_midi.PrettyMIDI:
 
     if path.lower().endswith(".mxl"):
         _check_mxl(path)
+    text = _wide_xml(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            parsed = music21.converter.parse(path)
+            if text is None:
+                parsed = music21.converter.parse(path)
+            else:
+                parsed = music21.converter.parseData(text, format="musicxml")
     except Exception as exc:  # music21 raises a zoo of types (its own, XML, regex, index...)
         raise DecodeError(path, "unparseable score", f"{type(exc).__name__}: {exc}"[:300]) from None
     if not isinstance(parsed, music21.stream.Opus):
@@ -401,6 +406,37 @@ def _read_with_music21(path: str) -> pretty_midi.PrettyMIDI:
     if not midis:
         raise first_error or DecodeError(path, "no notes", "an empty collection of scores")
     return midis[0] if len(midis) == 1 else _concatenate(midis)
+
+
+#: The first bytes of XML in UTF-16 or UTF-32 (with or without a byte-order mark), and the codec.
+_WIDE_XML = (
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\xfe\xff", "utf-16"),
+    (b"\xff\xfe", "utf-16"),
+    (b"<\x00?\x00", "utf-16-le"),
+    (b"\x00<\x00?", "utf-16-be"),
+)
+
+
+def _wide_xml(path: str) -> str | None:
+    """The text of an XML score written in UTF-16 or UTF-32 (some notation programs export
+    MusicXML so), its declaration saying UTF-8: music21 reads the file as UTF-8 text and the XML
+    parser then refuses the declaration ("encoding specified in XML declaration is incorrect").
+    None for any other file."""
+    if not path.lower().endswith((".xml", ".musicxml")):
+        return None
+    with open(path, "rb") as f:
+        head = f.read(4)
+        codec = next((c for mark, c in _WIDE_XML if head.startswith(mark)), None)
+        if codec is None:
+            return None
+        data = head + f.read()
+    try:
+        text = data.decode(codec).lstrip("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(path, "unparseable score", f"{codec} text that does not decode: {exc}") from None
+    return re.sub(r"""^(<\?xml[^>]*?encoding=)(["'])[^"']*\2""", r"\1\2UTF-8\2", text, count=1)
 
 
 def _check_mxl(path: str) -> None:

@@ -332,6 +332,35 @@ def test_musicxml_keeps_part_programs(tmp_path: Path):
     assert [n.pitch for n in midi.instruments[0].notes] == [76, 74, 72]
 
 
+@pytest.mark.parametrize(
+    ("codec", "bom", "declared"),
+    [
+        ("utf-16", b"", True),
+        ("utf-16-le", b"", True),
+        ("utf-16-be", b"\xfe\xff", True),
+        ("utf-32", b"", True),  # music21 alone: "encoding specified in XML declaration is incorrect"
+        ("utf-16", b"", False),  # re-saved as "Unicode" by an editor, still declaring UTF-8: the same
+    ],
+)
+def test_musicxml_in_utf_16_or_32_is_read(tmp_path: Path, codec: str, bom: bytes, declared: bool):
+    from music21 import meter, note, stream
+
+    part = stream.Part()
+    part.append(meter.TimeSignature("2/4"))
+    for p in ("C4", "E4", "G4", "C5"):
+        part.append(note.Note(p, quarterLength=0.5))
+    plain = tmp_path / "plain.musicxml"
+    stream.Score([part]).write("musicxml", fp=str(plain))
+    text = plain.read_text(encoding="utf-8")
+    name = codec.split("-")[0].upper() + "-" + codec.split("-")[1]
+    wide = tmp_path / "wide.xml"
+    if declared:
+        text = text.replace("UTF-8", name, 1).replace("utf-8", name, 1)
+    wide.write_bytes(bom + text.encode(codec))
+    assert note_list(read_score(wide)) == note_list(read_score(plain))
+    assert [n.pitch for n in read_score(wide).instruments[0].notes] == [60, 64, 67, 72]
+
+
 def test_abc_tune_book_plays_its_tunes_in_turn(tmp_path: Path):
     path = tmp_path / "book.abc"
     path.write_text(
