@@ -581,14 +581,73 @@ class _Patched(io.RawIOBase):
         super().close()
 
 
+def _mpeg_in_wav(path: Path) -> tuple[int, int] | None:
+    """Where the MPEG audio of a WAV file whose format tag is MPEG (0x50) or MPEG layer 3 (0x55)
+    lies, ``(offset, length)`` (some recorders and old tools wrap MP3 so): libsndfile refuses
+    the container ("Malformed 'fmt ' chunk") but reads the stream inside. None for any other file."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos, tag = 12, None
+        while pos + 8 <= size:
+            fh.seek(pos)
+            chunk = fh.read(8)
+            n_bytes = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"fmt ":
+                tag = int.from_bytes(fh.read(2), "little")
+            elif chunk[:4] == b"data":
+                if tag not in (0x50, 0x55):
+                    return None
+                end = size if n_bytes in (0, 0xFFFFFFFF) else min(size, pos + 8 + n_bytes)
+                return (pos + 8, end - pos - 8) if end > pos + 8 else None
+            pos += 8 + n_bytes + (n_bytes & 1)
+    return None
+
+
+class _Window(_Patched):
+    """The bytes ``[start, start + length)`` of a file, read as a file of their own."""
+
+    def __init__(self, path: Path, start: int, length: int) -> None:
+        super().__init__(path, {})
+        self.start, self.length = start, length
+        self.fh.seek(start)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: self.start, 1: self.fh.tell(), 2: self.start + self.length}[whence]
+        return self.fh.seek(min(max(base + offset, self.start), self.start + self.length)) - self.start
+
+    def tell(self) -> int:
+        return self.fh.tell() - self.start
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        left = self.start + self.length - self.fh.tell()
+        return self.fh.readinto(view[: max(0, min(len(view), left))])
+
+
 class _Opened:
     """libsndfile's reader of ``path`` (``.f``); a WAV whose header was never finished is read
-    through its header as it should have been (``.unfinished`` says what was wrong; else None)."""
+    through its header as it should have been (``.unfinished`` says what was wrong; else None),
+    and the MP3 stream inside a WAV file whose format is MPEG is read by itself."""
 
     def __init__(self, path: Path) -> None:
         self.raw: _Patched | None = None
         self.unfinished: str | None = None
-        self.f = sf.SoundFile(_native(path))
+        try:
+            self.f = sf.SoundFile(_native(path))
+        except (sf.SoundFileError, RuntimeError):
+            inner = _mpeg_in_wav(path)
+            if inner is None:
+                raise
+            self.raw = _Window(path, *inner)
+            try:
+                self.f = sf.SoundFile(self.raw)
+            except BaseException:
+                self.raw.close()
+                raise
+            return
         if self.f.frames == 0 and self.f.format == "WAV":
             fix = _unfinished_wav(path)
             if fix is not None:

@@ -326,6 +326,25 @@ def test_a_wav_header_of_zero_frames_with_nothing_after_it_is_still_refused(tmp_
         read_audio(tmp_path / "header_only.wav")
 
 
+@pytest.mark.skipif(not mp3_writable(), reason="this libsndfile cannot write MP3")
+def test_the_mp3_inside_a_wav_file_is_read(tmp_path):
+    # A WAV whose format is MPEG layer 3 (tag 0x55): libsndfile says "Malformed 'fmt ' chunk".
+    import struct
+
+    sf.write(tmp_path / "a.mp3", sine(22050, 2.0), 22050, format="MP3")
+    mp3 = (tmp_path / "a.mp3").read_bytes()
+    fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 0x55, 1, 22050, 16000, 1, 0)
+    body = (
+        b"WAVE" + fmt + b"data" + struct.pack("<I", len(mp3)) + mp3 + b"LIST" + struct.pack("<I", 4) + b"INFO"
+    )
+    (tmp_path / "mp3.wav").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    inside, sr = read_audio(tmp_path / "mp3.wav")
+    alone, _ = read_audio(tmp_path / "a.mp3")
+    assert sr == 22050
+    np.testing.assert_array_equal(inside, alone)  # the LIST chunk after it is not read as sound
+    assert audio_info(tmp_path / "mp3.wav")["format"] == "MP3"
+
+
 def _noise(sr: int, seconds: float) -> np.ndarray:
     """Noise, which compresses badly: a cut at a fraction of the bytes lands in the middle of the audio."""
     return 0.3 * np.random.default_rng(7).standard_normal(round(sr * seconds))
