@@ -48,8 +48,12 @@ __all__ = [
 #: ``res_type`` names (librosa's) -> soxr quality recipes.
 RES_TYPES = {"soxr_vhq": "VHQ", "soxr_hq": "HQ", "soxr_mq": "MQ", "soxr_lq": "LQ", "soxr_qq": "QQ"}
 
-#: Frames decoded at a time when mixing many channels down, so memory stays about one output copy.
-_BLOCK_FRAMES = 1 << 16
+#: Frames decoded at a time (mixing many channels down, resampling as a file decodes), so memory
+#: stays about one output copy. A multiple of 1152, the frames of an MPEG-1 layer III frame (and
+#: of two of MPEG-2's 576): libsndfile 1.2 decodes a mono MPEG-2 MP3 (16 or 22.05 kHz) read in
+#: blocks of another size with glitches of up to 300 samples after some of the block boundaries
+#: (errors up to 0.5 on noise; 65,536 frames a block, as before, gave them).
+_BLOCK_FRAMES = 1152 * 57
 
 #: Magic bytes at offset 0 of formats libsndfile reads.
 _SNDFILE_MAGIC = (
@@ -669,6 +673,43 @@ class _Opened:
             self.raw.close()
 
 
+class _UntilError:
+    """An open sound file read in small steps that stop at its first decoding error: what comes
+    before damage in the middle of a file (FLAC's "lost sync", an MP3's "internal error"), which
+    a read of one large block loses with it. ``error`` keeps what stopped it."""
+
+    STEP = 1152 * 8  # frames per read (whole MPEG frames: see _BLOCK_FRAMES); at most this is lost
+
+    def __init__(self, f: sf.SoundFile) -> None:
+        self.f = f
+        self.error: Exception | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+    def read(
+        self, frames: int = -1, dtype: str = "float64", always_2d: bool = False, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        blocks, got = [], 0
+        while self.error is None and (frames < 0 or got < frames):
+            step = self.STEP if frames < 0 else min(self.STEP, frames - got)
+            try:
+                block = self.f.read(step, dtype=dtype, always_2d=True)
+            except (sf.SoundFileError, RuntimeError) as exc:
+                self.error = exc
+                break
+            if not len(block):
+                break
+            blocks.append(block)
+            got += len(block)
+        data = np.concatenate(blocks) if blocks else np.zeros((0, self.f.channels), dtype=dtype)
+        if out is not None:
+            out = out.reshape(len(out), -1)
+            out[: len(data)] = data
+            data = out[: len(data)]
+        return data if always_2d or self.f.channels > 1 else data[:, 0]
+
+
 def _decode_soundfile(
     path: Path,
     kind: str,
@@ -699,30 +740,49 @@ def _decode_soundfile(
                 f"{path}: offset {offset} s is past the end of the audio ({f.frames / orig_sr:.3f} s)"
             )
         n_frames = -1 if duration is None else round(duration * orig_sr)
-        try:
+
+        def read(f: Any) -> tuple[np.ndarray, int, _Scanned | None]:
             if start and f.seekable():
                 f.seek(start)
             elif start:  # libsndfile cannot seek in a GSM 6.10 WAV: the frames before are read and dropped
                 left = start
                 while left > 0 and (got := len(f.read(min(_BLOCK_FRAMES, left), dtype="float32"))):
                     left -= got
-            scanned = None
             if mono and resample is not None and resample[0] != orig_sr:
                 scanned = _Scanned()
-                y = _read_resampled(f, n_frames, resample[0], resample[1], scanned, minus)
-                n_read = scanned.n
-            else:
-                y = _read_frames(f, n_frames, mono=mono)
-                n_read = len(y)
+                return (
+                    _read_resampled(f, n_frames, resample[0], resample[1], scanned, minus),
+                    scanned.n,
+                    scanned,
+                )
+            y = _read_frames(f, n_frames, mono=mono)
+            return y, len(y), None
+
+        broke = None
+        try:
+            y, n_read, scanned = read(f)
         except (sf.SoundFileError, RuntimeError) as e:
-            raise DecodeError(path, "corrupt or truncated audio", f"decoding failed: {e}") from e
+            # Damaged in the middle (a FLAC frame or MP3 frames of bad bytes): what decodes before
+            # the damage is kept, read again in small steps that stop at it.
+            with _Opened(path) as again:
+                until = _UntilError(again.f)
+                try:
+                    y, n_read, scanned = read(until)
+                except (sf.SoundFileError, RuntimeError):  # damaged before `start`
+                    n_read = 0
+            if n_read == 0:
+                raise DecodeError(path, "corrupt or truncated audio", f"decoding failed: {e}") from e
+            broke = f"decoding failed at {(start + n_read) / orig_sr:.1f} s: {e}"
         if n_read == 0:
             raise DecodeError(
                 path,
                 "corrupt or truncated audio",
                 f"the {name or 'audio'} header promises audio but none decodes",
             )
-        cut = _cut_short(path, name, f, start + n_read) if n_frames < 0 or n_read < n_frames else None
+        if broke is not None:
+            cut = broke
+        else:
+            cut = _cut_short(path, name, f, start + n_read) if n_frames < 0 or n_read < n_frames else None
         window = start > 0 or (n_frames >= 0 and start + n_read < f.frames)
         float_window = window and f.subtype in _FLOAT_SUBTYPES
     if cut is not None:

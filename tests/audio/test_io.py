@@ -345,6 +345,68 @@ def test_the_mp3_inside_a_wav_file_is_read(tmp_path):
     assert audio_info(tmp_path / "mp3.wav")["format"] == "MP3"
 
 
+@pytest.mark.skipif(not mp3_writable(), reason="this libsndfile cannot write MP3")
+@pytest.mark.parametrize("file_sr", [16000, 22050])
+def test_a_mono_mpeg_2_mp3_read_in_blocks_is_the_mp3_read_whole(tmp_path, file_sr):
+    # libsndfile 1.2 decodes such a file read in blocks of 65,536 frames with glitches of up to
+    # 300 samples after some block boundaries: resampled as it decoded, a 22.05 kHz MP3 was off
+    # by up to half the signal's level there. Blocks of whole MPEG frames read it right.
+    import soxr
+
+    noise = 0.1 * np.random.default_rng(1).standard_normal(12 * file_sr)
+    sf.write(tmp_path / "mono.mp3", noise, file_sr, format="MP3")
+    whole = sf.read(str(tmp_path / "mono.mp3"), dtype="float32")[0]
+    y, _ = read_audio(tmp_path / "mono.mp3", sr=44100)
+    np.testing.assert_allclose(y, soxr.resample(whole, file_sr, 44100, quality="HQ")[: len(y)], atol=1e-6)
+    part, _ = read_audio(tmp_path / "mono.mp3", sr=44100, offset=1.0, duration=8.0)
+    assert len(part) == 8 * 44100
+
+
+def _damaged(path, n_bytes: int = 2000):
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for k in range(middle, middle + n_bytes):
+        data[k] ^= 0x5A
+    bad = path.with_name("damaged" + path.suffix)
+    bad.write_bytes(bytes(data))
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("ext", "file_format", "subtype"),
+    [
+        ("flac", "FLAC", "PCM_16"),
+        pytest.param(
+            "mp3",
+            "MP3",
+            "MPEG_LAYER_III",
+            marks=pytest.mark.skipif(not mp3_writable(), reason="this libsndfile cannot write MP3"),
+        ),
+    ],
+)
+def test_a_file_damaged_in_the_middle_keeps_what_decodes_before_the_damage(
+    tmp_path, ext, file_format, subtype
+):
+    # FLAC "lost sync", an MP3's "internal error": the whole file was skipped as corrupt.
+    sf.write(
+        tmp_path / f"clean.{ext}",
+        0.1 * np.random.default_rng(0).standard_normal(20 * 22050),
+        22050,
+        format=file_format,
+        subtype=subtype,
+    )
+    bad = _damaged(tmp_path / f"clean.{ext}")
+    with pytest.warns(PartialAudioWarning, match=r"kept in part: decoded .* \(decoding failed at") as caught:
+        y, sr = read_audio(bad)
+    clean, _ = read_audio(tmp_path / f"clean.{ext}")
+    assert 5 < len(y) / sr < 15  # the damage is half-way
+    np.testing.assert_allclose(y, clean[: len(y)], atol=1e-6)  # MP3: read in other steps, last bits
+    assert caught[0].message.seconds == pytest.approx(len(y) / sr)
+    with pytest.warns(PartialAudioWarning):
+        y16, _ = read_audio(bad, sr=16000)  # the same when resampled as it decodes
+    assert abs(len(y16) / 16000 - len(y) / sr) < 0.5  # up to a step of reading apart
+
+
 def _noise(sr: int, seconds: float) -> np.ndarray:
     """Noise, which compresses badly: a cut at a fraction of the bytes lands in the middle of the audio."""
     return 0.3 * np.random.default_rng(7).standard_normal(round(sr * seconds))
