@@ -502,13 +502,7 @@ def prepare_one(item: SourceItem, rep_dict: dict[str, Any], out: str, split: str
     A full disk is not the file's fault: its ``OSError`` is raised, and ``prepare`` stops."""
     from cadenza.data.store import atomic_save_npy
 
-    record: dict[str, Any] = {
-        "id": item.id,
-        "path": item.path,
-        "kind": item.kind,
-        "labels": dict(item.labels),
-        "split": split,
-    }
+    record = _record(item, split)
     t0 = time.perf_counter()
     try:
         rep = representation_from_dict(rep_dict)
@@ -528,6 +522,44 @@ def prepare_one(item: SourceItem, rep_dict: dict[str, Any], out: str, split: str
         )
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return record
+
+
+def _record(item: SourceItem, split: str) -> dict[str, Any]:
+    """The start of a file's manifest line."""
+    return {"id": item.id, "path": item.path, "kind": item.kind, "labels": dict(item.labels), "split": split}
+
+
+def _same_bytes(items: Sequence[SourceItem]) -> dict[str, str]:
+    """``{id: id of the file kept}`` for every other file with the same bytes; the one kept has
+    the shortest path ("song.mp3" before "song (1).mp3" and "copies/song.mp3"), then the first
+    id. Only files whose size another file shares are read (and hashed): most corpora read none."""
+    import hashlib
+
+    by_size: dict[int, list[SourceItem]] = collections.defaultdict(list)
+    for item in items:
+        try:
+            size = os.stat(item.path).st_size
+        except OSError:
+            continue  # missing: prepare says so
+        if size:  # empty files are skipped as empty, each
+            by_size[size].append(item)
+    same: dict[str, str] = {}
+    for group in by_size.values():
+        if len(group) < 2:
+            continue
+        by_hash: dict[str, str] = {}
+        for item in sorted(group, key=lambda i: (len(i.path), i.id)):
+            digest = hashlib.sha1()
+            try:
+                with open(item.path, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        digest.update(chunk)
+            except OSError:
+                continue
+            first = by_hash.setdefault(digest.hexdigest(), item.id)
+            if first != item.id:
+                same[item.id] = first
+    return same
 
 
 #: The function a worker runs per file (``prepare_one``); tests swap in one that crashes.
@@ -831,6 +863,17 @@ def prepare_corpus(
         len(items), n_done_before, progress, sum(r.get("duration", 0.0) for r in done.values())
     )
     try:
+        # A file with the same bytes as another (a download kept twice, "song (1).mp3", a MIDI
+        # collection's copies) is not prepared again: in two splits it would put held-out
+        # music in the training data.
+        same = _same_bytes(items)
+        for item in [it for it in todo if it.id in same]:
+            record = _record(item, splits[item.id])
+            record.update(status="skipped", reason="duplicate", detail=f"the same bytes as {same[item.id]}")
+            done[item.id] = record
+            journal.write(record)
+            bar.advance(record)
+        todo = [it for it in todo if it.id not in same]
         for record in _run(todo, rep_dict, str(out), splits, workers, start_method):
             done[record["id"]] = record
             journal.write(record)

@@ -129,7 +129,7 @@ def test_a_file_deep_in_a_library_with_long_names_is_prepared(tmp_path: Path):
     long_name = "01 A Track Title That Is Long Too (Live at the Royal Albert Hall, 1971) [Remastered].wav"
     write_audio(deep / long_name, seconds=0.5)
     write_audio(
-        deep / long_name.replace("01", "02"), seconds=0.5
+        deep / long_name.replace("01", "02"), seconds=0.6
     )  # the same start and end: told apart by the hash
     found = ids(open_source(str(tmp_path / "music")))
     assert len(set(found)) == 2 and all(len(i) <= MAX_ID and i.endswith("_Remastered_.wav") for i in found)
@@ -150,7 +150,7 @@ def test_a_file_named_in_latin_1_on_a_utf_8_system_is_prepared(tmp_path: Path):
 
     src = tmp_path / "music"
     write_audio(src / "ok.wav", seconds=0.5)
-    write_audio(src / "tmp.wav", seconds=0.5)
+    write_audio(src / "tmp.wav", seconds=0.6)
     try:  # an archive made on Windows: the name's bytes are not UTF-8
         os.rename(src / "tmp.wav", os.fsencode(src) + b"/caf\xe9 latin1.wav")
     except OSError:

@@ -737,8 +737,8 @@ def test_a_broken_link_to_a_music_file_is_recorded_as_missing(tmp_path):
     """A link whose target is gone is skipped with its reason (it was left out without a word)."""
     root = tmp_path / "music"
     root.mkdir()
-    for name in ("a.wav", "b.wav", "c.wav"):
-        sf.write(root / name, _tone(1.0, 16000), 16000)
+    for i, name in enumerate(("a.wav", "b.wav", "c.wav")):
+        sf.write(root / name, _tone(1.0, 16000, 220 + 110 * i), 16000)
     os.symlink(root / "moved-away.flac", root / "gone.flac")
     os.symlink(root / "moved-away.txt", root / "notes.txt")  # not music: not listed at all
     summary = prepare_corpus(str(root), tmp_path / "store", representation="waveform", progress=False)
@@ -794,3 +794,26 @@ def test_a_file_read_alone_is_read_as_prepare_reads_it(tmp_path):
     (root / "notes.txt").write_text("not music")
     with pytest.raises(DecodeError):
         rep.read(root / "notes.txt")
+
+
+def test_a_file_with_the_same_bytes_as_another_is_prepared_once(tmp_path):
+    import shutil
+
+    root = tmp_path / "music"
+    root.mkdir()
+    for i in range(6):
+        sf.write(root / f"t{i}.wav", _tone(1.0, 16000, 220 + 40 * i), 16000)
+    shutil.copy(root / "t1.wav", root / "t1 (1).wav")  # a download kept twice
+    (root / "sub").mkdir()
+    shutil.copy(root / "t4.wav", root / "sub" / "t4 copy.wav")
+    (root / "empty1.wav").write_bytes(b"")
+    (root / "empty2.wav").write_bytes(b"")
+    out = tmp_path / "store"
+    summary = prepare_corpus(str(root), out, representation="fft", rep_params=SMALL_FFT, progress=False)
+    records = _manifest(out)
+    assert summary.n_ok == 6 and summary.reasons == {"duplicate": 2, "empty file": 2}
+    assert records["t1_1_.wav"]["detail"] == "the same bytes as t1.wav"
+    assert records["sub__t4_copy.wav"]["detail"] == "the same bytes as t4.wav"
+    assert not (out / "shards" / "t1_1_.wav.npy").exists()
+    again = prepare_corpus(str(root), out, representation="fft", rep_params=SMALL_FFT, progress=False)
+    assert again.n_done_before == 10 and again.n_ok == 6  # resumed: nothing done twice
