@@ -190,6 +190,23 @@ def check_environment(cpus: bool = True) -> list[Check]:
         )
     )
 
+    from cadenza.audio.io import _import_audioread
+
+    ffmpeg = shutil.which("ffmpeg") or shutil.which("avconv")
+    readable = bool(ffmpeg) and _import_audioread() is not None
+    checks.append(
+        Check(
+            "aac/m4a/wma",
+            readable,
+            f"through audioread and {ffmpeg}" if readable else "not readable here",
+            ""
+            if readable
+            else ".m4a, .aac and .wma files (an iTunes library) are skipped as 'unsupported format'; "
+            "install ffmpeg (Debian/Ubuntu: apt-get install ffmpeg) to read them",
+            optional=True,
+        )
+    )
+
     from cadenza.audio import find_soundfont, fluidsynth_available
 
     fs = shutil.which("fluidsynth")

@@ -50,3 +50,27 @@ def test_doctor_reports_every_dependency(capsys):
     out = capsys.readouterr().out
     for name in ("torch", "soundfile", "fluidsynth", "soundfont", "gpu", "mp3 decoding"):
         assert name in out
+
+
+def test_doctor_says_what_reads_aac_m4a_and_wma(capsys, monkeypatch):
+    import shutil
+
+    real_which = shutil.which
+    monkeypatch.setattr(
+        shutil,
+        "which",
+        lambda name, *a, **k: None if name in ("ffmpeg", "avconv") else real_which(name, *a, **k),
+    )
+    assert cli(["doctor"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "aac/m4a/wma" in line)
+    assert line.startswith("--") and "not readable here" in line
+    assert "apt-get install ffmpeg" in out
+    monkeypatch.setattr(
+        shutil,
+        "which",
+        lambda name, *a, **k: "/usr/bin/ffmpeg" if name == "ffmpeg" else real_which(name, *a, **k),
+    )
+    assert cli(["doctor"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "aac/m4a/wma" in line)
+    assert line.startswith("ok") and "/usr/bin/ffmpeg" in line
