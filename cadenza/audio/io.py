@@ -23,6 +23,7 @@ import math
 import numbers
 import os
 import secrets
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -798,36 +799,89 @@ def _decode_soundfile(
 
 
 def _decode_audioread(
-    path: Path, name: str, *, mono: bool, offset: float, duration: float | None
-) -> tuple[np.ndarray, int]:
+    path: Path,
+    name: str,
+    *,
+    mono: bool,
+    offset: float,
+    duration: float | None,
+    resample: tuple[int, str] | None = None,
+    minus: float = 0.0,
+) -> tuple[np.ndarray, int, _Scanned | None]:
+    """AAC, WMA and the like through audioread (ffmpeg): the samples, the file's rate, and as
+    :func:`_decode_soundfile`, what was seen of the file's own samples where mono samples at
+    another rate were asked for and resampled as they decoded (else None). ffmpeg's blocks are
+    mixed down (and resampled) as they come: read whole first, an hour of stereo AAC held
+    3 GB (its int16 blocks, their copy, float32 channels and the mix)."""
     audioread = _import_audioread()
     if audioread is None:
         raise DecodeError(
             path, "unsupported format", f"{name} needs audioread (pip install audioread) and ffmpeg"
         )
+    pieces: list[np.ndarray] = []
+    scanned = _Scanned()
+    stream = None
     try:
         with audioread.audio_open(str(path)) as f:
             orig_sr, channels = int(f.samplerate), int(f.channels)
-            pcm = np.concatenate([np.frombuffer(buf, dtype="<i2") for buf in f] or [np.zeros(0, "<i2")])
+            _check_rate(path, name, orig_sr)
+            start = round(offset * orig_sr)
+            stop = None if duration is None else start + round(duration * orig_sr)
+            if mono and resample is not None and resample[0] != orig_sr:
+                stream = soxr.ResampleStream(
+                    orig_sr, resample[0], 1, dtype="float32", quality=RES_TYPES[resample[1]]
+                )
+            weights = np.full(channels, 2.0**-15 / channels, dtype=np.float32)
+            pos = 0  # frames of the file decoded so far
+            for buf in f:
+                ints = np.frombuffer(buf, dtype="<i2")
+                ints = ints[: len(ints) // channels * channels].reshape(-1, channels)
+                lo, hi = (
+                    max(0, start - pos),
+                    len(ints) if stop is None else max(0, min(len(ints), stop - pos)),
+                )
+                pos += len(ints)
+                if lo < hi:
+                    block = (
+                        ints[lo:hi].astype(np.float32) @ weights if mono else ints[lo:hi] / np.float32(32768)
+                    )
+                    scanned.add(block)
+                    if stream is not None:  # else _load takes ``minus`` out of the whole
+                        pieces.append(stream.resample_chunk(block - np.float32(minus) if minus else block))
+                    else:
+                        pieces.append(block)
+                if stop is not None and pos >= stop:
+                    break
+            if stream is not None:
+                pieces.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
     except audioread.NoBackendError as e:
+        if shutil.which("ffmpeg") or shutil.which("avconv"):  # it ran, and could not decode the file
+            raise DecodeError(
+                path, "corrupt or truncated audio", f"{name}: ffmpeg cannot decode it (cut short or damaged)"
+            ) from e
         raise DecodeError(
             path,
             "unsupported format",
             f"{name}: libsndfile cannot read it and audioread has no backend (install ffmpeg)",
         ) from e
+    except DecodeError:
+        raise
     except Exception as e:  # audioread backends raise their own error types
         raise DecodeError(path, "corrupt or truncated audio", f"{name}: audioread says: {e}") from e
-    y = (pcm.astype(np.float32) / 32768.0).reshape(-1, channels)  # (n, channels)
-    if len(y) == 0:
+    if pos == 0:
         raise DecodeError(path, "no audio samples", f"{name} stream with 0 frames")
-    _check_rate(path, name, orig_sr)
-    start = round(offset * orig_sr)
-    if start >= len(y):
+    if start >= pos:
         raise ParameterError(
-            f"{path}: offset {offset} s is past the end of the audio ({len(y) / orig_sr:.3f} s)"
+            f"{path}: offset {offset} s is past the end of the audio ({pos / orig_sr:.3f} s)"
         )
-    y = y[start:] if duration is None else y[start : start + round(duration * orig_sr)]
-    return (y.mean(axis=1) if mono else y), orig_sr
+    shape = (0,) if mono else (0, channels)
+    y = np.concatenate(pieces) if pieces else np.zeros(shape, np.float32)
+    if stream is None:
+        return y, orig_sr, None
+    n_out = round(scanned.n * resample[0] / orig_sr)  # as _resample cuts or pads  # type: ignore[index]
+    if len(y) < n_out:
+        y = np.concatenate([y, np.zeros(n_out - len(y), dtype=np.float32)])
+    return y[:n_out], orig_sr, scanned
 
 
 #: Samples scanned at a time by :func:`_scan` (its temporaries stay a few MB for any file).
@@ -884,7 +938,15 @@ def _load(
     file_peak = None  # of the whole file where only a window of a float file was read
     scanned = None  # the file's own samples where they were resampled as they decoded
     if _needs_audioread(kind, name):
-        y, orig_sr = _decode_audioread(path, name, mono=mono, offset=offset, duration=duration)
+        y, orig_sr, scanned = _decode_audioread(
+            path,
+            name,
+            mono=mono,
+            offset=offset,
+            duration=duration,
+            resample=(sr, res_type) if sr else None,
+            minus=minus,
+        )
     else:
         y, orig_sr, file_peak, scanned = _decode_soundfile(
             path,
@@ -1082,6 +1144,12 @@ def audio_info(path: str | os.PathLike[str]) -> dict[str, Any]:
             with audioread.audio_open(str(path)) as f:
                 sr, channels, duration = int(f.samplerate), int(f.channels), float(f.duration)
         except audioread.NoBackendError as e:
+            if shutil.which("ffmpeg") or shutil.which("avconv"):
+                raise DecodeError(
+                    path,
+                    "corrupt or truncated audio",
+                    f"{name}: ffmpeg cannot decode it (cut short or damaged)",
+                ) from e
             raise DecodeError(
                 path,
                 "unsupported format",
