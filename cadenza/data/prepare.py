@@ -224,15 +224,28 @@ def load_audio_item(item: SourceItem, sr: int, *, max_seconds: float | None = No
     if item.kind == "audio":
         y, _ = read_audio(item.path, sr=sr, duration=max_seconds)
         return y
+    from cadenza.data.scores import PartialScoreWarning
+
     cached = _render_cache_path(item.path, sr)
     if cached is not None and cached.exists():
         try:
-            if max_seconds is None:
-                return np.load(cached)
-            return np.array(np.load(cached, mmap_mode="r")[: _n_samples(max_seconds, sr)])
+            y = (
+                np.load(cached)
+                if max_seconds is None
+                else np.array(np.load(cached, mmap_mode="r")[: _n_samples(max_seconds, sr)])
+            )
+            note = cached.with_suffix(".note")
+            if note.exists():  # what reading the score said when it was rendered, said again
+                warnings.warn(PartialScoreWarning(item.path, note.read_text(encoding="utf-8")), stacklevel=2)
+            return y
         except (OSError, ValueError):
             cached.unlink(missing_ok=True)
-    midi = load_score_item(item)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PartialScoreWarning)
+        midi = load_score_item(item)
+    notes = [w.message.note for w in caught if isinstance(w.message, PartialScoreWarning)]
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     if max_seconds is not None and midi.get_end_time() > max_seconds:
         from cadenza.data.scores import score_head
 
@@ -244,6 +257,8 @@ def load_audio_item(item: SourceItem, sr: int, *, max_seconds: float | None = No
 
             cached.parent.mkdir(parents=True, exist_ok=True)
             atomic_save_npy(cached, y.astype(np.float32))
+            if notes:
+                cached.with_suffix(".note").write_text("; ".join(notes), encoding="utf-8")
         except OSError:
             pass  # a cache we cannot write only costs time
     return y

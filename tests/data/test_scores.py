@@ -180,8 +180,10 @@ def test_a_midi_file_without_tracks_has_no_notes(tmp_path: Path):
     assert info.value.detail == "no track"
 
 
-def test_prepare_notes_a_midi_file_kept_in_part(tmp_path: Path):
+def test_prepare_notes_a_midi_file_kept_in_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from cadenza.data import prepare_corpus
+
+    monkeypatch.setenv("CADENZA_CACHE", str(tmp_path / "cache"))
 
     (tmp_path / "music").mkdir()
     (tmp_path / "music" / "cut.mid").write_bytes(_smf([_TEMPO, _NOTES])[:-30])
@@ -195,6 +197,12 @@ def test_prepare_notes_a_midi_file_kept_in_part(tmp_path: Path):
     }
     assert records["cut.mid"]["warning"].startswith("kept in part: track 2 breaks off")
     assert "warning" not in records["whole.mid"]
+    # rendered for an audio store, then read from the render cache for a second: noted in both
+    for name in ("wave", "wave-again"):
+        prepare_corpus(str(tmp_path / "music"), tmp_path / name, representation="waveform", progress=False)
+        lines = (tmp_path / name / "manifest.jsonl").read_text().splitlines()
+        records = {r["id"]: r for r in map(json.loads, lines)}
+        assert records["cut.mid"]["warning"].startswith("kept in part: track 2 breaks off"), name
 
 
 def test_notes_that_end_at_the_tick_they_start_are_kept_one_tick_long(tmp_path: Path):
