@@ -204,7 +204,6 @@ AUDIO_RATES = (1000, 3_072_000)
 _FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 
 
-@functools.lru_cache(maxsize=256)
 def _native(path: str | os.PathLike[str]) -> str | bytes:
     """``path`` as libsndfile can open it. A name that is not valid in the file system's
     encoding (Latin-1 bytes on a UTF-8 system: old archives, zips made on Windows) reaches
@@ -217,6 +216,7 @@ def _native(path: str | os.PathLike[str]) -> str | bytes:
     return text
 
 
+@functools.lru_cache(maxsize=256)
 def _float_file_peak(path: str, mtime_ns: int, size: int, mono: bool) -> float:
     """The largest finite magnitude of a whole float file as read (mixed down when ``mono``).
 
@@ -773,7 +773,8 @@ def _decode_soundfile(
                     n_read = 0
             if n_read == 0:
                 raise DecodeError(path, "corrupt or truncated audio", f"decoding failed: {e}") from e
-            broke = f"decoding failed at {(start + n_read) / orig_sr:.1f} s: {e}"
+            if until.error is not None:  # else read whole the second time: nothing to say
+                broke = f"decoding failed at {(start + n_read) / orig_sr:.1f} s: {e}"
         if n_read == 0:
             raise DecodeError(
                 path,

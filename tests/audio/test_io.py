@@ -854,3 +854,18 @@ def test_write_audio_rejects_bad_input(tmp_path, name, y, kwargs):
     with pytest.raises(ParameterError):
         write_audio(tmp_path / name, y, 8000, **kwargs)
     assert not os.listdir(tmp_path)
+
+
+def test_the_whole_file_peak_of_a_float_file_is_found_once_for_many_windows(tmp_path):
+    # The evaluation and the listening test read the first seconds of a file many times: its
+    # whole-file peak (which scales every window) is read once per version of the file.
+    sf.write(tmp_path / "loud.wav", 8.0 * sine(16000, 3.0), 16000, subtype="FLOAT")  # peaks at 4.0
+    io._float_file_peak.cache_clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", io.LoudAudioWarning)  # scaled down: said each time
+        first, _ = read_audio(tmp_path / "loud.wav", offset=0.5, duration=1.0)
+        again, _ = read_audio(tmp_path / "loud.wav", offset=1.5, duration=1.0)
+    assert np.max(np.abs(first)) == pytest.approx(1.0, abs=1e-3)  # divided by the whole file's peak
+    np.testing.assert_allclose(again, first, atol=1e-3)  # the same sine, a second later
+    info = io._float_file_peak.cache_info()
+    assert info.misses == 1 and info.hits == 1
