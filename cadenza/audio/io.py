@@ -1366,9 +1366,8 @@ def write_audio(path: str | os.PathLike[str], y: np.ndarray, sr: int, *, subtype
                 ) as f:
                     f.write(y)
             except BaseException:
-                if (
-                    sink.error is not None
-                ):  # libsndfile says "assertion" or "error opening": the disk said why
+                # libsndfile says "assertion" or "error opening"; the disk said why
+                if sink.error is not None:
                     raise sink.failure(path) from None
                 raise
             if sink.error is not None:

@@ -881,7 +881,7 @@ def prepare_corpus(
         # A file with the same bytes as another (a download kept twice, "song (1).mp3", a MIDI
         # collection's copies) is not prepared again: in two splits it would put held-out
         # music in the training data.
-        same = _same_bytes(items)
+        same = _same_bytes(items) if todo else {}  # a finished store read again: nothing to hash
         for item in [it for it in todo if it.id in same]:
             record = _record(item, splits[item.id])
             record.update(status="skipped", reason="duplicate", detail=f"the same bytes as {same[item.id]}")

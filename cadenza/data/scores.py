@@ -195,11 +195,11 @@ def _event_end(data: bytes, i: int, end: int, status: int | None) -> tuple[int, 
         if got is None or got[1] + got[0] > end:
             return None
         return got[1] + got[0], status, data[j + 1] == 0x2F
-    if first in (0xF0, 0xF7):  # system exclusive: length, data
+    if first in (0xF0, 0xF7):  # system exclusive: length, data (the running status kept, as mido keeps it)
         got = vlq(j + 1)
         if got is None or got[1] + got[0] > end:
             return None
-        return got[1] + got[0], None, False
+        return got[1] + got[0], status, False
     if first & 0x80:
         status, j = first, j + 1
     elif status is None:
