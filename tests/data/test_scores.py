@@ -173,6 +173,25 @@ def test_a_damaged_midi_file_keeps_what_parses_and_says_what_was_wrong(tmp_path,
     assert (said == []) if note is None else (len(said) == 1 and note in said[0]), said
 
 
+def test_a_whole_midi_file_is_read_as_it_is(tmp_path: Path):
+    # running status across a meta event, as mido reads it, and a system-exclusive event
+    from cadenza.data.scores import _mend_tracks
+
+    track = (
+        b"\x00\xf0\x03\x7e\x7f\xf7"  # a system-exclusive event
+        + b"\x00\x90\x3c\x50"  # note on, then running status
+        + b"\x00\xff\x01\x03abc"  # a text meta event
+        + b"\x83\x60\x3c\x00"  # note off by velocity 0, on the running status
+        + b"\x00\xff\x2f\x00"
+    )
+    data = _smf([_TEMPO, track])
+    assert _mend_tracks(data) == (data, "")
+    (tmp_path / "ok.mid").write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PartialScoreWarning)
+        assert [n.pitch for n in read_score(tmp_path / "ok.mid").instruments[0].notes] == [60]
+
+
 def test_a_midi_file_without_tracks_has_no_notes(tmp_path: Path):
     (tmp_path / "empty.mid").write_bytes(_smf([]))
     with pytest.raises(DecodeError, match="no notes") as info:
