@@ -632,6 +632,81 @@ class _Window(_Patched):
         return self.fh.readinto(view[: max(0, min(len(view), left))])
 
 
+#: kbit/s by bitrate index 1-14, for (MPEG-1?, layer).
+_MP3_KBPS = {
+    (True, 1): (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 3): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+#: Sample rates by rate index, for the version bits (3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5).
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _mp3_frames_samples(path: Path) -> int | None:
+    """The samples an MP3 file holds, counted from its frame headers, where its first frame has
+    no Xing, Info or VBRI header (which give libsndfile the count); None otherwise, or where the
+    stream cannot be walked. libsndfile estimates the length of such a file from its size and
+    first frame's bit rate, and reads no further: a VBR file without the header (an old
+    encoder's, a cutting tool's) read as 8.5 of its 30 s, without a word."""
+    import mmap
+
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < 128:
+            return None
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            pos = 0
+            if data[:3] == b"ID3" and size >= 10:
+                tag = data[6:10]
+                pos = 10 + (
+                    (tag[0] & 0x7F) << 21 | (tag[1] & 0x7F) << 14 | (tag[2] & 0x7F) << 7 | tag[3] & 0x7F
+                )
+                pos += 10 if data[5] & 0x10 else 0  # a footer
+            samples, n_frames, misses = 0, 0, 0
+            while pos + 4 <= size:
+                b0, b1, b2 = data[pos], data[pos + 1], data[pos + 2]
+                version, layer_bits = (b1 >> 3) & 3, (b1 >> 1) & 3
+                rate_index, kbps_index = (b2 >> 2) & 3, b2 >> 4
+                if (
+                    b0 != 0xFF
+                    or b1 & 0xE0 != 0xE0
+                    or version == 1
+                    or not layer_bits
+                    or rate_index == 3
+                    or kbps_index in (0, 15)
+                ):
+                    if (
+                        n_frames == 0 and pos < 65536 or misses < 64
+                    ):  # junk before the stream, or a damaged frame
+                        nxt = data.find(b"\xff", pos + 1)
+                        if nxt < 0:
+                            break
+                        misses += n_frames > 0
+                        pos = nxt
+                        continue
+                    break
+                mpeg1, layer = version == 3, 4 - layer_bits
+                rate = _MP3_RATES[version][rate_index]
+                kbps = _MP3_KBPS[(mpeg1, layer)][kbps_index - 1]
+                pad = (b2 >> 1) & 1
+                if layer == 1:
+                    length, per_frame = (12000 * kbps // rate + pad) * 4, 384
+                else:
+                    per_frame = 1152 if mpeg1 or layer == 2 else 576
+                    length = (144000 if mpeg1 or layer == 2 else 72000) * kbps // rate + pad
+                if n_frames == 0 and any(
+                    data.find(tag, pos, pos + length) >= 0 for tag in (b"Xing", b"Info", b"VBRI")
+                ):
+                    return None  # libsndfile reads its count
+                samples += per_frame
+                n_frames += 1
+                pos += length
+    return samples if n_frames >= 8 else None
+
+
 class _Opened:
     """libsndfile's reader of ``path`` (``.f``); a WAV whose header was never finished is read
     through its header as it should have been (``.unfinished`` says what was wrong; else None),
@@ -640,6 +715,8 @@ class _Opened:
     def __init__(self, path: Path) -> None:
         self.raw: _Patched | None = None
         self.unfinished: str | None = None
+        #: ``(samples in the file, libsndfile's estimate)`` of an MP3 it would read short
+        self.short: tuple[int, int] | None = None
         try:
             self.f = sf.SoundFile(_native(path))
         except (sf.SoundFileError, RuntimeError):
@@ -653,6 +730,10 @@ class _Opened:
                 self.raw.close()
                 raise
             return
+        if self.f.format == "MP3":
+            counted = _mp3_frames_samples(path)
+            if counted is not None and counted > self.f.frames * 1.01 + 0.1 * self.f.samplerate:
+                self.short = (counted, self.f.frames)
         if self.f.frames == 0 and self.f.format == "WAV":
             fix = _unfinished_wav(path)
             if fix is not None:
@@ -711,6 +792,14 @@ class _UntilError:
         return data if always_2d or self.f.channels > 1 else data[:, 0]
 
 
+class _ReadElsewhere(Exception):
+    """libsndfile would read a file short: :func:`_load` reads it through ffmpeg instead."""
+
+
+def _ffmpeg_reads() -> bool:
+    return bool(shutil.which("ffmpeg") or shutil.which("avconv")) and _import_audioread() is not None
+
+
 def _decode_soundfile(
     path: Path,
     kind: str,
@@ -736,6 +825,9 @@ def _decode_soundfile(
         orig_sr = f.samplerate
         _check_rate(path, name, orig_sr)
         start = round(offset * orig_sr)
+        reach = -1 if duration is None else start + round(duration * orig_sr)
+        if opened.short is not None and (reach < 0 or reach > f.frames) and _ffmpeg_reads():
+            raise _ReadElsewhere  # libsndfile stops short of the end: ffmpeg reads it whole
         if start >= f.frames:
             raise ParameterError(
                 f"{path}: offset {offset} s is past the end of the audio ({f.frames / orig_sr:.3f} s)"
@@ -783,6 +875,12 @@ def _decode_soundfile(
             )
         if broke is not None:
             cut = broke
+        elif opened.short is not None and start + n_read >= f.frames:
+            counted = opened.short[0]
+            cut = (
+                f"a VBR MP3 without a Xing header: libsndfile reads {f.frames / orig_sr:.1f} s of its "
+                f"{counted / orig_sr:.1f} s; install ffmpeg to read it whole"
+            )
         else:
             cut = _cut_short(path, name, f, start + n_read) if n_frames < 0 or n_read < n_frames else None
         window = start > 0 or (n_frames >= 0 and start + n_read < f.frames)
@@ -938,27 +1036,21 @@ def _load(
     kind, name = _check_file(path)
     file_peak = None  # of the whole file where only a window of a float file was read
     scanned = None  # the file's own samples where they were resampled as they decoded
-    if _needs_audioread(kind, name):
-        y, orig_sr, scanned = _decode_audioread(
-            path,
-            name,
-            mono=mono,
-            offset=offset,
-            duration=duration,
-            resample=(sr, res_type) if sr else None,
-            minus=minus,
-        )
-    else:
-        y, orig_sr, file_peak, scanned = _decode_soundfile(
-            path,
-            kind,
-            name,
-            mono=mono,
-            offset=offset,
-            duration=duration,
-            resample=(sr, res_type) if sr else None,
-            minus=minus,
-        )
+    args: dict[str, Any] = {
+        "mono": mono,
+        "offset": offset,
+        "duration": duration,
+        "resample": (sr, res_type) if sr else None,
+        "minus": minus,
+    }
+    y = None
+    if not _needs_audioread(kind, name):
+        try:
+            y, orig_sr, file_peak, scanned = _decode_soundfile(path, kind, name, **args)
+        except _ReadElsewhere:
+            pass
+    if y is None:
+        y, orig_sr, scanned = _decode_audioread(path, name, **args)
     if minus and scanned is None:  # not taken out as the blocks decoded: from the samples at the file's rate
         y = y - np.float32(minus)
     if scanned is None:
@@ -1170,11 +1262,14 @@ def audio_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         with _Opened(path) as opened:
             info = opened.f
+            frames = (
+                int(info.frames) if opened.short is None else opened.short[0]
+            )  # the file's, not the estimate
             found = {
                 "sr": int(info.samplerate),
                 "channels": int(info.channels),
-                "frames": int(info.frames),
-                "duration": info.frames / info.samplerate,
+                "frames": frames,
+                "duration": frames / info.samplerate,
                 "format": info.format,
                 "subtype": info.subtype or "",
             }

@@ -436,6 +436,46 @@ def test_aac_through_ffmpeg_is_mixed_and_resampled_as_it_decodes(tmp_path):
         read_audio(tmp_path / "cut.m4a")
 
 
+def _vbr_mp3_without_xing(path) -> float:
+    """A VBR MP3, loud then quiet, whose Xing header is blanked (an old encoder's, a cutting
+    tool's): libsndfile estimates its length from its first, loud frame. Its real length in s."""
+    rng = np.random.default_rng(0)
+    y = np.concatenate([0.3 * rng.standard_normal(2 * 22050), 0.001 * sine(22050, 20.0)])
+    sf.write(path, y, 22050, format="MP3")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"Xing", 0, 4000)
+    assert at >= 0
+    data[at : at + 4] = bytes(4)
+    path.write_bytes(bytes(data))
+    return len(y) / 22050
+
+
+@pytest.mark.skipif(not mp3_writable(), reason="this libsndfile cannot write MP3")
+def test_a_vbr_mp3_without_a_xing_header_is_not_read_short_without_a_word(tmp_path, monkeypatch):
+    seconds = _vbr_mp3_without_xing(tmp_path / "vbr.mp3")
+    assert sf.info(str(tmp_path / "vbr.mp3")).frames / 22050 < seconds / 2  # libsndfile's estimate
+    assert audio_info(tmp_path / "vbr.mp3")["duration"] == pytest.approx(seconds, abs=0.2)  # counted
+    monkeypatch.setattr(io.shutil, "which", lambda name, *a, **k: None)  # no ffmpeg: said, not hidden
+    with pytest.warns(
+        PartialAudioWarning,
+        match="a VBR MP3 without a Xing header: libsndfile reads .* of its 22.1 s; install ffmpeg",
+    ):
+        y, sr = read_audio(tmp_path / "vbr.mp3")
+    assert len(y) / sr < seconds / 2
+
+
+@pytest.mark.skipif(
+    not mp3_writable() or shutil.which("ffmpeg") is None, reason="needs MP3 writing and ffmpeg"
+)
+def test_a_vbr_mp3_without_a_xing_header_is_read_whole_through_ffmpeg(tmp_path):
+    seconds = _vbr_mp3_without_xing(tmp_path / "vbr.mp3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PartialAudioWarning)
+        y, sr = read_audio(tmp_path / "vbr.mp3", sr=16000)
+    assert len(y) / sr == pytest.approx(seconds, abs=0.2)
+    assert np.max(np.abs(y[: 2 * sr])) > 0.5 and np.max(np.abs(y[-5 * sr :])) < 0.01  # loud, then quiet
+
+
 def _noise(sr: int, seconds: float) -> np.ndarray:
     """Noise, which compresses badly: a cut at a fraction of the bytes lands in the middle of the audio."""
     return 0.3 * np.random.default_rng(7).standard_normal(round(sr * seconds))
