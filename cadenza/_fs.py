@@ -128,3 +128,38 @@ def printable(name: str) -> str:
         return raw.decode("cp1252")
     except UnicodeDecodeError:  # a byte cp1252 leaves undefined
         return raw.decode("latin-1")
+
+
+def same_bytes(paths: list[str | os.PathLike]) -> dict[int, int]:
+    """``{i: k}`` for every file ``paths[i]`` with the same bytes as ``paths[k]``, the one kept:
+    the shortest path ("song.mp3" before "song (1).mp3" and "copies/song.mp3"), then the first
+    given. Only files whose size another shares are read (and hashed): most folders read none;
+    empty and unreadable files are left out (they are skipped for what they are)."""
+    import collections
+    import hashlib
+
+    by_size: dict[int, list[int]] = collections.defaultdict(list)
+    for i, path in enumerate(paths):
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            continue
+        if size:
+            by_size[size].append(i)
+    same: dict[int, int] = {}
+    for group in by_size.values():
+        if len(group) < 2:
+            continue
+        kept: dict[str, int] = {}
+        for i in sorted(group, key=lambda i: (len(os.fspath(paths[i])), i)):
+            digest = hashlib.sha1()
+            try:
+                with open(paths[i], "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        digest.update(chunk)
+            except OSError:
+                continue
+            first = kept.setdefault(digest.hexdigest(), i)
+            if first != i:
+                same[i] = first
+    return same

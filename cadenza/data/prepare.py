@@ -545,36 +545,12 @@ def _record(item: SourceItem, split: str) -> dict[str, Any]:
 
 
 def _same_bytes(items: Sequence[SourceItem]) -> dict[str, str]:
-    """``{id: id of the file kept}`` for every other file with the same bytes; the one kept has
-    the shortest path ("song.mp3" before "song (1).mp3" and "copies/song.mp3"), then the first
-    id. Only files whose size another file shares are read (and hashed): most corpora read none."""
-    import hashlib
+    """``{id: id of the file kept}`` for every other file with the same bytes
+    (:func:`cadenza._fs.same_bytes`: the shortest path is kept)."""
+    from cadenza._fs import same_bytes
 
-    by_size: dict[int, list[SourceItem]] = collections.defaultdict(list)
-    for item in items:
-        try:
-            size = os.stat(item.path).st_size
-        except OSError:
-            continue  # missing: prepare says so
-        if size:  # empty files are skipped as empty, each
-            by_size[size].append(item)
-    same: dict[str, str] = {}
-    for group in by_size.values():
-        if len(group) < 2:
-            continue
-        by_hash: dict[str, str] = {}
-        for item in sorted(group, key=lambda i: (len(i.path), i.id)):
-            digest = hashlib.sha1()
-            try:
-                with open(item.path, "rb") as f:
-                    while chunk := f.read(1 << 20):
-                        digest.update(chunk)
-            except OSError:
-                continue
-            first = by_hash.setdefault(digest.hexdigest(), item.id)
-            if first != item.id:
-                same[item.id] = first
-    return same
+    paths = [item.path for item in items]
+    return {items[i].id: items[k].id for i, k in same_bytes(paths).items()}
 
 
 #: The function a worker runs per file (``prepare_one``); tests swap in one that crashes.

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cadenza._fs import printable
+from cadenza._fs import printable, same_bytes
 from cadenza.data.corpora import AUDIO_EXTENSIONS, SCORE_EXTENSIONS
 from cadenza.errors import CadenzaError, DecodeError, ParameterError
 
@@ -205,6 +205,13 @@ def folder_clips(
         The files read or parsed that could not be used, and the files of other kinds.
     """
     music, skipped = _listing(Path(folder))
+    # a copy of a file (a download kept twice) would put the same music on both sides of the
+    # real-vs-real floor: the floor would read nearer than real music is to itself
+    copies = same_bytes([path for path, _ in music])
+    skipped += [
+        (printable(music[i][1]), f"the same bytes as {printable(music[k][1])}") for i, k in copies.items()
+    ]
+    music = [m for i, m in enumerate(music) if i not in copies]
     order = np.random.default_rng(seed).permutation(len(music))
     per_file: list[list[Item]] = []
     scores: dict[int, Any] = {}

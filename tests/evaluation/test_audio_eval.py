@@ -408,7 +408,7 @@ def test_reference_clips_with_no_sample_at_the_analysis_rate_or_shorter_than_a_f
     ]
     ref_dir = _folder(tmp_path / "reference", tones, "tone")
     for i in range(4):
-        sf.write(ref_dir / f"blip{i}.wav", np.array([0.5]), 96000)
+        sf.write(ref_dir / f"blip{i}.wav", np.array([0.5 - 0.1 * i]), 96000)  # not copies of each other
     gen_dir = _folder(tmp_path / "generated", [tones[1][::-1], tones[2][::-1]], "gen")
     ev = evaluate([gen_dir], reference=ref_dir, out=tmp_path / "out", n_clips=10, seconds=1.0, n_boot=20)
     silence = next(row for row in ev.calibration if row.name == "digital silence")
@@ -564,3 +564,17 @@ def test_files_named_in_latin_1_are_measured_and_shown_as_meant(tmp_path: Path) 
     (cs,) = ev.sets
     assert "café" in {c.name for c in cs.clips}
     assert "café" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_copy_in_a_reference_folder_is_left_out_with_its_reason(tmp_path: Path) -> None:
+    # The same recording twice would sit on both sides of the real-vs-real floor.
+    import shutil
+
+    from cadenza.evaluation.clips import folder_clips
+
+    t = np.arange(2 * SR) / SR
+    ref_dir = _folder(tmp_path / "ref", [0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t) for i in range(4)], "r")
+    shutil.copy(ref_dir / "r01.wav", ref_dir / "r01 (1).wav")
+    clips, _, skipped = folder_clips(ref_dir, n_clips=20, seconds=1.0)
+    assert ("r01 (1).wav", "the same bytes as r01.wav") in skipped
+    assert len(clips) == 8 and not any(c.name.startswith("r01 (1)") for c in clips)
