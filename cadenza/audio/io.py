@@ -1184,7 +1184,20 @@ def read_audio_without_offset(
                         break
                     total += float(np.sum(block, dtype=np.float64))
                     count += len(block)
-    if count == 0:  # audioread's formats, or a file the first pass could not read: read it whole
+    elif (audioread := _import_audioread()) is not None:  # AAC, WMA: ffmpeg's blocks, mixed as they come
+        with contextlib.suppress(Exception):  # the second pass says what is wrong with the file
+            with audioread.audio_open(str(path)) as f:
+                channels, limit = int(f.channels), -1 if duration is None else round(duration * f.samplerate)
+                for buf in f:
+                    ints = np.frombuffer(buf, dtype="<i2")
+                    ints = ints[: len(ints) // channels * channels].reshape(-1, channels)
+                    if limit >= 0:
+                        ints = ints[: max(0, limit - count)]
+                    total += float(np.sum(ints, dtype=np.float64)) / (32768.0 * channels)
+                    count += len(ints)
+                    if 0 <= limit <= count:
+                        break
+    if count == 0:  # a file the first pass could not read: read it whole
         y, file_sr = read_audio(path, duration=duration)
         mean = float(np.mean(y, dtype=np.float64))
         return _resample(y - np.float32(mean), file_sr, sr, "soxr_hq").astype(np.float32, copy=False), mean
