@@ -331,6 +331,8 @@ def _ogg_cut(path: Path) -> str | None:
             fh.seek(pos)
             head = fh.read(27)  # capture pattern, version, flags, granule, serial, sequence, CRC, n_segments
             if head[:4] != b"OggS":
+                if pos and _finds(fh, b"OggS", pos + 1):  # pages follow: damage in the middle
+                    return f"the Ogg pages from byte {pos} are damaged (the decoder passes over them)"
                 break  # bytes after the last page (a tag a tool appended) are not part of the stream
             table = fh.read(head[26])
             end = pos + 27 + len(table) + sum(table)
@@ -343,6 +345,15 @@ def _ogg_cut(path: Path) -> str | None:
     if last_flags is not None and not last_flags & 0x04:
         return "the last Ogg page does not end the stream"
     return None
+
+
+def _finds(fh: Any, needle: bytes, start: int) -> bool:
+    """Whether ``needle`` occurs in the open file ``fh`` at or after ``start``."""
+    import mmap
+
+    with contextlib.suppress(ValueError, OSError), mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return data.find(needle, start) >= 0
+    return False
 
 
 def _wav_cut(path: Path) -> str | None:

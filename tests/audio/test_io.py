@@ -930,3 +930,21 @@ def test_the_whole_file_peak_of_a_float_file_is_found_once_for_many_windows(tmp_
     np.testing.assert_allclose(again, first, atol=1e-3)  # the same sine, a second later
     info = io._float_file_peak.cache_info()
     assert info.misses == 1 and info.hits == 1
+
+
+def test_an_ogg_file_damaged_in_the_middle_says_so(tmp_path):
+    # libvorbis passes over damaged pages; the note said "the last Ogg page does not end the stream"
+    sf.write(
+        tmp_path / "clean.ogg",
+        0.1 * np.random.default_rng(0).standard_normal(20 * 22050),
+        22050,
+        format="OGG",
+    )
+    bad = _damaged(tmp_path / "clean.ogg")
+    with pytest.warns(PartialAudioWarning, match=r"the Ogg pages from byte \d+ are damaged") as caught:
+        y, sr = read_audio(bad)
+    assert 10 < len(y) / sr < 20 and caught[0].message.seconds == pytest.approx(len(y) / sr)
+    cut = tmp_path / "cut.ogg"
+    cut.write_bytes((tmp_path / "clean.ogg").read_bytes()[:20000])  # cut short: said as before
+    with pytest.warns(PartialAudioWarning, match="breaks off at the end of the file|does not end the stream"):
+        read_audio(cut)
