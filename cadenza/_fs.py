@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,24 @@ def same_bytes(paths: list[str | os.PathLike]) -> dict[int, int]:
             if first != i:
                 same[i] = first
     return same
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], object]) -> Path:
+    """``write(f)`` into a temporary file beside ``path``, flushed, fsynced and renamed over it:
+    a kill at any moment leaves the old file or the new one. A failed write (a full disk)
+    leaves the old one and no part of the new (the part would hold on to the room it took),
+    and raises the disk's own error naming ``path`` (``f`` is a :class:`WriteWatch`)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    watch = None
+    try:
+        with open(tmp, "wb") as f:
+            watch = WriteWatch(f)
+            write(watch)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        raise (watch.failure(exc, path) if watch is not None else naming(exc, path)) from None
+    return path

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from cadenza._fs import WriteWatch, naming
+from cadenza._fs import atomic_write
 from cadenza.errors import StoreError
 from cadenza.representations import Representation, representation_from_dict
 
@@ -33,36 +33,15 @@ FORMAT_VERSION = 1
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` so that a kill at any moment leaves the old or the new file (a
-    failed write, a full disk, leaves the old one and no part of the new)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        # backslashreplace: a file name that is not UTF-8 (surrogates) is written as "caf\\udce9.wav"
-        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:  # a full disk: the part written would hold on to the room it took
-        tmp.unlink(missing_ok=True)
-        raise naming(exc, path) from None
+    failed write, a full disk, leaves the old one and no part of the new). A file name that is
+    not UTF-8 (surrogates) is written as "caf\\udce9.wav"."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8", errors="backslashreplace")))
 
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    """``np.save`` through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    watch = None
-    try:
-        with open(tmp, "wb") as f:
-            watch = WriteWatch(f)
-            np.save(watch, array, allow_pickle=False)  # through write(): a full disk keeps its errno
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        raise (watch.failure(exc, path) if watch is not None else naming(exc, path)) from None
+    """``np.save`` through a temporary file and a rename (through ``write()``: a full disk keeps
+    its errno, which numpy's ``tofile`` loses)."""
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -241,13 +220,7 @@ def finish_store(
     stats = compute_stats(
         (np.load(path / "shards" / f"{r['id']}.npy", mmap_mode="r") for r in train), n_features
     )
-    tmp = path / f".stats.{os.getpid()}.tmp.npz"
-    try:
-        np.savez(tmp, **stats)
-        os.replace(tmp, path / "stats.npz")
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        raise naming(exc, path / "stats.npz") from None
+    atomic_write(path / "stats.npz", lambda f: np.savez(f, **stats))
     meta = dict(meta)
     meta["counts"] = {
         "files": len(records),

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cadenza._fs import WriteWatch, fsync_dir, naming
+from cadenza._fs import atomic_write, fsync_dir
 from cadenza.errors import CadenzaError
 
 FORMAT = "cadenza-checkpoint"
@@ -54,18 +54,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "version": VERSION, **state}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    watch = None
-    try:
-        with open(tmp, "wb") as f:
-            watch = WriteWatch(f)
-            torch.save(state, watch)  # a full disk: torch says "unexpected pos", the watch why
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        raise (watch.failure(exc, path) if watch is not None else naming(exc, path)) from None
+    atomic_write(path, lambda f: torch.save(state, f))  # a full disk: torch says "unexpected pos"
     fsync_dir(path.parent)
     return path
 
