@@ -23,6 +23,45 @@ def fsync_dir(directory: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def not_a_file(path: str | os.PathLike) -> tuple[str, str] | None:
+    """``(reason, detail)`` where ``path`` is not a regular file a reader can open and finish:
+    ("missing file", "no such file" / "a broken link to X" / "a symbolic link that leads back to
+    itself"), ("not a file", "it is a directory" / "it is a named pipe" ...: reading a pipe or a
+    device waits for a writer, or never ends) or ("unreadable file", the system's words). None
+    for a regular file (a link to one included).
+
+    >>> not_a_file("/dev/null")
+    ('not a file', 'it is a character device (a reader could wait on it for ever)')
+    >>> not_a_file("/no/such/file.wav")
+    ('missing file', 'no such file')
+    """
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return "missing file", "no such file"
+        return "missing file", f"a broken link to {printable(target)}"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "missing file", "a symbolic link that leads back to itself"
+        return "unreadable file", exc.strerror or str(exc)
+    if stat.S_ISREG(st.st_mode):
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return "not a file", "it is a directory"
+    what = {
+        stat.S_IFIFO: "a named pipe",
+        stat.S_IFSOCK: "a socket",
+        stat.S_IFCHR: "a character device",
+        stat.S_IFBLK: "a block device",
+    }.get(stat.S_IFMT(st.st_mode), "not a regular file")
+    return "not a file", f"it is {what} (a reader could wait on it for ever)"
+
+
 #: ``errno`` values of a write that failed for want of room, not because of what was written.
 _FULL = {errno.ENOSPC, errno.EDQUOT}
 

@@ -33,7 +33,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from cadenza._fs import fsync_dir
+from cadenza._fs import fsync_dir, not_a_file
 from cadenza.errors import DecodeError, ParameterError
 
 __all__ = [
@@ -275,10 +275,10 @@ def _looks_like_text(text: str) -> bool:
 
 def _check_file(path: Path) -> tuple[str, str]:
     """Raise the DecodeError for a missing, unreadable, empty or non-audio file; else sniff it."""
-    if not path.exists():
-        raise DecodeError(path, "missing file", "no such file")
-    if path.is_dir():
-        raise DecodeError(path, "not an audio file", "it is a directory")
+    problem = not_a_file(path)
+    if problem is not None:
+        reason, detail = problem
+        raise DecodeError(path, "not an audio file" if reason == "not a file" else reason, detail)
     try:
         with open(path, "rb") as f:
             head = f.read(512)

@@ -650,7 +650,7 @@ def _read_ahead(path: str) -> None:
     """Ask the kernel to start reading ``path`` now, while the workers are busy with earlier files."""
     if hasattr(os, "posix_fadvise"):
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a named pipe must not hold us
         except OSError:
             return  # the worker reports it
         try:

@@ -44,6 +44,7 @@ import mido
 import numpy as np
 import pretty_midi
 
+from cadenza._fs import not_a_file
 from cadenza.errors import DecodeError
 
 __all__ = [
@@ -110,8 +111,9 @@ def read_score(path: str | os.PathLike[str]) -> pretty_midi.PrettyMIDI:
 
 
 def _check_file(path: str) -> None:
-    if not os.path.isfile(path):
-        raise DecodeError(path, "missing file")
+    problem = not_a_file(path)
+    if problem is not None:
+        raise DecodeError(path, *problem)
     if os.path.getsize(path) == 0:
         raise DecodeError(path, "empty file")
 
@@ -154,6 +156,10 @@ def _midi_from_bytes(path: str, data: bytes, *, shrink: bool = False) -> pretty_
         raise DecodeError(path, "corrupt MIDI", f"{type(exc).__name__}: {exc}") from None
     if not mid.tracks:
         raise DecodeError(path, "no notes", "no track")
+    if not data[12] & 0x80 and mid.ticks_per_beat == 0:
+        raise DecodeError(
+            path, "corrupt MIDI", "its header gives 0 ticks per beat: nothing in it can be timed"
+        )
     if mid.type == 2:
         _patterns_in_sequence(mid)
     if data[12] & 0x80:  # the header's division counts SMPTE frames, not beats

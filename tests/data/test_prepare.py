@@ -747,6 +747,60 @@ def test_a_broken_link_to_a_music_file_is_recorded_as_missing(tmp_path):
     assert "notes.txt" not in manifest and summary.n_skipped == 1
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "mkfifo") or not hasattr(__import__("signal"), "SIGALRM"), reason="POSIX only"
+)
+@pytest.mark.parametrize("representation", ["waveform", "pianoroll"])
+def test_a_named_pipe_or_a_link_loop_is_skipped_and_does_not_hold_the_job(tmp_path, representation):
+    """A named pipe called song.wav (a recorder's live feed, a tool's fifo) held ``prepare`` for
+    ever: opening it waits for a writer. It and a link that leads back to itself are skipped."""
+    import signal
+
+    import pretty_midi
+
+    root = tmp_path / "music"
+    root.mkdir()
+    ext = ".wav" if representation == "waveform" else ".mid"
+    for i in range(3):
+        if ext == ".wav":
+            sf.write(root / f"piece{i}.wav", _tone(1.0, 16000, 220 + 110 * i), 16000)
+        else:
+            pm = pretty_midi.PrettyMIDI()
+            inst = pretty_midi.Instrument(0)
+            inst.notes = [pretty_midi.Note(80, 60 + i + k, k * 0.5, k * 0.5 + 0.5) for k in range(8)]
+            pm.instruments.append(inst)
+            pm.write(str(root / f"piece{i}.mid"))
+    os.mkfifo(root / f"live{ext}")
+    os.symlink(root / f"b{ext}", root / f"a{ext}")
+    os.symlink(root / f"a{ext}", root / f"b{ext}")
+    os.symlink(tmp_path / f"moved{ext}", root / f"gone{ext}")
+
+    class Stuck(Exception):  # not an OSError: a reader's own error handling must not take it
+        pass
+
+    def stuck(*_):
+        raise Stuck("prepare is waiting on the named pipe")
+
+    old = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(20)
+    try:
+        summary = prepare_corpus(
+            str(root), tmp_path / "store", representation=representation, progress=False, workers=1
+        )
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    manifest = _manifest(tmp_path / "store")
+    assert summary.n_ok == 3 and summary.n_skipped == 4
+    live = manifest[f"live{ext}"]
+    assert live["status"] == "skipped" and "named pipe" in live["detail"]
+    assert live["reason"] == ("not an audio file" if ext == ".wav" else "not a file")
+    for name in (f"a{ext}", f"b{ext}"):
+        assert manifest[name]["reason"] == "missing file"
+        assert manifest[name]["detail"] == "a symbolic link that leads back to itself"
+    assert manifest[f"gone{ext}"]["detail"] == f"a broken link to {tmp_path / f'moved{ext}'}"
+
+
 def test_aac_wma_caf_and_w64_files_are_prepared_or_skipped_with_a_reason(tmp_path):
     """An iTunes .m4a, an .aac, a .wma beside WAVs were passed over without a word; a .caf and a
     .w64, which libsndfile reads, were too."""

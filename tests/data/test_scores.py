@@ -120,6 +120,12 @@ def test_truncated_missing_and_silent_midi(tmp_path: Path):
         assert max(n[3] for n in kept) <= min(n[3] for n in missing)  # the notes before the cut
     with pytest.raises(DecodeError, match="missing file"):
         read_score(tmp_path / "nowhere.mid")
+    no_division = tmp_path / "division0.mid"
+    no_division.write_bytes(
+        data[:12] + b"\x00\x00" + data[14:]
+    )  # was "ZeroDivisionError: float division by zero"
+    with pytest.raises(DecodeError, match="corrupt MIDI.*0 ticks per beat"):
+        read_score(no_division)
     silent = tmp_path / "silent.mid"
     pretty_midi.PrettyMIDI().write(str(silent))
     with pytest.raises(DecodeError, match="no notes"):
