@@ -183,6 +183,26 @@ class LoudAudioWarning(UserWarning):
         return f"scaled down: peaked at +{20 * math.log10(self.peak):.1f} dBFS"
 
 
+class MendedAudioWarning(UserWarning):
+    """A float file with a few NaN or infinite samples (a writer's glitch), read with them set to
+    0 by ``read_audio(..., mend=True)``; a corpus job records :attr:`note` in its manifest."""
+
+    def __init__(self, path: str | os.PathLike[str], n_bad: int, n: int) -> None:
+        self.path = str(path)
+        self.n_bad, self.n = int(n_bad), int(n)
+        super().__init__(f"{self.path}: {self.note}")
+
+    @property
+    def note(self) -> str:
+        """One line for a manifest: ``"mended: 100 of 66150 samples were NaN or infinite, set to 0"``."""
+        return f"mended: {self.n_bad} of {self.n} samples were NaN or infinite, set to 0"
+
+
+#: The most of a file's samples ``read_audio(..., mend=True)`` sets to 0 for being NaN or
+#: infinite (1%); more is damage, not a glitch, and the file is refused.
+MAX_MENDED = 0.01
+
+
 #: A peak above this (+6 dBFS) is a float file of another scale: divided by its peak and reported
 #: with :class:`LoudAudioWarning`. Up to it, overs are clipped, as players do: a lossy decoder's
 #: overshoot on a file mastered at full scale (+0.5 to +4 dB on loud material) stays at the
@@ -492,7 +512,11 @@ class _Scanned:
         self.peak = 0.0
 
     def add(self, block: np.ndarray) -> None:
+        """Count ``block``'s samples; its non-finite ones become 0 (in place) before it is resampled
+        (a NaN would smear over the resampler's whole filter): :func:`_load` decides on them."""
         bad, wild, peak = _scan(block)
+        if bad:
+            np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         self.n += len(block)
         self.bad, self.wild, self.peak = self.bad + bad, self.wild + wild, max(self.peak, peak)
 
@@ -1041,6 +1065,7 @@ def _load(
     res_type: str,
     clip: bool,
     minus: float = 0.0,
+    mend: bool = False,
 ) -> tuple[np.ndarray, int]:
     sr = _check_read_args(sr, offset, duration, res_type)
     path = Path(path)
@@ -1070,7 +1095,14 @@ def _load(
     else:
         n_file, bad, wild, y_peak = scanned.n, scanned.bad, scanned.wild, scanned.peak
     if bad:  # a float file: a writer's glitch, or a model's output gone to NaN (counted as in the file)
-        raise DecodeError(path, "non-finite samples", f"{bad} of {n_file} samples are NaN or infinite")
+        if not mend or bad > MAX_MENDED * n_file:
+            beyond = f" (more than {MAX_MENDED:.0%}: not a glitch to mend)" if mend else ""
+            raise DecodeError(
+                path, "non-finite samples", f"{bad} of {n_file} samples are NaN or infinite{beyond}"
+            )
+        if scanned is None:
+            np.nan_to_num(y, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        warnings.warn(MendedAudioWarning(path, bad, n_file), stacklevel=3)
     if wild or (file_peak is not None and file_peak > WILD_SAMPLE):
         largest = max(y_peak, file_peak or 0.0)
         where = f"{wild} of {n_file} samples" if wild else "samples elsewhere in the file"
@@ -1105,6 +1137,7 @@ def read_audio(
     offset: float = 0.0,
     duration: float | None = None,
     res_type: str = "soxr_hq",
+    mend: bool = False,
 ) -> tuple[np.ndarray, int]:
     """Decode an audio file to float32 samples in [-1, 1].
 
@@ -1126,6 +1159,10 @@ def read_audio(
     res_type : str
         Resampler quality, named as in librosa: "soxr_vhq", "soxr_hq" (default), "soxr_mq",
         "soxr_lq" or "soxr_qq".
+    mend : bool
+        Set a float file's NaN or infinite samples to 0 (a writer's glitch in a recording) with a
+        :class:`MendedAudioWarning`, where they are at most :data:`MAX_MENDED` of its samples. By
+        default they raise: a generated clip gone to NaN is a model's failure, not a glitch.
 
     Returns
     -------
@@ -1165,11 +1202,13 @@ def read_audio(
     >>> y.shape, y.dtype, sr
     ((16000,), dtype('float32'), 16000)
     """
-    return _load(path, sr=sr, mono=mono, offset=offset, duration=duration, res_type=res_type, clip=True)
+    return _load(
+        path, sr=sr, mono=mono, offset=offset, duration=duration, res_type=res_type, clip=True, mend=mend
+    )
 
 
 def read_audio_without_offset(
-    path: str | os.PathLike[str], *, sr: int, duration: float | None = None
+    path: str | os.PathLike[str], *, sr: int, duration: float | None = None, mend: bool = False
 ) -> tuple[np.ndarray, float]:
     """Mono samples at ``sr`` less the file's constant (DC) offset, taken out at the file's own
     rate before resampling, and that offset (the mean of the samples read, at the file's rate).
@@ -1193,7 +1232,10 @@ def read_audio_without_offset(
                     block = _read_frames(f, want, mono=True)
                     if not len(block):
                         break
-                    total += float(np.sum(block, dtype=np.float64))
+                    part = float(np.sum(block, dtype=np.float64))
+                    if not math.isfinite(part):  # NaN samples: the second pass mends or refuses them
+                        part = float(np.sum(block[np.isfinite(block)], dtype=np.float64))
+                    total += part
                     count += len(block)
     elif (audioread := _import_audioread()) is not None:  # AAC, WMA: ffmpeg's blocks, mixed as they come
         with contextlib.suppress(Exception):  # the second pass says what is wrong with the file
@@ -1209,12 +1251,20 @@ def read_audio_without_offset(
                     if 0 <= limit <= count:
                         break
     if count == 0:  # a file the first pass could not read: read it whole
-        y, file_sr = read_audio(path, duration=duration)
+        y, file_sr = read_audio(path, duration=duration, mend=mend)
         mean = float(np.mean(y, dtype=np.float64))
         return _resample(y - np.float32(mean), file_sr, sr, "soxr_hq").astype(np.float32, copy=False), mean
     mean = total / count
     y, _ = _load(
-        path, sr=sr, mono=True, offset=0.0, duration=duration, res_type="soxr_hq", clip=True, minus=mean
+        path,
+        sr=sr,
+        mono=True,
+        offset=0.0,
+        duration=duration,
+        res_type="soxr_hq",
+        clip=True,
+        minus=mean,
+        mend=mend,
     )
     return y, mean
 

@@ -222,7 +222,7 @@ def load_audio_item(item: SourceItem, sr: int, *, max_seconds: float | None = No
     from cadenza.audio import read_audio, render_midi
 
     if item.kind == "audio":
-        y, _ = read_audio(item.path, sr=sr, duration=max_seconds)
+        y, _ = read_audio(item.path, sr=sr, duration=max_seconds, mend=True)  # a NaN glitch: set to 0, noted
         return y
     from cadenza.data.scores import PartialScoreWarning
 
@@ -441,7 +441,7 @@ def _without_offset(
     from cadenza.audio.io import read_audio_without_offset
 
     if item.kind == "audio" and _quietly(audio_info, item.path, default={}).get("sr", sr) != sr:
-        again = _quietly(read_audio_without_offset, item.path, sr=sr, duration=max_seconds)
+        again = _quietly(read_audio_without_offset, item.path, sr=sr, duration=max_seconds, mend=True)
         if again is not None and again[0].shape == y.shape:
             return again[0]
     if y.flags.writeable:  # in place: a copy of an hour of audio is 318 MB more
@@ -484,15 +484,16 @@ def _load_audio_with_notes(
     item: SourceItem, sr: int, max_seconds: float | None = None
 ) -> tuple[np.ndarray, str]:
     """:func:`load_audio_item`, and the notes of a :class:`PartialAudioWarning` (a file cut short),
-    a :class:`LoudAudioWarning` (a float file scaled down to full scale) or a
+    a :class:`LoudAudioWarning` (a float file scaled down to full scale), a
+    :class:`MendedAudioWarning` (a few NaN samples set to 0) or a
     :class:`~cadenza.data.scores.PartialScoreWarning` (a MIDI file cut short); "" when none.
 
     Other warnings are shown as they would have been.
     """
-    from cadenza.audio import LoudAudioWarning, PartialAudioWarning
+    from cadenza.audio import LoudAudioWarning, MendedAudioWarning, PartialAudioWarning
     from cadenza.data.scores import PartialScoreWarning
 
-    kinds = (PartialAudioWarning, LoudAudioWarning, PartialScoreWarning)
+    kinds = (PartialAudioWarning, LoudAudioWarning, MendedAudioWarning, PartialScoreWarning)
     with warnings.catch_warnings(record=True) as caught:
         for kind in kinds:
             warnings.simplefilter("always", kind)

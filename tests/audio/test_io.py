@@ -14,6 +14,7 @@ import soundfile as sf
 from cadenza.audio import (
     AUDIO_EXTENSIONS,
     DECODABLE_EXTENSIONS,
+    MendedAudioWarning,
     PartialAudioWarning,
     audio_info,
     io,
@@ -652,6 +653,39 @@ def test_a_float_file_holding_nan_or_infinity_is_a_decode_error(tmp_path, bad):
     with pytest.raises(DecodeError) as caught:  # counted as in the file, not as resampling spreads it
         read_audio(tmp_path / "glitch.wav", sr=16000)
     assert caught.value.detail == "10 of 8000 samples are NaN or infinite"
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_mend_sets_a_few_nan_samples_to_zero_with_a_note_at_any_rate(tmp_path, channels):
+    """A recording with a DAW's glitch of NaN samples was skipped whole; ``mend=True`` (what
+    ``prepare`` asks for) reads it with them at 0 and says so; resampled, the NaN must not smear
+    over the resampler's filter (the streaming path zeroes them block by block)."""
+    sr = 22050
+    y = (0.3 * np.sin(2 * np.pi * 330 * np.arange(3 * sr) / sr)).astype(np.float32)
+    y[1000:1100] = np.nan
+    y[65700] = -np.inf  # in the second block read
+    clean = np.where(np.isfinite(y), y, 0.0).astype(np.float32)
+    frames = np.stack([y] * channels, 1) if channels > 1 else y
+    sf.write(tmp_path / "glitch.wav", frames, sr, subtype="FLOAT")
+    sf.write(
+        tmp_path / "clean.wav",
+        np.stack([clean] * channels, 1) if channels > 1 else clean,
+        sr,
+        subtype="FLOAT",
+    )
+    with pytest.raises(DecodeError, match="101 of 66150 samples are NaN or infinite"):
+        read_audio(tmp_path / "glitch.wav")  # by default: refused, as a generated clip gone to NaN must be
+    for rate in (None, 16000, 44100):
+        with pytest.warns(MendedAudioWarning) as caught:
+            got, got_sr = read_audio(tmp_path / "glitch.wav", sr=rate, mend=True)
+        assert caught[0].message.note == "mended: 101 of 66150 samples were NaN or infinite, set to 0"
+        want, want_sr = read_audio(tmp_path / "clean.wav", sr=rate)
+        assert got_sr == want_sr and np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    y[::50] = np.nan  # 2%: damage, not a glitch
+    sf.write(tmp_path / "damaged.wav", y, sr, subtype="FLOAT")
+    with pytest.raises(DecodeError, match=r"more than 1%: not a glitch to mend"):
+        read_audio(tmp_path / "damaged.wav", sr=16000, mend=True)
 
 
 def test_a_float_file_with_a_wild_sample_is_corrupt_not_scaled_to_nothing(tmp_path):

@@ -801,6 +801,30 @@ def test_a_named_pipe_or_a_link_loop_is_skipped_and_does_not_hold_the_job(tmp_pa
     assert manifest[f"gone{ext}"]["detail"] == f"a broken link to {tmp_path / f'moved{ext}'}"
 
 
+def test_a_recording_with_a_nan_glitch_is_prepared_with_a_note_and_no_nan_in_the_store(tmp_path):
+    """One NaN sample in an hour of recording had the whole file skipped as "non-finite samples"."""
+    root = tmp_path / "music"
+    root.mkdir()
+    for i in range(3):
+        y = _tone(2.0, 22050, 220 + 110 * i) + (0.2 if i == 2 else 0.0)  # the third with a DC offset
+        y[5000:5040] = np.nan
+        sf.write(root / f"take{i}.wav", y, 22050, subtype="FLOAT")
+    sf.write(root / "gone.wav", np.full(22050, np.nan), 22050, subtype="FLOAT")
+    summary = prepare_corpus(str(root), tmp_path / "store", representation="waveform", progress=False)
+    manifest = _manifest(tmp_path / "store")
+    assert summary.n_ok == 3 and manifest["gone.wav"]["reason"] == "non-finite samples"
+    for i in range(3):
+        assert (
+            manifest[f"take{i}.wav"]["warning"]
+            == "mended: 40 of 44100 samples were NaN or infinite, set to 0"
+        )
+    store = FeatureStore(tmp_path / "store")
+    for i in range(3):
+        x = store.load(f"take{i}.wav")
+        assert np.all(np.isfinite(x)) and np.abs(x).max() > 0.1
+    assert "mended" in str(summary)
+
+
 def test_aac_wma_caf_and_w64_files_are_prepared_or_skipped_with_a_reason(tmp_path):
     """An iTunes .m4a, an .aac, a .wma beside WAVs were passed over without a word; a .caf and a
     .w64, which libsndfile reads, were too."""
