@@ -35,7 +35,15 @@ import numpy as np
 
 from cadenza._fs import disk_full_text, is_disk_full
 from cadenza.data.items import SourceItem
-from cadenza.data.store import SPLITS, FeatureStore, base_meta, finish_store, read_manifest, write_meta
+from cadenza.data.store import (
+    SPLITS,
+    FeatureStore,
+    base_meta,
+    finish_store,
+    read_manifest,
+    shard_problem,
+    write_meta,
+)
 from cadenza.errors import (
     CadenzaError,
     DecodeError,
@@ -829,17 +837,25 @@ def prepare_corpus(
             shard.unlink()
     write_meta(out, meta)
 
-    # Resume: keep what an earlier run finished (ok with its shard on disk, or skipped).
+    # Resume: keep what an earlier run finished (ok with its shard whole on disk, or skipped); a
+    # shard gone or damaged since (a disk error, a copy cut short) is prepared again.
     wanted = {it.id for it in items}
     done: dict[str, dict[str, Any]] = {}
+    n_damaged = 0
     for r in read_manifest(out / "manifest.jsonl"):
         if r.get("id") not in wanted:
             continue
-        if (r.get("status") == "skipped" and not _skipped_for_room(r)) or (
-            out / "shards" / f"{r['id']}.npy"
-        ).exists():
+        if r.get("status") == "ok":
+            shard = out / "shards" / f"{r['id']}.npy"
+            kept = shard_problem(shard, r.get("n_frames", -1), meta["n_features"], meta["dtype"]) is None
+            n_damaged += shard.exists() and not kept
+        else:
+            kept = r.get("status") == "skipped" and not _skipped_for_room(r)
+        if kept:
             r["split"] = splits[r["id"]]
             done[r["id"]] = r
+    if n_damaged:
+        log.warning("%s: %d damaged shards are prepared again", out, n_damaged)
     todo = [it for it in items if it.id not in done]
     n_done_before = len(done)
     if n_done_before:

@@ -895,3 +895,44 @@ def test_a_file_with_the_same_bytes_as_another_is_prepared_once(tmp_path):
     assert not (out / "shards" / "t1_1_.wav.npy").exists()
     again = prepare_corpus(str(root), out, representation="fft", rep_params=SMALL_FFT, progress=False)
     assert again.n_done_before == 10 and again.n_ok == 6  # resumed: nothing done twice
+
+
+def test_a_damaged_shard_is_left_out_of_training_and_prepared_again(tmp_path):
+    """A shard cut short by a disk error stopped `cadenza train` with numpy's "mmap length is
+    greater than file size"; now the store leaves it out with a warning that says what to do, and
+    `prepare` run again prepares it anew, byte for byte as before."""
+    from cadenza.data import SequenceWindows
+    from cadenza.data.store import DamagedShardWarning
+
+    root = tmp_path / "music"
+    root.mkdir()
+    for i in range(6):
+        sf.write(root / f"take{i}.wav", _tone(2.0, 16000, 220 + 55 * i), 16000)
+    kwargs = dict(representation="fft", progress=False, split=(1.0, 0.0, 0.0), workers=1)
+    prepare_corpus(str(root), tmp_path / "store", **kwargs)
+    shards = tmp_path / "store" / "shards"
+    whole = {p.name: p.read_bytes() for p in shards.glob("*.npy")}
+    cut = shards / "take1.wav.npy"
+    cut.write_bytes(whole[cut.name][:1000])
+    (shards / "take2.wav.npy").write_bytes(b"garbage")
+    # bytes changed past a whole header are not looked for (that would read every shard)
+    (shards / "take3.wav.npy").write_bytes(whole["take4.wav.npy"][:200] + whole["take3.wav.npy"][200:])
+    with pytest.warns(DamagedShardWarning, match="2 of 6 files .* are left out") as caught:
+        store = FeatureStore(tmp_path / "store")
+    text = str(caught[0].message)
+    assert f"take1.wav: 1,000 bytes where its header says {len(whole['take1.wav.npy']):,}" in text
+    assert "take2.wav: not an array's header" in text and "cadenza prepare" in text
+    assert store.ids("train") == ["take0.wav", "take3.wav", "take4.wav", "take5.wav"]
+    windows = SequenceWindows(store, "train", seq_len=4)
+    assert len(windows) > 0 and all(np.isfinite(windows[i]["x"].numpy()).all() for i in range(len(windows)))
+    with pytest.raises(StoreError, match="damaged"):
+        store.load("take1.wav")
+    prepare_corpus(str(root), tmp_path / "store", **kwargs)  # run again: the two are prepared anew
+    assert {p.name: p.read_bytes() for p in shards.glob("*.npy")} == {
+        **whole,
+        "take3.wav.npy": whole["take4.wav.npy"][:200] + whole["take3.wav.npy"][200:],
+    }
+    for p in shards.glob("*.npy"):
+        p.write_bytes(b"")
+    with pytest.raises(StoreError, match="every shard"), pytest.warns(DamagedShardWarning):
+        FeatureStore(tmp_path / "store")
