@@ -398,7 +398,17 @@ def _read_with_music21(path: str) -> pretty_midi.PrettyMIDI:
             else:
                 parsed = music21.converter.parseData(text, format="musicxml")
     except Exception as exc:  # music21 raises a zoo of types (its own, XML, regex, index...)
-        raise DecodeError(path, "unparseable score", f"{type(exc).__name__}: {exc}"[:300]) from None
+        mended = _mend_cut_xml(path, text, exc)
+        if mended is None:
+            raise DecodeError(path, "unparseable score", f"{type(exc).__name__}: {exc}"[:300]) from None
+        text, note = mended
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                parsed = music21.converter.parseData(text, format="musicxml")
+        except Exception:  # noqa: BLE001 - the first error says more
+            raise DecodeError(path, "unparseable score", f"{type(exc).__name__}: {exc}"[:300]) from None
+        warnings.warn(PartialScoreWarning(path, note), stacklevel=3)
     if not isinstance(parsed, music21.stream.Opus):
         return _music21_to_pretty_midi(path, parsed)
     # A collection (an ABC tune book): the pieces one after the other. music21 cannot
@@ -412,6 +422,72 @@ def _read_with_music21(path: str) -> pretty_midi.PrettyMIDI:
     if not midis:
         raise first_error or DecodeError(path, "no notes", "an empty collection of scores")
     return midis[0] if len(midis) == 1 else _concatenate(midis)
+
+
+#: expat's errors for a document that stops in the middle: "no element found" (between tags),
+#: "unclosed token" (inside one), "partial character" (inside a UTF-8 sequence).
+_CUT_XML = (3, 5, 6)
+
+
+def _mend_cut_xml(path: str, text: str | None, exc: Exception) -> tuple[str, str] | None:
+    """A MusicXML file cut short (a download or a copy that broke off) as the text of its whole
+    measures, the elements still open at the last one closed, and the note for its manifest;
+    None where the error is not a cut or nothing whole is left."""
+    from xml.etree import ElementTree
+    from xml.etree.ElementTree import ParseError, XMLPullParser
+
+    if not (isinstance(exc, ParseError) and exc.code in _CUT_XML):
+        return None
+    if text is None:
+        if not path.lower().endswith((".xml", ".musicxml")):
+            return None  # an .mxl archive cut short does not unzip at all
+        with open(path, "rb") as f:
+            data = f.read()
+        text = data.decode("utf-8", errors="ignore")  # a multibyte character cut at the end
+    end = text.rfind("</measure>")
+    if end < 0:
+        return None
+    head = text[: end + len("</measure>")]
+    parser = XMLPullParser(events=("start", "end"))
+    open_tags: list[str] = []
+    where: dict[str, str] = {}
+    try:
+        parser.feed(head.encode("utf-8"))
+        for event, element in parser.read_events():
+            if event == "start":
+                open_tags.append(element.tag)
+                if element.tag in ("part", "measure"):
+                    where[element.tag] = element.get("id") or element.get("number") or "?"
+            else:
+                open_tags.pop()
+    except ParseError:
+        return None
+    if not open_tags or any(t.startswith("{") for t in open_tags):
+        return None  # nothing left open (the cut was after the end), or namespaced tags
+    closing = "".join(f"</{t}>" for t in reversed(open_tags))
+    try:
+        root = ElementTree.fromstring(head + closing)
+    except ParseError:
+        return None
+    # The parts the cut left out are still listed (and grouped): music21 refuses the list.
+    kept = {part.get("id") for part in root.iter("part")}
+    lost = []
+    for part_list in root.iter("part-list"):
+        for entry in list(part_list):
+            if entry.tag == "score-part" and entry.get("id") not in kept:
+                lost.append(entry.get("id") or "?")
+                part_list.remove(entry)
+        if lost:
+            for entry in list(part_list):
+                if entry.tag == "part-group":
+                    part_list.remove(entry)
+    at = (
+        f"in part {where['part']} after measure {where['measure']}"
+        if "part" in where
+        else f"after measure {where.get('measure', '?')}"
+    )
+    missing = f"; parts {', '.join(lost)} lost" if lost else ""
+    return ElementTree.tostring(root, encoding="unicode"), f"kept in part: the score breaks off {at}{missing}"
 
 
 #: The first bytes of XML in UTF-16 or UTF-32 (with or without a byte-order mark), and the codec.
@@ -464,6 +540,16 @@ def _check_mxl(path: str) -> None:
 def _music21_to_pretty_midi(path: str, stream: Any) -> pretty_midi.PrettyMIDI:
     from music21.midi.translate import music21ObjectToMidiFile
 
+    from cadenza.data.prepare import MAX_SCORE_BEATS
+
+    beats = float(stream.highestTime)  # in quarter notes
+    if beats > MAX_SCORE_BEATS:  # translated, its delta times would not fit MIDI's (damaged tracks)
+        raise DecodeError(
+            path,
+            "too long",
+            f"its last note or rest ends {beats:,.0f} quarter notes in, beyond {MAX_SCORE_BEATS:,}: "
+            "a duration damaged or typed wrong?",
+        )
     _name_generic_instruments(stream)
     try:
         with warnings.catch_warnings():

@@ -510,3 +510,51 @@ def test_an_npz_declaring_a_huge_roll_is_refused_before_it_is_made(tmp_path: Pat
     with pytest.raises(DecodeError) as info:
         read_lpd_roll(path)
     assert info.value.reason == "too long" and "declare" in info.value.detail
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.77])
+def test_a_musicxml_file_cut_short_keeps_its_whole_measures(tmp_path, fraction):
+    """A MusicXML download that broke off was "unparseable score" (expat: "unclosed token", "no
+    element found"); the measures before the cut are kept, with a note, as a cut MIDI file's are."""
+    import music21
+
+    archive = zipfile.ZipFile(music21.corpus.getWork("bach/bwv66.6"))
+    name = next(n for n in archive.namelist() if n.endswith(".xml") and not n.startswith("META"))
+    data = archive.read(name)
+    whole, cut = tmp_path / "whole.musicxml", tmp_path / "cut.musicxml"
+    whole.write_bytes(data)
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.warns(
+        PartialScoreWarning, match=r"kept in part: the score breaks off in part P\d after measure \d+"
+    ):
+        part = read_score(cut)
+    full = read_score(whole)
+    assert 0 < len(part.instruments) <= len(full.instruments)
+    for got, want in zip(part.instruments, full.instruments):  # each part kept: the full one's start
+        got_notes = [(n.pitch, n.start, n.end) for n in got.notes]
+        assert got_notes == [(n.pitch, n.start, n.end) for n in want.notes][: len(got_notes)]
+    assert sum(len(i.notes) for i in part.instruments) < sum(len(i.notes) for i in full.instruments)
+    assert len(part.instruments[0].notes) == len(full.instruments[0].notes)  # the first part is whole
+    (tmp_path / "nothing.musicxml").write_bytes(data[:300])  # no measure ends before the cut
+    with pytest.raises(DecodeError, match="unparseable score"):
+        read_score(tmp_path / "nothing.musicxml")
+
+
+def test_a_musicxml_duration_past_any_music_is_too_long_not_a_damaged_translation(tmp_path):
+    """One <duration> of 999999999 was translated to MIDI delta times past MIDI's limit and read
+    as "kept in part: track 2 breaks off at byte 78", a note about a file the user never had."""
+    import re
+
+    import music21
+
+    archive = zipfile.ZipFile(music21.corpus.getWork("bach/bwv66.6"))
+    name = next(n for n in archive.namelist() if n.endswith(".xml") and not n.startswith("META"))
+    text = archive.read(name).decode("utf-8")
+    path = tmp_path / "typo.musicxml"
+    path.write_text(re.sub(r"<duration>\d+</duration>", "<duration>999999999</duration>", text, count=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PartialScoreWarning)
+        with pytest.raises(
+            DecodeError, match=r"too long \(its last note or rest ends 500,000,035 quarter notes in"
+        ):
+            read_score(path)
