@@ -26,6 +26,7 @@ import secrets
 import shutil
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -680,6 +681,69 @@ _MP3_KBPS = {
 _MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
 
 
+def _id3_end(data: Any, pos: int, size: int) -> int:
+    """Where an ID3v2 tag starting at ``pos`` ends."""
+    tag = data[pos + 6 : pos + 10]
+    n = (tag[0] & 0x7F) << 21 | (tag[1] & 0x7F) << 14 | (tag[2] & 0x7F) << 7 | tag[3] & 0x7F
+    return min(size, pos + 10 + n + (10 if data[pos + 5] & 0x10 else 0))  # with its footer
+
+
+def _mp3_walk(data: Any, size: int) -> Iterator[tuple[int, int, bool]]:
+    """``(offset, samples, starts a file)`` of each MPEG audio frame of an MP3 file in order, from
+    the frame headers alone; "starts a file" for a frame after the first that holds a Xing,
+    Info or VBRI header, or that follows an ID3v2 tag (the next of MP3 files joined end to end),
+    with the offset of that tag then. Junk between frames (a damaged frame, an ID3v1 trailer) is
+    passed over; the walk stops where no frame follows."""
+    pos, n_frames, misses = 0, 0, 0
+    tag_at = None  # where an ID3v2 tag after the first frame began
+    while pos + 4 <= size:
+        if data[pos : pos + 3] == b"ID3" and pos + 10 <= size:
+            tag_at = pos if n_frames else None
+            pos = _id3_end(data, pos, size)
+            continue
+        b0, b1, b2 = data[pos], data[pos + 1], data[pos + 2]
+        version, layer_bits = (b1 >> 3) & 3, (b1 >> 1) & 3
+        rate_index, kbps_index = (b2 >> 2) & 3, b2 >> 4
+        if (
+            b0 != 0xFF
+            or b1 & 0xE0 != 0xE0
+            or version == 1
+            or not layer_bits
+            or rate_index == 3
+            or kbps_index in (0, 15)
+        ):
+            if n_frames == 0 and pos < 65536 or misses < 64:  # junk before the stream, or a damaged frame
+                nxt = data.find(b"\xff", pos + 1)
+                nxt_tag = data.find(b"ID3", pos + 1, nxt if nxt >= 0 else size)
+                if nxt_tag >= 0:
+                    nxt = nxt_tag
+                if nxt < 0:
+                    break
+                misses += n_frames > 0
+                pos = nxt
+                continue
+            break
+        mpeg1, layer = version == 3, 4 - layer_bits
+        rate = _MP3_RATES[version][rate_index]
+        kbps = _MP3_KBPS[(mpeg1, layer)][kbps_index - 1]
+        pad = (b2 >> 1) & 1
+        if layer == 1:
+            length, per_frame = (12000 * kbps // rate + pad) * 4, 384
+        else:
+            per_frame = 1152 if mpeg1 or layer == 2 else 576
+            length = (144000 if mpeg1 or layer == 2 else 72000) * kbps // rate + pad
+        tagged = any(data.find(t, pos, min(pos + length, pos + 48)) >= 0 for t in (b"Xing", b"Info", b"VBRI"))
+        starts = n_frames > 0 and (tagged or tag_at is not None)
+        yield (
+            (tag_at if tag_at is not None else pos),
+            (0 if tagged else per_frame),
+            starts or (n_frames == 0 and tagged),
+        )
+        tag_at = None
+        n_frames += 1
+        pos += length
+
+
 def _mp3_frames_samples(path: Path) -> int | None:
     """The samples an MP3 file holds, counted from its frame headers, where its first frame has
     no Xing, Info or VBRI header (which give libsndfile the count); None otherwise, or where the
@@ -693,53 +757,121 @@ def _mp3_frames_samples(path: Path) -> int | None:
         if size < 128:
             return None
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            pos = 0
-            if data[:3] == b"ID3" and size >= 10:
-                tag = data[6:10]
-                pos = 10 + (
-                    (tag[0] & 0x7F) << 21 | (tag[1] & 0x7F) << 14 | (tag[2] & 0x7F) << 7 | tag[3] & 0x7F
-                )
-                pos += 10 if data[5] & 0x10 else 0  # a footer
-            samples, n_frames, misses = 0, 0, 0
-            while pos + 4 <= size:
-                b0, b1, b2 = data[pos], data[pos + 1], data[pos + 2]
-                version, layer_bits = (b1 >> 3) & 3, (b1 >> 1) & 3
-                rate_index, kbps_index = (b2 >> 2) & 3, b2 >> 4
-                if (
-                    b0 != 0xFF
-                    or b1 & 0xE0 != 0xE0
-                    or version == 1
-                    or not layer_bits
-                    or rate_index == 3
-                    or kbps_index in (0, 15)
-                ):
-                    if (
-                        n_frames == 0 and pos < 65536 or misses < 64
-                    ):  # junk before the stream, or a damaged frame
-                        nxt = data.find(b"\xff", pos + 1)
-                        if nxt < 0:
-                            break
-                        misses += n_frames > 0
-                        pos = nxt
-                        continue
-                    break
-                mpeg1, layer = version == 3, 4 - layer_bits
-                rate = _MP3_RATES[version][rate_index]
-                kbps = _MP3_KBPS[(mpeg1, layer)][kbps_index - 1]
-                pad = (b2 >> 1) & 1
-                if layer == 1:
-                    length, per_frame = (12000 * kbps // rate + pad) * 4, 384
-                else:
-                    per_frame = 1152 if mpeg1 or layer == 2 else 576
-                    length = (144000 if mpeg1 or layer == 2 else 72000) * kbps // rate + pad
-                if n_frames == 0 and any(
-                    data.find(tag, pos, pos + length) >= 0 for tag in (b"Xing", b"Info", b"VBRI")
-                ):
+            samples, n_frames = 0, 0
+            for _, n, starts in _mp3_walk(data, size):
+                if n_frames == 0 and starts:
                     return None  # libsndfile reads its count
-                samples += per_frame
+                samples += n
                 n_frames += 1
-                pos += length
     return samples if n_frames >= 8 else None
+
+
+def _stream_starts(path: Path, fmt: str) -> list[int]:
+    """Byte offsets (after 0) where another stream begins in an Ogg or MP3 file made of several
+    one after another: the links of a chained Ogg file (a radio recording, Ogg files joined end
+    to end), MP3 files joined by ``cat`` (each with its own Xing header or ID3 tag). libsndfile
+    reads the first alone: 8 s of two joined files were read as 4 s, without a word."""
+    import mmap
+
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < 128:
+            return []
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if fmt == "MP3":
+                return [pos for pos, _, starts in _mp3_walk(data, size) if starts and pos > 0]
+            starts, live, pos = [], set(), 0
+            while pos + 27 <= size:
+                if data[pos : pos + 4] != b"OggS":
+                    pos = data.find(b"OggS", pos + 1)  # damaged pages: the decoder passes over them too
+                    if pos < 0:
+                        break
+                    continue
+                flags, serial, n_segments = data[pos + 5], bytes(data[pos + 14 : pos + 18]), data[pos + 26]
+                if flags & 0x02:  # the first page of a logical stream
+                    if not live and pos > 0:
+                        starts.append(pos)
+                    live.add(serial)
+                if flags & 0x04:  # its last
+                    live.discard(serial)
+                pos += 27 + n_segments + sum(data[pos + 27 : pos + 27 + n_segments])
+            return starts
+
+
+class _Chain:
+    """Sound files one after another in one file (:func:`_stream_starts`), read as one: the
+    leading links of the first one's rate and channel count (``dropped`` counts the others)."""
+
+    def __init__(self, path: Path, starts: list[int], size: int) -> None:
+        self.raws: list[_Window] = []
+        self.links: list[sf.SoundFile] = []
+        bounds = [*starts, size]
+        try:
+            for a, b in zip(bounds, bounds[1:]):
+                raw = _Window(path, a, b - a)
+                try:
+                    link = sf.SoundFile(raw)
+                except (sf.SoundFileError, RuntimeError):
+                    raw.close()
+                    break
+                if self.links and (link.samplerate, link.channels) != (self.samplerate, self.channels):
+                    link.close()
+                    raw.close()
+                    break
+                self.raws.append(raw)
+                self.links.append(link)
+                self.samplerate, self.channels = self.links[0].samplerate, self.links[0].channels
+        except BaseException:
+            self.close()
+            raise
+        self.dropped = len(starts) - len(self.links)
+        first = self.links[0] if self.links else None
+        self.format = first.format if first else ""
+        self.subtype = first.subtype if first else ""
+        self.offsets = np.cumsum([0] + [link.frames for link in self.links]).tolist()
+        self.frames = self.offsets[-1]
+        self.at = 0  # the link being read
+
+    def seekable(self) -> bool:
+        return all(link.seekable() for link in self.links)
+
+    def seek(self, frame: int) -> int:
+        i = max(0, min(len(self.links) - 1, int(np.searchsorted(self.offsets, frame, side="right")) - 1))
+        self.links[i].seek(min(frame - self.offsets[i], self.links[i].frames))
+        for link in self.links[i + 1 :]:
+            link.seek(0)
+        self.at = i
+        return self.offsets[i] + self.links[i].tell()
+
+    def tell(self) -> int:
+        return self.offsets[self.at] + self.links[self.at].tell()
+
+    def read(
+        self, frames: int = -1, dtype: str = "float64", always_2d: bool = False, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        blocks, got = [], 0
+        while self.at < len(self.links) and (frames < 0 or got < frames):
+            block = self.links[self.at].read(-1 if frames < 0 else frames - got, dtype=dtype, always_2d=True)
+            blocks.append(block)
+            got += len(block)
+            if frames < 0 or got < frames:  # this link is done
+                self.at += 1
+        data = np.concatenate(blocks) if blocks else np.zeros((0, self.channels), dtype=dtype)
+        if out is not None:
+            out = out.reshape(len(out), -1)
+            out[: len(data)] = data
+            data = out[: len(data)]
+        return data if always_2d or self.channels > 1 else data[:, 0]
+
+    def blocks(self, blocksize: int, dtype: str = "float64", always_2d: bool = False) -> Iterator[np.ndarray]:
+        while len(block := self.read(blocksize, dtype=dtype, always_2d=always_2d)):
+            yield block
+
+    def close(self) -> None:
+        for link in self.links:
+            link.close()
+        for raw in self.raws:
+            raw.close()
 
 
 class _Opened:
@@ -752,6 +884,8 @@ class _Opened:
         self.unfinished: str | None = None
         #: ``(samples in the file, libsndfile's estimate)`` of an MP3 it would read short
         self.short: tuple[int, int] | None = None
+        #: What of a file of several streams one after another is not read (else None)
+        self.chain_note: str | None = None
         try:
             self.f = sf.SoundFile(_native(path))
         except (sf.SoundFileError, RuntimeError):
@@ -765,7 +899,9 @@ class _Opened:
                 self.raw.close()
                 raise
             return
-        if self.f.format == "MP3":
+        if self.f.format in ("OGG", "MP3") and (starts := _stream_starts(path, self.f.format)):
+            self._chain(path, starts)
+        if self.f.format == "MP3" and self.raw is None and not isinstance(self.f, _Chain):
             counted = _mp3_frames_samples(path)
             if counted is not None and counted > self.f.frames * 1.01 + 0.1 * self.f.samplerate:
                 self.short = (counted, self.f.frames)
@@ -780,6 +916,21 @@ class _Opened:
                 except BaseException:
                     self.raw.close()
                     raise
+
+    def _chain(self, path: Path, starts: list[int]) -> None:
+        """Read the streams after the first too (:class:`_Chain`), where they add frames."""
+        chain = _Chain(path, [0, *starts], path.stat().st_size)
+        if len(chain.links) < 2 or chain.frames <= self.f.frames:
+            chain.close()
+            return
+        self.f.close()
+        self.f = chain  # type: ignore[assignment]
+        if chain.dropped:
+            n = len(starts) + 1
+            self.chain_note = (
+                f"{len(chain.links)} of the {n} {chain.format} streams joined in the file read; the one after "
+                "them is at another sample rate or channel count, or does not open"
+            )
 
     def __enter__(self) -> _Opened:
         return self
@@ -916,6 +1067,8 @@ def _decode_soundfile(
                 f"a VBR MP3 without a Xing header: libsndfile reads {f.frames / orig_sr:.1f} s of its "
                 f"{counted / orig_sr:.1f} s; install ffmpeg to read it whole"
             )
+        elif opened.chain_note is not None and start + n_read >= f.frames:
+            cut = opened.chain_note
         else:
             cut = _cut_short(path, name, f, start + n_read) if n_frames < 0 or n_read < n_frames else None
         window = start > 0 or (n_frames >= 0 and start + n_read < f.frames)
