@@ -512,14 +512,16 @@ class _Scanned:
         self.n = self.bad = self.wild = 0
         self.peak = 0.0
 
-    def add(self, block: np.ndarray) -> None:
-        """Count ``block``'s samples; its non-finite ones become 0 (in place) before it is resampled
-        (a NaN would smear over the resampler's whole filter): :func:`_load` decides on them."""
+    def add(self, block: np.ndarray) -> np.ndarray:
+        """Count ``block``'s samples, and give it back with its non-finite ones at 0, to be
+        resampled so (a NaN would smear over the resampler's whole filter): :func:`_load`
+        decides whether they are mended or the file refused."""
         bad, wild, peak = _scan(block)
         if bad:
-            np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            block = np.nan_to_num(block, copy=not block.flags.writeable, nan=0.0, posinf=0.0, neginf=0.0)
         self.n += len(block)
         self.bad, self.wild, self.peak = self.bad + bad, self.wild + wild, max(self.peak, peak)
+        return block
 
 
 def _read_resampled(
@@ -539,7 +541,7 @@ def _read_resampled(
     while True:
         want = _BLOCK_FRAMES if n_frames < 0 else min(_BLOCK_FRAMES, n_frames - scanned.n)
         block = _read_frames(f, want, mono=True) if want > 0 else np.zeros(0, np.float32)
-        scanned.add(block)
+        block = scanned.add(block)
         if minus:
             block = block - np.float32(minus)
         last = len(block) < want or want == 0 or (n_frames >= 0 and scanned.n >= n_frames)
@@ -1132,7 +1134,7 @@ def _decode_audioread(
                     block = (
                         ints[lo:hi].astype(np.float32) @ weights if mono else ints[lo:hi] / np.float32(32768)
                     )
-                    scanned.add(block)
+                    block = scanned.add(block)
                     if stream is not None:  # else _load takes ``minus`` out of the whole
                         pieces.append(stream.resample_chunk(block - np.float32(minus) if minus else block))
                     else:
@@ -1254,7 +1256,7 @@ def _load(
                 path, "non-finite samples", f"{bad} of {n_file} samples are NaN or infinite{beyond}"
             )
         if scanned is None:
-            np.nan_to_num(y, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            y = np.nan_to_num(y, copy=not y.flags.writeable, nan=0.0, posinf=0.0, neginf=0.0)
         warnings.warn(MendedAudioWarning(path, bad, n_file), stacklevel=3)
     if wild or (file_peak is not None and file_peak > WILD_SAMPLE):
         largest = max(y_peak, file_peak or 0.0)
