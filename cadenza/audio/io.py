@@ -52,9 +52,9 @@ RES_TYPES = {"soxr_vhq": "VHQ", "soxr_hq": "HQ", "soxr_mq": "MQ", "soxr_lq": "LQ
 
 #: Frames decoded at a time (mixing many channels down, resampling as a file decodes), so memory
 #: stays about one output copy. A multiple of 1152, the frames of an MPEG-1 layer III frame (and
-#: of two of MPEG-2's 576): libsndfile 1.2 decodes a mono MPEG-2 MP3 (16 or 22.05 kHz) read in
-#: blocks of another size with glitches of up to 300 samples after some of the block boundaries
-#: (errors up to 0.5 on noise; 65,536 frames a block, as before, gave them).
+#: of two of MPEG-2's 576), chosen when glitches after the block boundaries of mono MPEG-2 MP3s
+#: were put down to blocks of part frames; their cause was the seek after every read (see
+#: :class:`_Unseeking`), which glitched MP3s of every rate in blocks of any size.
 _BLOCK_FRAMES = 1152 * 57
 
 #: Magic bytes at offset 0 of formats libsndfile reads.
@@ -800,6 +800,76 @@ def _stream_starts(path: Path, fmt: str) -> list[int]:
             return starts
 
 
+#: numpy dtype -> libsndfile's read function's C type.
+_SF_CTYPES = {"float32": "float", "float64": "double", "int16": "short", "int32": "int"}
+
+
+class _Unseeking:
+    """An MP3 read without the seek that pysoundfile makes after every read (to keep its own idea
+    of the position): libsndfile's MP3 decoder loses its bit reservoir at a seek, so the first
+    ~4,000 samples after every read call came out wrong in tonal music (a chord, a held note: up
+    to 0.36 on a 0.3 sine; noise hides it). Every block-wise read of an MP3 (mixed to mono,
+    resampled as it decodes) had them, one glitch per 65,664 frames. libsndfile's read is called
+    directly, and the position kept here."""
+
+    def __init__(self, f: sf.SoundFile) -> None:
+        self.f = f
+        self.pos = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+    def seekable(self) -> bool:
+        return self.f.seekable()
+
+    def seek(self, frame: int, whence: int = 0) -> int:
+        self.pos = self.f.seek(frame, whence)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(
+        self, frames: int = -1, dtype: str = "float64", always_2d: bool = False, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        if frames < 0:  # to the end, whatever the header's estimate of the length
+            blocks = []
+            while len(block := self.read(_BLOCK_FRAMES, dtype=dtype, always_2d=True)):
+                blocks.append(block)
+            data = np.concatenate(blocks) if blocks else np.zeros((0, self.f.channels), dtype=dtype)
+        else:
+            data = np.empty((frames, self.f.channels), dtype=dtype)
+            read = getattr(sf._snd, "sf_readf_" + _SF_CTYPES[np.dtype(dtype).name])
+            n = read(
+                self.f._file, sf._ffi.cast(_SF_CTYPES[np.dtype(dtype).name] + "*", data.ctypes.data), frames
+            )
+            sf._error_check(self.f._errorcode)
+            self.pos += n
+            data = data[:n]
+        if out is not None:
+            out = out.reshape(len(out), -1)
+            out[: len(data)] = data
+            data = out[: len(data)]
+        return data if always_2d or self.f.channels > 1 else data[:, 0]
+
+    def blocks(self, blocksize: int, dtype: str = "float64", always_2d: bool = False) -> Iterator[np.ndarray]:
+        while len(block := self.read(blocksize, dtype=dtype, always_2d=always_2d)):
+            yield block
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _unseeking(f: sf.SoundFile) -> Any:
+    """``f`` read through :class:`_Unseeking` where it is an MP3 and this soundfile's internals
+    are as expected; else ``f`` itself."""
+    if f.format != "MP3" or not all(hasattr(sf, a) for a in ("_snd", "_ffi", "_error_check")):
+        return f
+    if not hasattr(f, "_file") or not hasattr(f, "_errorcode"):
+        return f
+    return _Unseeking(f)
+
+
 class _Chain:
     """Sound files one after another in one file (:func:`_stream_starts`), read as one: the
     leading links of the first one's rate and channel count (``dropped`` counts the others)."""
@@ -812,7 +882,7 @@ class _Chain:
             for a, b in zip(bounds, bounds[1:]):
                 raw = _Window(path, a, b - a)
                 try:
-                    link = sf.SoundFile(raw)
+                    link = _unseeking(sf.SoundFile(raw))
                 except (sf.SoundFileError, RuntimeError):
                     raw.close()
                     break
@@ -896,13 +966,14 @@ class _Opened:
                 raise
             self.raw = _Window(path, *inner)
             try:
-                self.f = sf.SoundFile(self.raw)
+                self.f = _unseeking(sf.SoundFile(self.raw))
             except BaseException:
                 self.raw.close()
                 raise
             return
         if self.f.format in ("OGG", "MP3") and (starts := _stream_starts(path, self.f.format)):
             self._chain(path, starts)
+        self.f = _unseeking(self.f)
         if self.f.format == "MP3" and self.raw is None and not isinstance(self.f, _Chain):
             counted = _mp3_frames_samples(path)
             if counted is not None and counted > self.f.frames * 1.01 + 0.1 * self.f.samplerate:
@@ -1023,9 +1094,10 @@ def _decode_soundfile(
         n_frames = -1 if duration is None else round(duration * orig_sr)
 
         def read(f: Any) -> tuple[np.ndarray, int, _Scanned | None]:
-            if start and f.seekable():
+            if start and f.seekable() and f.format != "MP3":
                 f.seek(start)
-            elif start:  # libsndfile cannot seek in a GSM 6.10 WAV: the frames before are read and dropped
+            elif start:  # the frames before are read and dropped: libsndfile cannot seek in a GSM
+                # 6.10 WAV, and a seek in an MP3 loses its decoder's bit reservoir (see _Unseeking)
                 left = start
                 while left > 0 and (got := len(f.read(min(_BLOCK_FRAMES, left), dtype="float32"))):
                     left -= got
