@@ -781,6 +781,15 @@ def _stream_starts(path: Path, fmt: str) -> list[int]:
             return []
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
             if fmt == "MP3":
+                # The walk costs 0.35 s an hour of MP3 in Python; a file with no Xing, Info or
+                # VBRI header or ID3 tag past its first frame (almost all) needs none.
+                lead = _id3_end(data, 0, size) if data[:3] == b"ID3" and size >= 10 else 0
+                first = [
+                    at for t in (b"Xing", b"Info", b"VBRI") if 0 <= (at := data.find(t, lead, lead + 70000))
+                ]
+                after = min(first) + 4 if first else lead + 1
+                if all(data.find(t, after) < 0 for t in (b"Xing", b"Info", b"VBRI", b"ID3")):
+                    return []
                 return [pos for pos, _, starts in _mp3_walk(data, size) if starts and pos > 0]
             starts, live, pos = [], set(), 0
             while pos + 27 <= size:
