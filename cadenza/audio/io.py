@@ -809,6 +809,17 @@ def _stream_starts(path: Path, fmt: str) -> list[int]:
             return starts
 
 
+def _as_read(data: np.ndarray, out: np.ndarray | None, always_2d: bool) -> np.ndarray:
+    """``(frames, channels)`` ``data`` as ``SoundFile.read`` gives it: in ``out`` where given,
+    one channel as a 1-D array unless ``always_2d``. The readers that stand in for a
+    ``SoundFile`` (:class:`_Unseeking`, :class:`_Chain`, :class:`_UntilError`) end so."""
+    if out is not None:
+        out = out.reshape(len(out), -1)
+        out[: len(data)] = data
+        data = out[: len(data)]
+    return data if always_2d or data.shape[1] > 1 else data[:, 0]
+
+
 #: numpy dtype -> libsndfile's read function's C type.
 _SF_CTYPES = {"float32": "float", "float64": "double", "int16": "short", "int32": "int"}
 
@@ -855,15 +866,7 @@ class _Unseeking:
             sf._error_check(self.f._errorcode)
             self.pos += n
             data = data[:n]
-        if out is not None:
-            out = out.reshape(len(out), -1)
-            out[: len(data)] = data
-            data = out[: len(data)]
-        return data if always_2d or self.f.channels > 1 else data[:, 0]
-
-    def blocks(self, blocksize: int, dtype: str = "float64", always_2d: bool = False) -> Iterator[np.ndarray]:
-        while len(block := self.read(blocksize, dtype=dtype, always_2d=always_2d)):
-            yield block
+        return _as_read(data, out, always_2d)
 
     def close(self) -> None:
         self.f.close()
@@ -938,15 +941,7 @@ class _Chain:
             if frames < 0 or got < frames:  # this link is done
                 self.at += 1
         data = np.concatenate(blocks) if blocks else np.zeros((0, self.channels), dtype=dtype)
-        if out is not None:
-            out = out.reshape(len(out), -1)
-            out[: len(data)] = data
-            data = out[: len(data)]
-        return data if always_2d or self.channels > 1 else data[:, 0]
-
-    def blocks(self, blocksize: int, dtype: str = "float64", always_2d: bool = False) -> Iterator[np.ndarray]:
-        while len(block := self.read(blocksize, dtype=dtype, always_2d=always_2d)):
-            yield block
+        return _as_read(data, out, always_2d)
 
     def close(self) -> None:
         for link in self.links:
@@ -983,7 +978,7 @@ class _Opened:
         if self.f.format in ("OGG", "MP3") and (starts := _stream_starts(path, self.f.format)):
             self._chain(path, starts)
         self.f = _unseeking(self.f)
-        if self.f.format == "MP3" and self.raw is None and not isinstance(self.f, _Chain):
+        if self.f.format == "MP3" and not isinstance(self.f, _Chain):
             counted = _mp3_frames_samples(path)
             if counted is not None and counted > self.f.frames * 1.01 + 0.1 * self.f.samplerate:
                 self.short = (counted, self.f.frames)
@@ -1053,11 +1048,7 @@ class _UntilError:
             blocks.append(block)
             got += len(block)
         data = np.concatenate(blocks) if blocks else np.zeros((0, self.f.channels), dtype=dtype)
-        if out is not None:
-            out = out.reshape(len(out), -1)
-            out[: len(data)] = data
-            data = out[: len(data)]
-        return data if always_2d or self.f.channels > 1 else data[:, 0]
+        return _as_read(data, out, always_2d)
 
 
 class _ReadElsewhere(Exception):
