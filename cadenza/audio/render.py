@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import copy
 import glob
+import math
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pretty_midi
 
-from cadenza.audio.io import _as_rate, _load
+from cadenza.audio.io import _as_rate, _resample
 from cadenza.audio.synth import synthesize
 from cadenza.errors import DecodeError, ParameterError
 from cadenza.representations.pianoroll import pianoroll_to_midi  # the roll's inverse, beside its forward
@@ -38,6 +41,9 @@ RELEASE_SECONDS = 1.0
 
 #: FluidSynth's master gain: 0.5 is loud enough without clipping most ensembles.
 FLUIDSYNTH_GAIN = 0.5
+
+#: The length a note of none is given when a score is rendered (seconds).
+_SHORTEST_NOTE = 0.01
 
 #: Sample rates FluidSynth renders at; others are rendered at 44.1 kHz and resampled.
 _FLUIDSYNTH_RATES = range(8000, 96001)
@@ -144,39 +150,106 @@ def _last_note_end(midi: pretty_midi.PrettyMIDI) -> float:
     return max((note.end for instrument in midi.instruments for note in instrument.notes), default=0.0)
 
 
+def _playable(midi: pretty_midi.PrettyMIDI) -> pretty_midi.PrettyMIDI:
+    """The score as FluidSynth should get it: a note of no length (a grace note, a drum
+    machine's hit) given one of ``_SHORTEST_NOTE``, where it is written as its note-off before
+    its note-on (pretty_midi's order at one tick) and would sound until the next note of its
+    pitch, or, the last of its pitch, for ever. The score itself is not changed."""
+    if not any(note.end <= note.start for instrument in midi.instruments for note in instrument.notes):
+        return midi
+    midi = copy.deepcopy(midi)
+    for instrument in midi.instruments:
+        for note in instrument.notes:
+            if note.end <= note.start:
+                note.end = note.start + _SHORTEST_NOTE
+    return midi
+
+
+def _fluidsynth(command: list[str], out: Path, *, n_bytes: int, timeout: float, name: str) -> None:
+    """Run FluidSynth until it has written ``n_bytes`` to ``out`` or ends, whichever is first.
+
+    FluidSynth 2.3.1 to 2.3.3 (Debian 12's) go on rendering until every voice is silent, and a
+    voice that is never released (a note-off lost from the file) keeps them writing for ever:
+    one Mozart movement wrote 6.5 GB in two minutes. What is needed is known beforehand, so the
+    run stops there. It runs in its own process group, so that where ``fluidsynth`` is a wrapper
+    script the program it starts is stopped too.
+    """
+    start = time.monotonic()
+    errors = out.with_suffix(".log")
+    group = os.name == "posix"
+    with open(errors, "wb") as log_file:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            start_new_session=group,
+        )
+        try:
+            delay = 0.002
+            while process.poll() is None:
+                try:
+                    done = out.stat().st_size >= n_bytes
+                except OSError:
+                    done = False
+                if done:
+                    return
+                if time.monotonic() - start > timeout:
+                    raise DecodeError(name, "render failed", f"fluidsynth took more than {timeout:.0f} s")
+                time.sleep(delay)
+                delay = min(2 * delay, 0.05)
+        finally:  # stopped on every way out, an interrupt included
+            _stop(process, group)
+    if process.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
+        log = errors.read_bytes().decode(errors="replace").strip()[-500:]
+        raise DecodeError(name, "render failed", f"fluidsynth exited with {process.returncode}: {log}")
+
+
+def _stop(process: subprocess.Popen[bytes], group: bool) -> None:
+    """Kill ``process`` (its whole group with ``group``) unless it has ended, and reap it."""
+    if process.poll() is None:
+        if group:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except OSError:  # ended in between
+                pass
+        else:
+            process.kill()
+    process.wait()
+
+
 def _render_fluidsynth(
     midi: pretty_midi.PrettyMIDI, midi_path: Path | None, *, sr: int, soundfont: Path, name: str
 ) -> np.ndarray:
     last_end = _last_note_end(midi)
     rate = sr if sr in _FLUIDSYNTH_RATES else 44100
+    n_frames = math.ceil((last_end + RELEASE_SECONDS) * rate) + 1
     with tempfile.TemporaryDirectory(prefix="cadenza-render-") as tmp:
         if midi_path is None:
             midi_path = Path(tmp) / "score.mid"
-            midi.write(str(midi_path))
-        out = Path(tmp) / "out.wav"
+            _playable(midi).write(str(midi_path))
+        out = Path(tmp) / "out.raw"
         # -n no MIDI input, -i no shell, -q quiet; -F renders the file offline, with no audio
-        # driver; float samples so that loud passages are scaled below rather than clipped.
+        # driver; raw float samples (stereo, this machine's byte order: no header to finish, so
+        # a run stopped early is read as far as it got), so that loud passages are scaled below
+        # rather than clipped.
         command = [
             shutil.which("fluidsynth") or "fluidsynth",
             "-n", "-i", "-q",
             "-g", str(FLUIDSYNTH_GAIN),
             "-r", str(rate),
-            "-T", "wav", "-O", "float",
+            "-T", "raw", "-O", "float", "-E", "cpu",
             "-F", str(out),
             str(soundfont), str(midi_path),
         ]  # fmt: skip
         timeout = 60.0 + 2.0 * midi.get_end_time()  # far slower than real time means it hangs
-        try:
-            done = subprocess.run(
-                command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired as e:
-            raise DecodeError(name, "render failed", f"fluidsynth took more than {timeout:.0f} s") from e
-        if done.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
-            log = (done.stderr or done.stdout).decode(errors="replace").strip()[-500:]
-            raise DecodeError(name, "render failed", f"fluidsynth exited with {done.returncode}: {log}")
-        y, _ = _load(out, sr=sr, mono=True, offset=0.0, duration=None, res_type="soxr_hq", clip=False)
-    y = y[: round((last_end + RELEASE_SECONDS) * sr)]
+        _fluidsynth(command, out, n_bytes=n_frames * 2 * 4, timeout=timeout, name=name)
+        stereo = np.fromfile(out, dtype=np.float32, count=n_frames * 2)
+    stereo = stereo[: len(stereo) // 2 * 2].reshape(-1, 2)
+    y = stereo.mean(axis=1, dtype=np.float32)
+    if rate != sr:
+        y = _resample(y, rate, sr, "soxr_hq")
+    y = np.ascontiguousarray(y[: round((last_end + RELEASE_SECONDS) * sr)], dtype=np.float32)
     peak = float(np.max(np.abs(y))) if len(y) else 0.0
     if peak > 1.0:
         y *= 0.9 / peak

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 
@@ -265,3 +266,87 @@ def test_render_midi_bad_input(tmp_path):
         render_midi(a4_score(), program=128)
     with pytest.raises(ParameterError):
         render_midi(a4_score(), soundfont=tmp_path / "none.sf2")
+
+
+# ----------------------------------------------------------------------------------------------
+# A voice that is never released: FluidSynth 2.3.1-2.3.3 rendered until every voice was silent
+
+
+def _strings(*notes: tuple[int, float, float], program: int = 48) -> pretty_midi.PrettyMIDI:
+    pm = pretty_midi.PrettyMIDI()
+    instrument = pretty_midi.Instrument(program=program)
+    instrument.notes += [pretty_midi.Note(velocity=90, pitch=p, start=s, end=e) for p, s, e in notes]
+    pm.instruments.append(instrument)
+    return pm
+
+
+def _rms(y: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
+
+
+@needs_fluidsynth
+def test_a_note_of_no_length_is_heard_as_a_short_one_not_for_ever():
+    """A grace note music21 writes with no length: pretty_midi writes its note-off before its
+    note-on, and FluidSynth held that looped string note for ever (render_midi waited out its
+    62 s limit, writing gigabytes); now it is given 10 ms, and the score is not changed."""
+    plain = _strings((60, 0.0, 1.0))
+    grace = _strings((60, 0.0, 1.0), (64, 0.5, 0.5))
+    start = time.monotonic()
+    y = render_midi(grace, sr=SR)
+    assert time.monotonic() - start < 20.0
+    assert grace.instruments[0].notes[1].end == 0.5  # the caller's score is left alone
+    assert len(y) == round(2.0 * SR)
+    tail, plain_tail = _rms(y[int(1.5 * SR) :]), _rms(render_midi(plain, sr=SR)[int(1.5 * SR) :])
+    assert tail < 2.0 * plain_tail + 1e-4  # released with the rest, not sounding on
+
+
+@needs_fluidsynth
+def test_a_voice_held_past_the_end_stops_the_render_at_the_release(tmp_path):
+    """A file whose last note-off is lost (a recording cut off, a tool's bug): the looped string
+    voice sounds for ever, and the render stops once last note + RELEASE_SECONDS is written."""
+    import mido
+
+    mid = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack()
+    track += [
+        mido.Message("program_change", program=48, time=0),
+        mido.Message("note_on", note=60, velocity=90, time=0),
+        mido.Message("note_off", note=60, velocity=0, time=960),  # 1 s at 120 bpm
+        mido.Message("note_on", note=67, velocity=90, time=0),  # never released
+        mido.Message("note_on", note=64, velocity=90, time=480),
+        mido.Message("note_off", note=64, velocity=0, time=480),
+        mido.MetaMessage("end_of_track", time=0),
+    ]
+    mid.tracks.append(track)
+    mid.save(tmp_path / "lost-note-off.mid")
+    start = time.monotonic()
+    y = render_midi(tmp_path / "lost-note-off.mid", sr=SR)
+    assert time.monotonic() - start < 20.0
+    assert len(y) == round(3.0 * SR)  # pretty_midi ends the open note at the last event (2 s)
+    assert _rms(y[int(2.8 * SR) :]) > 1e-3  # what the file says: the voice still sounds
+
+
+def test_the_render_guard_stops_a_writer_at_its_size_and_a_stalled_one_at_its_limit(tmp_path):
+    """``_fluidsynth`` without FluidSynth: a program that writes for ever (here through a shell,
+    as a wrapper script would run FluidSynth: its child is stopped too) is stopped once the file
+    holds what is needed; one that never writes is stopped at the time limit."""
+    out = tmp_path / "out.raw"
+    # The writer stops by itself after 64 MB, so that a guard that failed could not fill a disk.
+    writer = f"import time\nwith open({str(out)!r}, 'wb') as f:\n"
+    writer += "    for _ in range(1024):\n        f.write(bytes(65536)); f.flush()\n    time.sleep(30)\n"
+    script = tmp_path / "writer.py"
+    script.write_text(writer)
+    start = time.monotonic()
+    command = ["sh", "-c", f"{sys.executable} {script}; sleep 30"]
+    render._fluidsynth(command, out, n_bytes=1 << 20, timeout=60.0, name="endless")
+    assert time.monotonic() - start < 10.0
+    size = out.stat().st_size
+    assert size >= 1 << 20
+    time.sleep(0.3)
+    assert out.stat().st_size == size  # the shell's child was stopped with it
+    with pytest.raises(DecodeError, match="took more than 1 s") as caught:
+        render._fluidsynth(["sleep", "30"], tmp_path / "none.raw", n_bytes=8, timeout=1.0, name="stalled")
+    assert caught.value.reason == "render failed"
+    with pytest.raises(DecodeError, match="exited with 3: broken"):
+        command = ["sh", "-c", "echo broken >&2; exit 3"]
+        render._fluidsynth(command, tmp_path / "x.raw", n_bytes=8, timeout=9.0, name="x")
