@@ -64,7 +64,7 @@ from cadenza.evaluation.features import (
     clip_features,
     feature_gaps,
 )
-from cadenza.evaluation.results import Clip, ClipSet, Estimate, Evaluation
+from cadenza.evaluation.results import Clip, ClipSet, Estimate, Evaluation, garbage_not_apart
 from cadenza.validation import output_folder
 
 log = logging.getLogger(__name__)
@@ -509,6 +509,8 @@ def evaluate(
 
     # --- calibration rows
     calibration = _calibration(ref, space, out, clips_dir, n_boot=n_boot, seed=seed)
+    if calibration and (why := _not_apart(calibration)):
+        notes.append(why)
 
     # --- symbolic reference
     sym_rep = ref_rep if ref_rep is not None and ref_items[0].midi is not None else None
@@ -778,6 +780,21 @@ def _calibration(
         ys = [make(y) for y in half_a]
         rows.append(_made_row(name, "calibration", source, ys, space, out, clips_dir, ref_b, n_boot, seed))
     return rows
+
+
+def _not_apart(calibration: list[ClipSet]) -> str | None:
+    """:func:`~cadenza.evaluation.results.garbage_not_apart` of the calibration rows, also kept
+    as the floor row's note."""
+    floor, garbage = calibration[0], calibration[1:]
+
+    def kad(row: ClipSet) -> float | None:
+        est = row.distances.get("kad")
+        return None if est is None else est.value
+
+    why = garbage_not_apart(kad(floor), [(r.name, kad(r)) for r in garbage], len(floor.clips) or None)
+    if why:
+        floor.note = f"{floor.note}; {why}" if floor.note else why
+    return why
 
 
 def _made_row(

@@ -53,6 +53,7 @@ __all__ = [
     "markdown_to_html",
     "nearer_floor",
     "nearest_calibration",
+    "not_apart",
     "paper000_answer",
     "symbolic_goals",
     "write_report",
@@ -108,18 +109,33 @@ def nearest_calibration(kad: float | None, calibration: Sequence[Mapping[str, An
     return min(rows)[1] if rows else None
 
 
+def _floor_and_garbage(calibration: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any] | None, list]:
+    """The floor row and the garbage rows (a representation's round trip, ``ceiling``, is not garbage)."""
+    floor = next((r for r in calibration if r["name"] == FLOOR), None)
+    return floor, [r for r in calibration if r["name"] != FLOOR and r.get("kind") != "ceiling"]
+
+
+def not_apart(calibration: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why these calibration rows cannot judge a model (a garbage row no farther from the
+    held-out music than real music), or None: :func:`~cadenza.evaluation.results.garbage_not_apart`."""
+    from cadenza.evaluation.results import garbage_not_apart
+
+    floor, garbage = _floor_and_garbage(calibration)
+    if floor is None:
+        return None
+    return garbage_not_apart(_kad(floor), [(r["name"], _kad(r)) for r in garbage], floor.get("n_clips"))
+
+
 def nearer_floor(kad: float | None, calibration: Sequence[Mapping[str, Any]]) -> bool | None:
     """Whether ``kad`` is nearer the real-vs-real floor than the nearest garbage row (None: cannot
-    tell). A representation's round trip (a ``ceiling`` row) is not garbage."""
+    tell, also where a garbage row measures no farther from the held-out music than the floor,
+    :func:`not_apart`). A representation's round trip (a ``ceiling`` row) is not garbage."""
     if kad is None:
         return None
-    floor = next((_kad(r) for r in calibration if r["name"] == FLOOR), None)
-    garbage = [
-        k
-        for r in calibration
-        if r["name"] != FLOOR and r.get("kind") != "ceiling" and (k := _kad(r)) is not None
-    ]
-    if floor is None or not garbage:
+    floor_row, rows = _floor_and_garbage(calibration)
+    floor = _kad(floor_row) if floor_row is not None else None
+    garbage = [k for r in rows if (k := _kad(r)) is not None]
+    if floor is None or not garbage or not_apart(calibration):
         return None
     return abs(kad - floor) < min(abs(kad - g) for g in garbage)
 
@@ -351,7 +367,7 @@ def write_report(out: str | os.PathLike, state: StudyState, plan: Plan) -> tuple
             fad = format_estimate(row["distances"].get("fad"))
             near = nearest_calibration(_kad(row), cal) or "—"
             verdict = nearer_floor(_kad(row), cal)
-            floor = _yes_no(verdict)
+            floor = "cannot tell (below)" if verdict is None and not_apart(cal) else _yes_no(verdict)
             ceiling = ceiling_of(_rep_name(plan, m), cal)
             if verdict is False and ceiling is not None and nearer_floor(_kad(ceiling), cal) is False:
                 floor += f" (nor is its representation's round trip, {_kad(ceiling):.3g})"
@@ -393,6 +409,14 @@ def write_report(out: str | os.PathLike, state: StudyState, plan: Plan) -> tuple
         )
         audio = [m for m in measured if evaluations[sets[m][0]].get("calibration")]
         verdicts = {m: nearer_floor(_kad(sets[m][1]), evaluations[sets[m][0]]["calibration"]) for m in audio}
+        undecided = {
+            g: why
+            for g in dict.fromkeys(sets[m][0] for m in audio)
+            if (why := not_apart(evaluations[g]["calibration"]))
+        }
+        for g, why in undecided.items():
+            lines.append(f"- **Cannot tell** against the held-out files of {g}: {why}")
+        verdicts = {m: v for m, v in verdicts.items() if sets[m][0] not in undecided}
         if verdicts:
             far = [m for m, v in verdicts.items() if v is not True]
             bound = [

@@ -578,3 +578,30 @@ def test_a_copy_in_a_reference_folder_is_left_out_with_its_reason(tmp_path: Path
     clips, _, skipped = folder_clips(ref_dir, n_clips=20, seconds=1.0)
     assert ("r01 (1).wav", "the same bytes as r01.wav") in skipped
     assert len(clips) == 8 and not any(c.name.startswith("r01 (1)") for c in clips)
+
+
+def test_a_calibration_that_cannot_tell_real_music_from_garbage_judges_no_model() -> None:
+    """Two held-out files of a small folder: the 0.5 s loop measured 0.553 against a floor of
+    0.69, and a model trained 60 steps (0.901) came out "nearer the floor". Where a garbage row
+    is no farther from the held-out music than real music is, no verdict is given, and why."""
+    from cadenza.evaluation.evaluate import _not_apart
+    from cadenza.evaluation.results import Clip, ClipSet, Estimate
+    from cadenza.study.report import nearer_floor, not_apart
+
+    def row(name: str, kad: float, kind: str = "calibration") -> ClipSet:
+        clips = [Clip(name=f"{name} {k}", audio=None) for k in range(2)]
+        return ClipSet(name=name, kind=kind, source="", clips=clips, distances={"kad": Estimate(kad)})
+
+    apart = [row("real vs real", 0.0032), row("white noise", 1.55), row("0.5 s loop", 0.523)]
+    assert _not_apart(apart) is None and apart[0].note is None
+    assert nearer_floor(0.2, [r.to_dict() for r in apart]) is True  # the chorales' study: judged
+    close = [row("real vs real", 0.69), row("white noise", 1.6), row("0.5 s loop", 0.553)]
+    why = _not_apart(close)
+    assert why is not None and close[0].note == why
+    assert "the 0.5 s loop measures 0.553" in why and "(0.69, 2 clips a side)" in why and "noise" not in why
+    as_json = [r.to_dict() for r in close]
+    assert not_apart(as_json) == why
+    assert nearer_floor(0.901, as_json) is None and nearer_floor(0.69, as_json) is None
+    # a round trip below the floor is a yardstick, not garbage: the verdict stands
+    ceiling = [*(r.to_dict() for r in apart), row("mel round trip", 0.001, "ceiling").to_dict()]
+    assert not_apart(ceiling) is None and nearer_floor(0.2, ceiling) is True
