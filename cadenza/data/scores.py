@@ -387,9 +387,8 @@ def _lengthen_zero_notes(mid: mido.MidiFile) -> None:
 def _read_with_music21(path: str) -> pretty_midi.PrettyMIDI:
     import music21
 
-    if path.lower().endswith(".mxl"):
-        _check_mxl(path)
-    text = _wide_xml(path)
+    cut_archive = _check_mxl(path) if path.lower().endswith(".mxl") else None
+    text = cut_archive if cut_archive is not None else _wide_xml(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -400,8 +399,13 @@ def _read_with_music21(path: str) -> pretty_midi.PrettyMIDI:
     except Exception as exc:  # music21 raises a zoo of types (its own, XML, regex, index...)
         mended = _mend_cut_xml(path, text, exc)
         if mended is None:
-            raise DecodeError(path, "unparseable score", f"{type(exc).__name__}: {exc}"[:300]) from None
+            detail = _xml_damage(path, text) or f"{type(exc).__name__}: {exc}"[:300]
+            if cut_archive is not None:
+                detail = f"an .mxl archive cut short, with no whole measure left in it ({detail})"
+            raise DecodeError(path, "unparseable score", detail) from None
         text, note = mended
+        if cut_archive is not None:
+            note += " (an .mxl archive cut short: its score read as far as it goes)"
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -521,20 +525,102 @@ def _wide_xml(path: str) -> str | None:
     return re.sub(r"""^(<\?xml[^>]*?encoding=)(["'])[^"']*\2""", r"\1\2UTF-8\2", text, count=1)
 
 
-def _check_mxl(path: str) -> None:
+def _check_mxl(path: str) -> str | None:
     """Raise the DecodeError for an ``.mxl`` archive without MusicXML in it (music21 fails on the
-    missing member with a TypeError). One that is no zip is left to music21, which reads plain XML."""
+    missing member with a TypeError); the text of the score in an archive cut short (its index,
+    at the end of a zip, is gone, so no zip reader opens it: a download that broke off), as far
+    as it decompresses; None for a whole archive and for one that is no zip (music21 reads plain
+    XML)."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return
+    except zipfile.BadZipFile:
+        text = _cut_mxl_text(path)
+        if text is None:
+            with open(path, "rb") as f:
+                if f.read(4) == b"PK\x03\x04":  # a zip, cut (or damaged) before any of its score
+                    raise DecodeError(
+                        path, "unparseable score", "an .mxl archive cut short before its score"
+                    ) from None
+        return text
+    except OSError:
+        return None
     if not any(n.lower().endswith((".xml", ".musicxml")) and not n.startswith("META-INF/") for n in names):
         raise DecodeError(
             path,
             "unparseable score",
             f"an .mxl archive without MusicXML inside ({', '.join(names[:3]) or 'empty'})",
         )
+    return None
+
+
+def _cut_mxl_text(path: str) -> str | None:
+    """The MusicXML member of a zip cut short, read from its local header on: deflated data
+    decompresses as far as it goes. None where the file is no zip or holds no MusicXML member."""
+    import struct
+    import zlib
+
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos + 30 <= len(data) and data[pos : pos + 4] == b"PK\x03\x04":
+        flags, method = struct.unpack_from("<HH", data, pos + 6)
+        size = struct.unpack_from("<I", data, pos + 18)[0]
+        n_name, n_extra = struct.unpack_from("<HH", data, pos + 26)
+        name = data[pos + 30 : pos + 30 + n_name].decode("utf-8", errors="replace")
+        start = pos + 30 + n_name + n_extra
+        sized = not flags & 0x08 and size > 0  # else its size follows the data: read to the end
+        if name.lower().endswith((".xml", ".musicxml")) and not name.startswith("META-INF/"):
+            raw = data[start : start + size] if sized else data[start:]
+            try:
+                body = (
+                    zlib.decompressobj(-15).decompress(raw) if method == 8 else raw if method == 0 else None
+                )
+            except zlib.error:
+                return None
+            if not body:
+                return None
+            codec = next((c for mark, c in _WIDE_XML if body.startswith(mark)), "utf-8")
+            return body.decode(codec, errors="ignore").lstrip("\ufeff")
+        if not sized:
+            return None  # where the next member starts is not known
+        pos = start + size
+    return None
+
+
+#: What a MusicXML file holds that no reader can time: a part's divisions of 0, a negative length.
+_XML_DAMAGE = (
+    (
+        re.compile(r"<divisions>\s*[+-]?0*(?:\.0*)?\s*</divisions>"),
+        "its <divisions> is 0, so no note's length can be read",
+    ),
+    (re.compile(r"<divisions>\s*-"), "its <divisions> is negative, so no note's length can be read"),
+    (re.compile(r"<duration>\s*-[0-9.]+\s*</duration>"), "a note or a backup of negative length ({})"),
+)
+
+
+def _xml_damage(path: str, text: str | None) -> str | None:
+    """What makes a MusicXML score unreadable, said plainly where it is one of :data:`_XML_DAMAGE`
+    (music21 says ``ZeroDivisionError`` or "got a negative delta time"); None otherwise."""
+    if text is None:
+        if not path.lower().endswith((".xml", ".musicxml", ".mxl")):
+            return None
+        try:
+            if path.lower().endswith(".mxl"):
+                with zipfile.ZipFile(path) as archive:
+                    members = [n for n in archive.namelist() if n.lower().endswith((".xml", ".musicxml"))]
+                    members = [n for n in members if not n.startswith("META-INF/")]
+                    text = archive.read(members[0]).decode("utf-8", errors="ignore") if members else ""
+            else:
+                with open(path, "rb") as f:
+                    text = f.read().decode("utf-8", errors="ignore")
+        except (OSError, zipfile.BadZipFile, KeyError):
+            return None
+    for pattern, what in _XML_DAMAGE:
+        found = pattern.search(text)
+        if found:
+            return what.format(found.group(0))
+    return None
 
 
 def _music21_to_pretty_midi(path: str, stream: Any) -> pretty_midi.PrettyMIDI:
@@ -561,7 +647,9 @@ def _music21_to_pretty_midi(path: str, stream: Any) -> pretty_midi.PrettyMIDI:
                 data = music21ObjectToMidiFile(stream).writestr()
     except Exception as exc:  # as above: translation fails in many ways on odd scores
         raise DecodeError(
-            path, "unparseable score", f"MIDI translation: {type(exc).__name__}: {exc}"[:300]
+            path,
+            "unparseable score",
+            _xml_damage(path, None) or f"MIDI translation: {type(exc).__name__}: {exc}"[:300],
         ) from None
     return _midi_from_bytes(path, data, shrink=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -558,3 +559,70 @@ def test_a_musicxml_duration_past_any_music_is_too_long_not_a_damaged_translatio
             DecodeError, match=r"too long \(its last note or rest ends 500,000,035 quarter notes in"
         ):
             read_score(path)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.67, 0.99])
+def test_an_mxl_archive_cut_short_keeps_its_whole_measures(tmp_path, fraction):
+    """A compressed MusicXML (.mxl) download that broke off has lost its zip index (at the end of
+    the file), so no zip reader opens it: it was "unparseable score" (music21 then read the zip as
+    XML: "not well-formed"). Its score is decompressed from the member's own header as far as it
+    goes, and its whole measures are kept as a cut .musicxml file's are."""
+    import io
+
+    import music21
+
+    archive = zipfile.ZipFile(music21.corpus.getWork("bach/bwv66.6"))
+    name = next(n for n in archive.namelist() if n.endswith(".xml") and not n.startswith("META"))
+    data = archive.read(name)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as out:  # as notation programs write it
+        out.writestr(
+            "META-INF/container.xml",
+            '<container><rootfiles><rootfile full-path="score.xml"/></rootfiles></container>',
+        )
+        out.writestr("score.xml", data)
+    whole, cut = tmp_path / "whole.mxl", tmp_path / "cut.mxl"
+    whole.write_bytes(packed.getvalue())
+    cut.write_bytes(packed.getvalue()[: int(len(packed.getvalue()) * fraction)])
+    full = read_score(whole)
+    if fraction == 0.99:  # only the index is gone: the score is whole, and nothing is said
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PartialScoreWarning)
+            part = read_score(cut)
+        assert [len(i.notes) for i in part.instruments] == [len(i.notes) for i in full.instruments]
+        return
+    with pytest.warns(
+        PartialScoreWarning, match=r"breaks off in part P\d after measure \d+.*\.mxl archive cut short"
+    ):
+        part = read_score(cut)
+    for got, want in zip(part.instruments, full.instruments):
+        got_notes = [(n.pitch, n.start, n.end) for n in got.notes]
+        assert got_notes == [(n.pitch, n.start, n.end) for n in want.notes][: len(got_notes)]
+    assert 0 < sum(len(i.notes) for i in part.instruments) < sum(len(i.notes) for i in full.instruments)
+    start = packed.getvalue().index(b"PK\x03\x04", 4) + 30 + len("score.xml")  # the score's first byte
+    for n_bytes, said in ((start + 200, "with no whole measure"), (start - 10, "before its score")):
+        (tmp_path / "nothing.mxl").write_bytes(packed.getvalue()[:n_bytes])
+        with pytest.raises(
+            DecodeError, match=rf"an \.mxl archive cut short, {said}|an \.mxl archive cut short {said}"
+        ):
+            read_score(tmp_path / "nothing.mxl")
+
+
+def test_a_musicxml_score_no_reader_can_time_says_why(tmp_path):
+    """<divisions>0 was "unparseable score (ZeroDivisionError: float division by zero)" and a
+    negative <duration> "MIDI translation: TranslateException: got a negative delta time"."""
+    import music21
+
+    archive = zipfile.ZipFile(music21.corpus.getWork("bach/bwv66.6"))
+    name = next(n for n in archive.namelist() if n.endswith(".xml") and not n.startswith("META"))
+    text = archive.read(name).decode("utf-8")
+    (tmp_path / "div0.musicxml").write_text(
+        re.sub(r"<divisions>\d+</divisions>", "<divisions>0</divisions>", text)
+    )
+    (tmp_path / "neg.musicxml").write_text(
+        re.sub(r"<duration>\d+</duration>", "<duration>-5</duration>", text, count=1)
+    )
+    with pytest.raises(DecodeError, match=r"unparseable score \(its <divisions> is 0, so no note's length"):
+        read_score(tmp_path / "div0.musicxml")
+    with pytest.raises(DecodeError, match=r"negative length \(<duration>-5</duration>\)"):
+        read_score(tmp_path / "neg.musicxml")
