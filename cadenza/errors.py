@@ -36,6 +36,11 @@ class SourceError(CadenzaError):
     """A corpus source that cannot be read at all (missing folder, unknown layout, no usable file)."""
 
 
+class SourceKindError(SourceError):
+    """A source that holds nothing of the kind asked for (scores for piano rolls), though it may
+    hold other music: another representation can still be made from it."""
+
+
 class StoreError(CadenzaError):
     """A feature store that is missing, incomplete or was prepared with other parameters."""
 

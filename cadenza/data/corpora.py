@@ -36,7 +36,7 @@ import numpy as np
 
 from cadenza.audio.io import AUDIO_EXTENSIONS
 from cadenza.data.items import SourceItem, safe_id
-from cadenza.errors import DecodeError, ParameterError, SourceError
+from cadenza.errors import DecodeError, ParameterError, SourceError, SourceKindError
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -140,7 +140,7 @@ class Source:
         if not os.path.exists(self.root):
             raise SourceError(f"{self.name}:{self.root} does not exist; check the path")
         if kind in ("score", "roll") and self.holds == ("audio",):
-            raise SourceError(
+            raise SourceKindError(
                 f"no MIDI/MusicXML files in {self.name}:{self.root} (a corpus of recordings); piano rolls need scores"
             )
 
@@ -246,7 +246,7 @@ class FolderSource(Source):
                 f"({' '.join(AUDIO_EXTENSIONS)}), scores ({' '.join(SCORE_EXTENSIONS)}) and piano rolls (.npz)"
             )
         if self.kind in ("score", "roll") and all(i.kind == "audio" for i in items):
-            raise SourceError(
+            raise SourceKindError(
                 f"no MIDI/MusicXML files in {self.root} (only {len(items)} audio files); piano rolls need scores"
             )
         return items

@@ -47,7 +47,7 @@ from typing import Any
 
 from cadenza._fs import is_disk_full
 from cadenza.data.prepare import DEFAULT_SPLIT as PREPARE_SPLIT
-from cadenza.errors import CadenzaError, ParameterError
+from cadenza.errors import CadenzaError, ParameterError, SourceError, SourceKindError
 from cadenza.study.plan import (
     DEFAULT_BUDGET,
     PRESETS,
@@ -361,6 +361,8 @@ class _Study:
         except Exception as exc:  # a study outlives any one model; the error is kept
             if is_disk_full(exc):  # not the model's failure, and every stage after it would fail too
                 raise
+            if _unreadable_source(exc):  # nothing any model could use: said once, not once a model
+                raise StudyError(f"{exc}; the study stops: no model can be prepared from it") from exc
             error = str(exc) if isinstance(exc, CadenzaError) else f"{type(exc).__name__}: {exc}"
             if not str(exc):
                 error = type(exc).__name__
@@ -1007,6 +1009,18 @@ def run_study(
     finally:
         if lock is not None:
             lock.close()
+
+
+def _unreadable_source(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) says the study's source cannot be read at
+    all (missing, empty of music, a corpus without its files), not that it lacks one kind."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, SourceError):
+            return not isinstance(exc, SourceKindError)
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _check_out(out: Path, source: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from cadenza.data.corpora import CORPORA, Source, musicnet_labels, open_source
 from cadenza.data.items import SourceItem
-from cadenza.errors import DecodeError, ParameterError, SourceError
+from cadenza.errors import DecodeError, ParameterError, SourceError, SourceKindError
 
 from ._build_corpora import (
     LPD_MSD_V0,
@@ -196,7 +196,7 @@ def test_folder_errors(tmp_path: Path):
     with pytest.raises(SourceError, match="needs a path"):
         open_source("gtzan")
     write_audio(tmp_path / "recordings" / "a.wav")
-    with pytest.raises(SourceError, match=r"no MIDI/MusicXML files in .*recordings.*piano rolls need scores"):
+    with pytest.raises(SourceKindError, match=r"no MIDI/MusicXML files in .*recordings.*piano rolls need scores"):
         open_source(str(tmp_path / "recordings"), kind="roll")
     with pytest.raises(ParameterError):
         open_source(str(tmp_path / "recordings"), kind="video")
@@ -262,7 +262,7 @@ def test_musicnet(tmp_path: Path):
     assert items["2303"].labels == {"composer": "bach", "ensemble": "solo violin", "musicnet_split": "test"}
     assert items["2303"].path == str(tmp_path / "musicnet" / "test_data" / "2303.wav")
     assert items["2303"].kind == "audio"
-    with pytest.raises(SourceError, match="piano rolls need scores"):
+    with pytest.raises(SourceKindError, match="piano rolls need scores"):
         open_source(str(tmp_path), kind="score")
 
 

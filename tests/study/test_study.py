@@ -270,3 +270,20 @@ def test_study_killed_in_the_middle_of_training_goes_on(
     }
     assert state["failed"] == {} and (out / "report.html").is_file()
     assert state["settings"]["budget"] == {"kind": "seconds", "value": 15.0} and len(state["commands"]) == 2
+
+
+def test_a_source_with_no_music_stops_the_study_once(tmp_path: Path, capsys) -> None:
+    """An empty folder (or one that does not exist) failed all 13 models, one after another, each
+    with the same message; it now stops the study at once with it. (A folder of recordings still
+    fails only the piano-roll models, "piano rolls need scores": the others can use it.)"""
+    empty = tmp_path / "music"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not music")
+    args = ["study", str(empty), "--models", "fft_base,bilstm_gan", "--budget", "2steps", "--out"]
+    assert cli([*args, str(tmp_path / "study"), *SMALL]) == 1
+    err = capsys.readouterr()
+    assert "contains no usable file" in err.err and "the study stops: no model can be prepared" in err.err
+    assert "failed" not in err.out  # no model is blamed for the source
+    missing = str(tmp_path / "nowhere")
+    assert cli(["study", missing, "--models", "fft_base", "--out", str(tmp_path / "study2"), *SMALL]) == 1
+    assert "does not exist" in capsys.readouterr().err
