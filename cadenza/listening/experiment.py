@@ -76,19 +76,26 @@ def _say(text: str) -> None:
     log.info(text)
 
 
-def screening_rule(mode: str, *, max_fail_share: float = MAX_FAIL_SHARE, has_reference: bool = True) -> str:
+def screening_rule(
+    mode: str,
+    *,
+    max_fail_share: float = MAX_FAIL_SHARE,
+    has_reference: bool = True,
+    anchor_hz: float = cl.ANCHOR_HZ,
+) -> str:
     """The screening rule in the experimenter's words (stored in ``test.json`` before anyone listens)."""
     if not has_reference:
         return "no hidden reference in this test: no listener is screened out"
     share = f"{max_fail_share:.0%}"
+    anchor = cl.anchor_name(anchor_hz)
     if mode == "acr":
         return (
             "each listener's ratings of the hidden real clips are compared with their ratings of the "
-            "3.5 kHz anchors, every real clip with every anchor clip they rated; a listener who rated the "
+            f"{anchor} anchors, every real clip with every anchor clip they rated; a listener who rated the "
             f"real clip at or below the anchor in more than {share} of these pairs is screened out"
         )
     return (
-        "a listener who preferred the 3.5 kHz anchor over the real clip in more than "
+        f"a listener who preferred the {anchor} anchor over the real clip in more than "
         f"{share} of their reference-against-anchor trials is screened out"
     )
 
@@ -398,11 +405,13 @@ def prepare_experiment(
         for c, clips in sets.items()
     }
     origins = {c: [o for o, _, _ in clips] for c, clips in sets.items()}
+    cutoff = cl.anchor_cutoff(sr)
     if REFERENCE in prepared:
         prepared[ANCHOR] = [
-            cl.fit_length(cl.lowpass_anchor(y, sr), sr, seconds=length) for y in prepared[REFERENCE]
+            cl.fit_length(cl.lowpass_anchor(y, sr, cutoff=cutoff), sr, seconds=length)
+            for y in prepared[REFERENCE]
         ]
-        origins[ANCHOR] = [f"{o} low-passed at {cl.ANCHOR_HZ:g} Hz" for o in origins[REFERENCE]]
+        origins[ANCHOR] = [f"{o} low-passed at {cutoff:g} Hz" for o in origins[REFERENCE]]
     flat = [y for ys in prepared.values() for y in ys]
     matched, level = cl.match_loudness(flat, sr)
 
@@ -438,13 +447,13 @@ def prepare_experiment(
             "seconds": round(length, 6),
             "sample_rate": int(sr),
             "loudness_lufs": round(level, 3),
-            "anchor_hz": cl.ANCHOR_HZ if has_reference else None,
+            "anchor_hz": cutoff if has_reference else None,
             "conditions": {
                 c: {"kind": kinds[c], "source": str(models[c]) if c in models else None} for c in conditions
             },
             "screening": {
                 "max_fail_share": MAX_FAIL_SHARE,
-                "rule": screening_rule(mode, has_reference=has_reference),
+                "rule": screening_rule(mode, has_reference=has_reference, anchor_hz=cutoff),
             },
             "design": design.to_dict(),
             "clips": clip_table,

@@ -88,7 +88,7 @@ def _tables(r: Results) -> list[tuple[str, list[str], list[list[str]], str]]:
         header = ["Model", "Average rating", "95% interval", "listeners", "ratings", "before screening"]
         rows = [
             [
-                label(x.condition),
+                label(x.condition, x.anchor_hz),
                 _num(x.value.value),
                 _interval(x.value),
                 str(x.n_listeners),
@@ -114,7 +114,7 @@ def _tables(r: Results) -> list[tuple[str, list[str], list[list[str]], str]]:
         ]
         rows = [
             [
-                label(x.condition),
+                label(x.condition, x.anchor_hz),
                 _num(x.value.value),
                 _interval(x.value),
                 _num(x.win_rate),
@@ -133,8 +133,8 @@ def _tables(r: Results) -> list[tuple[str, list[str], list[list[str]], str]]:
     if r.mode == "acr":
         comp = [
             [
-                label(x["a"]),
-                label(x["b"]),
+                label(x["a"], r.settings.get("anchor_hz")),
+                label(x["b"], r.settings.get("anchor_hz")),
                 _estimate(x["difference"]),
                 str(x["n_listeners"]),
                 _num(x["statistic"], 1),
@@ -154,8 +154,8 @@ def _tables(r: Results) -> list[tuple[str, list[str], list[list[str]], str]]:
     else:
         comp = [
             [
-                label(x["a"]),
-                label(x["b"]),
+                label(x["a"], r.settings.get("anchor_hz")),
+                label(x["b"], r.settings.get("anchor_hz")),
                 _estimate(x["p_a_preferred"]),
                 str(x["n_trials"]),
                 _num(x["observed_share"]),
@@ -225,7 +225,7 @@ def results_csv(r: Results) -> str:
         writer.writerow(
             {
                 "condition": x.condition,
-                "label": label(x.condition),
+                "label": label(x.condition, x.anchor_hz),
                 "kind": x.kind,
                 "measure": "mean_rating" if r.mode == "acr" else "bradley_terry",
                 "value": x.value.value,

@@ -51,7 +51,12 @@ METHOD = {
 }
 
 
-def label(condition: str) -> str:
+def label(condition: str, anchor_hz: float | None = None) -> str:
+    """How the reports name a condition; the anchor by its cut-off (3.5 kHz unless ``anchor_hz``)."""
+    if condition == ANCHOR and anchor_hz is not None:
+        from cadenza.listening.clips import anchor_name
+
+        return f"anchor (low-pass {anchor_name(anchor_hz)})"
     return LABELS.get(condition, condition)
 
 
@@ -74,10 +79,11 @@ class Row:
     all_n_answers: int
     win_rate: float | None = None
     all_win_rate: float | None = None
+    anchor_hz: float | None = None  # the test's anchor cut-off, for the anchor's label
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["label"] = label(self.condition)
+        out["label"] = label(self.condition, self.anchor_hz)
         out["value"], out["all_value"] = self.value.to_dict(), self.all_value.to_dict()
         return out
 
@@ -281,6 +287,7 @@ def analyse(exp: Experiment, *, n_boot: int = 2000, seed: int = 0, include_parti
     settings = {
         "seconds": exp.seconds,
         "sample_rate": exp.config["sample_rate"],
+        "anchor_hz": exp.config.get("anchor_hz"),
         "loudness_lufs": exp.config["loudness_lufs"],
         "n_per_condition": exp.design.n_per_condition,
         "design_seed": exp.design.seed,
@@ -342,6 +349,7 @@ def _acr(
         Row(
             condition=c,
             kind=_kind(c),
+            anchor_hz=exp.config.get("anchor_hz"),
             n_clips=len(exp.design.conditions[c]),
             value=_estimate(after[c]["mean"], None if draws is None else draws[:, k]),
             n_listeners=after[c]["n_listeners"],
@@ -424,6 +432,7 @@ def _ab(
         Row(
             condition=c,
             kind=_kind(c),
+            anchor_hz=exp.config.get("anchor_hz"),
             n_clips=len(exp.design.conditions[c]),
             value=_estimate(
                 None if theta is None else float(theta[k]), None if draws is None else draws[:, k]

@@ -138,3 +138,39 @@ def test_a_model_without_a_usable_clip_stops_the_test_saying_what_to_do(tmp_path
         ParameterError, match=f"no readable clip .*or move the folder out of {re.escape(str(results))}"
     ):
         prepare_experiment(results, reference=reference, seconds=1.0, n_per_condition=1)
+
+
+def test_a_test_at_8_khz_gets_an_anchor_a_listener_can_hear(tmp_path) -> None:
+    """A study's listening test runs at its lowest rate, 8 kHz where WaveNet or Seq2Seq take part;
+    a 3.5 kHz anchor there kept all but the band's top 500 Hz (one critical band of seventeen)
+    and was hard to tell from the real clip, failing honest listeners at the screening. In a test
+    whose band is narrower than 8 kHz the anchor keeps 7/16 of it: 1.75 kHz at 8 kHz."""
+    import soundfile as sf
+
+    from cadenza.listening.design import ANCHOR
+    from cadenza.listening.experiment import prepare_experiment
+    from cadenza.listening.results import analyse
+
+    assert [cl.anchor_cutoff(sr) for sr in (48000, 16000, 8000, 6000)] == [3500.0, 3500.0, 1750.0, 1312.5]
+    results, reference = tmp_path / "results", tmp_path / "reference"
+    for model, sr in (("wavenet", 8000), ("mel_rnn", 22050)):
+        (results / model).mkdir(parents=True)
+        for i in range(2):
+            sf.write(results / model / f"{i}.wav", tone(440 * (i + 1), 2.0, sr, 0.3), sr)
+    reference.mkdir()
+    for i in range(2):  # a real clip with a partial at 500 Hz and one at 2.5 kHz, inside the 8 kHz band
+        y = tone(500, 6.0, 22050, 0.2) + tone(2500 + 100 * i, 6.0, 22050, 0.2)
+        sf.write(reference / f"piece-{i}.wav", y, 22050)
+    exp = prepare_experiment(results, reference=reference, seconds=1.5, n_per_condition=1)
+    assert exp.config["sample_rate"] == 8000 and exp.config["anchor_hz"] == 1750.0
+    assert "1.75 kHz anchors" in exp.config["screening"]["rule"]
+    anchors = [t for t, c in exp.clips.items() if c["condition"] == ANCHOR]
+    assert anchors and all("low-passed at 1750 Hz" in exp.clips[t]["source"] for t in anchors)
+    for token in anchors:  # the 2.5 kHz partial is gone from every anchor, the 500 Hz one kept
+        y, sr = sf.read(exp.clip_path(token), dtype="float32")
+        spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+        freqs = np.fft.rfftfreq(len(y), 1 / sr)
+        high, low = spectrum[(freqs > 2400) & (freqs < 2700)].max(), spectrum[np.abs(freqs - 500) < 30].max()
+        assert 20 * np.log10(high / low) < -30
+    rows = {r.condition: r.to_dict()["label"] for r in analyse(exp, n_boot=10).rows}
+    assert rows[ANCHOR] == "anchor (low-pass 1.75 kHz)"
