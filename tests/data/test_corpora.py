@@ -196,7 +196,9 @@ def test_folder_errors(tmp_path: Path):
     with pytest.raises(SourceError, match="needs a path"):
         open_source("gtzan")
     write_audio(tmp_path / "recordings" / "a.wav")
-    with pytest.raises(SourceKindError, match=r"no MIDI/MusicXML files in .*recordings.*piano rolls need scores"):
+    with pytest.raises(
+        SourceKindError, match=r"no MIDI/MusicXML files in .*recordings.*piano rolls need scores"
+    ):
         open_source(str(tmp_path / "recordings"), kind="roll")
     with pytest.raises(ParameterError):
         open_source(str(tmp_path / "recordings"), kind="video")
