@@ -166,6 +166,14 @@ def _midi_from_bytes(path: str, data: bytes, *, shrink: bool = False) -> pretty_
         _smpte_to_beats(path, mid, 256 - data[12], data[13])
     _shrink_ticks(mid, always=shrink)
     _lengthen_zero_notes(mid)
+    if mended := _mend_zero_tempos(mid):
+        warnings.warn(
+            PartialScoreWarning(
+                path,
+                f"mended: {mended} tempo event{'s' if mended > 1 else ''} of 0 µs a beat taken as the tempo before",
+            ),
+            stacklevel=3,
+        )
     try:
         with warnings.catch_warnings():
             # "tempo events on non-zero tracks" (music21 writes them there): harmless here.
@@ -353,6 +361,24 @@ def _shrink_ticks(mid: mido.MidiFile, *, always: bool = False) -> None:
         for msg, delta in zip(track, np.diff(scaled, prepend=0)):
             msg.time = int(delta)
     mid.ticks_per_beat = new_tpb
+
+
+def _mend_zero_tempos(mid: mido.MidiFile) -> int:
+    """Give each tempo event of 0 microseconds a beat (a beat of no time, which nothing can play
+    and pretty_midi divides by: it was ``corrupt MIDI: ZeroDivisionError``) the tempo before it in
+    its track (120 bpm before any); how many there were."""
+    mended = 0
+    for track in mid.tracks:
+        before = 500_000
+        for i, msg in enumerate(track):
+            if msg.type != "set_tempo":
+                continue
+            if msg.tempo <= 0:
+                track[i] = msg.copy(tempo=before)
+                mended += 1
+            else:
+                before = msg.tempo
+    return mended
 
 
 def _lengthen_zero_notes(mid: mido.MidiFile) -> None:

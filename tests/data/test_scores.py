@@ -626,3 +626,35 @@ def test_a_musicxml_score_no_reader_can_time_says_why(tmp_path):
         read_score(tmp_path / "div0.musicxml")
     with pytest.raises(DecodeError, match=r"negative length \(<duration>-5</duration>\)"):
         read_score(tmp_path / "neg.musicxml")
+
+
+def test_a_tempo_of_zero_is_taken_as_the_tempo_before_it(tmp_path):
+    """A tempo event of 0 microseconds a beat (a beat of no time; a damaged or hand-made file) was
+    "corrupt MIDI: ZeroDivisionError: float division by zero": the whole file lost. It is taken
+    as the tempo before it (120 bpm before any), with a note."""
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("set_tempo", tempo=0, time=0))  # 120 bpm in its place
+    for k in range(4):
+        track += [
+            mido.Message("note_on", note=60 + k, velocity=80, time=0),
+            mido.Message("note_off", note=60 + k, time=480),
+        ]
+    track.append(mido.MetaMessage("set_tempo", tempo=1_000_000, time=0))  # 60 bpm
+    track += [
+        mido.Message("note_on", note=70, velocity=80, time=0),
+        mido.Message("note_off", note=70, time=480),
+    ]
+    track.append(mido.MetaMessage("set_tempo", tempo=0, time=0))  # 60 bpm goes on
+    track += [
+        mido.Message("note_on", note=72, velocity=80, time=0),
+        mido.Message("note_off", note=72, time=480),
+    ]
+    mid = mido.MidiFile(ticks_per_beat=480)
+    mid.tracks.append(track)
+    mid.save(tmp_path / "tempo0.mid")
+    with pytest.warns(PartialScoreWarning, match="mended: 2 tempo events of 0 µs a beat"):
+        score = read_score(tmp_path / "tempo0.mid")
+    starts = [round(n.start, 6) for n in score.instruments[0].notes]
+    assert starts == [0.0, 0.5, 1.0, 1.5, 2.0, 3.0] and score.instruments[0].notes[-1].end == pytest.approx(
+        4.0
+    )
