@@ -53,10 +53,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -329,6 +330,38 @@ class Trainer:
                 "start again with --restart, or train into another --run"
             )
 
+    def _keep_normalization(self, saved: Mapping[str, Any] | None) -> None:
+        """Train on with the normalisation the run began with, where the store has been prepared
+        again since (more files: other statistics), and say so. The weights learnt on one scale
+        were fed another without a word: a store of one recording grown to three moved its
+        statistics by up to several standard deviations."""
+        norm = self.normalizer
+        if not saved or saved.get("kind") != norm.kind or norm.kind == "none":
+            return
+        shift = np.asarray(torch.as_tensor(saved["shift"]).cpu(), np.float32)
+        scale = np.asarray(torch.as_tensor(saved["scale"]).cpu(), np.float32)
+        if shift.shape != norm.shift.shape or scale.shape != norm.scale.shape:
+            return  # another feature count: the model's own check refuses the weights
+        if np.allclose(shift, norm.shift, rtol=1e-5, atol=1e-7) and np.allclose(scale, norm.scale, rtol=1e-5):
+            return
+        moved = float(
+            max(np.max(np.abs(shift - norm.shift) / norm.scale), np.max(np.abs(np.log(scale / norm.scale))))
+        )
+        kept = Normalizer(norm.kind, shift, scale)
+        for dataset in (self.train_set, self.valid_set):
+            if dataset is not None and getattr(dataset, "normalizer", None) is not None:
+                dataset.normalizer = kept  # type: ignore[union-attr]
+        self.normalizer = kept
+        if self.dist.is_main:
+            log.warning(
+                "the store %s has changed since %s began (its feature statistics moved by up to %.2g of "
+                "their spread): the run goes on with the normalisation it began with; --restart trains "
+                "on the store's own from step 0",
+                self.store.path,
+                self.run_dir,
+                moved,
+            )
+
     def _resume(self) -> None:
         try:
             state = load_checkpoint(self.last_path)
@@ -348,6 +381,7 @@ class Trainer:
                 "use another --run or --restart"
             )
         self._check_resumable(state["config"])
+        self._keep_normalization(state.get("normalization"))
         self.model.load_state_dict(state["weights"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
