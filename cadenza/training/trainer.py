@@ -330,6 +330,30 @@ class Trainer:
                 "start again with --restart, or train into another --run"
             )
 
+    def _check_labels(self, saved: Mapping[str, Any]) -> None:
+        """Refuse, saying why, a resume where the store's labels changed since the run began: a
+        conditioned model (WaveNet's composers) has one embedding row a label, so a store prepared
+        again with a new composer's files failed in ``load_state_dict`` with a size mismatch."""
+        before, now = list(saved.get("labels") or []), list(self.info.labels)
+        if not before or before == now:
+            return
+        new = [x for x in now if x not in before]
+        gone = [x for x in before if x not in now]
+        what = "; ".join(
+            part
+            for part in (
+                f"new: {', '.join(new)}" if new else "",
+                f"gone: {', '.join(gone)}" if gone else "",
+                "in another order" if not new and not gone else "",
+            )
+            if part
+        )
+        raise ConfigError(
+            f"the store {self.store.path} has other {self.config.data.label_key} labels than {self.run_dir} "
+            f"was trained on ({', '.join(before)}; {what}): a conditioned model cannot take them on. "
+            "Use --restart to train on all of them from step 0, or train into another --run"
+        )
+
     def _keep_normalization(self, saved: Mapping[str, Any] | None) -> None:
         """Train on with the normalisation the run began with, where the store has been prepared
         again since (more files: other statistics), and say so. The weights learnt on one scale
@@ -381,8 +405,15 @@ class Trainer:
                 "use another --run or --restart"
             )
         self._check_resumable(state["config"])
+        self._check_labels(state.get("data_info") or {})
         self._keep_normalization(state.get("normalization"))
-        self.model.load_state_dict(state["weights"])
+        try:
+            self.model.load_state_dict(state["weights"])
+        except RuntimeError as exc:  # the store gives the model another shape than the run's
+            raise ConfigError(
+                f"{self.run_dir} was trained on data the store {self.store.path} no longer matches "
+                f"({str(exc).splitlines()[-1].strip()}); use another --run, or --restart"
+            ) from None
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         for name, sched in self.schedulers.items():

@@ -739,3 +739,42 @@ def test_a_store_prepared_again_keeps_the_runs_normalisation_on_resume(
         "fft_base-tiny", data=store, run=run, overrides=[*overrides, "train.max_steps=2"], restart=True
     )
     assert not torch.equal(load_checkpoint(fresh.last)["normalization"]["scale"], saved["scale"])
+
+
+def test_a_store_with_new_labels_is_refused_on_resume_with_what_changed(tmp_path: Path) -> None:
+    """WaveNet conditioned on composers, its store prepared again with a new composer's files:
+    the resume failed in ``load_state_dict`` ("size mismatch for label_embedding.weight") with a
+    traceback. It is refused with the labels that changed and what to do."""
+    from cadenza.data.store import create_store
+    from cadenza.representations import make_representation
+
+    rep = make_representation("waveform", sample_rate=SR, encoding="mulaw")
+
+    def make(path: Path, composers: list[str]) -> Path:
+        items = {}
+        for i, c in enumerate(composers * 2):
+            split = "train" if i < len(composers) else ("valid" if i % 2 else "test")
+            items[f"{c}{i}"] = (rep.encode(tone(1.0, 220.0 + 30 * i, seed=i)), split, {"composer": c})
+        create_store(path, rep, items)
+        return path
+
+    import shutil
+
+    store, run = make(tmp_path / "store", ["bach"]), tmp_path / "run"
+    tiny = [
+        "train.tensorboard=false",
+        "train.progress=false",
+        "train.sample_every=0",
+        "data.label_key=composer",
+    ]
+    train("wavenet-tiny", data=store, run=run, overrides=[*tiny, "train.max_steps=2"])
+    shutil.rmtree(store)
+    make(store, ["bach", "mozart"])
+    with pytest.raises(
+        ConfigError, match=r"other composer labels than .* was trained on \(bach; new: mozart\).*--restart"
+    ):
+        train("wavenet-tiny", data=store, run=run, overrides=[*tiny, "train.max_steps=4"])
+    assert (
+        train("wavenet-tiny", data=store, run=run, overrides=[*tiny, "train.max_steps=2"], restart=True).step
+        == 2
+    )
