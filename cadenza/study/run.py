@@ -300,9 +300,16 @@ def _in_study_terms(error: str, model: str | None) -> str:
     'fewer than data.batch_size=16; lower data.batch_size (in a study a setting is changed with --set wavenet:KEY=VALUE)'
     >>> _in_study_terms("the toy model is broken on purpose", "wavenet")
     'the toy model is broken on purpose'
+    >>> print(_in_study_terms("s has no held-out files (no test or valid split); prepare it again", None))
+    s has no held-out files (no test or valid split) (in a study the files are split whole: one or two hold none out; add music, or hold out more with --split 0.6,0.2,0.2)
     """
     if model and _SETTING.search(error):
         error += f" (in a study a setting is changed with --set {model}:KEY=VALUE)"
+    if "has no held-out files" in error:  # the store's advice is cadenza prepare's, not a study's
+        error = error.split("; prepare it again")[0] + (
+            " (in a study the files are split whole: one or two hold none out; add music, or hold out "
+            "more with --split 0.6,0.2,0.2)"
+        )
     return error
 
 
