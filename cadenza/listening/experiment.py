@@ -400,6 +400,19 @@ def prepare_experiment(
     # --- one rate, one length, one loudness
     sr = min(sr for clips in sets.values() for _, _, sr in clips)
     _say(f"cutting every clip to {length:g} s at {sr} Hz and matching loudness")
+    narrowest = [c for c, clips in sets.items() if any(s == sr for _, _, s in clips)]
+    widest = max(s for clips in sets.values() for _, _, s in clips)
+    if widest > sr:  # blinding: no clip may give itself away by its band, so all lose theirs
+        log.warning(
+            "every clip is heard at %d Hz, the lowest rate among them (%s): the others, the real "
+            "clips too, lose what lies above %g kHz; leave %s out (a folder without it) to hear "
+            "the rest at %d Hz or more",
+            sr,
+            ", ".join(narrowest),
+            sr / 2000,
+            ", ".join(c for c in narrowest if c != REFERENCE) or "the reference",
+            min((s for clips in sets.values() for _, _, s in clips if s > sr), default=widest),
+        )
     prepared: dict[str, list[np.ndarray]] = {
         c: [cl.fit_length(cl.resample(y, s, sr), sr, seconds=length) for _, y, s in clips]
         for c, clips in sets.items()

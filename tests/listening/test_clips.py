@@ -140,7 +140,7 @@ def test_a_model_without_a_usable_clip_stops_the_test_saying_what_to_do(tmp_path
         prepare_experiment(results, reference=reference, seconds=1.0, n_per_condition=1)
 
 
-def test_a_test_at_8_khz_gets_an_anchor_a_listener_can_hear(tmp_path) -> None:
+def test_a_test_at_8_khz_gets_an_anchor_a_listener_can_hear(tmp_path, caplog) -> None:
     """A study's listening test runs at its lowest rate, 8 kHz where WaveNet or Seq2Seq take part;
     a 3.5 kHz anchor there kept all but the band's top 500 Hz (one critical band of seventeen)
     and was hard to tell from the real clip, failing honest listeners at the screening. In a test
@@ -161,8 +161,12 @@ def test_a_test_at_8_khz_gets_an_anchor_a_listener_can_hear(tmp_path) -> None:
     for i in range(2):  # a real clip with a partial at 500 Hz and one at 2.5 kHz, inside the 8 kHz band
         y = tone(500, 6.0, 22050, 0.2) + tone(2500 + 100 * i, 6.0, 22050, 0.2)
         sf.write(reference / f"piece-{i}.wav", y, 22050)
-    exp = prepare_experiment(results, reference=reference, seconds=1.5, n_per_condition=1)
+    with caplog.at_level("WARNING", logger="cadenza.listening.experiment"):
+        exp = prepare_experiment(results, reference=reference, seconds=1.5, n_per_condition=1)
     assert exp.config["sample_rate"] == 8000 and exp.config["anchor_hz"] == 1750.0
+    # the user is told which model brings every clip down, and how to hear the rest in full
+    assert "every clip is heard at 8000 Hz, the lowest rate among them (wavenet)" in caplog.text
+    assert "leave wavenet out (a folder without it) to hear the rest at 22050 Hz or more" in caplog.text
     assert "1.75 kHz anchors" in exp.config["screening"]["rule"]
     anchors = [t for t, c in exp.clips.items() if c["condition"] == ANCHOR]
     assert anchors and all("low-passed at 1750 Hz" in exp.clips[t]["source"] for t in anchors)
