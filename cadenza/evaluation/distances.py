@@ -47,6 +47,7 @@ __all__ = [
     "bootstrap_counts",
     "fad",
     "kad",
+    "kad_reach",
     "ledoit_wolf",
     "median_bandwidth",
     "prdc",
@@ -189,6 +190,31 @@ def kad(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> floa
     h = _check_bandwidth(bandwidth, y)
     n, m = len(x), len(y)
     return float(_kad_draws(x, y, np.ones((1, n), np.int64), np.ones((1, m), np.int64), h)[0])
+
+
+def kad_reach(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> float:
+    """How much of the reference's own kernel similarity the set ``x`` reaches: ``mean_{i,j}
+    k(x_i, y_j) / mean_{i != j} k(y_i, y_j)`` with :func:`kad`'s kernel.
+
+    Near 1 for a set like the reference, near 0 for one beyond the kernel's reach. There KAD
+    saturates: its cross term is gone, and what is left, ``mean k(x, x) + mean k(y, y)``, says
+    how alike the set's clips are, not how far they are from real music (two sets of steady
+    tones, one at 44.1 kHz and one at 96 kHz, measured 0.6072 and 0.6070 against quartets).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.standard_normal((200, 4))
+    >>> round(kad_reach(rng.standard_normal((200, 4)), y), 1), kad_reach(y + 20.0, y) < 1e-6
+    (1.0, True)
+    """
+    x, y = _as_sets(x, y, min_rows=MIN_CLIPS, what="KAD")
+    h = _check_bandwidth(bandwidth, y)
+    kyy = _kernel(y, y, h)
+    m = len(y)
+    within = (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    return float(_kernel(x, y, h).mean() / within) if within > 0 else 0.0
 
 
 def _kad_draws(x: np.ndarray, y: np.ndarray, cx: np.ndarray, cy: np.ndarray, bandwidth: float) -> np.ndarray:

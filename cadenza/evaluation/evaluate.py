@@ -53,7 +53,7 @@ from cadenza.evaluation.clips import (
     store_clips,
     store_training_audio,
 )
-from cadenza.evaluation.distances import MIN_CLIPS, set_distances
+from cadenza.evaluation.distances import MIN_CLIPS, kad_reach, set_distances
 from cadenza.evaluation.features import (
     ANALYSIS_SR,
     CLIP_SCALE_FLOOR,
@@ -161,6 +161,11 @@ def _scale(std: np.ndarray) -> np.ndarray:
     return np.maximum(std, max(floor, 1e-9))
 
 
+#: Below this share of the held-out music's own kernel similarity a set's KAD is saturated
+#: (:func:`~cadenza.evaluation.distances.kad_reach`).
+KAD_REACH_MIN = 0.01
+
+
 def _distances(
     x: np.ndarray, y: np.ndarray, *, n_boot: int, seed: int
 ) -> tuple[dict[str, Estimate], str | None]:
@@ -173,10 +178,20 @@ def _distances(
         dist = set_distances(x, y, n_boot=n_boot, seed=seed)
     except ParameterError as exc:
         return {}, f"no set distances: {exc}"
-    note = None
+    notes = []
     if "precision" not in dist:
-        note = "too few clips for precision/recall/density/coverage (they need more than 5 on each side)"
-    return dist, note
+        notes.append(
+            "too few clips for precision/recall/density/coverage (they need more than 5 on each side)"
+        )
+    reach = kad_reach(x, y)
+    log.debug("KAD reach %.3g", reach)
+    if reach < KAD_REACH_MIN:
+        notes.append(
+            f"KAD saturated: these clips lie beyond its kernel's reach of the held-out music (they keep "
+            f"{reach:.2%} of its own similarity), so their KAD says how alike they are, not how far: "
+            "FAD still measures the distance"
+        )
+    return dist, "; ".join(notes) or None
 
 
 def _clip_distance(z: np.ndarray, ref: np.ndarray) -> np.ndarray:
