@@ -104,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     options = parse_options(args.option)
     if args.style:
         options["style"] = parse_style(args.style)
-    seconds = args.seconds if args.seconds is not None or args.beats or args.bars else 10.0
+    seconds = (
+        args.seconds if args.seconds is not None or args.beats is not None or args.bars is not None else 10.0
+    )
     paths = generate_from_run(
         args.source,
         seconds=seconds,

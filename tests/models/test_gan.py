@@ -587,6 +587,10 @@ def test_cli_trains_resumes_generates_and_evaluates(
             assert (out / f"{key}-seed3-{i}{suffix}").is_file(), suffix
     meta = json.loads((out / f"{key}-seed3-0.json").read_text())
     assert meta["n_frames"] == 8 * 4 and meta["model"] == key
+    capsys.readouterr()
+    assert main(["generate", str(run), "--bars", "0", "--out", str(tmp_path / "none")]) == 1
+    # it was "give one of seconds, beats or bars": 0 bars read as none, and 10 seconds taken too
+    assert "bars must be a positive, finite number, got 0" in capsys.readouterr().err
     assert (
         main(
             [
