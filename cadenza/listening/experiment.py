@@ -398,11 +398,12 @@ def prepare_experiment(
         log.warning("no reference: the test has no hidden real clips, no anchor and no screening")
 
     # --- one rate, one length, one loudness
-    sr = min(sr for clips in sets.values() for _, _, sr in clips)
+    rates = {c: {s for _, _, s in clips} for c, clips in sets.items()}
+    every = sorted(set().union(*rates.values()))
+    sr = every[0]
     _say(f"cutting every clip to {length:g} s at {sr} Hz and matching loudness")
-    narrowest = [c for c, clips in sets.items() if any(s == sr for _, _, s in clips)]
-    widest = max(s for clips in sets.values() for _, _, s in clips)
-    if widest > sr:  # blinding: no clip may give itself away by its band, so all lose theirs
+    if len(every) > 1:  # blinding: no clip may give itself away by its band, so all lose theirs
+        narrowest = [c for c, r in rates.items() if sr in r]
         log.warning(
             "every clip is heard at %d Hz, the lowest rate among them (%s): the others, the real "
             "clips too, lose what lies above %g kHz; leave %s out (a folder without it) to hear "
@@ -411,7 +412,7 @@ def prepare_experiment(
             ", ".join(narrowest),
             sr / 2000,
             ", ".join(c for c in narrowest if c != REFERENCE) or "the reference",
-            min((s for clips in sets.values() for _, _, s in clips if s > sr), default=widest),
+            every[1],
         )
     prepared: dict[str, list[np.ndarray]] = {
         c: [cl.fit_length(cl.resample(y, s, sr), sr, seconds=length) for _, y, s in clips]

@@ -510,7 +510,7 @@ def mel_to_audio(
         sr=sr, fmin=fmin, fmax=fmax, htk=htk, norm=norm, power=power, n_iter=n_iter,
         method=method, momentum=momentum, pad_mode=pad_mode, **kw,
     )  # fmt: skip
-    if n_frames <= _BLOCK_FRAMES + max(_BLOCK_OVERLAP, 4 * -(-n_fft // hop_length)):
+    if n_frames <= _BLOCK_FRAMES + block_overlap(n_fft, hop_length):
         spec = invert(target, seed=seed)
         y = stft_plan(n_fft, hop_length, win_length).istft(spec, length).numpy()
     else:
@@ -525,6 +525,12 @@ _BLOCK_FRAMES = 2048
 #: Frames two blocks share: the next block starts from the last one's final spectrogram there,
 #: and the two are cross-faded in its middle, away from both blocks' edges.
 _BLOCK_OVERLAP = 64
+
+
+def block_overlap(n_fft: int, hop_length: int) -> int:
+    """Frames two blocks of the inversion share: :data:`_BLOCK_OVERLAP`, or four FFT lengths
+    where that is more, so that the cross-fade keeps an FFT away from both blocks' edges."""
+    return max(_BLOCK_OVERLAP, 4 * -(-n_fft // hop_length))
 
 
 def _invert_mel_block(
@@ -587,8 +593,7 @@ def _blockwise(
     """
     plan = stft_plan(n_fft, hop_length, win_length)
     n_frames = target.shape[1]
-    # at least four FFT lengths shared, so that the cross-fade keeps an FFT away from both edges
-    overlap = max(_BLOCK_OVERLAP, 4 * -(-n_fft // hop_length))
+    overlap = block_overlap(n_fft, hop_length)
     y = np.zeros((target.shape[0], length), np.float32)
     start_frame, previous, k = 0, None, 0
     while True:

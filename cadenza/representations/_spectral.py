@@ -646,9 +646,9 @@ class MelFields(Representation):
         sound and its re-analysis some eight float32 copies of the samples (measured at 22.05 kHz:
         0.94 GB of peak memory for ten minutes, 2.9 GB for an hour; 3.1 GB for ten minutes when
         the inversion held the whole clip)."""
-        from cadenza.representations._inversion import _BLOCK_FRAMES, _BLOCK_OVERLAP
+        from cadenza.representations._inversion import _BLOCK_FRAMES, block_overlap
 
-        block = min(int(n_frames), _BLOCK_FRAMES + _BLOCK_OVERLAP)
+        block = min(int(n_frames), _BLOCK_FRAMES + block_overlap(self.n_fft, self.hop_length))
         return 12 * block * (self.n_fft // 2 + 1) * 8 + 8 * 4 * int(n_frames) * self.hop_length
 
     def mel_fields(self) -> dict[str, Any]:
