@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
+import functools
 import json
 import logging
 import multiprocessing
@@ -77,6 +78,15 @@ MIN_AUDIO_SECONDS = 0.1
 #: note 2**27 ticks in is 19 hours: 6.8 GB to encode as a roll, more to render), not a piece.
 MAX_SCORE_HOURS = 4.0
 MAX_SCORE_BEATS = 40_000
+#: Where a source has too few files to hold whole ones out (one or two recordings: an album
+#: kept as one file, an hour of improvisation), each file is cut into parts, about this many
+#: in all, and whole parts are split instead (:func:`parts_per_file`) ...
+PARTS_WANTED = 10
+#: ... each at least this long (seconds: a training window of every model fits in one, and a
+#: held-out part gives two of the evaluation's 10 s clips) ...
+MIN_PART_SECONDS = 20.0
+#: ... and at least this many of a file, or none: fewer would leave training one or two parts.
+MIN_PARTS = 5
 
 
 @dataclasses.dataclass
@@ -99,11 +109,39 @@ class PrepareSummary:
     #: The held-out splits drawn files that were all skipped, with how many (``{"test": 1}``):
     #: splits are drawn from the ids before decoding, so evaluation would find no held-out music.
     empty_splits: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: The parts each file was cut into, by file id (:func:`parts_per_file`; none when files are
+    #: split whole). ``n_files``, ``n_ok`` and ``n_skipped`` then count parts (a file too short
+    #: to cut is one part of itself).
+    parts: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Parts of each split prepared (``{"train": 8, "valid": 1, "test": 1}``), when cut.
+    part_splits: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Files too few to hold whole ones out and too short to cut: nothing held out (their count).
+    uncut: int = 0
 
     def __str__(self) -> str:
-        text = f"{self.n_ok} of {self.n_files} files prepared, {self.n_skipped} skipped"
+        unit = "parts" if self.parts else "files"
+        text = f"{self.n_ok} of {self.n_files} {unit} prepared, {self.n_skipped} skipped"
         if self.reasons:
             text += " (" + ", ".join(f"{n} {reason}" for reason, n in sorted(self.reasons.items())) + ")"
+        if self.parts:
+            n = len(self.parts) + self.uncut
+            counts = ", ".join(f"{self.part_splits.get(s, 0)} {s}" for s in SPLITS)
+            cut = " and ".join(str(k) for k in self.parts.values())
+            if n == 1:
+                which = f"it is cut in time into {cut} parts"
+            elif not self.uncut:
+                which = f"they are cut in time into {cut} parts"
+            else:
+                which = (
+                    f"the longer is cut in time into {cut} parts (the other, under "
+                    f"{MIN_PARTS * MIN_PART_SECONDS:g} s, is kept whole)"
+                )
+            text += (
+                f"; {n} file{'' if n == 1 else 's'}, too few to hold whole files out: {which} and whole "
+                f"parts are split ({counts} prepared); held-out parts share their recording's sound "
+                "with the training parts, so measures against them are kinder than against music of "
+                "other recordings"
+            )
         for line in self._warning_lines():
             text += f"; {line}"
         text += f"; {self.hours:.2f} h of material in {self.out}"
@@ -121,15 +159,23 @@ class PrepareSummary:
         if self.empty_splits:  # one warning, however many splits
             splits = sorted(self.empty_splits, key=SPLITS.index)
             n = sum(self.empty_splits.values())
+            one = unit[:-1]
             if len(splits) == 1:
                 which = f"the {splits[0]} split holds"
-                files = "its file was" if n == 1 else f"all {n} of its files were"
+                files = f"its {one} was" if n == 1 else f"all {n} of its {unit} were"
             else:
                 which = f"the {' and '.join(splits)} splits hold"
-                files = "both of their files were" if n == 2 else f"all {n} of their files were"
+                files = f"both of their {unit} were" if n == 2 else f"all {n} of their {unit} were"
             text += (
                 f"; warning: {which} no music ({files} skipped), so nothing held out is there to "
                 "evaluate against: prepare more music, or with another --seed"
+            )
+        if self.uncut and not self.parts:
+            text += (
+                f"; warning: {self.uncut} file{'' if self.uncut == 1 else 's'}, too few to hold whole files "
+                f"out and too short to cut into {MIN_PARTS} parts of {MIN_PART_SECONDS:g} s (under "
+                f"{MIN_PARTS * MIN_PART_SECONDS:g} s): nothing is "
+                "held out to evaluate against (add music, or evaluate against a folder of other music)"
             )
         return text
 
@@ -221,6 +267,50 @@ def assign_splits(
     for pos, name in zip(held, held_names):
         result[order[pos][1]] = name
     return result
+
+
+def parts_per_file(n_files: int, seconds: float, fractions: Sequence[float] = DEFAULT_SPLIT) -> int:
+    """How many parts a file of ``seconds`` is cut into: 1 (split whole) from three files on, or
+    where nothing is held out; else enough that the files give :data:`PARTS_WANTED` parts in all,
+    none shorter than :data:`MIN_PART_SECONDS`, and 1 where that leaves fewer than
+    :data:`MIN_PARTS`.
+
+    Whole files cannot be held out from one or two: :func:`assign_splits` would put them all in
+    training and leave nothing to evaluate against. ``seconds`` is the source file's own length
+    (:func:`_source_seconds`: a recording's header, a score's last event), the same in every
+    store of the source, so that all of them cut alike and hold out the same parts.
+
+    >>> parts_per_file(1, 600.0), parts_per_file(2, 600.0), parts_per_file(1, 130.0)
+    (10, 5, 6)
+    >>> parts_per_file(1, 90.0), parts_per_file(3, 600.0), parts_per_file(1, 600.0, (1.0, 0.0, 0.0))
+    (1, 1, 1)
+    """
+    if n_files >= 3 or n_files == 0 or fractions[1] + fractions[2] <= 0:
+        return 1
+    k = min(-(-PARTS_WANTED // n_files), int(seconds // MIN_PART_SECONDS))
+    return k if k >= MIN_PARTS else 1
+
+
+def _source_seconds(item: SourceItem) -> float:
+    """A source file's length as every store of it sees it (0.0 where it cannot be read: the
+    file then fails in its worker, with the reason)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the worker gives them
+            if item.kind == "audio":
+                from cadenza.audio import audio_info
+
+                return float(audio_info(item.path)["duration"])
+            return float(load_score_item(item).get_end_time())
+    except Exception:  # noqa: BLE001 - a damaged file is the worker's to report
+        return 0.0
+
+
+def part_ids(item_id: str, parts: int) -> list[str]:
+    """The ids of a file's parts (``["a.wav.part01", ...]``), or ``[item_id]`` for a file kept whole."""
+    if parts == 1:
+        return [item_id]
+    return [f"{item_id}.part{k:02d}" for k in range(1, parts + 1)]
 
 
 # ------------------------------------------------------------------ one file
@@ -357,9 +447,13 @@ def _encode_score(
 
 
 def _encode_audio(
-    item: SourceItem, rep: Representation, max_seconds: float | None = None
+    item: SourceItem,
+    rep: Representation,
+    max_seconds: float | None = None,
+    samples: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Any item as sound (a score rendered), resampled and encoded by an audio representation."""
+    """Any item as sound (a score rendered), resampled and encoded by an audio representation;
+    the samples encoded are appended to ``samples`` when it is given."""
     info: dict[str, Any] = {}
     sr = int(rep.sample_rate)  # type: ignore[attr-defined]
     y, warning = _load_audio_with_notes(item, sr, max_seconds=max_seconds)
@@ -386,6 +480,8 @@ def _encode_audio(
     if len(frames) == 0:
         raise DecodeError(item.path, "too short", f"{y.size} samples give no frame")
     info["duration"] = float(y.size / sr)
+    if samples is not None:
+        samples.append(y)
     return frames, info
 
 
@@ -521,11 +617,18 @@ def _notes_of(caught: list[warnings.WarningMessage], kinds: Any) -> str:
     return "; ".join(dict.fromkeys(notes))
 
 
-def prepare_one(item: SourceItem, rep_dict: dict[str, Any], out: str, split: str) -> dict[str, Any]:
+def prepare_one(
+    item: SourceItem, rep_dict: dict[str, Any], out: str, split: str | dict[str, str]
+) -> dict[str, Any] | list[dict[str, Any]]:
     """Prepare one file into ``out/shards``; never raises for a bad file, returns its manifest line.
-    A full disk is not the file's fault: its ``OSError`` is raised, and ``prepare`` stops."""
+    A full disk is not the file's fault: its ``OSError`` is raised, and ``prepare`` stops.
+
+    ``split`` as ``{part id: split}`` (:func:`part_ids`) cuts the file's frames into that many
+    parts of equal length, one shard and one manifest line each (returned as a list)."""
     from cadenza.data.store import atomic_save_npy
 
+    if isinstance(split, dict):
+        return _prepare_parts(item, rep_dict, out, split)
     record = _record(item, split)
     t0 = time.perf_counter()
     try:
@@ -548,9 +651,90 @@ def prepare_one(item: SourceItem, rep_dict: dict[str, Any], out: str, split: str
     return record
 
 
-def _record(item: SourceItem, split: str) -> dict[str, Any]:
-    """The start of a file's manifest line."""
-    return {"id": item.id, "path": item.path, "kind": item.kind, "labels": dict(item.labels), "split": split}
+def _prepare_parts(
+    item: SourceItem, rep_dict: dict[str, Any], out: str, splits: dict[str, str]
+) -> list[dict[str, Any]]:
+    """A file encoded once and cut into ``len(splits)`` consecutive parts of equal length (a
+    piano roll's at the nearest bar lines), each a shard and a manifest line (``part``: [k, n];
+    ``start``, ``end``: its seconds in the file, after the trimmed lead-in; for a roll, its
+    share of the score's length). A file that fails fails every part, with its reason; a part
+    with nothing in it (a long pause, bars of rests) is skipped as silent (a roll's: no notes)."""
+    from cadenza.audio import is_silent
+    from cadenza.data.store import atomic_save_npy
+
+    ids = sorted(splits)
+    t0 = time.perf_counter()
+    samples: list[np.ndarray] = []  # an audio representation's: a part's silence is its sound's
+    try:
+        rep = representation_from_dict(rep_dict)
+        encode = rep.by_kind(audio=functools.partial(_encode_audio, samples=samples), score=_encode_score)
+        frames, info = encode(item, rep)
+        frames = np.ascontiguousarray(frames, dtype=rep.dtype)
+    except DecodeError as exc:
+        failed = {"status": "skipped", "reason": exc.reason, "detail": exc.detail[:300]}
+    except MemoryError:
+        failed = {"status": "skipped", "reason": "out of memory"}
+    except Exception as exc:  # noqa: BLE001 - as prepare_one: the reason is kept, the run goes on
+        if is_disk_full(exc):
+            raise
+        failed = {
+            "status": "skipped",
+            "reason": "failed to decode",
+            "detail": f"{type(exc).__name__}: {exc}"[:300],
+        }
+    else:
+        failed = None
+    seconds = round(time.perf_counter() - t0, 3)
+    if failed is not None:
+        return [{**_record(item, splits[pid], pid), **failed, "seconds": seconds} for pid in ids]
+    n, total = len(frames), float(info.get("duration", 0.0))
+    lead = float(info.get("trimmed", [0.0])[0]) if "trimmed" in info else 0.0
+    records = []
+    unit = rep.frame_unit  # a piano roll is cut at bar lines
+    hop = len(samples[0]) / max(n, 1) if samples else 0.0  # samples a frame
+    for k, pid in enumerate(ids):
+        a, b = (unit * round(j * (n // unit) / len(ids)) for j in (k, k + 1))
+        part = frames[a:b]
+        record = _record(item, splits[pid], pid)
+        record.update(
+            part=[k + 1, len(ids)],
+            start=round(lead + total * a / max(n, 1), 3),
+            end=round(lead + total * b / max(n, 1), 3),
+            seconds=seconds,
+        )
+        if len(part) == 0:
+            record.update(
+                status="skipped",
+                reason="too short",
+                detail=f"{n} frames give part {k + 1} of {len(ids)} none",
+            )
+        elif is_silent(samples[0][round(a * hop) : round(b * hop)]) if samples else not np.any(part):
+            what = rep.by_kind(audio="silent", score="no notes")
+            record.update(status="skipped", reason=what, detail=f"part {k + 1} of {len(ids)} holds nothing")
+        else:
+            atomic_save_npy(Path(out) / "shards" / f"{pid}.npy", np.ascontiguousarray(part))
+            record.update(
+                status="ok", n_frames=int(len(part)), duration=round(total * len(part) / max(n, 1), 6)
+            )
+            for key in ("warning", "dc_offset"):
+                if key in info:
+                    record[key] = info[key]
+        records.append(record)
+    return records
+
+
+def _record(item: SourceItem, split: str, part_id: str | None = None) -> dict[str, Any]:
+    """The start of a file's manifest line, or of one of its parts' (with ``file``: its id)."""
+    record = {
+        "id": item.id,
+        "path": item.path,
+        "kind": item.kind,
+        "labels": dict(item.labels),
+        "split": split,
+    }
+    if part_id is not None:
+        record.update(id=part_id, file=item.id)
+    return record
 
 
 def _same_bytes(items: Sequence[SourceItem]) -> dict[str, str]:
@@ -802,7 +986,20 @@ def prepare_corpus(
     if not all_items:
         raise SourceError(f"{source} has no file that the {rep.name!r} representation can use")
     items = pick_files(all_items, max_files, seed)
-    splits = assign_splits(items, seed=seed, fractions=split)
+    n_parts = {
+        it.id: parts_per_file(len(items), _source_seconds(it) if len(items) < 3 else 0.0, split)
+        for it in items
+    }
+    parts = {i: k for i, k in n_parts.items() if k > 1}  # the files cut
+    ids_of = {it.id: part_ids(it.id, n_parts[it.id]) for it in items}
+    splits = assign_splits(
+        [dataclasses.replace(it, id=pid) for it in items for pid in ids_of[it.id]], seed=seed, fractions=split
+    )
+    # What each file's worker is given: its split, or its parts' splits when it is cut.
+    jobs: dict[str, str | dict[str, str]] = {
+        it.id: {pid: splits[pid] for pid in ids_of[it.id]} if it.id in parts else splits[it.id]
+        for it in items
+    }
 
     out = Path(out).expanduser()
     meta = base_meta(
@@ -811,6 +1008,8 @@ def prepare_corpus(
     trims = rep.by_kind(audio=True, score=False)
     if trims:
         meta["audio_prep"] = AUDIO_PREP
+    if parts:
+        meta["parts"] = parts
     _check_writable(out)
     meta_path = out / "meta.yaml"
     if meta_path.exists() and not overwrite:
@@ -839,7 +1038,7 @@ def prepare_corpus(
 
     # Resume: keep what an earlier run finished (ok with its shard whole on disk, or skipped); a
     # shard gone or damaged since (a disk error, a copy cut short) is prepared again.
-    wanted = {it.id for it in items}
+    wanted = {pid for ids in ids_of.values() for pid in ids}
     done: dict[str, dict[str, Any]] = {}
     n_damaged = 0
     for r in read_manifest(out / "manifest.jsonl"):
@@ -856,10 +1055,11 @@ def prepare_corpus(
             done[r["id"]] = r
     if n_damaged:
         log.warning("%s: %d damaged shards are prepared again", out, n_damaged)
-    todo = [it for it in items if it.id not in done]
+    todo = [it for it in items if any(pid not in done for pid in ids_of[it.id])]
     n_done_before = len(done)
     if n_done_before:
-        log.info("resuming %s: %d of %d files already done", out, n_done_before, len(items))
+        unit = "parts" if parts else "files"
+        log.info("resuming %s: %d of %d %s already done", out, n_done_before, len(wanted), unit)
 
     rep_dict = rep.to_dict()
     # Chosen before the progress bar, whose thread (on a terminal) is the bar's, not the caller's.
@@ -868,7 +1068,11 @@ def prepare_corpus(
         _import_for_workers()
     journal = _Journal(out / "manifest.jsonl")
     bar = _progress_bar(
-        len(items), n_done_before, progress, sum(r.get("duration", 0.0) for r in done.values())
+        len(wanted),
+        n_done_before,
+        progress,
+        sum(r.get("duration", 0.0) for r in done.values()),
+        unit="part" if parts else "file",
     )
     try:
         # A file with the same bytes as another (a download kept twice, "song (1).mp3", a MIDI
@@ -876,13 +1080,16 @@ def prepare_corpus(
         # music in the training data.
         same = _same_bytes(items) if todo else {}  # a finished store read again: nothing to hash
         for item in [it for it in todo if it.id in same]:
-            record = _record(item, splits[item.id])
-            record.update(status="skipped", reason="duplicate", detail=f"the same bytes as {same[item.id]}")
-            done[item.id] = record
-            journal.write(record)
-            bar.advance(record)
+            for pid in ids_of[item.id]:
+                record = _record(item, splits[pid], pid)
+                record.update(
+                    status="skipped", reason="duplicate", detail=f"the same bytes as {same[item.id]}"
+                )
+                done[pid] = record
+                journal.write(record)
+                bar.advance(record)
         todo = [it for it in todo if it.id not in same]
-        for record in _run(todo, rep_dict, str(out), splits, workers, start_method):
+        for record in _run(todo, rep_dict, str(out), jobs, workers, start_method):
             done[record["id"]] = record
             journal.write(record)
             bar.advance(record)
@@ -891,7 +1098,8 @@ def prepare_corpus(
             raise
         n_kept = sum(r.get("status") == "ok" for r in done.values())
         raise DiskFullError(
-            f"{disk_full_text(exc, out)}; {n_kept} of {len(items)} files are prepared and kept: free "
+            f"{disk_full_text(exc, out)}; {n_kept} of {len(wanted)} {'parts' if parts else 'files'} "
+            "are prepared and kept: free "
             "some space (or prepare into a folder on another disk) and run the same command again, "
             "which goes on with the rest"
         ) from None
@@ -899,25 +1107,29 @@ def prepare_corpus(
         journal.close()
         bar.close()
 
-    records = [done[it.id] for it in items if it.id in done]
+    records = [done[pid] for it in items for pid in ids_of[it.id] if pid in done]
     ok = [r for r in records if r["status"] == "ok"]
     reasons = collections.Counter(r["reason"] for r in records if r["status"] != "ok")
     summary = PrepareSummary(
         out=out,
-        n_files=len(items),
+        n_files=len(wanted),
         n_ok=len(ok),
         n_skipped=len(records) - len(ok),
         reasons=dict(reasons),
         hours=sum(float(r.get("duration", 0.0)) for r in ok) / 3600.0,
         seconds=time.perf_counter() - t_start,
         n_done_before=n_done_before,
-        warnings={r["id"]: r["warning"] for r in ok if r.get("warning")},
+        # (a file's note once, not once for each of its parts)
+        warnings={r.get("file", r["id"]): r["warning"] for r in ok if r.get("warning")},
         left_out=dict(src.left_out),
         empty_splits={
             split: n
             for split, n in collections.Counter(r["split"] for r in records).items()
             if split in ("valid", "test") and not any(r["split"] == split for r in ok)
         },
+        parts=parts,
+        part_splits=dict(collections.Counter(r["split"] for r in ok)) if parts else {},
+        uncut=sum(k == 1 for k in n_parts.values()) if len(items) < 3 and sum(split[1:]) > 0 else 0,
     )
     if not ok:
         raise StoreError(f"none of the {len(items)} files of {source} could be prepared: {summary}")
@@ -930,11 +1142,12 @@ def _run(
     todo: list[SourceItem],
     rep_dict: dict[str, Any],
     out: str,
-    splits: dict[str, str],
+    splits: dict[str, str | dict[str, str]],
     workers: int,
     start_method: str = "spawn",
 ):
-    """Yield manifest records as files finish; a crashed worker costs only the file it was on."""
+    """Yield manifest records as files finish (a file cut into parts: one per part); a crashed
+    worker costs only the file it was on. ``splits``: each file's split, or its parts' splits."""
     fn = _WORKER_FN if _WORKER_FN is not None else prepare_one
     if workers == 1 or len(todo) <= 1:
         from threadpoolctl import threadpool_limits
@@ -945,7 +1158,7 @@ def _run(
                 _read_ahead(todo[i + 1].path)
             with threadpool_limits(1):
                 record = fn(item, rep_dict, out, splits[item.id])
-            yield record
+            yield from _records(record)
         return
     with _single_threaded_children():
         yield from _run_pool(fn, todo, rep_dict, out, splits, workers, start_method)
@@ -956,7 +1169,7 @@ def _run_pool(
     todo: list[SourceItem],
     rep_dict: dict[str, Any],
     out: str,
-    splits: dict[str, str],
+    splits: dict[str, str | dict[str, str]],
     workers: int,
     start_method: str,
 ):
@@ -967,7 +1180,7 @@ def _run_pool(
     while queue or suspects:
         # Files that were in flight when a worker died are retried one at a time, alone.
         for item in suspects:
-            yield _isolated(fn, item, rep_dict, out, splits[item.id], ctx)
+            yield from _records(_isolated(fn, item, rep_dict, out, splits[item.id], ctx))
         suspects = []
         if not queue:
             break
@@ -987,7 +1200,7 @@ def _run_pool(
                     for fut in finished:
                         record = fut.result()  # raises BrokenProcessPool while the file is still in flight
                         del in_flight[fut]
-                        yield record
+                        yield from _records(record)
             except cf.process.BrokenProcessPool:
                 suspects = list(in_flight.values())
                 log.warning("a worker died; retrying %d file(s) one at a time", len(suspects))
@@ -997,9 +1210,14 @@ def _run_pool(
                 raise
 
 
+def _records(result: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A worker's manifest lines: one for a file, a list for a file's parts."""
+    return result if isinstance(result, list) else [result]
+
+
 def _isolated(
-    fn: Any, item: SourceItem, rep_dict: dict[str, Any], out: str, split: str, ctx: Any
-) -> dict[str, Any]:
+    fn: Any, item: SourceItem, rep_dict: dict[str, Any], out: str, split: str | dict[str, str], ctx: Any
+) -> dict[str, Any] | list[dict[str, Any]]:
     with cf.ProcessPoolExecutor(
         max_workers=1, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
     ) as pool:
@@ -1008,24 +1226,21 @@ def _isolated(
                 future = pool.submit(fn, item, rep_dict, out, split)
             return future.result()
         except cf.process.BrokenProcessPool:
-            return {
-                "id": item.id,
-                "path": item.path,
-                "kind": item.kind,
-                "labels": dict(item.labels),
-                "split": split,
-                "status": "skipped",
-                "reason": "crashed the decoder",
-            }
+            crashed = {"status": "skipped", "reason": "crashed the decoder"}
+            if isinstance(split, dict):
+                return [{**_record(item, s, pid), **crashed} for pid, s in sorted(split.items())]
+            return {**_record(item, split), **crashed}
 
 
 class _progress_bar:
     """Progress over files (:func:`cadenza.progress.progress`), with hours of material done and files skipped."""
 
-    def __init__(self, total: int, initial: int, enabled: bool, seconds_before: float) -> None:
+    def __init__(
+        self, total: int, initial: int, enabled: bool, seconds_before: float, unit: str = "file"
+    ) -> None:
         from cadenza.progress import progress
 
-        self.bar = progress(total=total, initial=initial, unit="file", enabled=enabled, desc="prepare")
+        self.bar = progress(total=total, initial=initial, unit=unit, enabled=enabled, desc="prepare")
         self.seconds = seconds_before
         self.skipped = 0
 
@@ -1049,6 +1264,8 @@ __all__ = [
     "assign_splits",
     "load_audio_item",
     "load_score_item",
+    "part_ids",
+    "parts_per_file",
     "pick_files",
     "prepare_corpus",
     "prepare_one",

@@ -79,6 +79,12 @@ class Representation:
         """Frames per second (audio) or steps per beat (scores)."""
         raise NotImplementedError
 
+    @property
+    def frame_unit(self) -> int:
+        """Frames that a stored file's length is a whole number of (a piano roll: one bar's
+        steps); ``prepare`` cuts a file into parts only at multiples of it."""
+        return 1
+
     def encode(self, x: Any) -> np.ndarray:
         """Input (samples or score) -> frames of shape ``(n_frames, n_features)``."""
         raise NotImplementedError

@@ -143,6 +143,10 @@ class PianoRoll(Representation):
     def steps_per_bar(self) -> int:
         return self.resolution * self.beats_per_bar
 
+    @property
+    def frame_unit(self) -> int:
+        return self.steps_per_bar
+
     def bars(self, roll: np.ndarray) -> np.ndarray:
         """View of a roll as bars: ``(n_steps, n_pitches)`` -> ``(n_bars, steps_per_bar, n_pitches)``.
 

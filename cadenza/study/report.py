@@ -571,6 +571,17 @@ def write_report(out: str | os.PathLike, state: StudyState, plan: Plan) -> tuple
             f"| `data/{key}` | {describe_store(plan.stores[key])} | {', '.join(plan.users(key))} | {prepared} | "
             f"{len(rec.get('test_files') or [])} |"
         )
+    parts: dict[str, int] = {}
+    for r in (data.get("stores") or {}).values():
+        parts.update(r.get("parts") or {})
+    if parts:
+        cut = "; ".join(f"{name} is cut in time into {k} parts" for name, k in sorted(parts.items()))
+        lines += [
+            "",
+            f"The source has too few files to hold whole ones out: {cut}, and whole parts are held out. "
+            "Held-out parts share their recording's sound with the training parts, so every measure here "
+            "is kinder than it would be against other recordings.",
+        ]
     held = data.get("held_out") or {}
     if held.get("same") is True:
         first = next((r for r in (data.get("stores") or {}).values() if r.get("test_files")), {})

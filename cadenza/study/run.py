@@ -301,14 +301,14 @@ def _in_study_terms(error: str, model: str | None) -> str:
     >>> _in_study_terms("the toy model is broken on purpose", "wavenet")
     'the toy model is broken on purpose'
     >>> print(_in_study_terms("s has no held-out files (no test or valid split); prepare it again", None))
-    s has no held-out files (no test or valid split) (in a study the files are split whole: one or two hold none out; add music, or hold out more with --split 0.6,0.2,0.2)
+    s has no held-out files (no test or valid split) (in a study: the files held out were skipped, see the store's manifest.jsonl; add music, or hold out others with --seed N or more with --split 0.6,0.2,0.2)
     """
     if model and _SETTING.search(error):
         error += f" (in a study a setting is changed with --set {model}:KEY=VALUE)"
     if "has no held-out files" in error:  # the store's advice is cadenza prepare's, not a study's
         error = error.split("; prepare it again")[0] + (
-            " (in a study the files are split whole: one or two hold none out; add music, or hold out "
-            "more with --split 0.6,0.2,0.2)"
+            " (in a study: the files held out were skipped, see the store's manifest.jsonl; add music, "
+            "or hold out others with --seed N or more with --split 0.6,0.2,0.2)"
         )
     return error
 
@@ -512,6 +512,7 @@ class _Study:
             summary=str(summary),
             n_files=summary.n_files,
             n_ok=summary.n_ok,
+            parts=summary.parts,
             hours=summary.hours,
             test_files=held_out_files(path),
         )

@@ -663,7 +663,10 @@ def test_a_mixed_folder_says_what_each_store_left_out_and_a_click_is_too_short(m
     assert manifest["rock__nothing.mid"]["reason"] == "no notes"
     assert manifest["rock__nothing.mid"]["detail"] == "no part"
     assert rolls.left_out == {"audio": 10}
-    assert str(rolls).endswith("; 10 audio files left out: a piano roll is made from scores")
+    assert (
+        "; 10 audio files left out: a piano roll is made from scores; warning: 2 files, too few to hold "
+        "whole files out and too short to cut"
+    ) in str(rolls)
     alone = prepare_corpus(
         str(music_folder / "jazz" / "tune.mid"),
         tmp_path / "rendered",
@@ -977,3 +980,136 @@ def test_same_bytes_reads_the_ends_first_and_a_whole_file_only_where_they_match(
     assert same_bytes(paths) == {3: 0}  # "copy of a.wav" is a's copy; c is not
     whole = {name for name, _ in read if sum(n for m, n in read if m == name) > 1 << 18}
     assert whole == {"a.wav", "c.wav", "copy of a.wav"}  # b differs at its ends: never read whole
+
+
+def _phrase(seconds, sr, gap=None):
+    """A recording whose pitch rises through it (every part of it sounds different), with
+    digital silence over ``gap`` (start, end) seconds."""
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.3 * np.sin(2 * np.pi * (220.0 + 2.0 * t) * t)
+    if gap is not None:
+        y[int(gap[0] * sr) : int(gap[1] * sr)] = 0.0
+    return y
+
+
+def test_one_recording_is_cut_into_parts_and_whole_parts_are_held_out(tmp_path, monkeypatch):
+    """A source of one long recording (an album kept as one file) held nothing out: every
+    evaluation of a study of it failed after training ("no held-out files"). Its parts are split
+    instead, alike in every store, and resume as files do."""
+    import cadenza.data.prepare as prep
+    from cadenza.evaluation.clips import store_clips
+    from cadenza.study.plan import check_held_out
+
+    root = tmp_path / "music"
+    root.mkdir()
+    sf.write(root / "album.wav", _phrase(200.0, 8000, gap=(79.0, 121.0)), 8000)  # parts 5, 6 silent
+    fft = prepare_corpus(
+        str(root), tmp_path / "fft", representation="fft", rep_params=SMALL_FFT, progress=False
+    )
+    wave = prepare_corpus(str(root), tmp_path / "wave", representation="waveform", progress=False)
+    ids = [f"album.wav.part{k:02d}" for k in range(1, 11)]
+    manifest = _manifest(tmp_path / "fft")
+    assert sorted(manifest) == ids and fft.parts == {"album.wav": 10} and fft.n_files == 10
+    assert [manifest[i]["status"] for i in ids[4:6]] == ["skipped"] * 2
+    assert {manifest[i]["reason"] for i in ids[4:6]} == {"silent"}
+    assert (
+        fft.n_ok == 8
+        and "1 file, too few to hold whole files out: it is cut in time into 10 parts" in str(fft)
+    )
+    # Consecutive cuts of the whole file's frames, with their times in it.
+    whole = read_frames(root / "album.wav", make_representation("fft", **SMALL_FFT))
+    store = FeatureStore(tmp_path / "fft")
+    cuts = [np.asarray(store.load(i)) if manifest[i]["status"] == "ok" else None for i in ids]
+    bounds = np.cumsum([0] + [manifest[i].get("n_frames", len(whole) // 10) for i in ids])
+    assert bounds[-1] == len(whole)
+    for k, cut in enumerate(cuts):
+        if cut is not None:
+            np.testing.assert_array_equal(cut, whole[bounds[k] : bounds[k + 1]])
+    assert [manifest[i]["start"] for i in ids] == pytest.approx([20.0 * k for k in range(10)], abs=0.03)
+    assert manifest[ids[-1]]["end"] == pytest.approx(200.0, abs=0.03)
+    # The same parts held out in both stores, and evaluation finds them.
+    assert check_held_out({"fft": tmp_path / "fft", "wave": tmp_path / "wave"}) == (True, [])
+    assert store.ids("test") and store.ids("valid") and len(store.ids("train")) >= 6
+    clips, info = store_clips(tmp_path / "wave", n_clips=2, seconds=10.0)
+    assert info["split"] == "test" and len(clips) == 2
+    assert sum(wave.part_splits.values()) == 8
+    # Resumed: nothing to do; a file of the parts is decoded once.
+    calls = []
+    real = prep.prepare_one
+    monkeypatch.setattr(prep, "prepare_one", lambda item, *a: (calls.append(item.id), real(item, *a))[1])
+    again = prepare_corpus(
+        str(root), tmp_path / "fft", representation="fft", rep_params=SMALL_FFT, progress=False
+    )
+    assert calls == [] and again.n_done_before == 10
+    (tmp_path / "fft" / "shards" / f"{ids[0]}.npy").unlink()  # one part lost: its file again, once
+    prepare_corpus(str(root), tmp_path / "fft", representation="fft", rep_params=SMALL_FFT, progress=False)
+    assert calls == ["album.wav"]
+    np.testing.assert_array_equal(FeatureStore(tmp_path / "fft").load(ids[0]), cuts[0])
+
+
+def test_a_short_recording_is_kept_whole_and_the_summary_says_nothing_is_held_out(tmp_path):
+    """Parts of at least 20 s, five at least (else training keeps one or two): 99 s stays whole."""
+    root = tmp_path / "music"
+    root.mkdir()
+    sf.write(root / "sketch.wav", _phrase(99.0, 8000), 8000)
+    summary = prepare_corpus(str(root), tmp_path / "s", representation="waveform", progress=False)
+    assert sorted(_manifest(tmp_path / "s")) == ["sketch.wav"] and summary.parts == {}
+    assert "warning: 1 file, too few to hold whole files out and too short to cut" in str(summary)
+    assert "nothing is held out" in str(summary)
+    sf.write(root / "album.wav", _phrase(130.0, 8000), 8000)  # a longer one beside it: it is cut
+    both = prepare_corpus(str(root), tmp_path / "t", representation="waveform", progress=False)
+    assert both.parts == {"album.wav": 5} and both.n_files == 6
+    assert "2 files, too few to hold whole files out: the longer is cut in time into 5 parts" in str(both)
+    assert "warning" not in str(both)
+
+
+def crash_on_b(item, *args):
+    """A decoder that takes its process down on one of two files."""
+    from cadenza.data.prepare import prepare_one
+
+    if item.id == "b.wav":
+        os._exit(3)
+    return prepare_one(item, *args)
+
+
+def test_two_recordings_give_five_parts_each_and_a_crash_costs_one_files_parts(tmp_path, monkeypatch):
+    import cadenza.data.prepare as prep
+
+    root = tmp_path / "music"
+    root.mkdir()
+    for name, seconds in (("a.wav", 100.0), ("b.wav", 110.0)):
+        sf.write(root / name, _phrase(seconds, 8000), 8000)
+    monkeypatch.setattr(prep, "_WORKER_FN", crash_on_b)
+    summary = prepare_corpus(str(root), tmp_path / "s", representation="waveform", workers=2, progress=False)
+    manifest = _manifest(tmp_path / "s")
+    assert summary.parts == {"a.wav": 5, "b.wav": 5} and len(manifest) == 10 and summary.n_ok == 5
+    assert {manifest[f"b.wav.part{k}"]["reason"] for k in ("01", "03", "05")} == {"crashed the decoder"}
+    assert all(manifest[f"a.wav.part0{k}"]["status"] == "ok" for k in range(1, 6))
+    assert "5 of 10 parts prepared, 5 skipped (5 crashed the decoder); 2 files, too few" in str(summary)
+    assert "they are cut in time into 5 and 5 parts" in str(summary)
+
+
+def test_one_score_is_cut_at_bar_lines_and_its_parts_split_as_its_rendering_is(tmp_path):
+    """A piano roll's parts are whole bars (a phrase starts on a bar line), and the piano-roll
+    and audio stores of one score hold out the same parts."""
+    import pretty_midi
+
+    from cadenza.study.plan import check_held_out
+
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+    piano = pretty_midi.Instrument(program=0)
+    for beat in range(4 * 53):  # 53 bars of 4/4 at 120 bpm: 106 s, a pitch a beat
+        piano.notes.append(pretty_midi.Note(80, 48 + beat % 30, 0.5 * beat, 0.5 * beat + 0.45))
+    midi.instruments.append(piano)
+    root = tmp_path / "score"
+    root.mkdir()
+    midi.write(str(root / "piece.mid"))
+    roll = prepare_corpus(str(root), tmp_path / "roll", representation="pianoroll", progress=False)
+    prepare_corpus(str(root), tmp_path / "wave", representation="waveform", sample_rate=8000, progress=False)
+    assert roll.parts == {"piece.mid": 5} and roll.n_ok == 5
+    store = FeatureStore(tmp_path / "roll")
+    bar = store.representation.frame_unit
+    lengths = [len(store.load(i)) for i in store.ids()]
+    assert bar == 96 and sum(lengths) == 53 * bar
+    assert sorted(lengths) == [10 * bar] * 2 + [11 * bar] * 3  # 53 bars in five parts
+    assert check_held_out({"roll": tmp_path / "roll", "wave": tmp_path / "wave"}) == (True, [])

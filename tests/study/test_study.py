@@ -287,3 +287,26 @@ def test_a_source_with_no_music_stops_the_study_once(tmp_path: Path, capsys) -> 
     missing = str(tmp_path / "nowhere")
     assert cli(["study", missing, "--models", "fft_base", "--out", str(tmp_path / "study2"), *SMALL]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_study_of_one_recording_holds_out_parts_of_it(tmp_path: Path, capsys) -> None:
+    """One long recording held nothing out: the study trained every model and then failed each
+    at its evaluation ("no held-out files"). Its parts are held out and measured against."""
+    import numpy as np
+    import soundfile as sf
+
+    music = tmp_path / "music"
+    music.mkdir()
+    t = np.arange(120 * 16000) / 16000
+    sf.write(music / "take.wav", 0.3 * np.sin(2 * np.pi * (220.0 + 2.0 * t) * t), 16000)
+    out = tmp_path / "study"
+    args = ["study", str(music), "--models", "fft_base", "--budget", "2steps", "--out", str(out), *SMALL]
+    assert cli([*args, "--set", "fft_base:model.hidden_size=16", "--set", "data.batch_size=4"]) == 0
+    captured = capsys.readouterr()
+    assert "no held-out files" not in captured.err + captured.out
+    state = _state(out)
+    assert state["models"]["fft_base"]["stages"]["evaluate"]["status"] == "done"
+    assert sorted(split_of(out / "data" / "fft-16k")) == [f"take.wav.part{k:02d}" for k in range(1, 7)]
+    report = (out / "report.md").read_text()
+    assert "too few files to hold whole ones out: take.wav is cut in time into 6 parts" in report
+    assert "6 of 6 parts prepared" in report
