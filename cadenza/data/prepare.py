@@ -170,7 +170,7 @@ class PrepareSummary:
                 f"; warning: {which} no music ({files} skipped), so nothing held out is there to "
                 "evaluate against: prepare more music, or with another --seed"
             )
-        if self.uncut and not self.parts:
+        if self.uncut and not self.parts and self.n_ok:  # (none prepared: the error says so)
             text += (
                 f"; warning: {self.uncut} file{'' if self.uncut == 1 else 's'}, too few to hold whole files "
                 f"out and too short to cut into {MIN_PARTS} parts of {MIN_PART_SECONDS:g} s (under "

@@ -1056,6 +1056,12 @@ def test_a_short_recording_is_kept_whole_and_the_summary_says_nothing_is_held_ou
     assert sorted(_manifest(tmp_path / "s")) == ["sketch.wav"] and summary.parts == {}
     assert "warning: 1 file, too few to hold whole files out and too short to cut" in str(summary)
     assert "nothing is held out" in str(summary)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "take.wav").write_bytes(b"RIFF" + bytes(40))
+    with pytest.raises(StoreError) as none:  # nothing prepared: the error, not this warning
+        prepare_corpus(str(broken), tmp_path / "u", representation="waveform", progress=False)
+    assert "could be prepared" in str(none.value) and "nothing is held out" not in str(none.value)
     sf.write(root / "album.wav", _phrase(130.0, 8000), 8000)  # a longer one beside it: it is cut
     both = prepare_corpus(str(root), tmp_path / "t", representation="waveform", progress=False)
     assert both.parts == {"album.wav": 5} and both.n_files == 6
