@@ -245,3 +245,85 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], object]) -> Pat
         tmp.unlink(missing_ok=True)
         raise (watch.failure(exc, path) if watch is not None else naming(exc, path)) from None
     return path
+
+
+#: The folder locks this process holds, by lock file: ``[open file, times taken]``. A second
+#: take in the same process shares the first (a study trains in-process; a test builds two
+#: trainers of one run), which ``flock`` alone would refuse (its locks are per open file).
+_HELD: dict[str, list[Any]] = {}
+
+
+class FolderLock:
+    """A folder taken by :func:`lock_folder`, until :meth:`release` (or the end of a ``with``, or
+    of the process, however it ends: the kernel drops an ``flock`` with its last open file)."""
+
+    def __init__(self, key: str | None) -> None:
+        self.key = key
+
+    def release(self) -> None:
+        key, self.key = self.key, None
+        held = _HELD.get(key) if key is not None else None
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD[key]
+            held[0].close()
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_folder(
+    folder: str | os.PathLike,
+    name: str,
+    busy: Callable[[int | None], BaseException],
+    *,
+    write_pid: bool = True,
+) -> FolderLock:
+    """Take ``folder`` for this process by an ``flock`` on ``folder/name``, or raise
+    ``busy(pid)``: the error to give while another process holds it (``pid``: the holder's
+    process id where it wrote one, else None).
+
+    A lock left by a process that was killed is no lock: the kernel lets an ``flock`` go when its
+    holder ends, however it ends. Where there is no ``flock`` (not POSIX) or the folder's file
+    system refuses locks, the folder is not locked. ``write_pid`` writes this process's id into
+    the lock file, for the message another process gives.
+
+    >>> import tempfile
+    >>> with lock_folder(tempfile.mkdtemp(), ".lock", lambda pid: RuntimeError(pid)) as lock:
+    ...     lock.key is not None
+    True
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return FolderLock(None)
+    path = Path(folder) / name
+    key = os.path.realpath(path)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return FolderLock(key)
+    f = open(path, "a+")  # noqa: SIM115 - held open for as long as the folder is this process's
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        f.close()
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return FolderLock(None)  # a file system without locks (some network mounts)
+        pid = None
+        try:
+            pid = int(path.read_text(encoding="ascii").split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+        raise busy(pid) from None
+    if write_pid:
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+    _HELD[key] = [f, 1]
+    return FolderLock(key)

@@ -48,3 +48,8 @@ class StoreError(CadenzaError):
 class DiskFullError(StoreError):
     """A run stopped because its disk is full (not because of what it was writing); what it had
     finished is kept, and the same command goes on once there is room."""
+
+
+class BusyError(CadenzaError):
+    """A folder that another cadenza process is writing now (a store being prepared, a run being
+    trained, a study): two writers would overwrite each other's files."""

@@ -46,6 +46,7 @@ from cadenza.data.store import (
     write_meta,
 )
 from cadenza.errors import (
+    BusyError,
     CadenzaError,
     DecodeError,
     DiskFullError,
@@ -1011,131 +1012,147 @@ def prepare_corpus(
     if parts:
         meta["parts"] = parts
     _check_writable(out)
-    meta_path = out / "meta.yaml"
-    if meta_path.exists() and not overwrite:
-        import yaml
+    with _lock_store(out):  # two prepares of one store would write each other's files
+        meta_path = out / "meta.yaml"
+        if meta_path.exists() and not overwrite:
+            import yaml
 
-        old = yaml.safe_load(meta_path.read_text()) or {}
-        keys = ("representation", "seed", "source", "split_fractions", "max_files")
-        diffs = [k for k in keys if old.get(k) != meta.get(k)]
-        if trims and old.get("audio_prep", 1) != AUDIO_PREP:
-            raise StoreError(
-                f"{out} was prepared by an earlier cadenza that kept each file's silent lead-in and "
-                "ending (this one trims them); a store must not mix the two: use another folder, or "
-                "--overwrite to prepare it again"
-            )
-        if diffs:
-            raise StoreError(
-                f"{out} already holds a store prepared with other parameters ({', '.join(diffs)} differ); "
-                "use another folder, or --overwrite to start it again"
-            )
-    if overwrite:
-        for name in ("manifest.jsonl", "stats.npz", "meta.yaml"):
-            (out / name).unlink(missing_ok=True)
-        for shard in (out / "shards").glob("*.npy"):
-            shard.unlink()
-    write_meta(out, meta)
-
-    # Resume: keep what an earlier run finished (ok with its shard whole on disk, or skipped); a
-    # shard gone or damaged since (a disk error, a copy cut short) is prepared again.
-    wanted = {pid for ids in ids_of.values() for pid in ids}
-    done: dict[str, dict[str, Any]] = {}
-    n_damaged = 0
-    for r in read_manifest(out / "manifest.jsonl"):
-        if r.get("id") not in wanted:
-            continue
-        if r.get("status") == "ok":
-            shard = out / "shards" / f"{r['id']}.npy"
-            kept = shard_problem(shard, r.get("n_frames", -1), meta["n_features"], meta["dtype"]) is None
-            n_damaged += shard.exists() and not kept
-        else:
-            kept = r.get("status") == "skipped" and not _skipped_for_room(r)
-        if kept:
-            r["split"] = splits[r["id"]]
-            done[r["id"]] = r
-    if n_damaged:
-        log.warning("%s: %d damaged shards are prepared again", out, n_damaged)
-    todo = [it for it in items if any(pid not in done for pid in ids_of[it.id])]
-    n_done_before = len(done)
-    if n_done_before:
-        unit = "parts" if parts else "files"
-        log.info("resuming %s: %d of %d %s already done", out, n_done_before, len(wanted), unit)
-
-    rep_dict = rep.to_dict()
-    # Chosen before the progress bar, whose thread (on a terminal) is the bar's, not the caller's.
-    start_method = _start_method()
-    if workers > 1 and start_method == "fork":
-        _import_for_workers()
-    journal = _Journal(out / "manifest.jsonl")
-    bar = _progress_bar(
-        len(wanted),
-        n_done_before,
-        progress,
-        sum(r.get("duration", 0.0) for r in done.values()),
-        unit="part" if parts else "file",
-    )
-    try:
-        # A file with the same bytes as another (a download kept twice, "song (1).mp3", a MIDI
-        # collection's copies) is not prepared again: in two splits it would put held-out
-        # music in the training data.
-        same = _same_bytes(items) if todo else {}  # a finished store read again: nothing to hash
-        for item in [it for it in todo if it.id in same]:
-            for pid in ids_of[item.id]:
-                record = _record(item, splits[pid], pid)
-                record.update(
-                    status="skipped", reason="duplicate", detail=f"the same bytes as {same[item.id]}"
+            old = yaml.safe_load(meta_path.read_text()) or {}
+            keys = ("representation", "seed", "source", "split_fractions", "max_files")
+            diffs = [k for k in keys if old.get(k) != meta.get(k)]
+            if trims and old.get("audio_prep", 1) != AUDIO_PREP:
+                raise StoreError(
+                    f"{out} was prepared by an earlier cadenza that kept each file's silent lead-in and "
+                    "ending (this one trims them); a store must not mix the two: use another folder, or "
+                    "--overwrite to prepare it again"
                 )
-                done[pid] = record
+            if diffs:
+                raise StoreError(
+                    f"{out} already holds a store prepared with other parameters ({', '.join(diffs)} differ); "
+                    "use another folder, or --overwrite to start it again"
+                )
+        if overwrite:
+            for name in ("manifest.jsonl", "stats.npz", "meta.yaml"):
+                (out / name).unlink(missing_ok=True)
+            for shard in (out / "shards").glob("*.npy"):
+                shard.unlink()
+        write_meta(out, meta)
+
+        # Resume: keep what an earlier run finished (ok with its shard whole on disk, or skipped); a
+        # shard gone or damaged since (a disk error, a copy cut short) is prepared again.
+        wanted = {pid for ids in ids_of.values() for pid in ids}
+        done: dict[str, dict[str, Any]] = {}
+        n_damaged = 0
+        for r in read_manifest(out / "manifest.jsonl"):
+            if r.get("id") not in wanted:
+                continue
+            if r.get("status") == "ok":
+                shard = out / "shards" / f"{r['id']}.npy"
+                kept = shard_problem(shard, r.get("n_frames", -1), meta["n_features"], meta["dtype"]) is None
+                n_damaged += shard.exists() and not kept
+            else:
+                kept = r.get("status") == "skipped" and not _skipped_for_room(r)
+            if kept:
+                r["split"] = splits[r["id"]]
+                done[r["id"]] = r
+        if n_damaged:
+            log.warning("%s: %d damaged shards are prepared again", out, n_damaged)
+        todo = [it for it in items if any(pid not in done for pid in ids_of[it.id])]
+        n_done_before = len(done)
+        if n_done_before:
+            unit = "parts" if parts else "files"
+            log.info("resuming %s: %d of %d %s already done", out, n_done_before, len(wanted), unit)
+
+        rep_dict = rep.to_dict()
+        # Chosen before the progress bar, whose thread (on a terminal) is the bar's, not the caller's.
+        start_method = _start_method()
+        if workers > 1 and start_method == "fork":
+            _import_for_workers()
+        journal = _Journal(out / "manifest.jsonl")
+        bar = _progress_bar(
+            len(wanted),
+            n_done_before,
+            progress,
+            sum(r.get("duration", 0.0) for r in done.values()),
+            unit="part" if parts else "file",
+        )
+        try:
+            # A file with the same bytes as another (a download kept twice, "song (1).mp3", a MIDI
+            # collection's copies) is not prepared again: in two splits it would put held-out
+            # music in the training data.
+            same = _same_bytes(items) if todo else {}  # a finished store read again: nothing to hash
+            for item in [it for it in todo if it.id in same]:
+                for pid in ids_of[item.id]:
+                    record = _record(item, splits[pid], pid)
+                    record.update(
+                        status="skipped", reason="duplicate", detail=f"the same bytes as {same[item.id]}"
+                    )
+                    done[pid] = record
+                    journal.write(record)
+                    bar.advance(record)
+            todo = [it for it in todo if it.id not in same]
+            for record in _run(todo, rep_dict, str(out), jobs, workers, start_method):
+                done[record["id"]] = record
                 journal.write(record)
                 bar.advance(record)
-        todo = [it for it in todo if it.id not in same]
-        for record in _run(todo, rep_dict, str(out), jobs, workers, start_method):
-            done[record["id"]] = record
-            journal.write(record)
-            bar.advance(record)
-    except OSError as exc:
-        if not is_disk_full(exc):
-            raise
-        n_kept = sum(r.get("status") == "ok" for r in done.values())
-        raise DiskFullError(
-            f"{disk_full_text(exc, out)}; {n_kept} of {len(wanted)} {'parts' if parts else 'files'} "
-            "are prepared and kept: free "
-            "some space (or prepare into a folder on another disk) and run the same command again, "
-            "which goes on with the rest"
-        ) from None
-    finally:
-        journal.close()
-        bar.close()
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            n_kept = sum(r.get("status") == "ok" for r in done.values())
+            raise DiskFullError(
+                f"{disk_full_text(exc, out)}; {n_kept} of {len(wanted)} {'parts' if parts else 'files'} "
+                "are prepared and kept: free "
+                "some space (or prepare into a folder on another disk) and run the same command again, "
+                "which goes on with the rest"
+            ) from None
+        finally:
+            journal.close()
+            bar.close()
 
-    records = [done[pid] for it in items for pid in ids_of[it.id] if pid in done]
-    ok = [r for r in records if r["status"] == "ok"]
-    reasons = collections.Counter(r["reason"] for r in records if r["status"] != "ok")
-    summary = PrepareSummary(
-        out=out,
-        n_files=len(wanted),
-        n_ok=len(ok),
-        n_skipped=len(records) - len(ok),
-        reasons=dict(reasons),
-        hours=sum(float(r.get("duration", 0.0)) for r in ok) / 3600.0,
-        seconds=time.perf_counter() - t_start,
-        n_done_before=n_done_before,
-        # (a file's note once, not once for each of its parts)
-        warnings={r.get("file", r["id"]): r["warning"] for r in ok if r.get("warning")},
-        left_out=dict(src.left_out),
-        empty_splits={
-            split: n
-            for split, n in collections.Counter(r["split"] for r in records).items()
-            if split in ("valid", "test") and not any(r["split"] == split for r in ok)
-        },
-        parts=parts,
-        part_splits=dict(collections.Counter(r["split"] for r in ok)) if parts else {},
-        uncut=sum(k == 1 for k in n_parts.values()) if len(items) < 3 and sum(split[1:]) > 0 else 0,
-    )
-    if not ok:
-        raise StoreError(f"none of the {len(items)} files of {source} could be prepared: {summary}")
-    finish_store(out, records, {**meta, "n_source_files": len(all_items)})
-    FeatureStore(out)  # fails loudly if what was written does not read back
-    return summary
+        records = [done[pid] for it in items for pid in ids_of[it.id] if pid in done]
+        ok = [r for r in records if r["status"] == "ok"]
+        reasons = collections.Counter(r["reason"] for r in records if r["status"] != "ok")
+        summary = PrepareSummary(
+            out=out,
+            n_files=len(wanted),
+            n_ok=len(ok),
+            n_skipped=len(records) - len(ok),
+            reasons=dict(reasons),
+            hours=sum(float(r.get("duration", 0.0)) for r in ok) / 3600.0,
+            seconds=time.perf_counter() - t_start,
+            n_done_before=n_done_before,
+            # (a file's note once, not once for each of its parts)
+            warnings={r.get("file", r["id"]): r["warning"] for r in ok if r.get("warning")},
+            left_out=dict(src.left_out),
+            empty_splits={
+                split: n
+                for split, n in collections.Counter(r["split"] for r in records).items()
+                if split in ("valid", "test") and not any(r["split"] == split for r in ok)
+            },
+            parts=parts,
+            part_splits=dict(collections.Counter(r["split"] for r in ok)) if parts else {},
+            uncut=sum(k == 1 for k in n_parts.values()) if len(items) < 3 and sum(split[1:]) > 0 else 0,
+        )
+        if not ok:
+            raise StoreError(f"none of the {len(items)} files of {source} could be prepared: {summary}")
+        finish_store(out, records, {**meta, "n_source_files": len(all_items)})
+        FeatureStore(out)  # fails loudly if what was written does not read back
+        return summary
+
+
+def _lock_store(out: Path) -> Any:
+    """The store's folder taken for this process, or :class:`~cadenza.errors.BusyError` while
+    another process prepares into it."""
+    from cadenza._fs import lock_folder
+
+    def busy(pid: int | None) -> BusyError:
+        who = f"process {pid}" if pid else "another process"
+        return BusyError(
+            f"{out} is being prepared now by {who} (a cadenza prepare or a study); let it finish, "
+            "or stop it and run the same command again (it goes on with the files not yet done)"
+        )
+
+    return lock_folder(out, ".prepare.lock", busy)
 
 
 def _run(

@@ -63,9 +63,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cadenza import threads
+from cadenza._fs import FolderLock, lock_folder
 from cadenza.data.normalize import Normalizer
 from cadenza.data.store import FeatureStore, atomic_write_text
-from cadenza.errors import CadenzaError, ParameterError
+from cadenza.errors import BusyError, CadenzaError, ParameterError
 from cadenza.kernels.lstm import bf16_autocast, cpu_bf16_lstm_supported
 from cadenza.models import DataInfo, get_model_spec
 from cadenza.training import distributed
@@ -918,14 +919,47 @@ def train(
     if progress is not None:
         cfg.train.progress = progress
     run_dir = Path(run) if run is not None else Path("runs") / stem
-    trainer = Trainer(cfg, run_dir, device=device, restart=restart)
-    try:
-        result = trainer.fit()
-    except BaseException:
-        trainer.close()
-        raise
-    trainer.close(wait=True)
+    new = not run_dir.exists()
+    with _lock_run(run_dir):
+        try:
+            trainer = Trainer(cfg, run_dir, device=device, restart=restart)
+        except BaseException:
+            if new:  # a config or store refused: no empty run folder left behind
+                _remove_if_only_lock(run_dir)
+            raise
+        try:
+            result = trainer.fit()
+        except BaseException:
+            trainer.close()
+            raise
+        trainer.close(wait=True)
     return result
+
+
+def _remove_if_only_lock(run_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        if [p.name for p in run_dir.iterdir()] == [".train.lock"]:
+            (run_dir / ".train.lock").unlink()
+            run_dir.rmdir()
+
+
+def _lock_run(run_dir: Path) -> FolderLock:
+    """The run directory taken for this process (the main one of a DDP run, the only one that
+    writes there), or :class:`~cadenza.errors.BusyError` while another process trains into it:
+    two would write their checkpoints over each other's, and each resume from the other's."""
+    if os.environ.get("RANK", "0") != "0" or (run_dir.exists() and not run_dir.is_dir()):
+        return FolderLock(None)  # (a file: the trainer says so)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def busy(pid: int | None) -> BusyError:
+        who = f"process {pid}" if pid else "another process"
+        return BusyError(
+            f"{run_dir} is being trained now by {who} (a cadenza train, a study or a notebook); "
+            "let it finish or stop it (the same command then goes on from its last checkpoint), "
+            "or train into another folder with --run DIR"
+        )
+
+    return lock_folder(run_dir, ".train.lock", busy)
 
 
 __all__ = ["CheckpointError", "TrainResult", "Trainer", "TrainingDiverged", "train"]

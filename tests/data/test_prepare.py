@@ -1119,3 +1119,23 @@ def test_one_score_is_cut_at_bar_lines_and_its_parts_split_as_its_rendering_is(t
     assert bar == 96 and sum(lengths) == 53 * bar
     assert sorted(lengths) == [10 * bar] * 2 + [11 * bar] * 3  # 53 bars in five parts
     assert check_held_out({"roll": tmp_path / "roll", "wave": tmp_path / "wave"}) == (True, [])
+
+
+def test_a_store_being_prepared_by_another_process_is_refused(tmp_path, capsys):
+    from tests.training.test_trainer import _hold
+
+    root = tmp_path / "music"
+    root.mkdir()
+    sf.write(root / "a.wav", _tone(1.0, 16000), 16000)
+    out = tmp_path / "store"
+    out.mkdir()
+    holder = _hold(out, ".prepare.lock")
+    try:
+        assert cli(["prepare", str(root), str(out), "--workers", "1"]) == 1
+        err = capsys.readouterr().err
+        assert f"{out} is being prepared now by process {holder.pid}" in err and "Traceback" not in err
+        assert not (out / "manifest.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli(["prepare", str(root), str(out), "--workers", "1"]) == 0

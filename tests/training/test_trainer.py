@@ -778,3 +778,47 @@ def test_a_store_with_new_labels_is_refused_on_resume_with_what_changed(tmp_path
         train("wavenet-tiny", data=store, run=run, overrides=[*tiny, "train.max_steps=2"], restart=True).step
         == 2
     )
+
+
+# ----------------------------------------------------------------------------- one writer a run
+def _hold(folder: Path, name: str):
+    """Another process that takes ``folder`` as a cadenza would (its id in the lock file) and
+    keeps it until killed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time\n"
+        "from cadenza._fs import lock_folder\n"
+        "lock = lock_folder(sys.argv[1], sys.argv[2], lambda pid: RuntimeError(pid))\n"
+        "print('held', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder), name], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_run_being_trained_by_another_process_is_refused_not_written_over(
+    store: Path, tmp_path: Path
+) -> None:
+    """Two trainings of one run (the same command in a second terminal) wrote their checkpoints
+    over each other's, each resuming from the other's; the second is refused, naming the first."""
+    from cadenza.errors import BusyError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = _hold(run, ".train.lock")
+    try:
+        with pytest.raises(BusyError, match=rf"{run} is being trained now by process {holder.pid} "):
+            train("fft_base-tiny", data=store, run=run, overrides=[*TINY, "train.max_epochs=1"])
+        assert not (run / "checkpoints").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone (killed: the kernel let its lock go): the run trains, twice in a row
+    first = train("fft_base-tiny", data=store, run=run, overrides=[*TINY, "train.max_epochs=1"])
+    again = train("fft_base-tiny", data=store, run=run, overrides=[*TINY, "train.max_epochs=2"])
+    assert (first.step, again.step) == (STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH)
