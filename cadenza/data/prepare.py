@@ -1136,8 +1136,26 @@ def prepare_corpus(
         if not ok:
             raise StoreError(f"none of the {len(items)} files of {source} could be prepared: {summary}")
         finish_store(out, records, {**meta, "n_source_files": len(all_items)})
+        _remove_strays(out, {r["id"] for r in ok})
         FeatureStore(out)  # fails loudly if what was written does not read back
         return summary
+
+
+def _remove_strays(out: Path, ids: set[str]) -> None:
+    """Delete the shards of ``out`` that its manifest no longer names (a file taken out of the
+    source, a file cut into parts since, another ``--max-files``), and the temporary files of a
+    prepare that was killed while writing: nothing reads them, and they kept their disk space
+    for as long as the store lived. The store is this process's (:func:`_lock_store`)."""
+    n, size = 0, 0
+    for path in (out / "shards").iterdir():
+        stray = path.suffix == ".npy" and not path.name.startswith(".") and path.stem not in ids
+        if stray or (path.name.startswith(".") and path.name.endswith(".tmp")):
+            with contextlib.suppress(OSError):
+                size += path.stat().st_size
+                path.unlink()
+                n += 1
+    if n:
+        log.info("%s: removed %d shards no file of the store has now (%.1f MB)", out, n, size / 1e6)
 
 
 def _lock_store(out: Path) -> Any:

@@ -1139,3 +1139,21 @@ def test_a_store_being_prepared_by_another_process_is_refused(tmp_path, capsys):
         holder.kill()
         holder.wait()
     assert cli(["prepare", str(root), str(out), "--workers", "1"]) == 0
+
+
+def test_shards_no_file_of_the_store_has_now_are_removed(tmp_path):
+    """A file taken out of the source (or cut into parts since) kept its shard, and a killed
+    prepare its temporary file, on disk for as long as the store lived."""
+    root = tmp_path / "music"
+    root.mkdir()
+    for i in range(4):
+        sf.write(root / f"piece{i}.wav", _tone(1.0, 16000, freq=220.0 * (i + 1)), 16000)
+    out = tmp_path / "store"
+    prepare_corpus(str(root), out, representation="waveform", progress=False)
+    shards = out / "shards"
+    assert sorted(p.name for p in shards.iterdir()) == [f"piece{i}.wav.npy" for i in range(4)]
+    (root / "piece3.wav").unlink()
+    (shards / ".piece0.wav.npy.4242.tmp").write_bytes(b"\x93NUMPY half-written")  # a kill mid-write
+    prepare_corpus(str(root), out, representation="waveform", progress=False)
+    assert sorted(p.name for p in shards.iterdir()) == [f"piece{i}.wav.npy" for i in range(3)]
+    assert sorted(FeatureStore(out).ids()) == [f"piece{i}.wav" for i in range(3)]
