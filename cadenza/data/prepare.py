@@ -118,6 +118,10 @@ class PrepareSummary:
     part_splits: dict[str, int] = dataclasses.field(default_factory=dict)
     #: Files too few to hold whole ones out and too short to cut: nothing held out (their count).
     uncut: int = 0
+    #: Where the held-out files hold far more of the music than the split's fractions ask (a
+    #: long recording drawn for the test split beside short ones): their share of the seconds
+    #: prepared, and the longest held-out file with its seconds; else None.
+    held_share: tuple[float, str, float] | None = None
 
     def __str__(self) -> str:
         unit = "parts" if self.parts else "files"
@@ -170,6 +174,13 @@ class PrepareSummary:
             text += (
                 f"; warning: {which} no music ({files} skipped), so nothing held out is there to "
                 "evaluate against: prepare more music, or with another --seed"
+            )
+        if self.held_share is not None:
+            share, longest, seconds = self.held_share
+            text += (
+                f"; warning: the held-out files hold {share:.0%} of the music, training {1 - share:.0%} "
+                f"(the longest held out: {longest}, {seconds / 60:.1f} min): another --seed draws other "
+                "files to hold out"
             )
         if self.uncut and not self.parts and self.n_ok:  # (none prepared: the error says so)
             text += (
@@ -1132,6 +1143,7 @@ def prepare_corpus(
             parts=parts,
             part_splits=dict(collections.Counter(r["split"] for r in ok)) if parts else {},
             uncut=sum(k == 1 for k in n_parts.values()) if len(items) < 3 and sum(split[1:]) > 0 else 0,
+            held_share=_lopsided(ok, split),
         )
         if not ok:
             raise StoreError(f"none of the {len(items)} files of {source} could be prepared: {summary}")
@@ -1139,6 +1151,23 @@ def prepare_corpus(
         _remove_strays(out, {r["id"] for r in ok})
         FeatureStore(out)  # fails loudly if what was written does not read back
         return summary
+
+
+def _lopsided(ok: list[dict[str, Any]], fractions: Sequence[float]) -> tuple[float, str, float] | None:
+    """``(share, longest, seconds)`` where the held-out files hold more than half the seconds
+    prepared and more than 2.5 times the split's held-out fractions (files are split by count, so
+    a long recording drawn for the test split leaves training little); else None.
+
+    >>> _lopsided([{"split": "train", "duration": 60.0, "id": "a"}, {"split": "test", "duration": 600.0, "id": "b"}], (0.8, 0.1, 0.1))
+    (0.9090909090909091, 'b', 600.0)
+    """
+    seconds = sum(float(r.get("duration", 0.0)) for r in ok)
+    held = [r for r in ok if r["split"] in ("valid", "test")]
+    share = sum(float(r.get("duration", 0.0)) for r in held) / seconds if seconds > 0 else 0.0
+    if not held or share <= max(0.5, 2.5 * (fractions[1] + fractions[2])):
+        return None
+    longest = max(held, key=lambda r: float(r.get("duration", 0.0)))
+    return share, str(longest["id"]), float(longest.get("duration", 0.0))
 
 
 def _remove_strays(out: Path, ids: set[str]) -> None:

@@ -1157,3 +1157,26 @@ def test_shards_no_file_of_the_store_has_now_are_removed(tmp_path):
     prepare_corpus(str(root), out, representation="waveform", progress=False)
     assert sorted(p.name for p in shards.iterdir()) == [f"piece{i}.wav.npy" for i in range(3)]
     assert sorted(FeatureStore(out).ids()) == [f"piece{i}.wav" for i in range(3)]
+
+
+def test_a_long_recording_drawn_for_the_held_out_split_is_warned_of(tmp_path):
+    """Files are split by count: a long recording drawn for the test split beside short ones left
+    training a sliver of the music without a word."""
+    root = tmp_path / "music"
+    root.mkdir()
+    names = [f"track{i}.wav" for i in range(5)]
+    items = [SourceItem(n, "audio", str(root / n), {}) for n in names]
+    test = next(i for i, s in assign_splits(items, seed=0).items() if s == "test")
+    for i, name in enumerate(names):
+        sf.write(root / name, _tone(60.0 if name == test else 2.0, 8000, freq=200.0 + 50 * i), 8000)
+    summary = prepare_corpus(str(root), tmp_path / "s", representation="waveform", progress=False)
+    share = 62.0 / 68.0  # the long one and the short valid file, of all
+    assert summary.held_share is not None and summary.held_share[:2] == (pytest.approx(share, abs=1e-3), test)
+    assert (
+        f"warning: the held-out files hold 91% of the music, training 9% (the longest held out: {test}, 1.0 min)"
+        in str(summary)
+    )
+    for i, name in enumerate(names):  # files of one length: no warning
+        sf.write(root / name, _tone(2.0, 8000, freq=300.0 + 50 * i), 8000)
+    same = prepare_corpus(str(root), tmp_path / "u", representation="waveform", progress=False)
+    assert same.n_ok == 5 and same.held_share is None and "warning" not in str(same)
