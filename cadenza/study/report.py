@@ -571,6 +571,16 @@ def write_report(out: str | os.PathLike, state: StudyState, plan: Plan) -> tuple
             f"| `data/{key}` | {describe_store(plan.stores[key])} | {', '.join(plan.users(key))} | {prepared} | "
             f"{len(rec.get('test_files') or [])} |"
         )
+    # what prepare warned of (a held-out split without music, one holding most of it), once
+    told = dict.fromkeys(
+        part.strip()
+        for r in (data.get("stores") or {}).values()
+        if r.get("status") == "done"
+        for part in str(r.get("summary", "")).split("; ")
+        if part.startswith("warning: ")
+    )
+    if told:
+        lines += ["", *(f"- **{w.split(': ', 1)[0]}**: {w.split(': ', 1)[1]}" for w in told)]
     parts: dict[str, int] = {}
     for r in (data.get("stores") or {}).values():
         parts.update(r.get("parts") or {})

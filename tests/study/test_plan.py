@@ -184,7 +184,12 @@ def test_report_compares_models_with_the_floor_and_garbage(tmp_path: Path) -> No
         state.stage(m, "train").update(status="done", steps=steps, seconds=600.0, stopped="budget", epoch=3)
     state.group("fft-16k").update(status="done", members=plan.models)
     state.store("fft-16k").update(
-        status="done", summary="24 of 24 files prepared, 0 skipped; 0.40 h", test_files=["x", "y"]
+        status="done",
+        summary=(
+            "24 of 24 files prepared, 0 skipped; 0.40 h; warning: the held-out files hold 91% of the "
+            "music, training 9% (the longest held out: y, 1.0 min): another --seed draws other files to hold out"
+        ),
+        test_files=["x", "y"],
     )
     state.data["held_out"] = {"same": True, "notes": []}
     metrics = {
@@ -212,6 +217,7 @@ def test_report_compares_models_with_the_floor_and_garbage(tmp_path: Path) -> No
     assert "**No collapse**: not met: fft_base (loop 7/10)" in text
     assert "not met by fft_base" in text and "10 min of training each (wall-clock, measured)" in text
     assert "<table>" in html.read_text() and "<strong>no</strong>" in html.read_text()
+    assert "- **warning**: the held-out files hold 91% of the music, training 9%" in text  # prepare's, kept
 
 
 def test_a_schedule_set_on_the_command_line_is_spread_over_the_budget(tmp_path: Path) -> None:
