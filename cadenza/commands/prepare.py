@@ -75,6 +75,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split", default="0.8,0.1,0.1", help="train,valid,test fractions by file (default: 0.8,0.1,0.1)"
     )
+    p.add_argument(
+        "--file-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="skip a file still being read after this long as 'timed out' (default: 1800; 0: no limit)",
+    )
     p.add_argument("--overwrite", action="store_true", help="start OUT again if it holds other parameters")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--plot", action="store_true", help="also write a PNG of one prepared piece to OUT/plots")
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         split=split,
         progress=not args.no_progress,
         overwrite=args.overwrite,
+        **({"file_timeout": args.file_timeout} if args.file_timeout is not None else {}),
     )
     print(summary)
     if args.plot:

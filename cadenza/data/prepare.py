@@ -20,6 +20,7 @@ import errno
 import functools
 import json
 import logging
+import math
 import multiprocessing
 import os
 import random
@@ -88,6 +89,10 @@ PARTS_WANTED = 10
 MIN_PART_SECONDS = 20.0
 #: ... and at least this many of a file, or none: fewer would leave training one or two parts.
 MIN_PARTS = 5
+#: Seconds one file may take (``--file-timeout``) before it is skipped as "timed out": a file that
+#: a decoder or parser cannot finish held the whole job at its last file for ever, and again at
+#: every resume. Far above any real file here (an hour of audio encodes in seconds).
+FILE_TIMEOUT = 1800.0
 
 
 @dataclasses.dataclass
@@ -761,6 +766,9 @@ def _same_bytes(items: Sequence[SourceItem]) -> dict[str, str]:
 #: The function a worker runs per file (``prepare_one``); tests swap in one that crashes.
 _WORKER_FN: Any = None
 
+#: How often the pool's files are checked against their time limit, in seconds.
+_WATCH_SECONDS = 1.0
+
 
 #: Thread pools of the numerical libraries, one thread each in a worker: ``workers`` processes
 #: already fill the cores, and oversubscribed BLAS/OpenMP threads only wait on each other.
@@ -946,6 +954,7 @@ def prepare_corpus(
     split: Sequence[float] = DEFAULT_SPLIT,
     progress: bool = True,
     overwrite: bool = False,
+    file_timeout: float | None = FILE_TIMEOUT,
 ) -> PrepareSummary:
     """Prepare the files of ``source`` into a feature store at ``out``.
 
@@ -969,6 +978,9 @@ def prepare_corpus(
         Prepare at most this many files, drawn round-robin over composers/genres.
     seed : int
         Seeds the split and the ``max_files`` draw; saved in ``meta.yaml``.
+    file_timeout : float, optional
+        Seconds a file may take before it is skipped as "timed out" (a damaged file that its
+        decoder or parser cannot finish); None or 0: no limit.
 
     Returns
     -------
@@ -991,6 +1003,8 @@ def prepare_corpus(
         raise ParameterError(f"--workers must be at least 1, got {workers}")
     if max_files is not None and max_files < 1:
         raise ParameterError(f"--max-files must be at least 1, got {max_files}")
+    if file_timeout is not None and not 0 <= file_timeout < math.inf:
+        raise ParameterError(f"--file-timeout must be a number of seconds (0: no limit), got {file_timeout}")
 
     src = open_source(source, kind=rep.by_kind(audio="audio", score="score"))
     usable = rep.by_kind(audio=("audio", "score", "roll"), score=("score", "roll"))
@@ -1102,7 +1116,7 @@ def prepare_corpus(
                     journal.write(record)
                     bar.advance(record)
             todo = [it for it in todo if it.id not in same]
-            for record in _run(todo, rep_dict, str(out), jobs, workers, start_method):
+            for record in _run(todo, rep_dict, str(out), jobs, workers, start_method, file_timeout or None):
                 done[record["id"]] = record
                 journal.write(record)
                 bar.advance(record)
@@ -1209,9 +1223,11 @@ def _run(
     splits: dict[str, str | dict[str, str]],
     workers: int,
     start_method: str = "spawn",
+    timeout: float | None = None,
 ):
     """Yield manifest records as files finish (a file cut into parts: one per part); a crashed
-    worker costs only the file it was on. ``splits``: each file's split, or its parts' splits."""
+    worker costs only the file it was on, and a file still read after ``timeout`` seconds only
+    itself. ``splits``: each file's split, or its parts' splits."""
     fn = _WORKER_FN if _WORKER_FN is not None else prepare_one
     if workers == 1 or len(todo) <= 1:
         from threadpoolctl import threadpool_limits
@@ -1220,12 +1236,16 @@ def _run(
         for i, item in enumerate(todo):
             if i + 1 < len(todo):
                 _read_ahead(todo[i + 1].path)
-            with threadpool_limits(1):
-                record = fn(item, rep_dict, out, splits[item.id])
+            try:
+                with threadpool_limits(1), _time_limit(timeout):
+                    record = fn(item, rep_dict, out, splits[item.id])
+            except FileTimeout:
+                log.warning("%s: still being read after %g s; skipped as timed out", item.path, timeout)
+                record = _timed_out(item, splits[item.id], timeout or 0.0)
             yield from _records(record)
         return
     with _single_threaded_children():
-        yield from _run_pool(fn, todo, rep_dict, out, splits, workers, start_method)
+        yield from _run_pool(fn, todo, rep_dict, out, splits, workers, start_method, timeout)
 
 
 def _run_pool(
@@ -1236,15 +1256,17 @@ def _run_pool(
     splits: dict[str, str | dict[str, str]],
     workers: int,
     start_method: str,
+    timeout: float | None = None,
 ):
-    """The files on ``workers`` processes started once for the run (again only after a crash)."""
+    """The files on ``workers`` processes started once for the run (again only after a crash,
+    or after a file's time was up: its workers are stopped, and it is recorded as timed out)."""
     ctx = multiprocessing.get_context(start_method)
     queue = collections.deque(todo)
     suspects: list[SourceItem] = []
     while queue or suspects:
         # Files that were in flight when a worker died are retried one at a time, alone.
         for item in suspects:
-            yield from _records(_isolated(fn, item, rep_dict, out, splits[item.id], ctx))
+            yield from _records(_isolated(fn, item, rep_dict, out, splits[item.id], ctx, timeout))
         suspects = []
         if not queue:
             break
@@ -1252,6 +1274,8 @@ def _run_pool(
             max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
         ) as pool:
             in_flight: dict[cf.Future, SourceItem] = {}
+            began: dict[cf.Future, float] = {}  # when each was handed to a worker
+            overdue: list[cf.Future] = []
             try:
                 while queue or in_flight:
                     while queue and len(in_flight) < 2 * workers:
@@ -1260,18 +1284,89 @@ def _run_pool(
                             in_flight[pool.submit(fn, item, rep_dict, out, splits[item.id])] = item
                         queue.popleft()
                         _read_ahead(item.path)
-                    finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                    finished, _ = cf.wait(
+                        in_flight, timeout=_WATCH_SECONDS if timeout else None, return_when=cf.FIRST_COMPLETED
+                    )
+                    now = time.monotonic()
+                    for fut in in_flight:
+                        if fut not in began and fut.running():
+                            began[fut] = now
+                    overdue = [
+                        f for f in in_flight if f not in finished and now - began.get(f, now) > (timeout or 0)
+                    ]
+                    if timeout and overdue:
+                        _stop_workers(pool)  # the pool breaks: the next result() raises
+                        finished = set(in_flight)
                     for fut in finished:
                         record = fut.result()  # raises BrokenProcessPool while the file is still in flight
                         del in_flight[fut]
                         yield from _records(record)
             except cf.process.BrokenProcessPool:
-                suspects = list(in_flight.values())
-                log.warning("a worker died; retrying %d file(s) one at a time", len(suspects))
+                late = {id(in_flight[f]) for f in overdue} if timeout else set()
+                for fut in overdue if timeout else []:
+                    item = in_flight[fut]
+                    log.warning("%s: still being read after %g s; skipped as timed out", item.path, timeout)
+                    yield from _records(_timed_out(item, splits[item.id], timeout or 0.0))
+                suspects = [it for it in in_flight.values() if id(it) not in late]
+                if suspects and not late:
+                    log.warning("a worker died; retrying %d file(s) one at a time", len(suspects))
             except BaseException:  # a full disk (or a stop): the files not begun are not begun
                 for fut in in_flight:
                     fut.cancel()
                 raise
+
+
+class FileTimeout(BaseException):
+    """Raised in a file's work when its time is up (:func:`_time_limit`); a BaseException, so that
+    the reader's own ``except Exception`` does not take it for a decoding error."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`FileTimeout` in this (main) thread after ``seconds``: a hang in Python code
+    (a parser's loop) ends; one inside a C call ends when the call returns. Nothing elsewhere
+    (another thread, or no ``setitimer``): the pool's workers are stopped from outside instead."""
+    if (
+        not seconds
+        or not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise FileTimeout
+
+    before = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+
+
+def _given_up(
+    item: SourceItem, split: str | dict[str, str], reason: str, detail: str = ""
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """The manifest line of a file given up on from outside its work (a crash, its time up), or
+    of each of its parts."""
+    fields = {"status": "skipped", "reason": reason, **({"detail": detail} if detail else {})}
+    if isinstance(split, dict):
+        return [{**_record(item, s, pid), **fields} for pid, s in sorted(split.items())]
+    return {**_record(item, split), **fields}
+
+
+def _timed_out(
+    item: SourceItem, split: str | dict[str, str], seconds: float
+) -> dict[str, Any] | list[dict[str, Any]]:
+    return _given_up(
+        item,
+        split,
+        "timed out",
+        f"still being read after {seconds:g} s: a damaged file that its decoder or parser cannot finish? "
+        "(--file-timeout SECONDS allows more)",
+    )
 
 
 def _records(result: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1279,8 +1374,23 @@ def _records(result: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, An
     return result if isinstance(result, list) else [result]
 
 
+def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Kill a pool's worker processes (one of them is on a file whose time is up); the pool then
+    breaks, and the files it was on are given up or retried."""
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        with contextlib.suppress(OSError, AttributeError):
+            process.kill()
+
+
 def _isolated(
-    fn: Any, item: SourceItem, rep_dict: dict[str, Any], out: str, split: str | dict[str, str], ctx: Any
+    fn: Any,
+    item: SourceItem,
+    rep_dict: dict[str, Any],
+    out: str,
+    split: str | dict[str, str],
+    ctx: Any,
+    timeout: float | None = None,
 ) -> dict[str, Any] | list[dict[str, Any]]:
     with cf.ProcessPoolExecutor(
         max_workers=1, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
@@ -1288,12 +1398,12 @@ def _isolated(
         try:
             with _quiet_fork_warning():
                 future = pool.submit(fn, item, rep_dict, out, split)
-            return future.result()
+            return future.result(timeout=timeout)
         except cf.process.BrokenProcessPool:
-            crashed = {"status": "skipped", "reason": "crashed the decoder"}
-            if isinstance(split, dict):
-                return [{**_record(item, s, pid), **crashed} for pid, s in sorted(split.items())]
-            return {**_record(item, split), **crashed}
+            return _given_up(item, split, "crashed the decoder")
+        except cf.TimeoutError:
+            _stop_workers(pool)
+            return _timed_out(item, split, timeout or 0.0)
 
 
 class _progress_bar:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import time
 
 import numpy as np
 import pytest
@@ -1180,3 +1181,42 @@ def test_a_long_recording_drawn_for_the_held_out_split_is_warned_of(tmp_path):
         sf.write(root / name, _tone(2.0, 8000, freq=300.0 + 50 * i), 8000)
     same = prepare_corpus(str(root), tmp_path / "u", representation="waveform", progress=False)
     assert same.n_ok == 5 and same.held_share is None and "warning" not in str(same)
+
+
+def hang_on_c(item, *args):
+    """A parser that never finishes one file: Python looping for ever, as a parser caught in a
+    damaged file's structure would."""
+    from cadenza.data.prepare import prepare_one
+
+    if item.id == "rock__c.ogg":
+        while True:
+            pass
+    return prepare_one(item, *args)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_file_that_is_never_finished_is_skipped_as_timed_out(music_folder, tmp_path, monkeypatch, workers):
+    """One file that a decoder cannot finish held the whole job at it for ever, and again at every
+    resume; now it is skipped after --file-timeout, its worker stopped, and the rest prepared."""
+    import cadenza.data.prepare as prep
+
+    monkeypatch.setattr(prep, "_WORKER_FN", hang_on_c)
+    monkeypatch.setattr(prep, "_WATCH_SECONDS", 0.2)
+    t0 = time.monotonic()
+    summary = prepare_corpus(
+        str(music_folder),
+        tmp_path / "s",
+        representation="fft",
+        rep_params=SMALL_FFT,
+        workers=workers,
+        progress=False,
+        file_timeout=1.5,
+    )
+    assert time.monotonic() - t0 < 30
+    manifest = _manifest(tmp_path / "s")
+    assert manifest["rock__c.ogg"]["reason"] == "timed out"
+    assert "still being read after 1.5 s" in manifest["rock__c.ogg"]["detail"]
+    assert summary.n_ok == 3 and summary.reasons["timed out"] == 1 and len(manifest) == 9
+    assert not multiprocessing.active_children()  # the stuck worker is stopped, not left spinning
+    with pytest.raises(ParameterError, match="--file-timeout"):
+        prepare_corpus(str(music_folder), tmp_path / "t", representation="fft", file_timeout=-1.0)
