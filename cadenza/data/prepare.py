@@ -1077,6 +1077,10 @@ def prepare_corpus(
                 n_damaged += shard.exists() and not kept
             else:
                 kept = r.get("status") == "skipped" and not _skipped_for_room(r)
+                if r.get("reason") == "timed out" and (
+                    not file_timeout or file_timeout > r.get("timeout", 0)
+                ):
+                    kept = False  # a longer limit now: tried again
             if kept:
                 r["split"] = splits[r["id"]]
                 done[r["id"]] = r
@@ -1360,13 +1364,18 @@ def _given_up(
 def _timed_out(
     item: SourceItem, split: str | dict[str, str], seconds: float
 ) -> dict[str, Any] | list[dict[str, Any]]:
-    return _given_up(
+    """A file given up on after ``seconds`` (kept in ``timeout``: a resume with a longer limit
+    tries it again, one with the same does not wait for it again)."""
+    records = _given_up(
         item,
         split,
         "timed out",
         f"still being read after {seconds:g} s: a damaged file that its decoder or parser cannot finish? "
         "(--file-timeout SECONDS allows more)",
     )
+    for record in _records(records):
+        record["timeout"] = seconds
+    return records
 
 
 def _records(result: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1218,5 +1218,13 @@ def test_a_file_that_is_never_finished_is_skipped_as_timed_out(music_folder, tmp
     assert "still being read after 1.5 s" in manifest["rock__c.ogg"]["detail"]
     assert summary.n_ok == 3 and summary.reasons["timed out"] == 1 and len(manifest) == 9
     assert not multiprocessing.active_children()  # the stuck worker is stopped, not left spinning
+    # resumed with the same limit: not waited for again; with a longer one: tried again
+    monkeypatch.setattr(prep, "_WORKER_FN", None)
+    again = dict(representation="fft", rep_params=SMALL_FFT, workers=workers, progress=False)
+    same = prepare_corpus(str(music_folder), tmp_path / "s", file_timeout=1.5, **again)
+    assert same.n_done_before == 9 and same.reasons["timed out"] == 1
+    longer = prepare_corpus(str(music_folder), tmp_path / "s", file_timeout=60.0, **again)
+    assert longer.n_done_before == 8 and longer.n_ok == 4
+    assert _manifest(tmp_path / "s")["rock__c.ogg"]["status"] == "ok"
     with pytest.raises(ParameterError, match="--file-timeout"):
         prepare_corpus(str(music_folder), tmp_path / "t", representation="fft", file_timeout=-1.0)
