@@ -590,6 +590,97 @@ def _unfinished_wav(path: Path) -> tuple[dict[int, bytes], str] | None:
     return None
 
 
+def _oversize_wav(path: Path) -> tuple[bytes, int, int] | None:
+    """Where a RIFF WAV holds more than 4 GiB of samples, which its 32-bit sizes cannot say (they
+    wrap, or say 0xFFFFFFFF: a recorder's or an old tool's long take; libsndfile reads the
+    wrapped size and gives the first minutes, or milliseconds, of hours):
+    ``(header, offset, length)``: an RF64 header that says the true size, and where the samples
+    lie in the file. None for any other file.
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size <= 2**32:
+            return None
+        head = fh.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos, fmt = 12, b""
+        while pos + 8 <= size:
+            fh.seek(pos)
+            chunk = fh.read(8)
+            n_bytes = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"fmt ":
+                fmt = fh.read(n_bytes)
+            elif chunk[:4] == b"data":
+                align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 16 else 0
+                left = size - pos - 8
+                if not align:
+                    return None
+                if n_bytes == 0xFFFFFFFF:
+                    n_data = left
+                elif left >= n_bytes + 2**32:  # wrapped: as many 4 GiB as the file holds more
+                    n_data = n_bytes + (left - n_bytes) // 2**32 * 2**32
+                else:
+                    return None
+                n_data = n_data // align * align
+                fmt_chunk = b"fmt " + len(fmt).to_bytes(4, "little") + fmt + (b"\0" if len(fmt) & 1 else b"")
+                n_head = 12 + 36 + len(fmt_chunk) + 8
+                ds64 = (
+                    b"ds64"
+                    + (28).to_bytes(4, "little")
+                    + (n_head - 8 + n_data).to_bytes(8, "little")
+                    + n_data.to_bytes(8, "little")
+                    + (n_data // align).to_bytes(8, "little")
+                    + (0).to_bytes(4, "little")
+                )
+                header = b"RF64" + b"\xff\xff\xff\xff" + b"WAVE" + ds64 + fmt_chunk + b"data\xff\xff\xff\xff"
+                return header, pos + 8, n_data
+            pos += 8 + n_bytes + (n_bytes & 1)
+    return None
+
+
+class _Prefixed(io.RawIOBase):
+    """``head`` followed by the bytes ``[start, start + length)`` of a file, read as one file."""
+
+    def __init__(self, path: Path, head: bytes, start: int, length: int) -> None:
+        self.fh = open(path, "rb")  # noqa: SIM115 - closed with this object
+        self.head, self.start, self.length = head, start, length
+        self.at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.at, 2: len(self.head) + self.length}[whence]
+        self.at = max(0, base + offset)
+        return self.at
+
+    def tell(self) -> int:
+        return self.at
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = 0
+        if self.at < len(self.head):
+            part = self.head[self.at : self.at + len(view)]
+            view[: len(part)] = part
+            n = len(part)
+        body = self.at + n - len(self.head)
+        want = min(len(view) - n, self.length - body)
+        if want > 0:
+            self.fh.seek(self.start + body)
+            n += self.fh.readinto(view[n : n + want])
+        self.at += n
+        return n
+
+    def close(self) -> None:
+        self.fh.close()
+        super().close()
+
+
 class _Patched(io.RawIOBase):
     """A file read as if some of its bytes (``patches``: offset -> bytes) were others."""
 
@@ -956,7 +1047,7 @@ class _Opened:
     and the MP3 stream inside a WAV file whose format is MPEG is read by itself."""
 
     def __init__(self, path: Path) -> None:
-        self.raw: _Patched | None = None
+        self.raw: _Patched | _Prefixed | None = None
         self.unfinished: str | None = None
         #: ``(samples in the file, libsndfile's estimate)`` of an MP3 it would read short
         self.short: tuple[int, int] | None = None
@@ -982,7 +1073,15 @@ class _Opened:
             counted = _mp3_frames_samples(path)
             if counted is not None and counted > self.f.frames * 1.01 + 0.1 * self.f.samplerate:
                 self.short = (counted, self.f.frames)
-        if self.f.frames == 0 and self.f.format == "WAV":
+        if self.f.format == "WAV" and (big := _oversize_wav(path)) is not None:
+            self.f.close()
+            self.raw = _Prefixed(path, *big)
+            try:
+                self.f = sf.SoundFile(self.raw)
+            except BaseException:
+                self.raw.close()
+                raise
+        elif self.f.frames == 0 and self.f.format == "WAV":
             fix = _unfinished_wav(path)
             if fix is not None:
                 self.f.close()

@@ -317,6 +317,37 @@ def test_a_wav_whose_header_was_never_finished_is_read_whole(tmp_path, subtype, 
     np.testing.assert_array_equal(part, read_audio(tmp_path / "whole.wav", offset=0.5, duration=0.5)[0])
 
 
+@pytest.mark.parametrize("size_field", ["wrapped", "0xFFFFFFFF"])
+def test_a_wav_of_more_than_4_gib_is_read_whole_not_as_its_wrapped_size(tmp_path, size_field):
+    """A WAV's 32-bit sizes cannot say more than 4 GiB: a 6.8-hour take's wrapped data size made
+    libsndfile read 22 ms of it (and prepare skip it as too short). The file is sparse: 4 GiB of
+    zeros between a tone at its start and one at its end take no disk."""
+    sr, tail = 44100, 4000  # frames of the tone at the end
+    sf.write(tmp_path / "head.wav", np.stack([sine(sr, 2.0)] * 2, axis=1), sr, subtype="PCM_16")
+    data = bytearray((tmp_path / "head.wav").read_bytes())
+    at = data.index(b"data") + 8
+    n_data = 2**32 + 4 * 1000  # 1000 frames past 4 GiB
+    stated = 0xFFFFFFFF if size_field == "0xFFFFFFFF" else n_data % 2**32
+    data[4:8] = ((stated + at - 8) % 2**32).to_bytes(4, "little")
+    data[at - 4 : at] = stated.to_bytes(4, "little")
+    end = (0.5 * sine(sr, tail / sr, freq=330.0) * 32767).astype("<i2")
+    path = tmp_path / "take.wav"
+    with open(path, "wb") as f:
+        f.write(data)
+        f.seek(at + n_data - 4 * tail)
+        f.write(np.repeat(end, 2).tobytes())
+    assert path.stat().st_size == at + n_data
+    if size_field == "wrapped":
+        assert sf.info(str(path)).frames == 1000  # what libsndfile alone makes of it
+    frames = n_data // 4
+    info = audio_info(path)
+    assert info["frames"] == frames and info["sr"] == sr and info["channels"] == 2
+    start, _ = read_audio(path, duration=2.0)
+    np.testing.assert_allclose(start, sine(sr, 2.0), atol=1e-4)
+    last, _ = read_audio(path, offset=(frames - tail) / sr)
+    assert len(last) == tail and np.corrcoef(last, end.astype(np.float32))[0, 1] > 0.999
+
+
 def test_a_wav_header_of_zero_frames_with_nothing_after_it_is_still_refused(tmp_path):
     sf.write(tmp_path / "empty.wav", np.zeros(0), 16000)
     with pytest.raises(DecodeError, match="no audio samples"):
