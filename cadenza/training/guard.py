@@ -70,6 +70,7 @@ class NonfiniteGuard:
         self.config = config
         self.device = device
         self.is_main = is_main
+        self._told: set[str] = set()  # damaged windows named already
 
     def skip(
         self, name: str, loss_value: float, norm_value: float, state: TrainState, windows: list[int]
@@ -110,6 +111,25 @@ class NonfiniteGuard:
                 f"training diverged: the {what} was not finite for {limit} steps in a row "
                 f"(last at step {state.step + 1}, epoch {state.epoch + 1}, even with the learning rate of "
                 f"{name!r} lowered to {current_lr(opt):.3g}); {last}. To fix it, {REMEDIES}"
+            )
+
+    def skip_bad_data(self, name: str, state: TrainState, where: list[str]) -> None:
+        """Skip the step of optimiser ``name`` whose batch itself holds NaN or infinite values (a
+        shard damaged on disk since it was prepared): its learning rate is kept (halving it at
+        each draw of the window had starved the run of learning, the model blamed), and the
+        damage is named once, with what to do."""
+        self.model.zero_grad(set_to_none=True)
+        new = [w for w in where if w not in self._told]
+        self._told.update(new)
+        if self.is_main and new:
+            log.warning(
+                "step %d, epoch %d: the training data holds NaN or infinite values, in %s; the step is "
+                "skipped (its learning rate kept) at each draw. The store is damaged (a disk error, a copy "
+                "gone wrong): delete the shard and run the store's cadenza prepare command again, which "
+                "makes it anew",
+                state.step + 1,
+                state.epoch + 1,
+                "; ".join(new[:4]) + (f" and {len(new) - 4} more" if len(new) > 4 else ""),
             )
 
     def _reload_weights(self) -> None:

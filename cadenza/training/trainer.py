@@ -554,9 +554,13 @@ class Trainer:
         else:
             st = self.state
             st.n_nonfinite += 1
-            st.consecutive_nonfinite += 1
             self.tracker.nonfinite(st.n_nonfinite, st.step + 1)
-            self.guard.skip(name, loss_value, norm_value, st, self.sampler.batch(st.epoch, st.batch_in_epoch))
+            windows = self.sampler.batch(st.epoch, st.batch_in_epoch)
+            if not _finite(batch):  # the data's fault, not the model's: no lower learning rate
+                self.guard.skip_bad_data(name, st, _damaged_windows(self.train_set, windows))
+            else:
+                st.consecutive_nonfinite += 1
+                self.guard.skip(name, loss_value, norm_value, st, windows)
         values[name] = loss_value
         values[f"grad_norm/{name}" if len(self.plan) > 1 else "grad_norm"] = norm_value
         values.update(zip(metrics, metric_values))
@@ -934,6 +938,34 @@ def train(
             raise
         trainer.close(wait=True)
     return result
+
+
+def _finite(batch: Any) -> bool:
+    """Whether every floating-point tensor of a batch (a tensor, or a dict or list of them) is finite."""
+    if isinstance(batch, torch.Tensor):
+        return not batch.is_floating_point() or bool(torch.isfinite(batch).all())
+    if isinstance(batch, Mapping):
+        return all(_finite(v) for v in batch.values())
+    if isinstance(batch, list | tuple):
+        return all(_finite(v) for v in batch)
+    return True
+
+
+def _damaged_windows(dataset: Any, windows: list[int]) -> list[str]:
+    """``"<shard path> (frames a-b)"`` for each of ``windows`` whose frames are not finite (a
+    store's windows), or the window numbers where the dataset cannot say where they lie."""
+    found = []
+    window = getattr(dataset, "window", None)
+    for i in windows:
+        if window is None:
+            found.append(f"window {i}")
+            continue
+        frames, f = window(i)
+        if not np.isfinite(frames).all():
+            item_id = str(dataset.ids[f])
+            start = dataset.locate(i)[1]
+            found.append(f"{dataset.store.shard_path(item_id)} (frames {start}-{start + len(frames)})")
+    return list(dict.fromkeys(found)) or [f"window {i}" for i in windows]
 
 
 def _remove_if_only_lock(run_dir: Path) -> None:

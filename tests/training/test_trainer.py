@@ -822,3 +822,32 @@ def test_a_run_being_trained_by_another_process_is_refused_not_written_over(
     first = train("fft_base-tiny", data=store, run=run, overrides=[*TINY, "train.max_epochs=1"])
     again = train("fft_base-tiny", data=store, run=run, overrides=[*TINY, "train.max_epochs=2"])
     assert (first.step, again.step) == (STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH)
+
+
+def test_damaged_training_data_is_named_and_does_not_starve_the_learning_rate(
+    store: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shard damaged on disk (NaN in its frames) made the guard halve the learning rate at every
+    draw of its window, blaming the model: 1e-3 fell to 1e-6 in 60 steps. The step is skipped with
+    the rate kept, and the shard named once with what to do."""
+    import shutil
+
+    from cadenza.data import FeatureStore
+
+    damaged = tmp_path / "store"
+    shutil.copytree(store, damaged)
+    first = FeatureStore(damaged).ids("train")[0]
+    frames = np.load(damaged / "shards" / f"{first}.npy", mmap_mode="r+")
+    frames[3, :5] = np.nan
+    frames.flush()
+    del frames
+    run = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="cadenza.training.guard"):
+        result = train("fft_base-tiny", data=damaged, run=run, overrides=[*TINY, "train.max_epochs=4"])
+    assert result.stopped == "finished" and result.step == 4 * STEPS_PER_EPOCH  # never "diverged"
+    told = [r.getMessage() for r in caplog.records if "training data holds NaN" in r.getMessage()]
+    assert len(told) == 1 and f"{first}.npy (frames 0-9)" in told[0] and "cadenza prepare" in told[0]
+    rates = {r["lr"] for r in read_metrics(run / "metrics.csv") if r["split"] == "train"}
+    assert len(rates) == 1  # the constant rate of the config, never lowered
+    nonfinite = [r["n_nonfinite"] for r in read_metrics(run / "metrics.csv") if r["split"] == "train"]
+    assert max(float(x or 0) for x in nonfinite) >= 3  # skipped at each draw (the last maybe after the last log)
