@@ -556,8 +556,12 @@ class Trainer:
             st.n_nonfinite += 1
             self.tracker.nonfinite(st.n_nonfinite, st.step + 1)
             windows = self.sampler.batch(st.epoch, st.batch_in_epoch)
-            if not _finite(batch):  # the data's fault, not the model's: no lower learning rate
-                self.guard.skip_bad_data(name, st, _damaged_windows(self.train_set, windows))
+            bad = torch.tensor([0.0 if _finite(batch) else 1.0], device=self.device)
+            if self.dist.is_distributed:  # every process sees the loss non-finite: each takes part
+                bad = distributed.all_reduce_sum(bad, self.dist)
+            if bad.item() > 0:  # the data's fault, not the model's: no lower learning rate
+                where = _damaged_windows(self.train_set, windows) if not _finite(batch) else []
+                self.guard.skip_bad_data(name, st, where or ["the batch of another process"])
             else:
                 st.consecutive_nonfinite += 1
                 self.guard.skip(name, loss_value, norm_value, st, windows)
@@ -965,7 +969,7 @@ def _damaged_windows(dataset: Any, windows: list[int]) -> list[str]:
             item_id = str(dataset.ids[f])
             start = dataset.locate(i)[1]
             found.append(f"{dataset.store.shard_path(item_id)} (frames {start}-{start + len(frames)})")
-    return list(dict.fromkeys(found)) or [f"window {i}" for i in windows]
+    return list(dict.fromkeys(found)) or [f"window {i}" for i in windows[:8]]
 
 
 def _remove_if_only_lock(run_dir: Path) -> None:
