@@ -113,23 +113,32 @@ class NonfiniteGuard:
                 f"{name!r} lowered to {current_lr(opt):.3g}); {last}. To fix it, {REMEDIES}"
             )
 
-    def skip_bad_data(self, name: str, state: TrainState, where: list[str]) -> None:
-        """Skip the step of optimiser ``name`` whose batch itself holds NaN or infinite values (a
-        shard damaged on disk since it was prepared): its learning rate is kept (halving it at
-        each draw of the window had starved the run of learning, the model blamed), and the
-        damage is named once, with what to do."""
+    def skip_bad_data(
+        self, name: str | None, state: TrainState, where: list[str], *, split: str = "train"
+    ) -> None:
+        """Skip a batch that itself holds NaN or infinite values (a shard damaged on disk since it
+        was prepared): a training step of optimiser ``name`` with its learning rate kept (halving
+        it at each draw of the window had starved the run of learning, the model blamed), or
+        (``name`` None) a validation batch, left out of the mean. The damage is named once, with
+        what to do."""
         self.model.zero_grad(set_to_none=True)
         new = [w for w in where if w not in self._told]
         self._told.update(new)
         if self.is_main and new:
+            what = (
+                "the step is skipped (its learning rate kept)"
+                if name
+                else "its windows are left out of the loss"
+            )
             log.warning(
-                "step %d, epoch %d: the training data holds NaN or infinite values, in %s; the step is "
-                "skipped (its learning rate kept) at each draw. The store is damaged (a disk error, a copy "
-                "gone wrong): delete the shard and run the store's cadenza prepare command again, which "
-                "makes it anew",
+                "step %d, epoch %d: the %s data holds NaN or infinite values, in %s; %s at each draw. The "
+                "store is damaged (a disk error, a copy gone wrong): delete the shard and run the store's "
+                "cadenza prepare command again, which makes it anew",
                 state.step + 1,
                 state.epoch + 1,
+                "training" if split == "train" else f"{split!r}",
                 "; ".join(new[:4]) + (f" and {len(new) - 4} more" if len(new) > 4 else ""),
+                what,
             )
 
     def _reload_weights(self) -> None:

@@ -590,7 +590,7 @@ class Trainer:
         count = 0
         with self._fork_rng():
             torch.manual_seed(self.config.train.seed)
-            for batch in loader:
+            for b, batch in enumerate(loader):
                 batch = to_device(batch, self.device)
                 with self._autocast():
                     losses = self._losses(batch, None)  # every entry, not one step's
@@ -598,6 +598,18 @@ class Trainer:
                     names = list(losses)
                 n = batch_size_of(batch)
                 vec = torch.stack([losses[k].detach().float().reshape(()) for k in names]) * n
+                if not bool(torch.isfinite(vec).all()) and not _finite(batch):
+                    # damaged data: its windows left out of the mean (one NaN had made every
+                    # validation NaN, and early stopping ended the run with no best.pt)
+                    where = _damaged_windows(self.valid_set, sampler.batch(0, b))
+                    self.guard.skip_bad_data(None, self.state, where, split=self.config.data.valid_split)
+                    batch = _finite_rows(batch)
+                    n = batch_size_of(batch) if batch is not None else 0
+                    if not n:
+                        continue
+                    with self._autocast():
+                        losses = self._losses(batch, None)
+                    vec = torch.stack([losses[k].detach().float().reshape(()) for k in names]) * n
                 sums = vec if sums is None else sums + vec
                 count += n
         self.model.train()
@@ -953,6 +965,24 @@ def _finite(batch: Any) -> bool:
     if isinstance(batch, list | tuple):
         return all(_finite(v) for v in batch)
     return True
+
+
+def _finite_rows(batch: Any) -> Any:
+    """A batch (a tensor, or a dict of tensors sharing their first dimension) without the rows
+    (windows) that hold a non-finite value; None where it cannot be cut so."""
+    tensors = batch.values() if isinstance(batch, Mapping) else [batch]
+    if not all(isinstance(t, torch.Tensor) and t.ndim for t in tensors):
+        return None
+    n = next(iter(tensors)).shape[0]
+    if any(t.shape[0] != n for t in tensors):
+        return None
+    keep = torch.ones(n, dtype=torch.bool, device=next(iter(tensors)).device)
+    for t in tensors:
+        if t.is_floating_point():
+            keep &= torch.isfinite(t.reshape(n, -1)).all(dim=1)
+    if isinstance(batch, Mapping):
+        return {k: v[keep] for k, v in batch.items()}
+    return batch[keep]
 
 
 def _damaged_windows(dataset: Any, windows: list[int]) -> list[str]:

@@ -850,4 +850,33 @@ def test_damaged_training_data_is_named_and_does_not_starve_the_learning_rate(
     rates = {r["lr"] for r in read_metrics(run / "metrics.csv") if r["split"] == "train"}
     assert len(rates) == 1  # the constant rate of the config, never lowered
     nonfinite = [r["n_nonfinite"] for r in read_metrics(run / "metrics.csv") if r["split"] == "train"]
-    assert max(float(x or 0) for x in nonfinite) >= 3  # skipped at each draw (the last maybe after the last log)
+    assert (
+        max(float(x or 0) for x in nonfinite) >= 3
+    )  # skipped at each draw (the last maybe after the last log)
+
+
+def test_damaged_validation_data_is_left_out_of_the_loss_not_the_run(
+    store: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One NaN in a validation shard made every validation loss NaN: early stopping ended the
+    run after its patience, with no best.pt. The damaged windows are left out of the mean."""
+    import shutil
+
+    from cadenza.data import FeatureStore
+
+    damaged = tmp_path / "store"
+    shutil.copytree(store, damaged)
+    valid = FeatureStore(damaged).ids("valid")[0]
+    frames = np.load(damaged / "shards" / f"{valid}.npy", mmap_mode="r+")
+    frames[2, 0] = np.inf
+    frames.flush()
+    del frames
+    run = tmp_path / "run"
+    overrides = [*TINY, "train.max_epochs=3", "schedule.early_stopping=1"]
+    with caplog.at_level(logging.WARNING, logger="cadenza.training.guard"):
+        result = train("fft_base-tiny", data=damaged, run=run, overrides=overrides)
+    assert result.stopped != "early_stopping" and (run / "checkpoints" / "best.pt").is_file()
+    losses = [float(r["loss"]) for r in read_metrics(run / "metrics.csv") if r["split"] == "valid"]
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    told = [r.getMessage() for r in caplog.records if "holds NaN or infinite" in r.getMessage()]
+    assert len(told) == 1 and "'valid' data" in told[0] and f"{valid}.npy" in told[0]
