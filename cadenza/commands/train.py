@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if int(os.environ.get("RANK", "0")) == 0:
         best = f"; best monitored loss {result.best_value:.6g}" if result.best_value is not None else ""
-        print(f"{result.run_dir}: {result.stopped} at step {result.step}, epoch {result.epoch}{best}")
+        print(f"{result.run_dir}: {result.stopped} at step {result.step}, epoch {result.last_epoch}{best}")
         for path in (result.last, result.best):
             if path is not None:
                 print(f"  {path}")

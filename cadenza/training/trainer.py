@@ -136,6 +136,7 @@ class TrainResult:
 
     run_dir: Path
     step: int
+    #: Epochs completed.
     epoch: int
     #: "finished", "max_steps", "max_seconds", "early_stopping", "interrupted" or "already finished".
     stopped: str
@@ -147,6 +148,9 @@ class TrainResult:
     seconds: float = 0.0
     #: The step count of ``best.pt`` (None: none, or written before the count was kept).
     best_step: int | None = None
+    #: The epoch of the last step, counted from 1 as the progress, the logs and metrics.csv
+    #: count it (``epoch`` + 1 for a run stopped inside an epoch; 0 before any step).
+    last_epoch: int = 0
 
 
 class _Losses(nn.Module):
@@ -719,7 +723,7 @@ class Trainer:
                     self.run_dir,
                     already,
                     self.state.step,
-                    self.state.epoch,
+                    _last_epoch(self.state),
                 )
             return self._result("already finished")
         threads.ensure()  # the threads the command chose, else chosen now from the free CPUs
@@ -756,6 +760,7 @@ class Trainer:
             metrics=self.metrics_path,
             seconds=st.seconds_trained,
             best_step=st.best_step if math.isfinite(st.best_value) and st.best_step else None,
+            last_epoch=_last_epoch(st),
         )
 
     def train_epoch(self) -> str:
@@ -954,6 +959,13 @@ def train(
             raise
         trainer.close(wait=True)
     return result
+
+
+def _last_epoch(st: TrainState) -> int:
+    """The epoch of the run's last step, from 1: one stopped inside an epoch (a step or time
+    budget, an interrupt) is in the one after those completed. A run stopped at max_steps in its
+    12th epoch had said "epoch 11" where its logs and metrics.csv said 12."""
+    return st.epoch + 1 if st.batch_in_epoch else st.epoch
 
 
 def _finite(batch: Any) -> bool:

@@ -880,3 +880,14 @@ def test_damaged_validation_data_is_left_out_of_the_loss_not_the_run(
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
     told = [r.getMessage() for r in caplog.records if "holds NaN or infinite" in r.getMessage()]
     assert len(told) == 1 and "'valid' data" in told[0] and f"{valid}.npy" in told[0]
+
+
+def test_the_epoch_of_the_last_step_is_counted_as_the_logs_count_it(store: Path, tmp_path: Path) -> None:
+    """A run stopped by max_steps inside its second epoch said "epoch 1" (epochs completed) where
+    its warnings, progress and metrics.csv said 2."""
+    run = tmp_path / "run"
+    inside = train("fft_base-tiny", data=store, run=run, overrides=[*TINY, "train.max_steps=10"])
+    rows = [r for r in read_metrics(run / "metrics.csv") if r["split"] == "train"]
+    assert (inside.step, inside.epoch, inside.last_epoch) == (10, 1, 2) and int(rows[-1]["epoch"]) == 2
+    done = train("fft_base-tiny", data=store, run=tmp_path / "b", overrides=[*TINY, "train.max_epochs=1"])
+    assert (done.step, done.epoch, done.last_epoch) == (STEPS_PER_EPOCH, 1, 1)
