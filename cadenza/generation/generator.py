@@ -136,6 +136,7 @@ def load_generator(
             "or use another checkpoint"
         )
     config = ExperimentConfig.from_dict(state["config"], source=f"{path} (saved config)")
+    config.data.store = _locate_store(config.data.store, path, state["representation"])
     spec = get_model_spec(state["model"])
     info = DataInfo.from_dict(state["data_info"])
     model = spec.build(config.model, info)
@@ -163,6 +164,31 @@ def load_generator(
         state=state,
         name=name,
     )
+
+
+def _locate_store(store: str | None, checkpoint: Path, representation: Any) -> str | None:
+    """The run's feature store: where its config says, or, where that is gone (a study or a
+    project folder moved, renamed or copied to another machine), the same store found by the
+    end of its old path beside the run (``data/mel-22.05k`` in the study folder the checkpoint
+    is now in), when it holds the run's representation. A run moved had lost its store without
+    a word but a warning, and a mel RNN seeded from quiet noise wrote silence.
+    """
+    if not store or (Path(store) / "meta.yaml").exists():
+        return store
+    import yaml
+
+    old = Path(store).parts
+    for folder in list(checkpoint.resolve().parents)[:5]:  # the checkpoints, the run, runs, the study...
+        for k in range(min(3, len(old) - 1), 0, -1):  # the longest end of the old path first
+            candidate = folder.joinpath(*old[-k:])
+            try:
+                meta = yaml.safe_load((candidate / "meta.yaml").read_text(encoding="utf-8")) or {}
+            except (OSError, yaml.YAMLError):
+                continue
+            if meta.get("representation") == dict(representation):
+                log.info("the run's store %s is gone; using %s, found beside the run", store, candidate)
+                return str(candidate)
+    return store
 
 
 # ----------------------------------------------------------------------------- seeds

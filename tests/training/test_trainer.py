@@ -891,3 +891,30 @@ def test_the_epoch_of_the_last_step_is_counted_as_the_logs_count_it(store: Path,
     assert (inside.step, inside.epoch, inside.last_epoch) == (10, 1, 2) and int(rows[-1]["epoch"]) == 2
     done = train("fft_base-tiny", data=store, run=tmp_path / "b", overrides=[*TINY, "train.max_epochs=1"])
     assert (done.step, done.epoch, done.last_epoch) == (STEPS_PER_EPOCH, 1, 1)
+
+
+def test_a_moved_run_finds_its_store_beside_it(store: Path, tmp_path: Path) -> None:
+    """A study folder renamed (or copied to another machine) kept its runs' old store paths:
+    generation took no seed from the store and a mel RNN, seeded from quiet noise, wrote silence."""
+    import shutil
+
+    from cadenza.generation.generator import load_generator
+
+    project = tmp_path / "study"
+    shutil.copytree(store, project / "data" / "fft-16k")
+    shutil.copytree(store, project / "data" / "other")
+    meta = (project / "data" / "other" / "meta.yaml").read_text().replace("block_size:", "block_size: 1 #")
+    (project / "data" / "other" / "meta.yaml").write_text(meta)  # another representation: not taken
+    train(
+        "fft_base-tiny",
+        data=project / "data" / "fft-16k",
+        run=project / "runs" / "fft_base",
+        overrides=[*TINY, "train.max_steps=2"],
+    )
+    moved = tmp_path / "renamed"
+    project.rename(moved)
+    gen = load_generator(moved / "runs" / "fft_base")
+    assert gen.config.data.store == str(moved / "data" / "fft-16k")
+    shutil.rmtree(moved / "data" / "fft-16k")
+    (moved / "data" / "other").rename(moved / "data" / "fft-16k")  # the same name, another store
+    assert load_generator(moved / "runs" / "fft_base").config.data.store == str(project / "data" / "fft-16k")
