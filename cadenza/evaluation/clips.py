@@ -346,6 +346,16 @@ def store_clips(
         cuts = [frames[a : a + step] for a in range(0, max(len(frames) - step, 0) + 1, step)]
         clips = []
         for k, cut in enumerate(cuts):
+            if not np.isfinite(cut).all():  # damaged on disk since it was prepared: not music
+                log.warning(
+                    "skipping a clip of %s (frames %d-%d): NaN or infinite values; the store is damaged "
+                    "(delete %s and run its cadenza prepare command again, which makes it anew)",
+                    item_id,
+                    k * step,
+                    k * step + len(cut),
+                    store.shard_path(item_id),
+                )
+                continue
             try:
                 y, sr, midi = _decode_frames(rep, cut, seconds if len(cut) == step else None)
             except CadenzaError as exc:

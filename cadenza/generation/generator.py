@@ -209,7 +209,7 @@ def held_out_clips(
             record = records[int(rng.integers(len(records)))]
             start = int(rng.integers(int(record["n_frames"]) - n_frames + 1))
             frames = np.array(store.load(record["id"])[start : start + n_frames], dtype=np.float32)
-            if not _quiet_audio(rep, frames):
+            if np.isfinite(frames).all() and not _quiet_audio(rep, frames):  # (damaged: NaN in, NaN out)
                 break
         out.append(
             (

@@ -529,6 +529,30 @@ def test_a_small_test_split_is_followed_by_the_valid_splits_files(tmp_path: Path
     assert {i.group for i in items} == test | valid and len(items) == 4
 
 
+def test_a_damaged_clip_of_a_reference_store_is_skipped_and_named(tmp_path: Path, caplog) -> None:
+    """A held-out shard damaged on disk (NaN in its frames) crashed cadenza evaluate in librosa
+    ("Input must be finite"); its clip is skipped with the shard named, the others measured."""
+    from cadenza.data import FeatureStore, prepare_corpus
+    from cadenza.evaluation.clips import store_clips
+
+    root = tmp_path / "music"
+    root.mkdir()
+    t = np.arange(3 * 8000) / 8000
+    for i in range(10):
+        sf.write(root / f"piece{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t), 8000)
+    prepare_corpus(str(root), tmp_path / "store", representation="waveform", sample_rate=8000, progress=False)
+    (test,) = FeatureStore(tmp_path / "store").ids("test")
+    frames = np.load(tmp_path / "store" / "shards" / f"{test}.npy", mmap_mode="r+")
+    frames[2] = np.nan  # in the first second: the first clip
+    frames.flush()
+    del frames
+    with caplog.at_level("WARNING", logger="cadenza.evaluation.clips"):
+        items, _ = store_clips(tmp_path / "store", n_clips=2, seconds=1.0)
+    assert len(items) == 2 and all(np.isfinite(i.y).all() for i in items)
+    assert f"{test}-0" not in {i.name for i in items}
+    assert any(f"shards/{test}.npy" in r.getMessage() and "NaN" in r.getMessage() for r in caplog.records)
+
+
 def test_a_long_file_of_an_evaluated_folder_is_heard_over_its_first_minutes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
