@@ -507,18 +507,25 @@ def test_a_reference_clip_a_few_samples_long_is_measured_and_flagged_short(tmp_p
     assert len(lowpass.clips) == 4 and lowpass.distances["kad"].value is not None
 
 
-def test_a_small_test_split_is_followed_by_the_valid_splits_files(tmp_path: Path) -> None:
-    # A folder of ten files holds one test file: its few clips were the whole reference, too few
-    # for any set distance, while the valid split's held-out files sat unused.
-    from cadenza.data import FeatureStore, prepare_corpus
-    from cadenza.evaluation.clips import store_clips
+def _ten_tones_store(tmp_path: Path, seconds: int) -> None:
+    """``tmp_path/store``: a waveform store of ten tones of ``seconds`` at 8 kHz (one test file)."""
+    from cadenza.data import prepare_corpus
 
     root = tmp_path / "music"
     root.mkdir()
-    t = np.arange(2 * 8000) / 8000
+    t = np.arange(seconds * 8000) / 8000
     for i in range(10):
         sf.write(root / f"piece{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t), 8000)
     prepare_corpus(str(root), tmp_path / "store", representation="waveform", sample_rate=8000, progress=False)
+
+
+def test_a_small_test_split_is_followed_by_the_valid_splits_files(tmp_path: Path) -> None:
+    # A folder of ten files holds one test file: its few clips were the whole reference, too few
+    # for any set distance, while the valid split's held-out files sat unused.
+    from cadenza.data import FeatureStore
+    from cadenza.evaluation.clips import store_clips
+
+    _ten_tones_store(tmp_path, seconds=2)
     store = FeatureStore(tmp_path / "store")
     test, valid = set(store.ids("test")), set(store.ids("valid"))
     assert len(test) == 1 and len(valid) == 1
@@ -532,15 +539,10 @@ def test_a_small_test_split_is_followed_by_the_valid_splits_files(tmp_path: Path
 def test_a_damaged_clip_of_a_reference_store_is_skipped_and_named(tmp_path: Path, caplog) -> None:
     """A held-out shard damaged on disk (NaN in its frames) crashed cadenza evaluate in librosa
     ("Input must be finite"); its clip is skipped with the shard named, the others measured."""
-    from cadenza.data import FeatureStore, prepare_corpus
+    from cadenza.data import FeatureStore
     from cadenza.evaluation.clips import store_clips
 
-    root = tmp_path / "music"
-    root.mkdir()
-    t = np.arange(3 * 8000) / 8000
-    for i in range(10):
-        sf.write(root / f"piece{i}.wav", 0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t), 8000)
-    prepare_corpus(str(root), tmp_path / "store", representation="waveform", sample_rate=8000, progress=False)
+    _ten_tones_store(tmp_path, seconds=3)
     (test,) = FeatureStore(tmp_path / "store").ids("test")
     frames = np.load(tmp_path / "store" / "shards" / f"{test}.npy", mmap_mode="r+")
     frames[2] = np.nan  # in the first second: the first clip
