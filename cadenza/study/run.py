@@ -301,14 +301,15 @@ def _in_study_terms(error: str, model: str | None) -> str:
     >>> _in_study_terms("the toy model is broken on purpose", "wavenet")
     'the toy model is broken on purpose'
     >>> print(_in_study_terms("s has no held-out files (no test or valid split); prepare it again", None))
-    s has no held-out files (no test or valid split) (in a study: the files held out were skipped, see the store's manifest.jsonl; add music, or hold out others with --seed N or more with --split 0.6,0.2,0.2)
+    s has no held-out files (no test or valid split) (in a study: one or two files under 100 s are too short to cut into parts to hold out, or the files held out were skipped, see the store's manifest.jsonl; add music, or hold out others with --seed N or more with --split 0.6,0.2,0.2)
     """
     if model and _SETTING.search(error):
         error += f" (in a study a setting is changed with --set {model}:KEY=VALUE)"
     if "has no held-out files" in error:  # the store's advice is cadenza prepare's, not a study's
         error = error.split("; prepare it again")[0] + (
-            " (in a study: the files held out were skipped, see the store's manifest.jsonl; add music, "
-            "or hold out others with --seed N or more with --split 0.6,0.2,0.2)"
+            " (in a study: one or two files under 100 s are too short to cut into parts to hold out, or "
+            "the files held out were skipped, see the store's manifest.jsonl; add music, or hold out "
+            "others with --seed N or more with --split 0.6,0.2,0.2)"
         )
     return error
 
