@@ -369,6 +369,10 @@ class _Study:
         except Exception as exc:  # a study outlives any one model; the error is kept
             if is_disk_full(exc):  # not the model's failure, and every stage after it would fail too
                 raise
+            if isinstance(exc, NothingHeldOut):  # every model would train, then fail to be measured
+                raise StudyError(
+                    f"{exc}; the study stops before training models it could not measure"
+                ) from exc
             if _unreadable_source(exc):  # nothing any model could use: said once, not once a model
                 raise StudyError(f"{exc}; the study stops: no model can be prepared from it") from exc
             error = str(exc) if isinstance(exc, CadenzaError) else f"{type(exc).__name__}: {exc}"
@@ -486,6 +490,7 @@ class _Study:
             want["split"] = s.split
         path = self.store_path(key)
         if StudyState.is_done(rec, want) and (path / "meta.yaml").is_file():
+            _require_held_out(path, s.source)
             return path
         users = ", ".join(self.plan.users(key))
         where = self._prefix(model) if model else "[study]"
@@ -524,6 +529,7 @@ class _Study:
         if not same:
             for note in notes:
                 self.say(f"[study] warning: the held-out files differ between stores: {note}")
+        _require_held_out(path, s.source)
         return path
 
     # ------------------------------------------------------------------ train
@@ -1018,6 +1024,33 @@ def run_study(
     finally:
         if lock is not None:
             lock.close()
+
+
+class NothingHeldOut(SourceError):
+    """A study's source of which nothing is held out (one short file, or held-out files skipped):
+    every model would train and then fail its evaluation."""
+
+
+def _require_held_out(store: Path, source: str) -> None:
+    """Raise :class:`NothingHeldOut` where the store prepared no held-out file, saying why."""
+    from cadenza.data.store import FeatureStore, read_manifest
+
+    st = FeatureStore(store)
+    if st.ids("test") or st.ids("valid"):
+        return
+    drawn = [r for r in read_manifest(store / "manifest.jsonl") if r.get("split") in ("valid", "test")]
+    if drawn:
+        shown = ", ".join(str(r.get("id")) for r in drawn[:3])
+        why = (
+            f"the files drawn to hold out were skipped ({shown}: see {store / 'manifest.jsonl'}); add "
+            "music, or hold out other files with --seed N"
+        )
+    else:
+        why = (
+            "one or two files under 100 s are too short to cut into parts to hold out; add music (a "
+            "recording of 100 s or more is cut into parts, some held out)"
+        )
+    raise NothingHeldOut(f"{source}: nothing is held out to measure the models against: {why}")
 
 
 def _unreadable_source(exc: BaseException) -> bool:

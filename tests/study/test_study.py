@@ -310,3 +310,34 @@ def test_a_study_of_one_recording_holds_out_parts_of_it(tmp_path: Path, capsys) 
     report = (out / "report.md").read_text()
     assert "too few files to hold whole ones out: take.wav is cut in time into 6 parts" in report
     assert "6 of 6 parts prepared" in report
+
+
+def test_a_study_of_nothing_it_can_hold_out_stops_before_training(tmp_path: Path, capsys) -> None:
+    """One 60 s recording (too short to cut into parts) holds nothing out: every model trained for
+    its budget and then failed its evaluation. The study stops after the first store, saying why."""
+    import numpy as np
+    import soundfile as sf
+
+    music = tmp_path / "music"
+    music.mkdir()
+    t = np.arange(60 * 16000) / 16000
+    sf.write(music / "sketch.wav", 0.3 * np.sin(2 * np.pi * (220.0 + 2.0 * t) * t), 16000)
+    out = tmp_path / "study"
+    args = [
+        "study",
+        str(music),
+        "--models",
+        "fft_base,mel_rnn",
+        "--budget",
+        "2steps",
+        "--out",
+        str(out),
+        *SMALL,
+    ]
+    assert cli(args) == 1
+    captured = capsys.readouterr()
+    assert "nothing is held out to measure the models against: one or two files under 100 s" in captured.err
+    assert "the study stops before training" in captured.err and "train:" not in captured.out
+    assert not (out / "runs").exists()
+    assert cli(args) == 1  # the same command again: the store is kept, and the same message
+    assert "nothing is held out" in capsys.readouterr().err
