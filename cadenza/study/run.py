@@ -369,10 +369,6 @@ class _Study:
         except Exception as exc:  # a study outlives any one model; the error is kept
             if is_disk_full(exc):  # not the model's failure, and every stage after it would fail too
                 raise
-            if isinstance(exc, NothingHeldOut):  # every model would train, then fail to be measured
-                raise StudyError(
-                    f"{exc}; the study stops before training models it could not measure"
-                ) from exc
             if _unreadable_source(exc):  # nothing any model could use: said once, not once a model
                 raise StudyError(f"{exc}; the study stops: no model can be prepared from it") from exc
             error = str(exc) if isinstance(exc, CadenzaError) else f"{type(exc).__name__}: {exc}"
@@ -489,9 +485,8 @@ class _Study:
         if s.split != DEFAULT_SPLIT:  # (so that the stores of a study from before --split are kept)
             want["split"] = s.split
         path = self.store_path(key)
-        if StudyState.is_done(rec, want) and (path / "meta.yaml").is_file():
-            _require_held_out(path, s.source)
-            return path
+        if StudyState.is_done(rec, want) and (path / "meta.yaml").is_file() and _holds_out(path):
+            return path  # (one that held nothing out is prepared again: music may have been added)
         users = ", ".join(self.plan.users(key))
         where = self._prefix(model) if model else "[study]"
         self.say(f"{where} prepare: {describe_store(rep)} from {s.source} into {path} (for {users})")
@@ -529,7 +524,10 @@ class _Study:
         if not same:
             for note in notes:
                 self.say(f"[study] warning: the held-out files differ between stores: {note}")
-        _require_held_out(path, s.source)
+        if not _holds_out(path):  # its models would train, then fail their evaluation
+            error = _nothing_held_out(path)
+            self.failed_stores[key] = str(error)
+            raise error
         return path
 
     # ------------------------------------------------------------------ train
@@ -1026,31 +1024,28 @@ def run_study(
             lock.close()
 
 
-class NothingHeldOut(SourceError):
-    """A study's source of which nothing is held out (one short file, or held-out files skipped):
-    every model would train and then fail its evaluation."""
-
-
-def _require_held_out(store: Path, source: str) -> None:
-    """Raise :class:`NothingHeldOut` where the store prepared no held-out file, saying why."""
-    from cadenza.data.store import FeatureStore, read_manifest
+def _holds_out(store: Path) -> bool:
+    """Whether a store prepared any held-out (test or valid) file to measure its models against."""
+    from cadenza.data.store import FeatureStore
 
     st = FeatureStore(store)
-    if st.ids("test") or st.ids("valid"):
-        return
+    return bool(st.ids("test") or st.ids("valid"))
+
+
+def _nothing_held_out(store: Path) -> CadenzaError:
+    """Why a store holds nothing out (one short file, or held-out files skipped), and what to do:
+    its models would train for their budget and then fail their evaluation."""
+    from cadenza.data.store import read_manifest
+
     drawn = [r for r in read_manifest(store / "manifest.jsonl") if r.get("split") in ("valid", "test")]
     if drawn:
-        shown = ", ".join(str(r.get("id")) for r in drawn[:3])
-        why = (
-            f"the files drawn to hold out were skipped ({shown}: see {store / 'manifest.jsonl'}); add "
-            "music, or hold out other files with --seed N"
-        )
+        shown = ", ".join(str(r.get("id")) for r in drawn[:2])
+        why = f"the files drawn to hold out were skipped ({shown}); add music, or draw others with --seed N"
     else:
-        why = (
-            "one or two files under 100 s are too short to cut into parts to hold out; add music (a "
-            "recording of 100 s or more is cut into parts, some held out)"
-        )
-    raise NothingHeldOut(f"{source}: nothing is held out to measure the models against: {why}")
+        why = "one or two files under 100 s are too short to cut into parts; add music"
+    return CadenzaError(
+        f"nothing held out in {store.name} to measure its models against, so none is trained: {why}"
+    )
 
 
 def _unreadable_source(exc: BaseException) -> bool:
