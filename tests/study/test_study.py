@@ -289,19 +289,28 @@ def test_a_source_with_no_music_stops_the_study_once(tmp_path: Path, capsys) -> 
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_a_study_of_one_recording_holds_out_parts_of_it(tmp_path: Path, capsys) -> None:
-    """One long recording held nothing out: the study trained every model and then failed each
-    at its evaluation ("no held-out files"). Its parts are held out and measured against."""
+def _recording(path: Path, seconds: float, freq: float = 220.0) -> None:
+    """A 16 kHz recording of ``seconds`` whose pitch rises through it."""
     import numpy as np
     import soundfile as sf
 
-    music = tmp_path / "music"
-    music.mkdir()
-    t = np.arange(120 * 16000) / 16000
-    sf.write(music / "take.wav", 0.3 * np.sin(2 * np.pi * (220.0 + 2.0 * t) * t), 16000)
-    out = tmp_path / "study"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * 16000)) / 16000
+    sf.write(path, 0.3 * np.sin(2 * np.pi * (freq + 2.0 * t) * t), 16000)
+
+
+#: A study of fft_base alone on a folder of one's own, two steps.
+def _one_model_study(music: Path, out: Path) -> list[str]:
     args = ["study", str(music), "--models", "fft_base", "--budget", "2steps", "--out", str(out), *SMALL]
-    assert cli([*args, "--set", "fft_base:model.hidden_size=16", "--set", "data.batch_size=4"]) == 0
+    return [*args, "--set", "fft_base:model.hidden_size=16", "--set", "data.batch_size=4"]
+
+
+def test_a_study_of_one_recording_holds_out_parts_of_it(tmp_path: Path, capsys) -> None:
+    """One long recording held nothing out: the study trained every model and then failed each
+    at its evaluation ("no held-out files"). Its parts are held out and measured against."""
+    _recording(tmp_path / "music" / "take.wav", 120.0)
+    out = tmp_path / "study"
+    assert cli(_one_model_study(tmp_path / "music", out)) == 0
     captured = capsys.readouterr()
     assert "no held-out files" not in captured.err + captured.out
     state = _state(out)
@@ -316,16 +325,9 @@ def test_a_study_of_nothing_it_can_hold_out_trains_no_model(tmp_path: Path, caps
     """One 60 s recording (too short to cut into parts) holds nothing out: every model trained for
     its budget and then failed its evaluation. Each fails at its store, saying why, untrained; a
     recording added to the source is then prepared and the study goes on."""
-    import numpy as np
-    import soundfile as sf
-
-    music = tmp_path / "music"
-    music.mkdir()
-    t = np.arange(60 * 16000) / 16000
-    sf.write(music / "sketch.wav", 0.3 * np.sin(2 * np.pi * (220.0 + 2.0 * t) * t), 16000)
+    _recording(tmp_path / "music" / "sketch.wav", 60.0)
     out = tmp_path / "study"
-    args = ["study", str(music), "--models", "fft_base", "--budget", "2steps", "--out", str(out), *SMALL]
-    args += ["--set", "fft_base:model.hidden_size=16", "--set", "data.batch_size=4"]
+    args = _one_model_study(tmp_path / "music", out)
     assert cli(args) == 1
     captured = capsys.readouterr()
     assert (
@@ -333,7 +335,6 @@ def test_a_study_of_nothing_it_can_hold_out_trains_no_model(tmp_path: Path, caps
         "trained: one or two files under 100 s are too short to cut into parts; add music"
     ) in captured.err
     assert not (out / "runs").exists()
-    t = np.arange(120 * 16000) / 16000  # a longer recording beside it: both cut, parts held out
-    sf.write(music / "take.wav", 0.3 * np.sin(2 * np.pi * (330.0 + 2.0 * t) * t), 16000)
+    _recording(tmp_path / "music" / "take.wav", 120.0, freq=330.0)  # a longer one beside it: cut
     assert cli(args) == 0
     assert _state(out)["models"]["fft_base"]["stages"]["evaluate"]["status"] == "done"
