@@ -73,7 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-files", type=int, default=None, help="prepare at most this many files")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of --max-files (default: 0)")
     p.add_argument(
-        "--split", default="0.8,0.1,0.1", help="train,valid,test fractions by file (default: 0.8,0.1,0.1)"
+        "--split",
+        default="0.8,0.1,0.1",
+        help="train,valid,test fractions by file (default: 0.8,0.1,0.1); one or two recordings of 100 s "
+        "or more are cut into parts, split the same way",
     )
     p.add_argument(
         "--file-timeout",

@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--split",
         metavar="TRAIN,VALID,TEST",
         help="fractions of the files to train on and to hold out (default: 0.8,0.1,0.1; a small folder "
-        "of your own music: 0.6,0.2,0.2 holds out more to measure against)",
+        "of your own music: 0.6,0.2,0.2 holds out more to measure against; one or two recordings of "
+        "100 s or more are cut into parts, split the same way)",
     )
     p.add_argument(
         "--eval-clips", type=int, help="clips per model for the metrics (default: 50; 0: no evaluation)"
