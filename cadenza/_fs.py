@@ -257,11 +257,16 @@ class FolderLock:
     """A folder taken by :func:`lock_folder`, until :meth:`release` (or the end of a ``with``, or
     of the process, however it ends: the kernel drops an ``flock`` with its last open file)."""
 
-    def __init__(self, key: str | None) -> None:
+    def __init__(self, key: str | None, file: Any = None) -> None:
         self.key = key
+        self.file = file  # a lock not shared within the process holds its own file
 
     def release(self) -> None:
         key, self.key = self.key, None
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+            return
         held = _HELD.get(key) if key is not None else None
         if held is None:
             return
@@ -269,6 +274,8 @@ class FolderLock:
         if held[1] == 0:
             del _HELD[key]
             held[0].close()
+
+    close = release
 
     def __enter__(self) -> FolderLock:
         return self
@@ -283,6 +290,7 @@ def lock_folder(
     busy: Callable[[int | None], BaseException],
     *,
     write_pid: bool = True,
+    shared: bool = True,
 ) -> FolderLock:
     """Take ``folder`` for this process by an ``flock`` on ``folder/name``, or raise
     ``busy(pid)``: the error to give while another process holds it (``pid``: the holder's
@@ -291,7 +299,8 @@ def lock_folder(
     A lock left by a process that was killed is no lock: the kernel lets an ``flock`` go when its
     holder ends, however it ends. Where there is no ``flock`` (not POSIX) or the folder's file
     system refuses locks, the folder is not locked. ``write_pid`` writes this process's id into
-    the lock file, for the message another process gives.
+    the lock file, for the message another process gives. ``shared=False``: a second take in
+    this process is refused as another process's would be.
 
     >>> import tempfile
     >>> with lock_folder(tempfile.mkdtemp(), ".lock", lambda pid: RuntimeError(pid)) as lock:
@@ -304,7 +313,7 @@ def lock_folder(
         return FolderLock(None)
     path = Path(folder) / name
     key = os.path.realpath(path)
-    if key in _HELD:
+    if shared and key in _HELD:
         _HELD[key][1] += 1
         return FolderLock(key)
     f = open(path, "a+")  # noqa: SIM115 - held open for as long as the folder is this process's
@@ -325,5 +334,7 @@ def lock_folder(
         f.truncate()
         f.write(f"{os.getpid()}\n")
         f.flush()
+    if not shared:
+        return FolderLock(key, f)
     _HELD[key] = [f, 1]
     return FolderLock(key)

@@ -654,18 +654,22 @@ def prepare_one(
         frames = np.ascontiguousarray(frames, dtype=rep.dtype)
         atomic_save_npy(Path(out) / "shards" / f"{item.id}.npy", frames)
         record.update(status="ok", n_frames=int(len(frames)), **info)
-    except DecodeError as exc:
-        record.update(status="skipped", reason=exc.reason, detail=exc.detail[:300])
-    except MemoryError:
-        record.update(status="skipped", reason="out of memory")
     except Exception as exc:  # a long job must outlive any one bad file; the reason is kept
-        if is_disk_full(exc):  # not the file's fault: the run stops, and goes on once there is room
-            raise
-        record.update(
-            status="skipped", reason="failed to decode", detail=f"{type(exc).__name__}: {exc}"[:300]
-        )
+        record.update(_why_skipped(exc))
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return record
+
+
+def _why_skipped(exc: Exception) -> dict[str, Any]:
+    """The manifest fields of a file whose reading raised ``exc``. A full disk is not the file's
+    fault: it is raised again, and the run stops (and goes on once there is room)."""
+    if isinstance(exc, DecodeError):
+        return {"status": "skipped", "reason": exc.reason, "detail": exc.detail[:300]}
+    if isinstance(exc, MemoryError):
+        return {"status": "skipped", "reason": "out of memory"}
+    if is_disk_full(exc):
+        raise exc
+    return {"status": "skipped", "reason": "failed to decode", "detail": f"{type(exc).__name__}: {exc}"[:300]}
 
 
 def _prepare_parts(
@@ -687,20 +691,9 @@ def _prepare_parts(
         encode = rep.by_kind(audio=functools.partial(_encode_audio, samples=samples), score=_encode_score)
         frames, info = encode(item, rep)
         frames = np.ascontiguousarray(frames, dtype=rep.dtype)
-    except DecodeError as exc:
-        failed = {"status": "skipped", "reason": exc.reason, "detail": exc.detail[:300]}
-    except MemoryError:
-        failed = {"status": "skipped", "reason": "out of memory"}
-    except Exception as exc:  # noqa: BLE001 - as prepare_one: the reason is kept, the run goes on
-        if is_disk_full(exc):
-            raise
-        failed = {
-            "status": "skipped",
-            "reason": "failed to decode",
-            "detail": f"{type(exc).__name__}: {exc}"[:300],
-        }
-    else:
         failed = None
+    except Exception as exc:  # noqa: BLE001 - as prepare_one: the reason is kept, the run goes on
+        failed = _why_skipped(exc)
     seconds = round(time.perf_counter() - t0, 3)
     if failed is not None:
         return [{**_record(item, splits[pid], pid), **failed, "seconds": seconds} for pid in ids]

@@ -152,20 +152,16 @@ def lock_study(out: str | os.PathLike) -> Any:
     """Take the study folder ``out`` for this process, or raise :class:`StudyError`.
 
     Two studies in one folder would train the same runs and overwrite each other's ``study.json``.
-    Returns the open lock file: the folder is this process's while it is open. Nothing is written
-    to it, so a study run again with nothing to do changes no file.
+    Returns the lock (:class:`~cadenza._fs.FolderLock`; ``close()`` lets it go). Nothing is
+    written to it, so a study run again with nothing to do changes no file; a second study in
+    this process is refused too.
     """
-    try:
-        import fcntl
-    except ImportError:  # not a POSIX system: no lock
-        return None
-    f = open(Path(out) / LOCK_FILE, "a")  # noqa: SIM115 - held open for the life of the study
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise StudyError(
+    from cadenza._fs import lock_folder
+
+    def busy(pid: int | None) -> StudyError:
+        return StudyError(
             f"another cadenza study is running in {out}; let it finish (or stop it) and run the "
             "command again, or give another --out"
-        ) from None
-    return f
+        )
+
+    return lock_folder(out, LOCK_FILE, busy, write_pid=False, shared=False)

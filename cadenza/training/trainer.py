@@ -560,11 +560,12 @@ class Trainer:
             st.n_nonfinite += 1
             self.tracker.nonfinite(st.n_nonfinite, st.step + 1)
             windows = self.sampler.batch(st.epoch, st.batch_in_epoch)
-            bad = torch.tensor([0.0 if _finite(batch) else 1.0], device=self.device)
+            damaged = not _finite(batch)
+            bad = torch.tensor([float(damaged)], device=self.device)
             if self.dist.is_distributed:  # every process sees the loss non-finite: each takes part
                 bad = distributed.all_reduce_sum(bad, self.dist)
             if bad.item() > 0:  # the data's fault, not the model's: no lower learning rate
-                where = _damaged_windows(self.train_set, windows) if not _finite(batch) else []
+                where = _damaged_windows(self.train_set, windows) if damaged else []
                 self.guard.skip_bad_data(name, st, where or ["the batch of another process"])
             else:
                 st.consecutive_nonfinite += 1
