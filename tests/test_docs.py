@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 
 from cadenza.cli import build_parser
+from cadenza.demo import DEMO_MODELS
+from cadenza.errors import ParameterError
 from cadenza.models import MODELS
-from cadenza.training.config import load_config, resolve_config_path
+from cadenza.study.run import _model_config, _split_overrides
+from cadenza.training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -69,34 +72,32 @@ def _parse(argv: list[str]) -> tuple[object | None, str]:
 
 
 def _config_errors(args: object, whole: bool) -> list[str]:
-    """The packaged configs a parsed command names, with the keys it changes applied (inline, a
-    config of a family the sentence imagines is left alone: docs/extending.md's ``gru-tiny``)."""
-    errors = []
+    """The packaged configs a parsed command names, with the keys it changes applied as the command
+    would apply them (a study's and a demo's ``--set`` through the study's own split and check;
+    inline, a config of a family the sentence imagines is left alone: docs/extending.md's
+    ``gru-tiny``)."""
     command = getattr(args, "command", None)
     changes = [*(getattr(args, "overrides", None) or []), *(getattr(args, "set_overrides", None) or [])]
-    checks: list[tuple[str, list[str]]] = []
-    if command == "train":
-        config = str(args.config)  # type: ignore[attr-defined]
-        packaged = "/" not in config and not config.endswith((".yaml", ".yml"))
-        if packaged and (whole or config.rsplit("-", 1)[0] in MODELS):
-            checks.append((config, changes))
-    elif command in ("study", "demo"):
-        models = getattr(args, "models", None)
-        names = models.split(",") if models else list(MODELS)
-        preset = getattr(args, "preset", None) or "tiny"
-        for text in changes:
-            model, sep, change = text.partition(":")
-            if sep and "=" not in model:
-                checks.append((f"{model}-{preset}", [change]))
-            elif text:
-                checks += [(f"{name}-{preset}", [text]) for name in names]
-    for config, overrides in checks:
-        try:
-            resolve_config_path(config)
-            load_config(config, overrides)
-        except Exception as exc:  # noqa: BLE001 - reported with the command
-            errors.append(f"{config} {' '.join(overrides)}: {exc}")
-    return errors
+    try:
+        if command == "train":
+            config = str(args.config)  # type: ignore[attr-defined]
+            packaged = "/" not in config and not config.endswith((".yaml", ".yml"))
+            if packaged and (whole or config.rsplit("-", 1)[0] in MODELS):
+                load_config(config, changes)
+        elif command in ("study", "demo") and any(changes):
+            default = DEMO_MODELS if command == "demo" else MODELS
+            models = [m for m in (getattr(args, "models", None) or "").split(",") if m] or list(default)
+            preset = getattr(args, "preset", None) or "tiny"
+            errors = []
+            for model, overrides in _split_overrides([c for c in changes if c], models).items():
+                try:
+                    _model_config(model, preset, overrides)
+                except ParameterError as exc:
+                    errors.append(f"{model}: {exc}")
+            return errors
+    except ParameterError as exc:
+        return [str(exc)]
+    return []
 
 
 def _problems(path: Path) -> list[str]:
